@@ -1,0 +1,46 @@
+// What every keymgr command shares: the configuration, the database (the same one the server
+// uses, embedded or not), and output that is either for people or, with --json, for scripts.
+import { ConfigError, loadConfig, type Config } from '../config/index.ts';
+import { connectDatabase } from '../db/connect.ts';
+import type { Db } from '../db/database.ts';
+import { migrate } from '../db/migrator.ts';
+
+export class CliError extends Error {}
+
+export interface CommandContext {
+  config: Config;
+  db: Db;
+}
+
+export interface OutputOptions {
+  json?: boolean;
+}
+
+/** Opens the database, brings the schema up to date, runs the command and closes it again. */
+export async function withDatabase<T>(run: (ctx: CommandContext) => Promise<T>): Promise<T> {
+  const config = loadConfig();
+  const handle = await connectDatabase(config, { applicationName: 'keymgr' });
+  try {
+    await migrate(handle.db);
+    return await run({ config, db: handle.db });
+  } finally {
+    await handle.close();
+  }
+}
+
+export function withConfig<T>(run: (config: Config) => Promise<T>): Promise<T> {
+  return run(loadConfig());
+}
+
+/** Prints `value` as JSON, or `human(value)` as text. */
+export function output<T>(opts: OutputOptions, value: T, human: (v: T) => string): void {
+  process.stdout.write(opts.json ? `${JSON.stringify(value, null, 2)}\n` : `${human(value)}\n`);
+}
+
+export function reportError(err: unknown, json: boolean): number {
+  const message = err instanceof CliError || err instanceof ConfigError ? err.message
+    : err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+  if (json) process.stderr.write(`${JSON.stringify({ error: message })}\n`);
+  else process.stderr.write(`keymgr: ${message}\n`);
+  return err instanceof CliError ? 1 : 2;
+}

@@ -1,0 +1,30 @@
+// keymgr migrate and keymgr purge.
+import type { Command } from 'commander';
+import { loadConfig } from '../config/index.ts';
+import { connectDatabase } from '../db/connect.ts';
+import { migrate } from '../db/migrator.ts';
+import { purgeExpiredTokens } from '../store/tokens.ts';
+import { output, withDatabase, type OutputOptions } from './context.ts';
+
+export function registerMaintenanceCommands(program: Command): void {
+  program.command('migrate')
+    .description('apply pending database migrations')
+    .option('--json', 'print JSON')
+    .action(async (opts: OutputOptions) => {
+      const handle = await connectDatabase(loadConfig(), { applicationName: 'keymgr' });
+      try {
+        const applied = (await migrate(handle.db)).map((m) => `${m.version}_${m.name}`);
+        output(opts, { applied }, (r) => r.applied.length ? r.applied.map((m) => `applied ${m}`).join('\n') : 'database is up to date');
+      } finally {
+        await handle.close();
+      }
+    });
+
+  program.command('purge')
+    .description('delete expired tokens, codes and sessions')
+    .option('--json', 'print JSON')
+    .action((opts: OutputOptions) => withDatabase(async ({ db }) => {
+      const deleted = await purgeExpiredTokens(db);
+      output(opts, { deleted }, (r) => `deleted ${r.deleted} expired rows`);
+    }));
+}

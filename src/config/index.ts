@@ -1,0 +1,134 @@
+// The one typed, frozen Config: defaults ← keymanager.toml (KM_CONFIG) ← KM_* environment.
+// Every setting is declared once in SETTINGS below; a wrong value stops the process with a
+// single line naming the key and where the value came from.
+import { readFileSync, existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { parse as parseToml } from 'smol-toml';
+import { z } from 'zod';
+
+const seconds = z.coerce.number().int().min(1).max(10 * 365 * 86400);
+const port = z.coerce.number().int().min(0).max(65535);
+const onOff = z.union([z.boolean(), z.enum(['on', 'off', 'true', 'false', '1', '0', 'yes', 'no'])])
+  .transform((v) => v === true || v === 'on' || v === 'true' || v === '1' || v === 'yes');
+const absoluteHttpUrl = z.string().refine((v) => {
+  try {
+    const u = new URL(v);
+    return (u.protocol === 'https:' || u.protocol === 'http:') && !u.search && !u.hash;
+  } catch {
+    return false;
+  }
+}, 'an absolute http(s) URL without query or fragment');
+const postgresUrl = z.string().refine((v) => /^postgres(ql)?:\/\//.test(v), 'a postgres:// URL');
+
+interface Setting {
+  toml: string;
+  env: string;
+  schema: z.ZodType;
+  default?: unknown;
+  describe: string;
+}
+
+// Keep in sync with the configuration table in README.md.
+export const SETTINGS = {
+  env: { toml: 'env', env: 'KM_ENV', schema: z.enum(['development', 'production']), default: 'development', describe: 'development or production; production refuses unsafe settings' },
+  issuer: { toml: 'issuer', env: 'KM_ISSUER', schema: absoluteHttpUrl, default: 'https://localhost:9443', describe: 'issuer identifier and base URL of the public endpoints' },
+  host: { toml: 'host', env: 'KM_HOST', schema: z.string().min(1), default: '0.0.0.0', describe: 'address the public listener binds' },
+  port: { toml: 'port', env: 'KM_PORT', schema: port, default: 9443, describe: 'public listener port (0 picks a free port)' },
+  managementHost: { toml: 'management_host', env: 'KM_MANAGEMENT_HOST', schema: z.string().min(1), default: '127.0.0.1', describe: 'address the management listener binds' },
+  managementPort: { toml: 'management_port', env: 'KM_MANAGEMENT_PORT', schema: port, default: 9164, describe: 'management listener port' },
+  tls: { toml: 'tls', env: 'KM_TLS', schema: onOff, default: true, describe: 'serve HTTPS (off: plain HTTP behind a TLS-terminating proxy)' },
+  tlsCertFile: { toml: 'tls_cert', env: 'KM_TLS_CERT', schema: z.string().min(1), describe: 'PEM certificate of the public listener; unset: <keys_dir>/tls/server.crt, generated for development when absent' },
+  tlsKeyFile: { toml: 'tls_key', env: 'KM_TLS_KEY', schema: z.string().min(1), describe: 'PEM private key of the public listener; unset: <keys_dir>/tls/server.key' },
+  trustProxy: { toml: 'trust_proxy', env: 'KM_TRUST_PROXY', schema: onOff, default: false, describe: 'trust X-Forwarded-* headers (only behind your own proxy)' },
+  keysDir: { toml: 'keys_dir', env: 'KM_KEYS_DIR', schema: z.string().min(1), default: 'keys', describe: 'directory of signing keys and TLS material' },
+  dataDir: { toml: 'data_dir', env: 'KM_DATA_DIR', schema: z.string().min(1), default: '.data', describe: 'directory of the embedded PostgreSQL' },
+  databaseUrl: { toml: 'database_url', env: 'DATABASE_URL', schema: postgresUrl, describe: 'external PostgreSQL; unset: embedded PostgreSQL under data_dir' },
+  embeddedPostgresPort: { toml: 'embedded_postgres_port', env: 'KM_EMBEDDED_POSTGRES_PORT', schema: port.min(1), default: 54329, describe: 'loopback port of the embedded PostgreSQL' },
+  databasePoolSize: { toml: 'database_pool_size', env: 'KM_DATABASE_POOL_SIZE', schema: z.coerce.number().int().min(1).max(200), default: 10, describe: 'PostgreSQL connections per instance' },
+  defaultAudience: { toml: 'default_audience', env: 'KM_DEFAULT_AUDIENCE', schema: absoluteHttpUrl, describe: 'audience (aud) of access tokens requested without a resource parameter; unset: the issuer' },
+  accessTokenTtl: { toml: 'access_token_ttl', env: 'KM_ACCESS_TOKEN_TTL', schema: seconds, default: 3600, describe: 'access-token lifetime, seconds' },
+  refreshTokenTtl: { toml: 'refresh_token_ttl', env: 'KM_REFRESH_TOKEN_TTL', schema: seconds, default: 86400, describe: 'refresh-token lifetime (absolute), seconds' },
+  authorizationCodeTtl: { toml: 'authorization_code_ttl', env: 'KM_AUTHORIZATION_CODE_TTL', schema: seconds.max(600), default: 60, describe: 'authorization-code lifetime, seconds' },
+  clockSkew: { toml: 'clock_skew', env: 'KM_CLOCK_SKEW', schema: z.coerce.number().int().min(0).max(600), default: 30, describe: 'tolerated clock difference for timestamps presented to the server (assertions, DPoP), seconds' },
+  maxBodyBytes: { toml: 'max_body_bytes', env: 'KM_MAX_BODY_BYTES', schema: z.coerce.number().int().min(1024).max(56 * 1024), default: 56 * 1024, describe: 'largest accepted request body, bytes (at most 57344, the protocol engine\'s own limit)' },
+  purgeInterval: { toml: 'purge_interval', env: 'KM_PURGE_INTERVAL', schema: seconds, default: 3600, describe: 'how often expired rows are deleted, seconds' },
+  logLevel: { toml: 'log_level', env: 'KM_LOG_LEVEL', schema: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']), default: 'info', describe: 'log level' },
+} satisfies Record<string, Setting>;
+
+type Settings = typeof SETTINGS;
+type ValueOf<K extends keyof Settings> = Settings[K] extends { default: unknown }
+  ? z.output<Settings[K]['schema']>
+  : z.output<Settings[K]['schema']> | undefined;
+
+export type Config = Readonly<{ [K in keyof Settings]: ValueOf<K> }>;
+
+export class ConfigError extends Error {}
+
+interface Sources {
+  env?: NodeJS.ProcessEnv;
+  /** Overrides applied last; used by tests that start several instances in one process. */
+  overrides?: Partial<{ [K in keyof Settings]: unknown }>;
+}
+
+export function loadConfig({ env = process.env, overrides = {} }: Sources = {}): Config {
+  const tomlPath = env.KM_CONFIG ?? (existsSync('keymanager.toml') ? 'keymanager.toml' : undefined);
+  const fromFile = tomlPath ? readTomlFile(tomlPath) : {};
+  const knownTomlKeys = new Set(Object.values(SETTINGS).map((s) => s.toml));
+  for (const key of Object.keys(fromFile)) {
+    if (!knownTomlKeys.has(key)) throw new ConfigError(`config: unknown key "${key}" in ${tomlPath}`);
+  }
+
+  const out: Record<string, unknown> = {};
+  for (const [name, setting] of Object.entries(SETTINGS) as [keyof Settings, Setting][]) {
+    let raw: unknown = setting.default;
+    let source = 'default';
+    if (fromFile[setting.toml] !== undefined) {
+      raw = fromFile[setting.toml];
+      source = `${tomlPath}: ${setting.toml}`;
+    }
+    const fromEnv = env[setting.env];
+    if (fromEnv !== undefined && fromEnv !== '') {
+      raw = fromEnv;
+      source = setting.env;
+    }
+    if (overrides[name] !== undefined) {
+      raw = overrides[name];
+      source = `override ${name}`;
+    }
+    if (raw === undefined) continue;
+    const parsed = setting.schema.safeParse(raw);
+    if (!parsed.success) {
+      const why = parsed.error.issues[0]?.message ?? 'invalid value';
+      throw new ConfigError(`config: ${source}: ${why} (got ${JSON.stringify(raw)})`);
+    }
+    out[name] = parsed.data;
+  }
+  const config = out as Config;
+  checkSafety(config);
+  return Object.freeze(config);
+}
+
+function readTomlFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(resolve(path), 'utf8');
+  } catch {
+    throw new ConfigError(`config: KM_CONFIG: cannot read ${path}`);
+  }
+  try {
+    return parseToml(text) as Record<string, unknown>;
+  } catch (err) {
+    throw new ConfigError(`config: ${path}: not valid TOML (${(err as Error).message.split('\n')[0]})`);
+  }
+}
+
+// Production mode refuses settings that are only acceptable on a developer's machine.
+function checkSafety(config: Config): void {
+  if (config.env !== 'production') return;
+  if (new URL(config.issuer).protocol !== 'https:') {
+    throw new ConfigError('config: KM_ISSUER: production requires an https issuer');
+  }
+  if (!config.databaseUrl) {
+    throw new ConfigError('config: DATABASE_URL: production requires an external PostgreSQL (the embedded one is for development)');
+  }
+}

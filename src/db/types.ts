@@ -1,0 +1,77 @@
+// Table types for Kysely. db/README.md describes the same tables for people.
+import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely';
+
+type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
+type NullableTimestamp = ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+
+export interface ClientsTable {
+  client_id: string;
+  name: string;
+  secret_sha256: string | null;
+  secret_created_at: NullableTimestamp;
+  token_endpoint_auth_method: string;
+  grant_types: string[];
+  redirect_uris: ColumnType<string[], string[] | undefined, string[]>;
+  scope: ColumnType<string, string | undefined, string>;
+  access_token_format: ColumnType<'opaque' | 'jwt', 'opaque' | 'jwt' | undefined, 'opaque' | 'jwt'>;
+  introspect_any: ColumnType<boolean, boolean | undefined, boolean>;
+  tls_client_auth_subject_dn: string | null;
+  tls_client_auth_san_dns: string | null;
+  disabled: ColumnType<boolean, boolean | undefined, boolean>;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface TokensTable {
+  id_sha256: string;
+  kind: string;
+  format: ColumnType<'opaque' | 'jwt', 'opaque' | 'jwt' | undefined, 'opaque' | 'jwt'>;
+  client_id: string | null;
+  account_id: string | null;
+  grant_id: string | null;
+  uid: string | null;
+  scope: string | null;
+  issued_at: Timestamp;
+  expires_at: NullableTimestamp;
+  consumed_at: NullableTimestamp;
+  revoked_at: NullableTimestamp;
+  payload: ColumnType<Record<string, unknown>, string, string>;
+}
+
+export interface ClientCertificatesTable {
+  id: Generated<string>;
+  client_id: string;
+  alias: string;
+  pem: string;
+  thumbprint_sha256: string;
+  subject_dn: string;
+  issuer_dn: string;
+  san_dns: ColumnType<string[], string[] | undefined, string[]>;
+  san_uri: ColumnType<string[], string[] | undefined, string[]>;
+  san_ip: ColumnType<string[], string[] | undefined, string[]>;
+  san_email: ColumnType<string[], string[] | undefined, string[]>;
+  not_before: Timestamp;
+  not_after: Timestamp;
+  tier: string | null;
+  created_at: Timestamp;
+  removed_at: NullableTimestamp;
+}
+
+export interface SchemaMigrationsTable {
+  version: string;
+  name: string;
+  checksum: string;
+  applied_at: Timestamp;
+}
+
+export interface Database {
+  clients: ClientsTable;
+  tokens: TokensTable;
+  client_certificates: ClientCertificatesTable;
+  schema_migrations: SchemaMigrationsTable;
+}
+
+export type ClientRow = Selectable<ClientsTable>;
+export type NewClientRow = Insertable<ClientsTable>;
+export type ClientRowUpdate = Updateable<ClientsTable>;
+export type TokenRow = Selectable<TokensTable>;

@@ -1,0 +1,75 @@
+// The public (protocol) surface: health, our introspection and revocation endpoints, RFC 8414
+// metadata, and everything else handed to oidc-provider.
+import Koa from 'koa';
+import Router from '@koa/router';
+import mount from 'koa-mount';
+import type Provider from 'oidc-provider';
+import type { Logger } from 'pino';
+import type { Config } from '../config/index.ts';
+import type { Db } from '../db/database.ts';
+import { addHealthRoutes } from './health.ts';
+import { authenticateClient } from '../oauth/client-auth.ts';
+import { introspect } from '../oauth/introspection.ts';
+import { revoke } from '../oauth/revocation.ts';
+import { persistJwtAccessTokens } from '../oauth/jwt-access-tokens.ts';
+import { ROUTES } from '../oauth/provider.ts';
+import { errorMapper } from './errors.ts';
+import { PayloadTooLarge, readForm } from './form-body.ts';
+
+export interface PublicAppDeps {
+  config: Config;
+  db: Db;
+  provider: Provider;
+  logger: Logger;
+}
+
+export function buildPublicApp({ config, db, provider, logger }: PublicAppDeps): Koa {
+  const app = new Koa();
+  app.proxy = config.trustProxy;
+  app.silent = true; // errors are logged by errorMapper, not printed by koa
+
+  const router = new Router();
+  addHealthRoutes(router, db);
+  router.post(ROUTES.introspection, async (ctx) => {
+    const form = await readForm(ctx, config.maxBodyBytes);
+    const caller = await authenticateClient(db, ctx.get('authorization') || undefined, form);
+    ctx.set('Cache-Control', 'no-store');
+    ctx.body = await introspect(db, config.issuer, caller, form);
+  });
+  router.post(ROUTES.revocation, async (ctx) => {
+    const form = await readForm(ctx, config.maxBodyBytes);
+    const caller = await authenticateClient(db, ctx.get('authorization') || undefined, form);
+    const outcome = await revoke(db, caller, form);
+    if (outcome === 'revoked') logger.info({ client_id: caller.client_id }, 'token revoked');
+    ctx.set('Cache-Control', 'no-store');
+    ctx.status = 200;
+    ctx.body = '';
+  });
+
+  app.use(errorMapper(logger));
+  app.use(async function securityHeaders(ctx, next) {
+    ctx.set('X-Content-Type-Options', 'nosniff');
+    ctx.set('Referrer-Policy', 'no-referrer');
+    await next();
+  });
+  app.use(async function rejectOversizedBodies(ctx, next) {
+    // oidc-provider refuses oversized bodies as well; answering here, on the declared length,
+    // spares reading them and gives the same 413 on every endpoint.
+    const length = ctx.request.length;
+    if (length !== undefined && length > config.maxBodyBytes) throw new PayloadTooLarge();
+    await next();
+  });
+  app.use(async function authorizationServerMetadata(ctx, next) {
+    // RFC 8414 metadata is the same document as OpenID discovery, under its own name.
+    if (ctx.path === '/.well-known/oauth-authorization-server') ctx.path = '/.well-known/openid-configuration';
+    await next();
+  });
+  app.use(async function recordJwtAccessTokens(ctx, next) {
+    if (ctx.method === 'POST' && ctx.path === ROUTES.token) return persistJwtAccessTokens(db)(ctx, next);
+    return next();
+  });
+  app.use(router.routes());
+  app.use(router.allowedMethods());
+  app.use(mount(provider));
+  return app;
+}

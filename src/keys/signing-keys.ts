@@ -1,0 +1,75 @@
+// The signing key set, kept as a private JWKS file under keys/. The newest key signs; older
+// keys stay published in /jwks until everything they signed has expired, then drop out.
+import { randomUUID } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { exportJWK, generateKeyPair, type JWK } from 'jose';
+
+export const SIGNING_ALG = 'RS256';
+
+interface StoredKey {
+  jwk: JWK;
+  created_at: string;
+  /** Set when a newer key took over: the key is published, not used, until this time. */
+  retire_at: string | null;
+}
+
+interface KeyFile {
+  keys: StoredKey[];
+}
+
+export function signingKeysPath(keysDir: string): string {
+  return join(keysDir, 'signing-keys.json');
+}
+
+async function newKey(): Promise<StoredKey> {
+  const { privateKey } = await generateKeyPair(SIGNING_ALG, { modulusLength: 2048, extractable: true });
+  const jwk = { ...(await exportJWK(privateKey)), kid: randomUUID(), alg: SIGNING_ALG, use: 'sig' };
+  return { jwk, created_at: new Date().toISOString(), retire_at: null };
+}
+
+function read(path: string): KeyFile {
+  const parsed = JSON.parse(readFileSync(path, 'utf8')) as KeyFile;
+  if (!Array.isArray(parsed.keys) || parsed.keys.length === 0) throw new Error(`${path}: no keys`);
+  return parsed;
+}
+
+function write(path: string, file: KeyFile): void {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  // Write then rename, so that a server starting meanwhile never reads half a file.
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, JSON.stringify(file, null, 2), { mode: 0o600 });
+  renameSync(tmp, path);
+}
+
+function live(file: KeyFile, now = Date.now()): StoredKey[] {
+  return file.keys.filter((k) => !k.retire_at || Date.parse(k.retire_at) > now);
+}
+
+/** The private JWKS for oidc-provider: the signing key first, then keys still being retired. */
+export async function loadOrCreateSigningKeys(keysDir: string): Promise<{ keys: JWK[]; created: boolean }> {
+  const path = signingKeysPath(keysDir);
+  if (!existsSync(path)) {
+    const file = { keys: [await newKey()] };
+    write(path, file);
+    return { keys: file.keys.map((k) => k.jwk), created: true };
+  }
+  return { keys: live(read(path)).map((k) => k.jwk), created: false };
+}
+
+/**
+ * Adds a new signing key. The previous one stays published for `retireAfterSeconds` (the
+ * longest lifetime of anything it signed), after which it is dropped from the file.
+ */
+export async function rotateSigningKeys(keysDir: string, retireAfterSeconds: number) {
+  const path = signingKeysPath(keysDir);
+  const file = existsSync(path) ? read(path) : { keys: [] };
+  const retireAt = new Date(Date.now() + retireAfterSeconds * 1000).toISOString();
+  const kept = live(file).map((k) => (k.retire_at ? k : { ...k, retire_at: retireAt }));
+  const added = await newKey();
+  write(path, { keys: [added, ...kept] });
+  return {
+    kid: added.jwk.kid as string,
+    published: [added, ...kept].map((k) => ({ kid: k.jwk.kid as string, created_at: k.created_at, retire_at: k.retire_at })),
+  };
+}

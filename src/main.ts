@@ -1,0 +1,145 @@
+// Composition root: config → database → keys → provider → apps → listeners. Nothing here is
+// a module-level singleton, so tests can start several isolated instances in one process.
+import { createServer as createHttpServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import { ConfigError, loadConfig, type Config } from './config/index.ts';
+import { connectDatabase, type DatabaseHandle } from './db/connect.ts';
+import { migrate } from './db/migrator.ts';
+import { loadOrCreateSigningKeys } from './keys/signing-keys.ts';
+import { loadOrCreateTlsMaterial } from './keys/tls.ts';
+import { buildProvider } from './oauth/provider.ts';
+import { buildPublicApp } from './http/public-app.ts';
+import { buildManagementApp } from './http/management-app.ts';
+import { createLogger } from './http/logger.ts';
+import { purgeExpiredTokens } from './store/tokens.ts';
+
+export interface RunningServer {
+  config: Config;
+  publicUrl: string;
+  managementUrl: string;
+  stop(): Promise<void>;
+}
+
+export async function startServer(config: Config, logger: Logger = createLogger(config.logLevel)): Promise<RunningServer> {
+  const database: DatabaseHandle = await connectDatabase(config, {
+    applicationName: 'keymanager',
+    log: (m) => logger.debug({ component: 'embedded-postgres' }, m),
+    onPoolError: (err) => logger.warn({ err }, 'database connection lost'),
+  });
+  try {
+    const applied = await migrate(database.db);
+    for (const m of applied) logger.info({ migration: `${m.version}_${m.name}` }, 'migration applied');
+
+    const { keys, created } = await loadOrCreateSigningKeys(config.keysDir);
+    if (created) logger.info({ keys_dir: config.keysDir }, 'generated a signing key');
+
+    const provider = buildProvider({ config, db: database.db, signingKeys: keys, logger });
+    const publicApp = buildPublicApp({ config, db: database.db, provider, logger });
+    const managementApp = buildManagementApp({ db: database.db, logger });
+
+    let publicServer: Server;
+    if (config.tls) {
+      const tls = await loadOrCreateTlsMaterial(
+        config.tlsCertFile ?? join(config.keysDir, 'tls', 'server.crt'),
+        config.tlsKeyFile ?? join(config.keysDir, 'tls', 'server.key'),
+        config.env !== 'production',
+      );
+      if (tls.generated) logger.info('generated a development TLS certificate for localhost');
+      publicServer = createHttpsServer({ cert: tls.cert, key: tls.key }, publicApp.callback());
+    } else {
+      publicServer = createHttpServer(publicApp.callback());
+    }
+    const managementServer = createHttpServer(managementApp.callback());
+    await listen(publicServer, config.port, config.host);
+    await listen(managementServer, config.managementPort, config.managementHost);
+
+    const purge = setInterval(() => {
+      purgeExpiredTokens(database.db)
+        .then((n) => n && logger.info({ rows: n }, 'purged expired tokens'))
+        .catch((err) => logger.warn({ err }, 'purge failed'));
+    }, config.purgeInterval * 1000);
+    purge.unref();
+
+    const publicUrl = urlOf(publicServer, config.tls ? 'https' : 'http');
+    const managementUrl = urlOf(managementServer, 'http');
+    logger.info({ public: publicUrl, management: managementUrl, issuer: config.issuer, embedded_postgres: database.embedded }, 'keymanager listening');
+
+    return {
+      config,
+      publicUrl,
+      managementUrl,
+      async stop() {
+        clearInterval(purge);
+        await Promise.all([close(publicServer), close(managementServer)]);
+        await database.close();
+      },
+    };
+  } catch (err) {
+    await database.close().catch(() => {});
+    throw err;
+  }
+}
+
+function listen(server: Server, port: number, host: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+function close(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeIdleConnections();
+  });
+}
+
+function urlOf(server: Server, scheme: string): string {
+  const { address, port } = server.address() as AddressInfo;
+  const host = address.includes(':') ? `[${address}]` : address === '0.0.0.0' ? 'localhost' : address;
+  return `${scheme}://${host}:${port}`;
+}
+
+async function main(): Promise<void> {
+  let config: Config;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const logger = createLogger(config.logLevel);
+  let server: RunningServer;
+  try {
+    server = await startServer(config, logger);
+  } catch (err) {
+    logger.fatal({ err }, 'keymanager did not start');
+    process.exit(1);
+  }
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'stopping');
+    server.stop().then(() => process.exit(0), (err) => {
+      logger.error({ err }, 'unclean stop');
+      process.exit(1);
+    });
+  };
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  await main();
+}

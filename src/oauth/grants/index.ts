@@ -1,0 +1,25 @@
+// The one registration table of extension grants (RFC 6749 §4.5). Each grant lives in its
+// own file and exports { grantType, parameters, handler }; adding one is one line below.
+import type Provider from 'oidc-provider';
+import type { KoaContextWithOIDC } from 'oidc-provider';
+import type { Config } from '../../config/index.ts';
+import type { Db } from '../../db/database.ts';
+
+export interface GrantDeps {
+  config: Config;
+  db: Db;
+}
+
+export interface ExtensionGrant {
+  grantType: string;
+  parameters: string[];
+  handler: (deps: GrantDeps) => (ctx: KoaContextWithOIDC) => Promise<void>;
+}
+
+const GRANTS: ExtensionGrant[] = [];
+
+export function registerGrants(provider: Provider, deps: GrantDeps): void {
+  for (const grant of GRANTS) {
+    provider.registerGrantType(grant.grantType, grant.handler(deps), grant.parameters);
+  }
+}

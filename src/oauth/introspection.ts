@@ -1,0 +1,53 @@
+// Token introspection (RFC 7662). One indexed lookup by digest answers for opaque and JWT
+// access tokens and for refresh tokens alike. A client sees its own tokens; a client flagged
+// introspect_any (a resource server or gateway) sees every token. Anything else, and any
+// token that is unknown, expired, revoked or already used, is exactly {"active": false}.
+import { errors } from 'oidc-provider';
+import type { Db } from '../db/database.ts';
+import type { ClientRow, TokenRow } from '../db/types.ts';
+import { findIssuedTokenByValue } from '../store/tokens.ts';
+
+export type IntrospectionResponse = { active: false } | ({ active: true } & Record<string, unknown>);
+
+export function isTokenActive(row: TokenRow | undefined, now = Date.now()): row is TokenRow {
+  if (!row || row.revoked_at || row.consumed_at) return false;
+  return row.expires_at !== null && row.expires_at.getTime() > now;
+}
+
+export async function introspect(db: Db, issuer: string, caller: ClientRow, form: URLSearchParams): Promise<IntrospectionResponse> {
+  const token = form.get('token');
+  if (!token) throw new errors.InvalidRequest("missing required parameter 'token'");
+  const row = await findIssuedTokenByValue(db, token);
+  if (!isTokenActive(row)) return { active: false };
+  if (row.client_id !== caller.client_id && !caller.introspect_any) return { active: false };
+
+  const p = row.payload as Record<string, unknown> & { extra?: Record<string, unknown> };
+  const iat = typeof p.iat === 'number' ? p.iat : Math.floor(row.issued_at.getTime() / 1000);
+  const exp = Math.floor((row.expires_at as Date).getTime() / 1000);
+  const username = typeof p.extra?.username === 'string' ? p.extra.username : undefined;
+  const cnf = p['x5t#S256'] || p.jkt
+    ? { ...(p['x5t#S256'] ? { 'x5t#S256': p['x5t#S256'] } : {}), ...(p.jkt ? { jkt: p.jkt } : {}) }
+    : undefined;
+  return dropUndefined({
+    active: true as const,
+    scope: row.scope || undefined,
+    client_id: row.client_id ?? undefined,
+    username,
+    token_type: row.kind === 'RefreshToken' ? 'refresh_token' : (p.jkt ? 'DPoP' : 'Bearer'),
+    exp,
+    iat,
+    nbf: typeof p.nbf === 'number' ? p.nbf : iat,
+    // A client-credentials token acts for the client itself (RFC 9068 §2.2 uses the same rule).
+    sub: row.account_id ?? row.client_id ?? undefined,
+    aud: p.aud ?? undefined,
+    iss: issuer,
+    // An opaque token's identifier is its value, which the caller already holds.
+    jti: row.format === 'jwt' ? p.jti : undefined,
+    cnf,
+  });
+}
+
+function dropUndefined<T extends Record<string, unknown>>(o: T): T {
+  for (const k of Object.keys(o)) if (o[k] === undefined) delete o[k];
+  return o;
+}

@@ -1,0 +1,133 @@
+// Config → oidc-provider. The only file that knows oidc-provider's configuration options.
+import Provider, { errors, type ClientAuthMethod, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import type { JWK } from 'jose';
+import type { Logger } from 'pino';
+import type { Config } from '../config/index.ts';
+import type { Db } from '../db/database.ts';
+import { clientSecretMatches } from '../store/clients.ts';
+import { createAdapterClass } from './adapter.ts';
+import { EXTRA_CLIENT_METADATA } from './client-metadata.ts';
+import { grantableScopes } from './scope-policy.ts';
+import { noteIssuedJwtAccessToken } from './jwt-access-tokens.ts';
+import { registerGrants } from './grants/index.ts';
+
+export const ROUTES = {
+  authorization: '/authorize',
+  token: '/token',
+  jwks: '/jwks',
+  userinfo: '/userinfo',
+  end_session: '/logout',
+  introspection: '/introspect',
+  revocation: '/revoke',
+} as const;
+
+export const SECRET_CLIENT_AUTH_METHODS: ClientAuthMethod[] = ['client_secret_basic', 'client_secret_post'];
+
+export interface ProviderDeps {
+  config: Config;
+  db: Db;
+  signingKeys: JWK[];
+  logger: Logger;
+}
+
+export function audienceOf(config: Config): string {
+  return config.defaultAudience ?? config.issuer;
+}
+
+export function buildProvider({ config, db, signingKeys, logger }: ProviderDeps): Provider {
+  const audience = audienceOf(config);
+  const endpoint = (path: string) => new URL(path, `${config.issuer.replace(/\/$/, '')}/`).href.replace(/\/$/, '');
+
+  const configuration: Configuration = {
+    adapter: createAdapterClass(db),
+    clients: [],
+    jwks: { keys: signingKeys as Configuration['jwks'] extends { keys: infer K } ? K : never },
+    routes: {
+      authorization: ROUTES.authorization,
+      token: ROUTES.token,
+      jwks: ROUTES.jwks,
+      userinfo: ROUTES.userinfo,
+      end_session: ROUTES.end_session,
+    },
+    clientAuthMethods: [...SECRET_CLIENT_AUTH_METHODS, 'none'],
+    clockTolerance: config.clockSkew,
+    ttl: {
+      AccessToken: config.accessTokenTtl,
+      ClientCredentials: config.accessTokenTtl,
+      RefreshToken: config.refreshTokenTtl,
+      AuthorizationCode: config.authorizationCodeTtl,
+    },
+    responseTypes: ['code'],
+    pkce: { required: () => true },
+    extraClientMetadata: {
+      properties: [...EXTRA_CLIENT_METADATA],
+    },
+    features: {
+      devInteractions: { enabled: false },
+      clientCredentials: { enabled: true },
+      // Served by our own routes (src/oauth/introspection.ts, revocation.ts): they must also
+      // answer for JWT access tokens, which oidc-provider refuses to look up.
+      introspection: { enabled: false },
+      revocation: { enabled: false },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: async () => audience,
+        useGrantedResource: async () => true,
+        getResourceServerInfo: async (ctx, resourceIndicator, client) => {
+          if (resourceIndicator !== audience) throw new errors.InvalidTarget();
+          const allowed = String(client.km_allowed_scope ?? '');
+          // Validates the request here, once, for every grant that reaches the token endpoint.
+          grantableScopes(allowed, ctx.oidc.params?.scope);
+          return {
+            scope: allowed,
+            audience,
+            accessTokenTTL: config.accessTokenTtl,
+            accessTokenFormat: client.km_access_token_format === 'jwt' ? 'jwt' : 'opaque',
+            jwt: { sign: { alg: 'RS256' } },
+          };
+        },
+      },
+    },
+    discovery: {
+      introspection_endpoint: endpoint(ROUTES.introspection),
+      introspection_endpoint_auth_methods_supported: SECRET_CLIENT_AUTH_METHODS,
+      revocation_endpoint: endpoint(ROUTES.revocation),
+      revocation_endpoint_auth_methods_supported: SECRET_CLIENT_AUTH_METHODS,
+    },
+    renderError: async (ctx, out) => {
+      ctx.type = 'html';
+      ctx.body = errorPage(out.error, out.error_description);
+    },
+  };
+
+  const provider = new Provider(config.issuer, configuration);
+  provider.proxy = config.trustProxy;
+
+  // Only digests are stored: hash what the client presents, then compare in constant time.
+  provider.Client.prototype.compareClientSecret = async function compare(this: { clientSecret?: string }, actual: string) {
+    return clientSecretMatches(actual, this.clientSecret ?? null);
+  };
+
+  registerGrants(provider, { config, db });
+
+  provider.on('access_token.issued', (token) => noteIssuedJwtAccessToken(Provider.ctx, token));
+  provider.on('client_credentials.issued', (token) => noteIssuedJwtAccessToken(Provider.ctx, token));
+  provider.on('server_error', (ctx: KoaContextWithOIDC, err: Error) => {
+    logger.error({ err, path: ctx.path, method: ctx.method }, 'server error in protocol engine');
+  });
+  for (const event of ['grant.error', 'authorization.error'] as const) {
+    provider.on(event as 'server_error', (ctx: KoaContextWithOIDC, err: Error & { error_detail?: string }) => {
+      logger.info({ event, client_id: ctx.oidc?.client?.clientId, error: err.message, detail: err.error_detail }, 'request refused');
+    });
+  }
+  return provider;
+}
+
+function escapeHtml(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+function errorPage(error: string, description?: string): string {
+  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>Request refused</title></head>
+<body><main><h1>Request refused</h1><p><strong>${escapeHtml(error)}</strong></p>${description ? `<p>${escapeHtml(description)}</p>` : ''}</main></body></html>`;
+}

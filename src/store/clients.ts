@@ -1,0 +1,144 @@
+// Clients: registration data and their secrets. Secrets are generated here (256 bits),
+// handed out once and kept only as a SHA-256 digest, which is fast to check on the hot path
+// and useless to whoever copies the table (a 256-bit random value cannot be guessed back).
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { Db } from '../db/database.ts';
+import type { ClientRow } from '../db/types.ts';
+
+export const SECRET_AUTH_METHODS = ['client_secret_basic', 'client_secret_post'] as const;
+export const AUTH_METHODS = [...SECRET_AUTH_METHODS, 'none', 'tls_client_auth', 'self_signed_tls_client_auth'] as const;
+export type AuthMethod = (typeof AUTH_METHODS)[number];
+export const GRANT_TYPES = [
+  'client_credentials',
+  'authorization_code',
+  'refresh_token',
+  'password',
+  'urn:ietf:params:oauth:grant-type:saml2-bearer',
+] as const;
+export const TOKEN_FORMATS = ['opaque', 'jwt'] as const;
+export type TokenFormat = (typeof TOKEN_FORMATS)[number];
+
+export interface NewClient {
+  name: string;
+  grantTypes: string[];
+  scope: string[];
+  redirectUris?: string[];
+  tokenFormat?: TokenFormat;
+  authMethod?: AuthMethod;
+  introspectAny?: boolean;
+}
+
+export class ClientInputError extends Error {}
+
+export function generateClientSecret(): string {
+  return randomBytes(32).toString('base64url');
+}
+
+export function hashClientSecret(secret: string): string {
+  return createHash('sha256').update(secret, 'utf8').digest('hex');
+}
+
+/** Constant-time comparison of a presented secret with the stored digest. */
+export function clientSecretMatches(presented: string, storedSha256: string | null): boolean {
+  // Hash even when nothing is stored so that the time taken does not tell the two cases apart.
+  const presentedDigest = Buffer.from(hashClientSecret(presented), 'hex');
+  const stored = Buffer.from(storedSha256 ?? '0'.repeat(64), 'hex');
+  return timingSafeEqual(presentedDigest, stored) && storedSha256 !== null;
+}
+
+export function usesSecret(method: string): boolean {
+  return (SECRET_AUTH_METHODS as readonly string[]).includes(method);
+}
+
+function validate(input: NewClient): void {
+  if (!input.name.trim()) throw new ClientInputError('name must not be empty');
+  if (input.grantTypes.length === 0) throw new ClientInputError('at least one grant type is required');
+  for (const g of input.grantTypes) {
+    if (!(GRANT_TYPES as readonly string[]).includes(g)) {
+      throw new ClientInputError(`unknown grant type "${g}" (one of: ${GRANT_TYPES.join(', ')})`);
+    }
+  }
+  for (const s of input.scope) {
+    // RFC 6749 §3.3 scope-token: %x21 / %x23-5B / %x5D-7E
+    if (!/^[\x21\x23-\x5b\x5d-\x7e]+$/.test(s)) throw new ClientInputError(`invalid scope value "${s}"`);
+  }
+  for (const uri of input.redirectUris ?? []) {
+    let parsed: URL;
+    try {
+      parsed = new URL(uri);
+    } catch {
+      throw new ClientInputError(`redirect URI "${uri}" is not an absolute URI`);
+    }
+    if (parsed.hash) throw new ClientInputError(`redirect URI "${uri}" must not contain a fragment`);
+  }
+  if (input.grantTypes.includes('authorization_code') && !input.redirectUris?.length) {
+    throw new ClientInputError('the authorization_code grant needs at least one redirect URI');
+  }
+}
+
+export async function createClient(db: Db, input: NewClient): Promise<{ client: ClientRow; clientSecret: string | null }> {
+  validate(input);
+  const authMethod = input.authMethod ?? 'client_secret_basic';
+  const clientSecret = usesSecret(authMethod) ? generateClientSecret() : null;
+  const client = await db.insertInto('clients')
+    .values({
+      client_id: randomBytes(16).toString('base64url'),
+      name: input.name.trim(),
+      secret_sha256: clientSecret ? hashClientSecret(clientSecret) : null,
+      secret_created_at: clientSecret ? new Date() : null,
+      token_endpoint_auth_method: authMethod,
+      grant_types: [...new Set(input.grantTypes)],
+      redirect_uris: [...new Set(input.redirectUris ?? [])],
+      scope: [...new Set(input.scope)].join(' '),
+      access_token_format: input.tokenFormat ?? 'opaque',
+      introspect_any: input.introspectAny ?? false,
+      tls_client_auth_subject_dn: null,
+      tls_client_auth_san_dns: null,
+    })
+    .returningAll()
+    .executeTakeFirstOrThrow();
+  return { client, clientSecret };
+}
+
+export async function findClientById(db: Db, clientId: string): Promise<ClientRow | undefined> {
+  return db.selectFrom('clients').selectAll().where('client_id', '=', clientId).executeTakeFirst();
+}
+
+export async function listClients(db: Db): Promise<ClientRow[]> {
+  return db.selectFrom('clients').selectAll().orderBy('created_at').orderBy('client_id').execute();
+}
+
+/** Deletes the client; its tokens and certificates go with it (ON DELETE CASCADE). */
+export async function deleteClient(db: Db, clientId: string): Promise<boolean> {
+  const result = await db.deleteFrom('clients').where('client_id', '=', clientId).executeTakeFirst();
+  return result.numDeletedRows > 0n;
+}
+
+/** Replaces the secret; the old one stops working on the next request of every instance. */
+export async function rotateClientSecret(db: Db, clientId: string): Promise<string | undefined> {
+  const clientSecret = generateClientSecret();
+  const result = await db.updateTable('clients')
+    .set({ secret_sha256: hashClientSecret(clientSecret), secret_created_at: new Date(), updated_at: new Date() })
+    .where('client_id', '=', clientId)
+    .where('token_endpoint_auth_method', 'in', [...SECRET_AUTH_METHODS])
+    .executeTakeFirst();
+  return result.numUpdatedRows > 0n ? clientSecret : undefined;
+}
+
+/** What operators see of a client: never the secret digest. */
+export function describeClient(row: ClientRow) {
+  return {
+    client_id: row.client_id,
+    name: row.name,
+    grant_types: row.grant_types,
+    scope: row.scope,
+    redirect_uris: row.redirect_uris,
+    token_endpoint_auth_method: row.token_endpoint_auth_method,
+    access_token_format: row.access_token_format,
+    introspect_any: row.introspect_any,
+    disabled: row.disabled,
+    secret_created_at: row.secret_created_at?.toISOString() ?? null,
+    created_at: row.created_at.toISOString(),
+    updated_at: row.updated_at.toISOString(),
+  };
+}

@@ -1,0 +1,152 @@
+// Every oidc-provider model instance (tokens, codes, grants, sessions, interactions) and the
+// JWT access tokens the server issues. Rows are keyed by the SHA-256 digest of the id, which
+// for tokens and codes is the token value itself: the value is never written anywhere.
+import { createHash } from 'node:crypto';
+import { sql } from 'kysely';
+import type { Db } from '../db/database.ts';
+import type { TokenRow } from '../db/types.ts';
+
+export function tokenDigest(value: string): string {
+  return createHash('sha256').update(value, 'utf8').digest('hex');
+}
+
+export interface StoredModel {
+  kind: string;
+  format?: 'opaque' | 'jwt';
+  clientId?: string | null;
+  accountId?: string | null;
+  grantId?: string | null;
+  uid?: string | null;
+  scope?: string | null;
+  expiresAt?: Date | null;
+  /** Must not contain the token value. */
+  payload: Record<string, unknown>;
+}
+
+export async function upsertModel(db: Db, id: string, model: StoredModel): Promise<void> {
+  const row = {
+    id_sha256: tokenDigest(id),
+    kind: model.kind,
+    format: model.format ?? 'opaque',
+    client_id: model.clientId ?? null,
+    account_id: model.accountId ?? null,
+    grant_id: model.grantId ?? null,
+    uid: model.uid ?? null,
+    scope: model.scope ?? null,
+    expires_at: model.expiresAt ?? null,
+    payload: JSON.stringify(model.payload),
+  };
+  await db.insertInto('tokens')
+    .values(row)
+    .onConflict((oc) => oc.column('id_sha256').doUpdateSet({
+      client_id: row.client_id,
+      account_id: row.account_id,
+      grant_id: row.grant_id,
+      uid: row.uid,
+      scope: row.scope,
+      expires_at: row.expires_at,
+      payload: row.payload,
+    }))
+    .execute();
+}
+
+/** A live row: not revoked and not expired. Consumed rows are returned; callers decide. */
+export async function findLiveModel(db: Db, kind: string, id: string): Promise<TokenRow | undefined> {
+  return db.selectFrom('tokens')
+    .selectAll()
+    .where('id_sha256', '=', tokenDigest(id))
+    .where('kind', '=', kind)
+    .where('revoked_at', 'is', null)
+    .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', sql<Date>`now()`)]))
+    .executeTakeFirst();
+}
+
+export async function findLiveModelByUid(db: Db, kind: string, uid: string): Promise<TokenRow | undefined> {
+  return db.selectFrom('tokens')
+    .selectAll()
+    .where('kind', '=', kind)
+    .where('uid', '=', uid)
+    .where('revoked_at', 'is', null)
+    .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', sql<Date>`now()`)]))
+    .executeTakeFirst();
+}
+
+/**
+ * Marks the row consumed. Returns false when it was consumed already, so that of two
+ * concurrent redemptions of one code or refresh token exactly one wins.
+ */
+export async function consumeModel(db: Db, kind: string, id: string): Promise<boolean> {
+  const result = await db.updateTable('tokens')
+    .set({ consumed_at: sql`now()` })
+    .where('id_sha256', '=', tokenDigest(id))
+    .where('kind', '=', kind)
+    .where('consumed_at', 'is', null)
+    .executeTakeFirst();
+  return result.numUpdatedRows > 0n;
+}
+
+export async function revokeModel(db: Db, kind: string, id: string): Promise<void> {
+  await db.updateTable('tokens')
+    .set({ revoked_at: sql`now()` })
+    .where('id_sha256', '=', tokenDigest(id))
+    .where('kind', '=', kind)
+    .where('revoked_at', 'is', null)
+    .execute();
+}
+
+export async function revokeByGrantId(db: Db, grantId: string): Promise<number> {
+  const result = await db.updateTable('tokens')
+    .set({ revoked_at: sql`now()` })
+    .where('grant_id', '=', grantId)
+    .where('revoked_at', 'is', null)
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows);
+}
+
+export const INTROSPECTABLE_KINDS = ['AccessToken', 'ClientCredentials', 'RefreshToken'] as const;
+
+/**
+ * The token a caller presents to /introspect or /revoke, whatever its kind or format: one
+ * indexed lookup by digest. Returns revoked, consumed and expired rows too; the caller
+ * decides what they mean.
+ */
+export async function findIssuedTokenByValue(db: Db, value: string): Promise<TokenRow | undefined> {
+  return db.selectFrom('tokens')
+    .selectAll()
+    .where('id_sha256', '=', tokenDigest(value))
+    .where('kind', 'in', [...INTROSPECTABLE_KINDS])
+    .executeTakeFirst();
+}
+
+/** Revokes one token and, for a refresh token, its whole grant (RFC 7009 §2.1). */
+export async function revokeIssuedToken(db: Db, row: TokenRow): Promise<void> {
+  await db.transaction().execute(async (trx) => {
+    await trx.updateTable('tokens')
+      .set({ revoked_at: sql`now()` })
+      .where('id_sha256', '=', row.id_sha256)
+      .where('revoked_at', 'is', null)
+      .execute();
+    if (row.kind === 'RefreshToken' && row.grant_id) {
+      await trx.updateTable('tokens')
+        .set({ revoked_at: sql`now()` })
+        .where('grant_id', '=', row.grant_id)
+        .where('revoked_at', 'is', null)
+        .execute();
+    }
+  });
+}
+
+/** Deletes rows past their expiry (and revoked or consumed ones once expired). */
+export async function purgeExpiredTokens(db: Db, graceSeconds = 0): Promise<number> {
+  const result = await db.deleteFrom('tokens')
+    .where('expires_at', '<', sql<Date>`now() - make_interval(secs => ${graceSeconds})`)
+    .executeTakeFirst();
+  return Number(result.numDeletedRows);
+}
+
+/** Administrative revocation by value (keymgr token revoke): no client check. */
+export async function revokeTokenByValue(db: Db, value: string): Promise<TokenRow | undefined> {
+  const row = await findIssuedTokenByValue(db, value);
+  if (row && !row.revoked_at) await revokeIssuedToken(db, row);
+  return row;
+}
