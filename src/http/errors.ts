@@ -16,7 +16,7 @@ interface ExposedError {
   challenge?: string;
 }
 
-export function errorMapper(logger: Logger): Middleware {
+export function errorMapper(logger: Logger, { realm }: { realm: string }): Middleware {
   return async function mapErrors(ctx, next) {
     try {
       await next();
@@ -35,7 +35,8 @@ export function errorMapper(logger: Logger): Middleware {
         ctx.status = status;
         if (err.challenge) {
           ctx.status = 401;
-          ctx.set('WWW-Authenticate', err.challenge);
+          const description = err.error_description ? `, error_description="${err.error_description.replace(/["\\]/g, '')}"` : '';
+          ctx.set('WWW-Authenticate', `${err.challenge} realm="${realm}", error="${err.error}"${description}`);
         }
         ctx.body = { error: err.error, ...(err.error_description ? { error_description: err.error_description } : {}) };
         return;
@@ -44,5 +45,22 @@ export function errorMapper(logger: Logger): Middleware {
       ctx.status = 500;
       ctx.body = { error: 'server_error', error_description: 'an unexpected error occurred' };
     }
+  };
+}
+
+// oidc-provider answers a few cases with a different error than RFC 6749 §5.2 names; the
+// response is corrected here, in one table, rather than at each call site.
+const PROVIDER_ERROR_CORRECTIONS: { description: string; error: string }[] = [
+  // §5.2: "The authenticated client is not authorized to use this authorization grant type."
+  { description: 'requested grant type is not allowed for this client', error: 'unauthorized_client' },
+];
+
+export function correctProviderErrors(): Middleware {
+  return async function correctProviderErrorsMiddleware(ctx, next) {
+    await next();
+    const body = ctx.body as { error?: unknown; error_description?: unknown } | undefined;
+    if (ctx.status !== 400 || !body || typeof body !== 'object' || typeof body.error !== 'string') return;
+    const correction = PROVIDER_ERROR_CORRECTIONS.find((c) => c.description === body.error_description);
+    if (correction) body.error = correction.error;
   };
 }

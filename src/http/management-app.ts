@@ -12,7 +12,7 @@ export function buildManagementApp({ db, logger }: { db: Db; logger: Logger }): 
   app.silent = true;
   const router = new Router();
   addHealthRoutes(router, db);
-  app.use(errorMapper(logger));
+  app.use(errorMapper(logger, { realm: 'keymanager management' }));
   app.use(router.routes());
   app.use(router.allowedMethods());
   return app;

@@ -8,13 +8,15 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/index.ts';
 import type { Db } from '../db/database.ts';
 import { addHealthRoutes } from './health.ts';
-import { authenticateClient } from '../oauth/client-auth.ts';
+import { authenticateClient, BasicAuthInvalidClient, parseBasicAuthorization } from '../oauth/client-auth.ts';
 import { introspect } from '../oauth/introspection.ts';
 import { revoke } from '../oauth/revocation.ts';
 import { persistJwtAccessTokens } from '../oauth/jwt-access-tokens.ts';
 import { ROUTES } from '../oauth/provider.ts';
-import { errorMapper } from './errors.ts';
+import { correctProviderErrors, errorMapper } from './errors.ts';
 import { PayloadTooLarge, readForm } from './form-body.ts';
+
+const POST_ONLY = new Set<string>([ROUTES.token, ROUTES.introspection, ROUTES.revocation]);
 
 export interface PublicAppDeps {
   config: Config;
@@ -46,7 +48,7 @@ export function buildPublicApp({ config, db, provider, logger }: PublicAppDeps):
     ctx.body = '';
   });
 
-  app.use(errorMapper(logger));
+  app.use(errorMapper(logger, { realm: config.issuer }));
   app.use(async function securityHeaders(ctx, next) {
     ctx.set('X-Content-Type-Options', 'nosniff');
     ctx.set('Referrer-Policy', 'no-referrer');
@@ -64,12 +66,31 @@ export function buildPublicApp({ config, db, provider, logger }: PublicAppDeps):
     if (ctx.path === '/.well-known/oauth-authorization-server') ctx.path = '/.well-known/openid-configuration';
     await next();
   });
+  app.use(async function postOnlyEndpoints(ctx, next) {
+    if (POST_ONLY.has(ctx.path) && ctx.method !== 'POST' && ctx.method !== 'OPTIONS') {
+      ctx.set('Allow', 'POST');
+      ctx.status = 405;
+      ctx.body = { error: 'invalid_request', error_description: `${ctx.path} accepts only POST` };
+      return;
+    }
+    await next();
+  });
+  app.use(async function malformedBasicIsInvalidClient(ctx, next) {
+    // oidc-provider answers a malformed Authorization header with invalid_request; RFC 6749
+    // §5.2 makes any failed client authentication invalid_client, 401 with a challenge.
+    const authorization = ctx.get('authorization');
+    if (ctx.method === 'POST' && ctx.path === ROUTES.token && authorization && !parseBasicAuthorization(authorization)) {
+      throw new BasicAuthInvalidClient('invalid authorization header value format');
+    }
+    await next();
+  });
   app.use(async function recordJwtAccessTokens(ctx, next) {
     if (ctx.method === 'POST' && ctx.path === ROUTES.token) return persistJwtAccessTokens(db)(ctx, next);
     return next();
   });
   app.use(router.routes());
   app.use(router.allowedMethods());
+  app.use(correctProviderErrors());
   app.use(mount(provider));
   return app;
 }

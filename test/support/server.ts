@@ -1,0 +1,64 @@
+// Starts real keymanager instances in this process (plain HTTP on free ports, TLS tested
+// separately), each with its own keys directory unless one is shared on purpose.
+import { mkdtempSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import pino from 'pino';
+import { loadConfig, type Config } from '../../src/config/index.ts';
+import { startServer, type RunningServer } from '../../src/main.ts';
+
+export interface TestServer extends RunningServer {
+  url: string;
+  keysDir: string;
+  /** Every log line this instance wrote. */
+  logs: string[];
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export function tempDir(prefix = 'km-test-'): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export async function startTestServer(
+  databaseUrl: string,
+  overrides: Partial<Record<keyof Config, unknown>> = {},
+): Promise<TestServer> {
+  const port = await freePort();
+  const keysDir = (overrides.keysDir as string | undefined) ?? tempDir('km-keys-');
+  const config = loadConfig({
+    env: {},
+    overrides: {
+      tls: false,
+      host: '127.0.0.1',
+      port,
+      issuer: `http://127.0.0.1:${port}`,
+      managementPort: 0,
+      keysDir,
+      databaseUrl,
+      databasePoolSize: 4,
+      logLevel: 'debug',
+      ...overrides,
+    },
+  });
+  const logs: string[] = [];
+  const sink = new Writable({
+    write(chunk, _enc, done) {
+      logs.push(...String(chunk).split('\n').filter(Boolean));
+      done();
+    },
+  });
+  const server = await startServer(config, pino({ level: 'debug' }, sink));
+  return { ...server, url: server.publicUrl, keysDir, logs };
+}
