@@ -1,0 +1,151 @@
+// Token introspection (RFC 7662): fields, the {"active": false} cases and who may ask.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { sql } from 'kysely';
+import { createTestDatabase, type TestDatabase } from '../support/database.ts';
+import { startTestServer, type TestServer } from '../support/server.ts';
+import { postForm } from '../support/http.ts';
+import { issueToken, makeClient, type TestClient } from '../support/fixtures.ts';
+import { tokenDigest } from '../../src/store/tokens.ts';
+
+describe('introspection', () => {
+  let database: TestDatabase;
+  let server: TestServer;
+  let owner: TestClient;
+  let jwtOwner: TestClient;
+  let stranger: TestClient;
+  let gateway: TestClient;
+  const introspect = (token: string, by: TestClient, extra: Record<string, string> = {}) =>
+    postForm(`${server.url}/introspect`, { token, ...extra }, { basic: by.basic });
+
+  before(async () => {
+    database = await createTestDatabase();
+    server = await startTestServer(database.url);
+    owner = await makeClient(database.db, { scope: ['read', 'write'] });
+    jwtOwner = await makeClient(database.db, { scope: ['read'], tokenFormat: 'jwt' });
+    stranger = await makeClient(database.db);
+    gateway = await makeClient(database.db, { introspectAny: true, scope: [] });
+  });
+  after(async () => {
+    await server?.stop();
+    await database?.drop();
+  });
+
+  it('describes an active opaque token with the RFC 7662 §2.2 fields', async () => {
+    const before = Math.floor(Date.now() / 1000);
+    const token = await issueToken(server.url, owner, 'read write');
+    const res = await introspect(token, owner);
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type') ?? '', /^application\/json/);
+    assert.equal(res.headers.get('cache-control'), 'no-store');
+    const body = res.json;
+    assert.equal(body.active, true);
+    assert.deepEqual(body.scope.split(' ').sort(), ['read', 'write']);
+    assert.equal(body.client_id, owner.id);
+    assert.equal(body.token_type, 'Bearer');
+    assert.equal(body.sub, owner.id);
+    assert.equal(body.iss, server.config.issuer);
+    assert.equal(body.aud, server.config.issuer);
+    assert.ok(body.iat >= before - 1 && body.iat <= before + 60);
+    assert.equal(body.nbf, body.iat);
+    assert.equal(body.exp - body.iat, 3600);
+    assert.equal(body.username, undefined, 'no user behind a client-credentials token');
+  });
+
+  it('describes an active JWT access token, including its jti', async () => {
+    const token = await issueToken(server.url, jwtOwner, 'read');
+    const claims = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString());
+    const res = await introspect(token, jwtOwner);
+    assert.equal(res.status, 200);
+    assert.equal(res.json.active, true);
+    assert.equal(res.json.jti, claims.jti);
+    assert.equal(res.json.exp, claims.exp);
+    assert.equal(res.json.iat, claims.iat);
+    assert.equal(res.json.scope, 'read');
+    assert.equal(res.json.client_id, jwtOwner.id);
+    assert.equal(res.json.aud, claims.aud);
+  });
+
+  it('answers exactly {"active": false} for an unknown token', async () => {
+    const res = await introspect('no-such-token', owner);
+    assert.equal(res.status, 200);
+    assert.deepEqual(res.json, { active: false });
+  });
+
+  it('answers {"active": false} for an expired token', async () => {
+    const token = await issueToken(server.url, owner);
+    await database.db.updateTable('tokens').set({ expires_at: sql`now() - interval '1 second'` })
+      .where('id_sha256', '=', tokenDigest(token)).execute();
+    assert.deepEqual((await introspect(token, owner)).json, { active: false });
+  });
+
+  it('answers {"active": false} for a revoked token', async () => {
+    const token = await issueToken(server.url, owner);
+    assert.equal((await postForm(`${server.url}/revoke`, { token }, { basic: owner.basic })).status, 200);
+    assert.deepEqual((await introspect(token, owner)).json, { active: false });
+  });
+
+  it('answers {"active": false} for a JWT that was altered or forged', async () => {
+    const token = await issueToken(server.url, jwtOwner, 'read');
+    const [h, p, s] = token.split('.');
+    const payload = JSON.parse(Buffer.from(p!, 'base64url').toString());
+    const widened = Buffer.from(JSON.stringify({ ...payload, scope: 'read admin' })).toString('base64url');
+    assert.deepEqual((await introspect(`${h}.${widened}.${s}`, jwtOwner)).json, { active: false });
+    assert.deepEqual((await introspect(`${h}.${p}.${s!.slice(0, -2)}xx`, jwtOwner)).json, { active: false });
+  });
+
+  it("does not show a client another client's token", async () => {
+    const token = await issueToken(server.url, owner);
+    assert.deepEqual((await introspect(token, stranger)).json, { active: false });
+  });
+
+  it('shows any token to a client flagged introspect_any (a gateway)', async () => {
+    const token = await issueToken(server.url, owner);
+    const res = await introspect(token, gateway);
+    assert.equal(res.json.active, true);
+    assert.equal(res.json.client_id, owner.id);
+    const jwt = await issueToken(server.url, jwtOwner, 'read');
+    assert.equal((await introspect(jwt, gateway)).json.active, true);
+  });
+
+  it('accepts token_type_hint, right or wrong (§2.1)', async () => {
+    const token = await issueToken(server.url, owner);
+    assert.equal((await introspect(token, owner, { token_type_hint: 'access_token' })).json.active, true);
+    assert.equal((await introspect(token, owner, { token_type_hint: 'refresh_token' })).json.active, true);
+  });
+
+  it('accepts client_secret_post as well as Basic', async () => {
+    const token = await issueToken(server.url, owner);
+    const res = await postForm(`${server.url}/introspect`, { token, client_id: owner.id, client_secret: owner.secret });
+    assert.equal(res.json.active, true);
+  });
+
+  it('requires client authentication: 401 invalid_client with a Basic challenge', async () => {
+    const token = await issueToken(server.url, owner);
+    const wrong = await postForm(`${server.url}/introspect`, { token }, { basic: [owner.id, 'wrong'] });
+    assert.equal(wrong.status, 401);
+    assert.equal(wrong.json.error, 'invalid_client');
+    assert.match(wrong.headers.get('www-authenticate') ?? '', /^Basic realm="/);
+    const unknown = await postForm(`${server.url}/introspect`, { token }, { basic: ['nobody', 'x'] });
+    assert.equal(unknown.status, 401);
+    assert.deepEqual(unknown.json, wrong.json, 'unknown client and wrong secret look the same');
+    const none = await postForm(`${server.url}/introspect`, { token });
+    assert.equal(none.status, 400);
+    assert.equal(none.json.error, 'invalid_request');
+    const malformed = await postForm(`${server.url}/introspect`, { token }, { headers: { authorization: 'Basic ###' } });
+    assert.equal(malformed.status, 401);
+    assert.equal(malformed.json.error, 'invalid_client');
+  });
+
+  it('refuses a request without token, with a duplicate parameter, or not form-encoded', async () => {
+    const missing = await postForm(`${server.url}/introspect`, {}, { basic: owner.basic });
+    assert.equal(missing.status, 400);
+    assert.equal(missing.json.error, 'invalid_request');
+    const twice = await postForm(`${server.url}/introspect`, 'token=a&token=b', { basic: owner.basic });
+    assert.equal(twice.status, 400);
+    assert.equal(twice.json.error, 'invalid_request');
+    const json = await postForm(`${server.url}/introspect`, '{"token":"a"}', { basic: owner.basic, headers: { 'content-type': 'application/json' } });
+    assert.equal(json.status, 400);
+    assert.equal(json.json.error, 'invalid_request');
+  });
+});
