@@ -11,6 +11,7 @@ import { connectDatabase, type DatabaseHandle } from './db/connect.ts';
 import { migrate } from './db/migrator.ts';
 import { loadOrCreateSigningKeys } from './keys/signing-keys.ts';
 import { loadOrCreateTlsMaterial } from './keys/tls.ts';
+import { loadOrCreateCookieKeys } from './keys/cookie-keys.ts';
 import { buildProvider } from './oauth/provider.ts';
 import { buildPublicApp } from './http/public-app.ts';
 import { buildManagementApp } from './http/management-app.ts';
@@ -37,7 +38,8 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     const { keys, created } = await loadOrCreateSigningKeys(config.keysDir);
     if (created) logger.info({ keys_dir: config.keysDir }, 'generated a signing key');
 
-    const provider = buildProvider({ config, db: database.db, signingKeys: keys, logger });
+    const cookieKeys = loadOrCreateCookieKeys(config.keysDir);
+    const provider = buildProvider({ config, db: database.db, signingKeys: keys, cookieKeys, logger });
     const publicApp = buildPublicApp({ config, db: database.db, provider, logger });
     const managementApp = buildManagementApp({ db: database.db, logger });
 

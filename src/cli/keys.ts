@@ -1,11 +1,8 @@
 // keymgr keys rotate: add a new signing key; the old one stays published until what it signed
 // has expired.
 import type { Command } from 'commander';
-import { rotateSigningKeys } from '../keys/signing-keys.ts';
+import { retirementDelaySeconds, rotateSigningKeys } from '../keys/signing-keys.ts';
 import { output, withConfig, type OutputOptions } from './context.ts';
-
-// oidc-provider's default ID token lifetime; JWT access tokens live config.accessTokenTtl.
-const ID_TOKEN_TTL = 3600;
 
 export function registerKeyCommands(program: Command): void {
   const keys = program.command('keys').description('manage signing keys');
@@ -13,7 +10,7 @@ export function registerKeyCommands(program: Command): void {
     .description('add a new signing key (used after the next restart); keep the old one published until its tokens expire')
     .option('--json', 'print JSON')
     .action((opts: OutputOptions) => withConfig(async (config) => {
-      const retireAfter = Math.max(config.accessTokenTtl, ID_TOKEN_TTL) + config.clockSkew;
+      const retireAfter = retirementDelaySeconds(config.accessTokenTtl, config.clockSkew);
       const result = await rotateSigningKeys(config.keysDir, retireAfter);
       output(opts, result, (r) => [
         `new signing key ${r.kid}; restart the server(s) to sign with it`,

@@ -1,11 +1,19 @@
 // The signing key set, kept as a private JWKS file under keys/. The newest key signs; older
 // keys stay published in /jwks until everything they signed has expired, then drop out.
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { exportJWK, generateKeyPair, type JWK } from 'jose';
 
 export const SIGNING_ALG = 'RS256';
+
+/** Lifetime of ID tokens, the other thing these keys sign besides JWT access tokens. */
+export const ID_TOKEN_TTL = 3600;
+
+/** How long a replaced key stays published: the longest lifetime of anything it signed. */
+export function retirementDelaySeconds(accessTokenTtl: number, clockSkew: number): number {
+  return Math.max(accessTokenTtl, ID_TOKEN_TTL) + clockSkew;
+}
 
 interface StoredKey {
   jwk: JWK;
@@ -34,12 +42,25 @@ function read(path: string): KeyFile {
   return parsed;
 }
 
-function write(path: string, file: KeyFile): void {
+function write(path: string, file: KeyFile, { onlyIfAbsent = false } = {}): boolean {
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  // Write then rename, so that a server starting meanwhile never reads half a file.
+  // Write a temporary file first, so that a server starting meanwhile never reads half a file.
   const tmp = `${path}.${process.pid}.tmp`;
   writeFileSync(tmp, JSON.stringify(file, null, 2), { mode: 0o600 });
-  renameSync(tmp, path);
+  if (!onlyIfAbsent) {
+    renameSync(tmp, path);
+    return true;
+  }
+  // link() fails if the file exists: of two instances starting together, one key set wins.
+  try {
+    linkSync(tmp, path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw err;
+  } finally {
+    unlinkSync(tmp);
+  }
 }
 
 function live(file: KeyFile, now = Date.now()): StoredKey[] {
@@ -51,8 +72,7 @@ export async function loadOrCreateSigningKeys(keysDir: string): Promise<{ keys: 
   const path = signingKeysPath(keysDir);
   if (!existsSync(path)) {
     const file = { keys: [await newKey()] };
-    write(path, file);
-    return { keys: file.keys.map((k) => k.jwk), created: true };
+    if (write(path, file, { onlyIfAbsent: true })) return { keys: file.keys.map((k) => k.jwk), created: true };
   }
   return { keys: live(read(path)).map((k) => k.jwk), created: false };
 }

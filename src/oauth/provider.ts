@@ -10,6 +10,7 @@ import { EXTRA_CLIENT_METADATA } from './client-metadata.ts';
 import { grantableScopes } from './scope-policy.ts';
 import { noteIssuedJwtAccessToken } from './jwt-access-tokens.ts';
 import { registerGrants } from './grants/index.ts';
+import { ID_TOKEN_TTL } from '../keys/signing-keys.ts';
 
 export const ROUTES = {
   authorization: '/authorize',
@@ -27,6 +28,7 @@ export interface ProviderDeps {
   config: Config;
   db: Db;
   signingKeys: JWK[];
+  cookieKeys: string[];
   logger: Logger;
 }
 
@@ -34,7 +36,7 @@ export function audienceOf(config: Config): string {
   return config.defaultAudience ?? config.issuer;
 }
 
-export function buildProvider({ config, db, signingKeys, logger }: ProviderDeps): Provider {
+export function buildProvider({ config, db, signingKeys, cookieKeys, logger }: ProviderDeps): Provider {
   const audience = audienceOf(config);
   const endpoint = (path: string) => new URL(path, `${config.issuer.replace(/\/$/, '')}/`).href.replace(/\/$/, '');
 
@@ -51,11 +53,17 @@ export function buildProvider({ config, db, signingKeys, logger }: ProviderDeps)
     },
     clientAuthMethods: [...SECRET_CLIENT_AUTH_METHODS, 'none'],
     clockTolerance: config.clockSkew,
+    cookies: { keys: cookieKeys },
     ttl: {
       AccessToken: config.accessTokenTtl,
       ClientCredentials: config.accessTokenTtl,
       RefreshToken: config.refreshTokenTtl,
       AuthorizationCode: config.authorizationCodeTtl,
+      IdToken: ID_TOKEN_TTL,
+      // A login in progress; a sign-in page left open longer starts again.
+      Interaction: 600,
+      Session: config.refreshTokenTtl,
+      Grant: config.refreshTokenTtl,
     },
     responseTypes: ['code'],
     pkce: { required: () => true },
