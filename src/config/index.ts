@@ -18,6 +18,8 @@ const absoluteHttpUrl = z.string().refine((v) => {
     return false;
   }
 }, 'an absolute http(s) URL without query or fragment');
+// The endpoints are served at the root of the issuer's origin.
+const issuerUrl = absoluteHttpUrl.refine((v) => URL.parse(v)?.pathname === '/', 'an http(s) origin with no path (endpoints are served at its root)');
 const postgresUrl = z.string().refine((v) => /^postgres(ql)?:\/\//.test(v), 'a postgres:// URL');
 
 interface Setting {
@@ -31,7 +33,7 @@ interface Setting {
 // Keep in sync with the configuration table in README.md.
 export const SETTINGS = {
   env: { toml: 'env', env: 'KM_ENV', schema: z.enum(['development', 'production']), default: 'development', describe: 'development or production; production refuses unsafe settings' },
-  issuer: { toml: 'issuer', env: 'KM_ISSUER', schema: absoluteHttpUrl, default: 'https://localhost:9443', describe: 'issuer identifier and base URL of the public endpoints' },
+  issuer: { toml: 'issuer', env: 'KM_ISSUER', schema: issuerUrl, default: 'https://localhost:9443', describe: 'issuer identifier and base URL of the public endpoints' },
   host: { toml: 'host', env: 'KM_HOST', schema: z.string().min(1), default: '0.0.0.0', describe: 'address the public listener binds' },
   port: { toml: 'port', env: 'KM_PORT', schema: port, default: 9443, describe: 'public listener port (0 picks a free port)' },
   managementHost: { toml: 'management_host', env: 'KM_MANAGEMENT_HOST', schema: z.string().min(1), default: '127.0.0.1', describe: 'address the management listener binds' },
@@ -39,7 +41,7 @@ export const SETTINGS = {
   tls: { toml: 'tls', env: 'KM_TLS', schema: onOff, default: true, describe: 'serve HTTPS (off: plain HTTP behind a TLS-terminating proxy)' },
   tlsCertFile: { toml: 'tls_cert', env: 'KM_TLS_CERT', schema: z.string().min(1), describe: 'PEM certificate of the public listener; unset: <keys_dir>/tls/server.crt, generated for development when absent' },
   tlsKeyFile: { toml: 'tls_key', env: 'KM_TLS_KEY', schema: z.string().min(1), describe: 'PEM private key of the public listener; unset: <keys_dir>/tls/server.key' },
-  trustProxy: { toml: 'trust_proxy', env: 'KM_TRUST_PROXY', schema: onOff, default: false, describe: 'trust X-Forwarded-* headers (only behind your own proxy)' },
+  trustProxy: { toml: 'trust_proxy', env: 'KM_TRUST_PROXY', schema: onOff, default: false, describe: 'take the client address from X-Forwarded-For (only behind your own TLS-terminating proxy)' },
   keysDir: { toml: 'keys_dir', env: 'KM_KEYS_DIR', schema: z.string().min(1), default: 'keys', describe: 'directory of signing keys and TLS material' },
   dataDir: { toml: 'data_dir', env: 'KM_DATA_DIR', schema: z.string().min(1), default: '.data', describe: 'directory of the embedded PostgreSQL' },
   databaseUrl: { toml: 'database_url', env: 'DATABASE_URL', schema: postgresUrl, describe: 'external PostgreSQL; unset: embedded PostgreSQL under data_dir' },
@@ -52,6 +54,12 @@ export const SETTINGS = {
   clockSkew: { toml: 'clock_skew', env: 'KM_CLOCK_SKEW', schema: z.coerce.number().int().min(0).max(600), default: 30, describe: 'tolerated clock difference for timestamps presented to the server (assertions, DPoP), seconds' },
   maxBodyBytes: { toml: 'max_body_bytes', env: 'KM_MAX_BODY_BYTES', schema: z.coerce.number().int().min(1024).max(56 * 1024), default: 56 * 1024, describe: 'largest accepted request body, bytes (at most 57344, the protocol engine\'s own limit)' },
   purgeInterval: { toml: 'purge_interval', env: 'KM_PURGE_INTERVAL', schema: seconds, default: 3600, describe: 'how often expired rows are deleted, seconds' },
+  passwordHashMemoryKib: { toml: 'password_hash_memory_kib', env: 'KM_PASSWORD_HASH_MEMORY_KIB', schema: z.coerce.number().int().min(8192).max(4 * 1024 * 1024), default: 19456, describe: 'argon2id memory cost for user passwords, KiB (OWASP: 19456)' },
+  passwordHashIterations: { toml: 'password_hash_iterations', env: 'KM_PASSWORD_HASH_ITERATIONS', schema: z.coerce.number().int().min(1).max(100), default: 2, describe: 'argon2id time cost (OWASP: 2)' },
+  passwordHashParallelism: { toml: 'password_hash_parallelism', env: 'KM_PASSWORD_HASH_PARALLELISM', schema: z.coerce.number().int().min(1).max(16), default: 1, describe: 'argon2id parallelism (OWASP: 1)' },
+  lockoutMaxFailures: { toml: 'lockout_max_failures', env: 'KM_LOCKOUT_MAX_FAILURES', schema: z.coerce.number().int().min(1).max(1000), default: 5, describe: 'failed password attempts on one account within the window before it is locked' },
+  lockoutMaxFailuresPerAddress: { toml: 'lockout_max_failures_per_address', env: 'KM_LOCKOUT_MAX_FAILURES_PER_ADDRESS', schema: z.coerce.number().int().min(1).max(100000), default: 20, describe: 'failed password attempts from one source address within the window before it is refused' },
+  lockoutWindow: { toml: 'lockout_window', env: 'KM_LOCKOUT_WINDOW', schema: seconds.max(86400), default: 900, describe: 'window over which failed attempts count, and how long a lock lasts, seconds' },
   logLevel: { toml: 'log_level', env: 'KM_LOG_LEVEL', schema: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']), default: 'info', describe: 'log level' },
 } satisfies Record<string, Setting>;
 

@@ -69,9 +69,56 @@ export interface Database {
   tokens: TokensTable;
   client_certificates: ClientCertificatesTable;
   schema_migrations: SchemaMigrationsTable;
+  users: UsersTable;
+  roles: RolesTable;
+  user_roles: UserRolesTable;
+  scopes: ScopesTable;
+  scope_roles: ScopeRolesTable;
+  login_failures: LoginFailuresTable;
 }
 
 export type ClientRow = Selectable<ClientsTable>;
 export type NewClientRow = Insertable<ClientsTable>;
 export type ClientRowUpdate = Updateable<ClientsTable>;
 export type TokenRow = Selectable<TokensTable>;
+
+export interface UsersTable {
+  id: Generated<string>;
+  username: string;
+  password_hash: string;
+  disabled: ColumnType<boolean, boolean | undefined, boolean>;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface RolesTable {
+  name: string;
+  description: ColumnType<string, string | undefined, string>;
+  created_at: Timestamp;
+}
+
+export interface UserRolesTable {
+  user_id: string;
+  role_name: string;
+  granted_at: Timestamp;
+}
+
+export interface ScopesTable {
+  name: string;
+  description: ColumnType<string, string | undefined, string>;
+  created_at: Timestamp;
+}
+
+export interface ScopeRolesTable {
+  scope_name: string;
+  role_name: string;
+}
+
+export interface LoginFailuresTable {
+  id: Generated<string>;
+  username_lower: string;
+  source_address: string;
+  failed_at: Timestamp;
+}
+
+export type UserRow = Selectable<UsersTable>;

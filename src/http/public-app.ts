@@ -27,8 +27,11 @@ export interface PublicAppDeps {
 
 export function buildPublicApp({ config, db, provider, logger }: PublicAppDeps): Koa {
   const app = new Koa();
-  app.proxy = config.trustProxy;
+  // Koa reads the origin and the client address from X-Forwarded-* only with proxy on; the
+  // first middleware below decides what those headers say, so it is safe to turn on here.
+  app.proxy = true;
   app.silent = true; // errors are logged by errorMapper, not printed by koa
+  const issuer = new URL(config.issuer);
 
   const router = new Router();
   addHealthRoutes(router, db);
@@ -48,6 +51,17 @@ export function buildPublicApp({ config, db, provider, logger }: PublicAppDeps):
     ctx.body = '';
   });
 
+  app.use(async function pinIssuerOrigin(ctx, next) {
+    // oidc-provider builds endpoint URLs (discovery, audiences) from the request's origin. A
+    // Host header chosen by the caller must never put another origin into our metadata.
+    const headers = ctx.request.headers;
+    headers['x-forwarded-host'] = issuer.host;
+    headers['x-forwarded-proto'] = issuer.protocol.slice(0, -1);
+    // The client address (brute-force counting) comes from the socket unless a trusted proxy
+    // in front says otherwise.
+    if (!config.trustProxy) headers['x-forwarded-for'] = ctx.req.socket.remoteAddress ?? '';
+    await next();
+  });
   app.use(errorMapper(logger, { realm: config.issuer }));
   app.use(async function securityHeaders(ctx, next) {
     ctx.set('X-Content-Type-Options', 'nosniff');

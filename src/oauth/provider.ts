@@ -8,8 +8,10 @@ import { clientSecretMatches } from '../store/clients.ts';
 import { createAdapterClass } from './adapter.ts';
 import { EXTRA_CLIENT_METADATA } from './client-metadata.ts';
 import { grantableScopes } from './scope-policy.ts';
+import { audienceOf, resourceServerFor } from './resource-server.ts';
 import { noteIssuedJwtAccessToken } from './jwt-access-tokens.ts';
 import { registerGrants } from './grants/index.ts';
+import { findActiveAccount, userTokenClaims } from './accounts.ts';
 import { ID_TOKEN_TTL } from '../keys/signing-keys.ts';
 
 export const ROUTES = {
@@ -30,10 +32,6 @@ export interface ProviderDeps {
   signingKeys: JWK[];
   cookieKeys: string[];
   logger: Logger;
-}
-
-export function audienceOf(config: Config): string {
-  return config.defaultAudience ?? config.issuer;
 }
 
 export function buildProvider({ config, db, signingKeys, cookieKeys, logger }: ProviderDeps): Provider {
@@ -67,6 +65,8 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, logger }: P
     },
     responseTypes: ['code'],
     pkce: { required: () => true },
+    findAccount: async (_ctx, sub) => findActiveAccount(db, sub),
+    extraTokenClaims: async (ctx, token) => userTokenClaims(db, ctx, 'accountId' in token ? token.accountId : undefined),
     extraClientMetadata: {
       properties: [...EXTRA_CLIENT_METADATA],
     },
@@ -86,13 +86,7 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, logger }: P
           const allowed = String(client.km_allowed_scope ?? '');
           // Validates the request here, once, for every grant that reaches the token endpoint.
           grantableScopes(allowed, ctx.oidc.params?.scope);
-          return {
-            scope: allowed,
-            audience,
-            accessTokenTTL: config.accessTokenTtl,
-            accessTokenFormat: client.km_access_token_format === 'jwt' ? 'jwt' : 'opaque',
-            jwt: { sign: { alg: 'RS256' } },
-          };
+          return resourceServerFor(config, client, allowed);
         },
       },
     },
@@ -109,14 +103,13 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, logger }: P
   };
 
   const provider = new Provider(config.issuer, configuration);
-  provider.proxy = config.trustProxy;
 
   // Only digests are stored: hash what the client presents, then compare in constant time.
   provider.Client.prototype.compareClientSecret = async function compare(this: { clientSecret?: string }, actual: string) {
     return clientSecretMatches(actual, this.clientSecret ?? null);
   };
 
-  registerGrants(provider, { config, db });
+  registerGrants(provider, { config, db, logger });
 
   provider.on('access_token.issued', (token) => noteIssuedJwtAccessToken(Provider.ctx, token));
   provider.on('client_credentials.issued', (token) => noteIssuedJwtAccessToken(Provider.ctx, token));

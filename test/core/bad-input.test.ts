@@ -43,7 +43,7 @@ describe('bad input at the token endpoint', () => {
 
   it('unknown grant_type → 400 unsupported_grant_type', async () => {
     assertError(await token({ grant_type: 'urn:example:nope' }), 400, 'unsupported_grant_type');
-    assertError(await token({ grant_type: 'password', username: 'a', password: 'b' }), 400, 'unsupported_grant_type');
+    assertError(await token({ grant_type: 'urn:ietf:params:oauth:grant-type:device_code', device_code: 'x' }), 400, 'unsupported_grant_type');
   });
 
   it('unknown client → 401 invalid_client with WWW-Authenticate', async () => {

@@ -4,10 +4,13 @@ import type Provider from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import type { Config } from '../../config/index.ts';
 import type { Db } from '../../db/database.ts';
+import type { Logger } from 'pino';
+import { passwordGrant } from './password.ts';
 
 export interface GrantDeps {
   config: Config;
   db: Db;
+  logger: Logger;
 }
 
 export interface ExtensionGrant {
@@ -16,7 +19,9 @@ export interface ExtensionGrant {
   handler: (deps: GrantDeps) => (ctx: KoaContextWithOIDC) => Promise<void>;
 }
 
-const GRANTS: ExtensionGrant[] = [];
+const GRANTS: ExtensionGrant[] = [
+  passwordGrant,
+];
 
 export function registerGrants(provider: Provider, deps: GrantDeps): void {
   for (const grant of GRANTS) {

@@ -1,0 +1,37 @@
+// keymgr scope …: the scope registry and its role bindings.
+import type { Command } from 'commander';
+import { createScope, deleteScope, listScopes } from '../store/scopes.ts';
+import { CliError, output, withDatabase, type OutputOptions } from './context.ts';
+import { asCliErrors } from './users.ts';
+
+const list = (value: string) => value.split(',').map((s) => s.trim()).filter(Boolean);
+
+export function registerScopeCommands(program: Command): void {
+  const scope = program.command('scope').description('manage registered scopes');
+
+  scope.command('create <name>')
+    .description('register a scope, optionally granted only to users holding one of the given roles')
+    .option('--roles <list>', 'comma-separated roles; a user needs one of them to be granted the scope', list, [])
+    .option('--description <text>', 'shown to users on the consent page', '')
+    .option('--json', 'print JSON')
+    .action((name: string, opts: OutputOptions & { roles: string[]; description: string }) => withDatabase(async ({ db }) => asCliErrors(async () => {
+      const created = await createScope(db, name, opts.description, opts.roles);
+      output(opts, created, (s) => `registered scope ${s.name}${s.roles.length ? ` (roles: ${s.roles.join(', ')})` : ''}`);
+    })));
+
+  scope.command('list')
+    .description('list registered scopes')
+    .option('--json', 'print JSON')
+    .action((opts: OutputOptions) => withDatabase(async ({ db }) => {
+      output(opts, await listScopes(db), (ss) => ss.length === 0 ? 'no scopes'
+        : ss.map((s) => `${s.name}  roles=${s.roles.join(',') || '-'}  ${s.description}`).join('\n'));
+    }));
+
+  scope.command('delete <name>')
+    .description('remove a scope from the registry (it is no longer granted)')
+    .option('--json', 'print JSON')
+    .action((name: string, opts: OutputOptions) => withDatabase(async ({ db }) => {
+      if (!(await deleteScope(db, name))) throw new CliError(`no scope "${name}"`);
+      output(opts, { name, deleted: true }, () => `deleted scope ${name}`);
+    }));
+}

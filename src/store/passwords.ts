@@ -1,0 +1,57 @@
+// User passwords: argon2id with configurable parameters (OWASP: m=19 MiB, t=2, p=1). A hash
+// made with other parameters still verifies, and is replaced on the next successful sign-in.
+import argon2 from 'argon2';
+import type { Config } from '../config/index.ts';
+
+export interface PasswordParams {
+  memoryCost: number;
+  timeCost: number;
+  parallelism: number;
+}
+
+export const MAX_PASSWORD_BYTES = 1024;
+
+export function passwordParams(config: Pick<Config, 'passwordHashMemoryKib' | 'passwordHashIterations' | 'passwordHashParallelism'>): PasswordParams {
+  return { memoryCost: config.passwordHashMemoryKib, timeCost: config.passwordHashIterations, parallelism: config.passwordHashParallelism };
+}
+
+export function hashPassword(password: string, params: PasswordParams): Promise<string> {
+  return argon2.hash(password, { type: argon2.argon2id, ...params });
+}
+
+export async function verifyPassword(hash: string, password: string): Promise<boolean> {
+  try {
+    return await argon2.verify(hash, password);
+  } catch {
+    return false; // a malformed stored hash never matches
+  }
+}
+
+export function hashNeedsUpgrade(hash: string, params: PasswordParams): boolean {
+  return !hash.startsWith('$argon2id$') || argon2.needsRehash(hash, params);
+}
+
+const dummyHashes = new Map<string, Promise<string>>();
+
+/**
+ * A hash of a random password with the current parameters. Checking a password against it
+ * when the username does not exist takes as long as a real check, so timing reveals nothing.
+ */
+export function dummyHash(params: PasswordParams): Promise<string> {
+  const key = `${params.memoryCost}/${params.timeCost}/${params.parallelism}`;
+  let hash = dummyHashes.get(key);
+  if (!hash) {
+    hash = hashPassword(crypto.randomUUID(), params);
+    dummyHashes.set(key, hash);
+  }
+  return hash;
+}
+
+export class PasswordPolicyError extends Error {}
+
+/** What any stored password must satisfy: not empty, not absurdly long, no NUL bytes. */
+export function checkPasswordAcceptable(password: string): void {
+  if (password.length < 8) throw new PasswordPolicyError('password must be at least 8 characters');
+  if (Buffer.byteLength(password, 'utf8') > MAX_PASSWORD_BYTES) throw new PasswordPolicyError(`password must be at most ${MAX_PASSWORD_BYTES} bytes`);
+  if (password.includes('\0')) throw new PasswordPolicyError('password must not contain NUL bytes');
+}

@@ -1,0 +1,55 @@
+// The scope registry: which scopes exist, what they mean, and which roles they are bound to.
+import type { Db } from '../db/database.ts';
+import { checkRoleName, UserInputError } from './users.ts';
+
+const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]{1,200}$/; // RFC 6749 §3.3
+
+export interface RegisteredScope {
+  name: string;
+  description: string;
+  roles: string[];
+}
+
+export async function createScope(db: Db, name: string, description = '', roles: string[] = []): Promise<RegisteredScope> {
+  if (!SCOPE_TOKEN.test(name)) throw new UserInputError(`invalid scope name "${name}" (RFC 6749 §3.3 scope-token)`);
+  roles.forEach(checkRoleName);
+  return db.transaction().execute(async (trx) => {
+    const exists = await trx.selectFrom('scopes').select('name').where('name', '=', name).executeTakeFirst();
+    if (exists) throw new UserInputError(`scope "${name}" already exists`);
+    await trx.insertInto('scopes').values({ name, description }).execute();
+    for (const role of roles) {
+      const known = await trx.selectFrom('roles').select('name').where('name', '=', role).executeTakeFirst();
+      if (!known) throw new UserInputError(`no role "${role}" (create it with: keymgr role create ${role})`);
+      await trx.insertInto('scope_roles').values({ scope_name: name, role_name: role }).execute();
+    }
+    return { name, description, roles };
+  });
+}
+
+export async function listScopes(db: Db): Promise<RegisteredScope[]> {
+  const scopes = await db.selectFrom('scopes').select(['name', 'description']).orderBy('name').execute();
+  const bindings = await db.selectFrom('scope_roles').select(['scope_name', 'role_name']).orderBy('role_name').execute();
+  return scopes.map((s) => ({ ...s, roles: bindings.filter((b) => b.scope_name === s.name).map((b) => b.role_name) }));
+}
+
+/** The registered scopes among `names`, each with its role bindings: one query. */
+export async function findScopes(db: Db, names: string[]): Promise<Map<string, RegisteredScope>> {
+  const found = new Map<string, RegisteredScope>();
+  if (names.length === 0) return found;
+  const rows = await db.selectFrom('scopes')
+    .leftJoin('scope_roles', 'scope_roles.scope_name', 'scopes.name')
+    .select(['scopes.name', 'scopes.description', 'scope_roles.role_name'])
+    .where('scopes.name', 'in', names)
+    .execute();
+  for (const r of rows) {
+    const s = found.get(r.name) ?? { name: r.name, description: r.description, roles: [] };
+    if (r.role_name) s.roles.push(r.role_name);
+    found.set(r.name, s);
+  }
+  return found;
+}
+
+export async function deleteScope(db: Db, name: string): Promise<boolean> {
+  const r = await db.deleteFrom('scopes').where('name', '=', name).executeTakeFirst();
+  return r.numDeletedRows > 0n;
+}

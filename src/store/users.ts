@@ -1,0 +1,139 @@
+// Users (resource owners), roles and role membership.
+import { sql } from 'kysely';
+import type { Db } from '../db/database.ts';
+import type { UserRow } from '../db/types.ts';
+
+export class UserInputError extends Error {}
+
+const ROLE_NAME = /^[A-Za-z0-9_.:-]{1,100}$/;
+export const MAX_USERNAME_LENGTH = 255;
+
+export function checkUsername(username: string): void {
+  if (!username || username.length > MAX_USERNAME_LENGTH) throw new UserInputError(`username must be 1 to ${MAX_USERNAME_LENGTH} characters`);
+  // Control characters (NUL included) and surrounding spaces make names that look alike.
+  if (/[\u0000-\u001f\u007f]/.test(username) || username.trim() !== username) {
+    throw new UserInputError('username must not contain control characters or surrounding spaces');
+  }
+}
+
+export function checkRoleName(name: string): void {
+  if (!ROLE_NAME.test(name)) throw new UserInputError(`role name "${name}" must be 1-100 of A-Z a-z 0-9 _ . : -`);
+}
+
+function isUniqueViolation(err: unknown): boolean {
+  return (err as { code?: string }).code === '23505';
+}
+
+export async function createUser(db: Db, username: string, passwordHash: string, roles: string[] = []): Promise<UserRow> {
+  checkUsername(username);
+  return db.transaction().execute(async (trx) => {
+    let user: UserRow;
+    try {
+      user = await trx.insertInto('users').values({ username, password_hash: passwordHash }).returningAll().executeTakeFirstOrThrow();
+    } catch (err) {
+      if (isUniqueViolation(err)) throw new UserInputError(`user "${username}" already exists`);
+      throw err;
+    }
+    for (const role of roles) await grantRoleTx(trx, user, role);
+    return user;
+  });
+}
+
+export async function findUserByUsername(db: Db, username: string): Promise<UserRow | undefined> {
+  return db.selectFrom('users').selectAll().where(sql<string>`lower(username)`, '=', username.toLowerCase()).executeTakeFirst();
+}
+
+export async function findUserById(db: Db, id: string): Promise<UserRow | undefined> {
+  if (!/^[0-9a-f-]{36}$/i.test(id)) return undefined;
+  return db.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst();
+}
+
+export async function listUsers(db: Db): Promise<(UserRow & { roles: string[] })[]> {
+  const users = await db.selectFrom('users').selectAll().orderBy(sql`lower(username)`).execute();
+  const memberships = await db.selectFrom('user_roles').select(['user_id', 'role_name']).orderBy('role_name').execute();
+  return users.map((u) => ({ ...u, roles: memberships.filter((m) => m.user_id === u.id).map((m) => m.role_name) }));
+}
+
+export async function rolesOfUser(db: Db, userId: string): Promise<string[]> {
+  const rows = await db.selectFrom('user_roles').select('role_name').where('user_id', '=', userId).orderBy('role_name').execute();
+  return rows.map((r) => r.role_name);
+}
+
+export async function setPasswordHash(db: Db, userId: string, passwordHash: string): Promise<void> {
+  await db.updateTable('users').set({ password_hash: passwordHash, updated_at: new Date() }).where('id', '=', userId).execute();
+}
+
+/** Replaces the hash only if it is still the one that was checked (a concurrent change wins). */
+export async function upgradePasswordHash(db: Db, userId: string, oldHash: string, newHash: string): Promise<void> {
+  await db.updateTable('users').set({ password_hash: newHash, updated_at: new Date() })
+    .where('id', '=', userId).where('password_hash', '=', oldHash).execute();
+}
+
+export async function setUserDisabled(db: Db, username: string, disabled: boolean): Promise<boolean> {
+  const r = await db.updateTable('users').set({ disabled, updated_at: new Date() })
+    .where(sql<string>`lower(username)`, '=', username.toLowerCase()).executeTakeFirst();
+  return r.numUpdatedRows > 0n;
+}
+
+/** Deletes the user; tokens issued for them stop working (their account no longer resolves). */
+export async function deleteUser(db: Db, username: string): Promise<UserRow | undefined> {
+  return db.deleteFrom('users').where(sql<string>`lower(username)`, '=', username.toLowerCase()).returningAll().executeTakeFirst();
+}
+
+export async function createRole(db: Db, name: string, description = ''): Promise<void> {
+  checkRoleName(name);
+  try {
+    await db.insertInto('roles').values({ name, description }).execute();
+  } catch (err) {
+    if (isUniqueViolation(err)) throw new UserInputError(`role "${name}" already exists`);
+    throw err;
+  }
+}
+
+export async function listRoles(db: Db): Promise<{ name: string; description: string; users: number }[]> {
+  const rows = await db.selectFrom('roles')
+    .leftJoin('user_roles', 'user_roles.role_name', 'roles.name')
+    .select(['roles.name', 'roles.description', (eb) => eb.fn.count<string>('user_roles.user_id').as('users')])
+    .groupBy(['roles.name', 'roles.description'])
+    .orderBy('roles.name')
+    .execute();
+  return rows.map((r) => ({ name: r.name, description: r.description, users: Number(r.users) }));
+}
+
+export async function deleteRole(db: Db, name: string): Promise<boolean> {
+  const r = await db.deleteFrom('roles').where('name', '=', name).executeTakeFirst();
+  return r.numDeletedRows > 0n;
+}
+
+async function grantRoleTx(trx: Db, user: UserRow, role: string): Promise<void> {
+  const exists = await trx.selectFrom('roles').select('name').where('name', '=', role).executeTakeFirst();
+  if (!exists) throw new UserInputError(`no role "${role}" (create it with: keymgr role create ${role})`);
+  await trx.insertInto('user_roles').values({ user_id: user.id, role_name: role })
+    .onConflict((oc) => oc.columns(['user_id', 'role_name']).doNothing()).execute();
+}
+
+export async function grantRole(db: Db, username: string, role: string): Promise<void> {
+  await db.transaction().execute(async (trx) => {
+    const user = await findUserByUsername(trx, username);
+    if (!user) throw new UserInputError(`no user "${username}"`);
+    await grantRoleTx(trx, user, role);
+  });
+}
+
+export async function revokeRole(db: Db, username: string, role: string): Promise<boolean> {
+  const user = await findUserByUsername(db, username);
+  if (!user) throw new UserInputError(`no user "${username}"`);
+  const r = await db.deleteFrom('user_roles').where('user_id', '=', user.id).where('role_name', '=', role).executeTakeFirst();
+  return r.numDeletedRows > 0n;
+}
+
+export function describeUser(u: UserRow & { roles?: string[] }) {
+  return {
+    id: u.id,
+    username: u.username,
+    disabled: u.disabled,
+    ...(u.roles ? { roles: u.roles } : {}),
+    created_at: u.created_at.toISOString(),
+    updated_at: u.updated_at.toISOString(),
+  };
+}

@@ -1,0 +1,45 @@
+// Runs the real `keymgr` command line (src/cli/keymgr.ts) in a child process, the way an
+// operator would, against the database and keys directory the caller names.
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+/** The repository root, where `keymgr` is run from. */
+export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+export interface KeymgrResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+  /** stdout parsed as JSON, when it is JSON. */
+  json: any;
+}
+
+/**
+ * `env` is laid over this process's environment. DATABASE_URL is required so that a test can
+ * never fall back on the embedded PostgreSQL under the repository's .data directory.
+ */
+export async function runKeymgr(args: string[], env: Record<string, string>): Promise<KeymgrResult> {
+  if (!env.DATABASE_URL) throw new Error('runKeymgr: env.DATABASE_URL is required');
+  const child = spawn(process.execPath, ['src/cli/keymgr.ts', ...args], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
+  child.stderr.on('data', (chunk: Buffer) => err.push(chunk));
+  const code = await new Promise<number>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('close', (c, signal) => resolve(c ?? (signal ? 128 : 0)));
+  });
+  const stdout = Buffer.concat(out).toString('utf8');
+  const stderr = Buffer.concat(err).toString('utf8');
+  let json: unknown;
+  try {
+    json = stdout.trim() ? JSON.parse(stdout) : undefined;
+  } catch {
+    json = undefined;
+  }
+  return { code, stdout, stderr, json };
+}
