@@ -17,6 +17,9 @@ import { buildPublicApp } from './http/public-app.ts';
 import { buildManagementApp } from './http/management-app.ts';
 import { createLogger } from './http/logger.ts';
 import { purgeExpiredTokens } from './store/tokens.ts';
+import { purgeOldLoginFailures } from './store/login-failures.ts';
+import { listenForChanges, type ChangeListener } from './db/notifications.ts';
+import { createScopeRegistry } from './oauth/scope-registry.ts';
 
 export interface RunningServer {
   config: Config;
@@ -29,8 +32,10 @@ export async function startServer(config: Config, logger: Logger = createLogger(
   const database: DatabaseHandle = await connectDatabase(config, {
     applicationName: 'keymanager',
     log: (m) => logger.debug({ component: 'embedded-postgres' }, m),
-    onPoolError: (err) => logger.warn({ err }, 'database connection lost'),
+    // pg attaches the whole client to its errors: log what an operator needs, not the object.
+    onPoolError: (err) => logger.warn({ error: err.message, code: (err as { code?: string }).code }, 'database connection lost'),
   });
+  let changes: ChangeListener | undefined;
   try {
     const applied = await migrate(database.db);
     for (const m of applied) logger.info({ migration: `${m.version}_${m.name}` }, 'migration applied');
@@ -39,7 +44,9 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     if (created) logger.info({ keys_dir: config.keysDir }, 'generated a signing key');
 
     const cookieKeys = loadOrCreateCookieKeys(config.keysDir);
-    const provider = buildProvider({ config, db: database.db, signingKeys: keys, cookieKeys, logger });
+    changes = listenForChanges(database.url, (message, err) => logger.warn({ error: err instanceof Error ? err.message : undefined }, message));
+    const scopes = createScopeRegistry(database.db, changes);
+    const provider = buildProvider({ config, db: database.db, signingKeys: keys, cookieKeys, scopes, logger });
     const publicApp = buildPublicApp({ config, db: database.db, provider, logger });
     const managementApp = buildManagementApp({ db: database.db, logger });
 
@@ -60,8 +67,8 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     await listen(managementServer, config.managementPort, config.managementHost);
 
     const purge = setInterval(() => {
-      purgeExpiredTokens(database.db)
-        .then((n) => n && logger.info({ rows: n }, 'purged expired tokens'))
+      Promise.all([purgeExpiredTokens(database.db), purgeOldLoginFailures(database.db, config.lockoutWindow)])
+        .then(([tokens, failures]) => (tokens || failures) && logger.info({ tokens, login_failures: failures }, 'purged expired rows'))
         .catch((err) => logger.warn({ err }, 'purge failed'));
     }, config.purgeInterval * 1000);
     purge.unref();
@@ -77,10 +84,12 @@ export async function startServer(config: Config, logger: Logger = createLogger(
       async stop() {
         clearInterval(purge);
         await Promise.all([close(publicServer), close(managementServer)]);
+        await changes?.close();
         await database.close();
       },
     };
   } catch (err) {
+    await changes?.close();
     await database.close().catch(() => {});
     throw err;
   }
@@ -138,6 +147,10 @@ async function main(): Promise<void> {
       process.exit(1);
     });
   };
+  // embedded-postgres installs its own signal handlers, which stop the cluster at once and
+  // exit; ours stops the listeners first and leaves the cluster up while a CLI still uses it.
+  process.removeAllListeners('SIGINT');
+  process.removeAllListeners('SIGTERM');
   process.on('SIGINT', () => shutdown('SIGINT'));
   process.on('SIGTERM', () => shutdown('SIGTERM'));
 }

@@ -52,3 +52,16 @@ CREATE TABLE login_failures (
 );
 CREATE INDEX login_failures_username_idx ON login_failures (username_lower, failed_at);
 CREATE INDEX login_failures_source_idx ON login_failures (source_address, failed_at);
+
+-- Instances cache the scope registry and drop the cache when it changes. Triggers (rather
+-- than the application) send the notice, so admin scripts writing SQL directly are seen too.
+CREATE FUNCTION km_notify_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_notify('km_changes', TG_TABLE_NAME);
+  RETURN NULL;
+END;
+$$;
+CREATE TRIGGER scopes_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON scopes
+  FOR EACH STATEMENT EXECUTE FUNCTION km_notify_change();
+CREATE TRIGGER scope_roles_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON scope_roles
+  FOR EACH STATEMENT EXECUTE FUNCTION km_notify_change();

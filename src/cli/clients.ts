@@ -1,7 +1,7 @@
 // keymgr client …: register, list, show, delete clients and rotate their secrets.
 import type { Command } from 'commander';
 import {
-  AUTH_METHODS, ClientInputError, createClient, deleteClient, describeClient, findClientById, listClients,
+  SUPPORTED_AUTH_METHODS, ClientInputError, createClient, deleteClient, describeClient, findClientById, listClients,
   rotateClientSecret, TOKEN_FORMATS, type AuthMethod, type TokenFormat,
 } from '../store/clients.ts';
 import { CliError, output, withDatabase, type OutputOptions } from './context.ts';
@@ -29,12 +29,12 @@ export function registerClientCommands(program: Command): void {
     .option('--scope <scopes>', 'space-separated scopes the client may request', '')
     .option('--redirect-uri <uri>', 'redirect URI (repeatable)', collect)
     .option('--token-format <format>', `access token format: ${TOKEN_FORMATS.join('|')}`, 'opaque')
-    .option('--auth-method <method>', `token endpoint authentication: ${AUTH_METHODS.join('|')}`, 'client_secret_basic')
+    .option('--auth-method <method>', `token endpoint authentication: ${SUPPORTED_AUTH_METHODS.join('|')}`, 'client_secret_basic')
     .option('--introspect-any', 'may introspect tokens of any client (resource servers, gateways)')
     .option('--json', 'print JSON')
     .action((opts: CreateOptions) => withDatabase(async ({ db }) => {
       if (!(TOKEN_FORMATS as readonly string[]).includes(opts.tokenFormat)) throw new CliError(`--token-format must be one of ${TOKEN_FORMATS.join(', ')}`);
-      if (!(AUTH_METHODS as readonly string[]).includes(opts.authMethod)) throw new CliError(`--auth-method must be one of ${AUTH_METHODS.join(', ')}`);
+      if (!(SUPPORTED_AUTH_METHODS as readonly string[]).includes(opts.authMethod)) throw new CliError(`--auth-method must be one of ${SUPPORTED_AUTH_METHODS.join(', ')}`);
       try {
         const { client: row, clientSecret } = await createClient(db, {
           name: opts.name,

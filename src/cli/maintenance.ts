@@ -4,6 +4,7 @@ import { loadConfig } from '../config/index.ts';
 import { connectDatabase } from '../db/connect.ts';
 import { migrate } from '../db/migrator.ts';
 import { purgeExpiredTokens } from '../store/tokens.ts';
+import { purgeOldLoginFailures } from '../store/login-failures.ts';
 import { output, withDatabase, type OutputOptions } from './context.ts';
 
 export function registerMaintenanceCommands(program: Command): void {
@@ -21,10 +22,11 @@ export function registerMaintenanceCommands(program: Command): void {
     });
 
   program.command('purge')
-    .description('delete expired tokens, codes and sessions')
+    .description('delete expired tokens, codes and sessions, and failed sign-ins older than the lockout window')
     .option('--json', 'print JSON')
-    .action((opts: OutputOptions) => withDatabase(async ({ db }) => {
+    .action((opts: OutputOptions) => withDatabase(async ({ db, config }) => {
       const deleted = await purgeExpiredTokens(db);
-      output(opts, { deleted }, (r) => `deleted ${r.deleted} expired rows`);
+      const loginFailures = await purgeOldLoginFailures(db, config.lockoutWindow);
+      output(opts, { deleted, login_failures_deleted: loginFailures }, (r) => `deleted ${r.deleted} expired rows and ${r.login_failures_deleted} old failed sign-ins`);
     }));
 }

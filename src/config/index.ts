@@ -79,7 +79,9 @@ interface Sources {
 }
 
 export function loadConfig({ env = process.env, overrides = {} }: Sources = {}): Config {
-  const tomlPath = env.KM_CONFIG ?? (existsSync('keymanager.toml') ? 'keymanager.toml' : undefined);
+  // ./keymanager.toml is looked for only when reading the real environment: a caller that
+  // passes its own (tests, the bench) gets exactly what it passed.
+  const tomlPath = env.KM_CONFIG ?? (env === process.env && existsSync('keymanager.toml') ? 'keymanager.toml' : undefined);
   const fromFile = tomlPath ? readTomlFile(tomlPath) : {};
   const knownTomlKeys = new Set(Object.values(SETTINGS).map((s) => s.toml));
   for (const key of Object.keys(fromFile)) {

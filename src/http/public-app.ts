@@ -98,8 +98,9 @@ export function buildPublicApp({ config, db, provider, logger }: PublicAppDeps):
     }
     await next();
   });
+  const recordJwt = persistJwtAccessTokens(db);
   app.use(async function recordJwtAccessTokens(ctx, next) {
-    if (ctx.method === 'POST' && ctx.path === ROUTES.token) return persistJwtAccessTokens(db)(ctx, next);
+    if (ctx.method === 'POST' && ctx.path === ROUTES.token) return recordJwt(ctx, next);
     return next();
   });
   app.use(router.routes());

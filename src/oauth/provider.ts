@@ -7,7 +7,8 @@ import type { Db } from '../db/database.ts';
 import { clientSecretMatches } from '../store/clients.ts';
 import { createAdapterClass } from './adapter.ts';
 import { EXTRA_CLIENT_METADATA } from './client-metadata.ts';
-import { grantableScopes } from './scope-policy.ts';
+import { grantScopes } from './scope-policy.ts';
+import type { ScopeLookup } from './scope-registry.ts';
 import { audienceOf, resourceServerFor } from './resource-server.ts';
 import { noteIssuedJwtAccessToken } from './jwt-access-tokens.ts';
 import { registerGrants } from './grants/index.ts';
@@ -31,10 +32,11 @@ export interface ProviderDeps {
   db: Db;
   signingKeys: JWK[];
   cookieKeys: string[];
+  scopes: ScopeLookup;
   logger: Logger;
 }
 
-export function buildProvider({ config, db, signingKeys, cookieKeys, logger }: ProviderDeps): Provider {
+export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, logger }: ProviderDeps): Provider {
   const audience = audienceOf(config);
   const endpoint = (path: string) => new URL(path, `${config.issuer.replace(/\/$/, '')}/`).href.replace(/\/$/, '');
 
@@ -64,6 +66,8 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, logger }: P
       Grant: config.refreshTokenTtl,
     },
     responseTypes: ['code'],
+    // RFC 9700 §4.14.2: a new refresh token on every use, so that reuse can be detected.
+    rotateRefreshToken: true,
     pkce: { required: () => true },
     findAccount: async (_ctx, sub) => findActiveAccount(db, sub),
     extraTokenClaims: async (ctx, token) => userTokenClaims(db, ctx, 'accountId' in token ? token.accountId : undefined),
@@ -84,9 +88,16 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, logger }: P
         getResourceServerInfo: async (ctx, resourceIndicator, client) => {
           if (resourceIndicator !== audience) throw new errors.InvalidTarget();
           const allowed = String(client.km_allowed_scope ?? '');
-          // Validates the request here, once, for every grant that reaches the token endpoint.
-          grantableScopes(allowed, ctx.oidc.params?.scope);
-          return resourceServerFor(config, client, allowed);
+          if (ctx.oidc.params?.grant_type === 'client_credentials' && client.clientAuthMethod === 'none') {
+            // RFC 6749 §4.4: only confidential clients (a row edited by hand could say otherwise).
+            throw new errors.UnauthorizedClient('client credentials require a confidential client');
+          }
+          if (ctx.oidc.params?.grant_type !== 'client_credentials') {
+            // Code and refresh grants: oidc-provider narrows this to what the grant holds.
+            return resourceServerFor(config, client, allowed);
+          }
+          const granted = await grantScopes(scopes, allowed, ctx.oidc.params?.scope, null);
+          return resourceServerFor(config, client, granted.join(' '));
         },
       },
     },
@@ -109,7 +120,7 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, logger }: P
     return clientSecretMatches(actual, this.clientSecret ?? null);
   };
 
-  registerGrants(provider, { config, db, logger });
+  registerGrants(provider, { config, db, scopes, logger });
 
   provider.on('access_token.issued', (token) => noteIssuedJwtAccessToken(Provider.ctx, token));
   provider.on('client_credentials.issued', (token) => noteIssuedJwtAccessToken(Provider.ctx, token));

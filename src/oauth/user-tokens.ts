@@ -5,7 +5,7 @@ import type { KoaContextWithOIDC } from 'oidc-provider';
 import type { GrantDeps } from './grants/index.ts';
 import type { UserAccount } from './accounts.ts';
 import { audienceOf, resourceServerFor } from './resource-server.ts';
-import { grantScopesForUser } from './scope-policy.ts';
+import { grantScopes } from './scope-policy.ts';
 import { rolesOfUser } from '../store/users.ts';
 
 export interface TokenResponse {
@@ -17,7 +17,7 @@ export interface TokenResponse {
 }
 
 export async function issueUserTokens(
-  { config, db }: GrantDeps,
+  { config, db, scopes }: GrantDeps,
   ctx: KoaContextWithOIDC,
   account: UserAccount,
   { gty, requestedScope }: { gty: string; requestedScope: unknown },
@@ -26,7 +26,7 @@ export async function issueUserTokens(
   const client = ctx.oidc.client!;
   const audience = audienceOf(config);
   const roles = await rolesOfUser(db, account.accountId);
-  const scope = (await grantScopesForUser(db, String(client.km_allowed_scope ?? ''), requestedScope, roles)).join(' ');
+  const scope = (await grantScopes(scopes, String(client.km_allowed_scope ?? ''), requestedScope, roles)).join(' ');
 
   const grant = new provider.Grant({ clientId: client.clientId, accountId: account.accountId });
   if (scope) grant.addResourceScope(audience, scope);

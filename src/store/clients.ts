@@ -7,13 +7,14 @@ import type { ClientRow } from '../db/types.ts';
 
 export const SECRET_AUTH_METHODS = ['client_secret_basic', 'client_secret_post'] as const;
 export const AUTH_METHODS = [...SECRET_AUTH_METHODS, 'none', 'tls_client_auth', 'self_signed_tls_client_auth'] as const;
+/** The methods the server accepts today; certificate methods come with mutual TLS. */
+export const SUPPORTED_AUTH_METHODS = [...SECRET_AUTH_METHODS, 'none'] as const;
 export type AuthMethod = (typeof AUTH_METHODS)[number];
 export const GRANT_TYPES = [
   'client_credentials',
   'authorization_code',
   'refresh_token',
   'password',
-  'urn:ietf:params:oauth:grant-type:saml2-bearer',
 ] as const;
 export const TOKEN_FORMATS = ['opaque', 'jwt'] as const;
 export type TokenFormat = (typeof TOKEN_FORMATS)[number];
@@ -71,13 +72,32 @@ function validate(input: NewClient): void {
     }
     if (parsed.hash) throw new ClientInputError(`redirect URI "${uri}" must not contain a fragment`);
   }
+  const method = input.authMethod ?? 'client_secret_basic';
+  if (!(SUPPORTED_AUTH_METHODS as readonly string[]).includes(method)) {
+    throw new ClientInputError(`token endpoint auth method "${method}" is not supported yet (one of: ${SUPPORTED_AUTH_METHODS.join(', ')})`);
+  }
+  // RFC 6749 §4.4 and §4.3: these grants are for clients that can keep a secret.
+  const confidentialOnly = input.grantTypes.filter((g) => g === 'client_credentials' || g === 'password');
+  if (method === 'none' && confidentialOnly.length > 0) {
+    throw new ClientInputError(`a public client (auth method none) cannot use ${confidentialOnly.join(' or ')}`);
+  }
   if (input.grantTypes.includes('authorization_code') && !input.redirectUris?.length) {
     throw new ClientInputError('the authorization_code grant needs at least one redirect URI');
   }
 }
 
+async function assertScopesRegistered(db: Db, scopes: string[]): Promise<void> {
+  if (scopes.length === 0) return;
+  const found = await db.selectFrom('scopes').select('name').where('name', 'in', scopes).execute();
+  const missing = scopes.filter((s) => !found.some((f) => f.name === s));
+  if (missing.length > 0) {
+    throw new ClientInputError(`scope not registered: ${missing.join(', ')} (register it first: keymgr scope create ${missing[0]})`);
+  }
+}
+
 export async function createClient(db: Db, input: NewClient): Promise<{ client: ClientRow; clientSecret: string | null }> {
   validate(input);
+  await assertScopesRegistered(db, input.scope);
   const authMethod = input.authMethod ?? 'client_secret_basic';
   const clientSecret = usesSecret(authMethod) ? generateClientSecret() : null;
   const client = await db.insertInto('clients')

@@ -10,7 +10,7 @@ import pg from 'pg';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { startTestServer, tempDir, type TestServer } from '../support/server.ts';
 import { getJson, postForm } from '../support/http.ts';
-import { issueToken, type TestClient } from '../support/fixtures.ts';
+import { ensureScopes, issueToken, type TestClient } from '../support/fixtures.ts';
 import { runKeymgr, type KeymgrResult } from '../support/cli.ts';
 
 const sha256hex = (s: string) => createHash('sha256').update(s, 'utf8').digest('hex');
@@ -47,6 +47,7 @@ describe('keymgr CLI', () => {
     server = await startTestServer(database.url);
     servers.push(server);
     env = { DATABASE_URL: database.url, KM_KEYS_DIR: server.keysDir, KM_LOG_LEVEL: 'silent' };
+    await ensureScopes(database.db, ['a', 'b']);
   });
 
   after(async () => {
@@ -408,7 +409,7 @@ describe('keymgr CLI', () => {
 
       const r = await keymgr('purge', '--json');
       ok(r);
-      assert.deepEqual(Object.keys(r.json), ['deleted']);
+      assert.deepEqual(Object.keys(r.json).sort(), ['deleted', 'login_failures_deleted']);
       assert.equal(r.json.deleted, expiredRows);
 
       const remaining = await database.db.selectFrom('tokens').select('id_sha256')
@@ -418,7 +419,7 @@ describe('keymgr CLI', () => {
 
       const again = await keymgr('purge', '--json');
       ok(again);
-      assert.deepEqual(again.json, { deleted: 0 });
+      assert.deepEqual(again.json, { deleted: 0, login_failures_deleted: 0 });
     });
   });
 });

@@ -10,7 +10,15 @@ export interface TestClient {
   basic: [string, string];
 }
 
+/** Registers the scopes (without role bindings) unless they exist. */
+export async function ensureScopes(db: Db, names: string[]): Promise<void> {
+  if (names.length === 0) return;
+  await db.insertInto('scopes').values(names.map((name) => ({ name })))
+    .onConflict((oc) => oc.column('name').doNothing()).execute();
+}
+
 export async function makeClient(db: Db, input: Partial<NewClient> = {}): Promise<TestClient> {
+  await ensureScopes(db, input.scope ?? ['read', 'write']);
   const { client, clientSecret } = await createClient(db, {
     name: 'test client',
     grantTypes: ['client_credentials'],

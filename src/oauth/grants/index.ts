@@ -6,10 +6,12 @@ import type { Config } from '../../config/index.ts';
 import type { Db } from '../../db/database.ts';
 import type { Logger } from 'pino';
 import { passwordGrant } from './password.ts';
+import type { ScopeLookup } from '../scope-registry.ts';
 
 export interface GrantDeps {
   config: Config;
   db: Db;
+  scopes: ScopeLookup;
   logger: Logger;
 }
 

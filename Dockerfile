@@ -1,0 +1,18 @@
+# keymanager on Node 24, for docker-compose.yml. The database comes from DATABASE_URL.
+FROM node:24-slim
+WORKDIR /app
+ENV NPM_CONFIG_UPDATE_NOTIFIER=false NPM_CONFIG_FUND=false NPM_CONFIG_AUDIT=false
+COPY package.json package-lock.json ./
+# Runtime dependencies only: the image's Node is already 24, so the `node` devDependency,
+# TypeScript and the bench tools are not needed.
+RUN npm ci --omit=dev && npm cache clean --force
+COPY src ./src
+COPY db ./db
+# keys/ is a volume (signing keys, cookie keys, development TLS certificate); it must be
+# writable by the unprivileged user the server runs as.
+RUN mkdir -p keys && chown node:node keys
+USER node
+EXPOSE 9443 9164
+# What `npm start` runs, started directly: behind npm and `sh -c`, SIGTERM from `docker stop`
+# would not reach the server, which stops cleanly on it.
+CMD ["node", "src/main.ts"]

@@ -1,0 +1,125 @@
+// One scenario against one server: a warm-up, then a fixed-duration autocannon run during
+// which the server's CPU time is read from /proc before and after. CPU per request is the
+// figure that matters (DESIGN.md §5); requests/s also depends on the load generator, which
+// shares the machine.
+import autocannon, { type Instance, type Result } from 'autocannon';
+import { processCpuMicros } from './processes.ts';
+
+export interface Scenario {
+  id: string;
+  title: string;
+  path: string;
+  headers: Record<string, string>;
+  body: string;
+  /** A response body that proves the request did the real work (a token, an active answer). */
+  verifyBody(body: string): boolean;
+}
+
+export interface Target {
+  name: 'keymanager' | 'bare';
+  baseUrl: string;
+  pid: number;
+  /** PostgreSQL backends serving this target, when their CPU is readable from here. */
+  databasePids?: () => Promise<number[]>;
+}
+
+export interface LoadSettings {
+  seconds: number;
+  warmupSeconds: number;
+  connections: number;
+}
+
+export interface Measurement {
+  scenario: string;
+  target: Target['name'];
+  requests: number;
+  seconds: number;
+  requestsPerSecond: number;
+  /** Server process CPU (user + system, every thread) divided by completed requests. */
+  serverCpuMicrosPerRequest: number | null;
+  /** 1e6 / serverCpuMicrosPerRequest: what one fully used core would serve. */
+  requestsPerCoreSecond: number | null;
+  /** Server CPU time / wall time: near 1.0 means its event loop was the bottleneck. */
+  serverCores: number;
+  /** PostgreSQL backend CPU per request; backends that exited during the run are missed. */
+  databaseCpuMicrosPerRequest: number | null;
+  /** The load generator's own CPU / wall time: near 1.0 means it, not the server, was the limit. */
+  loadGeneratorCores: number;
+  non2xx: number;
+  errors: number;
+  timeouts: number;
+  mismatches: number;
+  statusCodes: Record<string, number>;
+  latencyP50Ms: number;
+  latencyP99Ms: number;
+}
+
+function fire(scenario: Scenario, target: Target, connections: number, seconds: number): Instance {
+  const url = new URL(scenario.path, target.baseUrl);
+  // The bench only ever loads servers it started itself on this machine.
+  if (url.hostname !== '127.0.0.1') throw new Error(`refusing to load ${url.href}: not 127.0.0.1`);
+  return autocannon({
+    url: url.href,
+    method: 'POST',
+    headers: scenario.headers,
+    body: scenario.body,
+    connections,
+    duration: seconds,
+    timeout: 10,
+    verifyBody: (body) => scenario.verifyBody(body),
+  });
+}
+
+async function databaseCpu(target: Target): Promise<Map<number, number> | undefined> {
+  if (!target.databasePids) return undefined;
+  const out = new Map<number, number>();
+  for (const pid of await target.databasePids()) {
+    const cpu = processCpuMicros(pid);
+    if (cpu !== undefined) out.set(pid, cpu);
+  }
+  return out;
+}
+
+export async function measure(scenario: Scenario, target: Target, settings: LoadSettings): Promise<Measurement> {
+  if (settings.warmupSeconds > 0) await fire(scenario, target, settings.connections, settings.warmupSeconds);
+
+  const dbBefore = await databaseCpu(target);
+  const serverBefore = processCpuMicros(target.pid);
+  const ownBefore = process.cpuUsage();
+  const wallBefore = process.hrtime.bigint();
+  const result: Result = await fire(scenario, target, settings.connections, settings.seconds);
+  const wallMicros = Number(process.hrtime.bigint() - wallBefore) / 1000;
+  const own = process.cpuUsage(ownBefore);
+  const serverAfter = processCpuMicros(target.pid);
+  const dbAfter = await databaseCpu(target);
+
+  if (serverBefore === undefined || serverAfter === undefined) throw new Error(`${target.name} (pid ${target.pid}) exited during ${scenario.id}`);
+  const requests = result.requests.total;
+  const serverMicros = serverAfter - serverBefore;
+  const perRequest = requests > 0 ? serverMicros / requests : null;
+  let dbMicros: number | undefined;
+  if (dbBefore && dbAfter) {
+    dbMicros = 0;
+    // A backend born during the run counts from zero: its start-up is part of the cost.
+    for (const [pid, after] of dbAfter) dbMicros += after - (dbBefore.get(pid) ?? 0);
+  }
+  return {
+    scenario: scenario.id,
+    target: target.name,
+    requests,
+    seconds: wallMicros / 1e6,
+    requestsPerSecond: requests / (wallMicros / 1e6),
+    serverCpuMicrosPerRequest: perRequest,
+    requestsPerCoreSecond: perRequest ? 1e6 / perRequest : null,
+    serverCores: serverMicros / wallMicros,
+    databaseCpuMicrosPerRequest: dbMicros !== undefined && requests > 0 ? dbMicros / requests : null,
+    loadGeneratorCores: (own.user + own.system) / wallMicros,
+    non2xx: result.non2xx,
+    errors: result.errors,
+    timeouts: result.timeouts,
+    mismatches: result.mismatches,
+    statusCodes: Object.fromEntries(Object.entries(result.statusCodeStats).map(([code, s]) => [code, s.count])),
+    latencyP50Ms: result.latency.p50,
+    latencyP99Ms: result.latency.p99,
+  };
+}

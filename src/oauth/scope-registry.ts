@@ -1,0 +1,36 @@
+// The scope registry as the token endpoint sees it: cached in memory while this instance
+// listens for changes (so a client-credentials token costs no extra query), read straight
+// from the database whenever it does not.
+import type { Db } from '../db/database.ts';
+import type { ChangeListener } from '../db/notifications.ts';
+import { findScopes, listScopes, type RegisteredScope } from '../store/scopes.ts';
+
+export interface ScopeLookup {
+  find(names: string[]): Promise<Map<string, RegisteredScope>>;
+}
+
+export function createScopeRegistry(db: Db, changes: ChangeListener | undefined): ScopeLookup {
+  let cache: Map<string, RegisteredScope> | undefined;
+  let cachedAt = -1;
+
+  const pick = (all: Map<string, RegisteredScope>, names: string[]) =>
+    new Map(names.flatMap((n) => (all.has(n) ? [[n, all.get(n)!] as const] : [])));
+
+  return {
+    async find(names) {
+      if (names.length === 0) return new Map();
+      if (!changes?.listening) return findScopes(db, names);
+      if (!cache || cachedAt !== changes.generation) {
+        const generation = changes.generation;
+        const all = new Map((await listScopes(db)).map((s) => [s.name, s]));
+        // Keep it only if nothing changed while it was being read.
+        if (generation === changes.generation && changes.listening) {
+          cache = all;
+          cachedAt = generation;
+        }
+        return pick(all, names);
+      }
+      return pick(cache, names);
+    },
+  };
+}
