@@ -2,6 +2,9 @@
 import assert from 'node:assert/strict';
 import type { Db } from '../../src/db/database.ts';
 import { createClient, type NewClient } from '../../src/store/clients.ts';
+import { createUser } from '../../src/store/users.ts';
+import { createScope } from '../../src/store/scopes.ts';
+import { hashPassword } from '../../src/store/passwords.ts';
 import { postForm } from './http.ts';
 
 export interface TestClient {
@@ -32,4 +35,31 @@ export async function issueToken(baseUrl: string, client: TestClient, scope = 'r
   const res = await postForm(`${baseUrl}/token`, { grant_type: 'client_credentials', scope }, { basic: client.basic });
   assert.equal(res.status, 200, res.text);
   return res.json.access_token as string;
+}
+
+export interface TestUser {
+  id: string;
+  username: string;
+  password: string;
+}
+
+/** A user with the given roles (created if missing), hashed with the given or OWASP parameters. */
+export async function makeUser(
+  db: Db,
+  username: string,
+  { password = `pw-${username}-correct horse`, roles = [] as string[], params = { memoryCost: 19456, timeCost: 2, parallelism: 1 } } = {},
+): Promise<TestUser> {
+  if (roles.length) {
+    await db.insertInto('roles').values(roles.map((name) => ({ name }))).onConflict((oc) => oc.column('name').doNothing()).execute();
+  }
+  const user = await createUser(db, username, await hashPassword(password, params), roles);
+  return { id: user.id, username: user.username, password };
+}
+
+/** Registers a scope bound to roles (roles created if missing). */
+export async function makeScope(db: Db, name: string, roles: string[] = []): Promise<void> {
+  if (roles.length) {
+    await db.insertInto('roles').values(roles.map((r) => ({ name: r }))).onConflict((oc) => oc.column('name').doNothing()).execute();
+  }
+  await createScope(db, name, '', roles);
 }
