@@ -32,6 +32,7 @@ export async function startServer(config: Config, logger: Logger = createLogger(
   const database: DatabaseHandle = await connectDatabase(config, {
     applicationName: 'keymanager',
     log: (m) => logger.debug({ component: 'embedded-postgres' }, m),
+    warn: (m) => logger.warn({ component: 'embedded-postgres' }, m),
     // pg attaches the whole client to its errors: log what an operator needs, not the object.
     onPoolError: (err) => logger.warn({ error: err.message, code: (err as { code?: string }).code }, 'database connection lost'),
   });

