@@ -1,0 +1,153 @@
+// Brute-force protection of the password grant: failures counted per account and per source
+// address over a window, a lock that answers exactly like a wrong password, recovery once the
+// failures leave the window, and password hashes upgraded to the configured parameters.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { sql } from 'kysely';
+import { createTestDatabase, type TestDatabase } from '../support/database.ts';
+import { startTestServer, type TestServer } from '../support/server.ts';
+import { postForm } from '../support/http.ts';
+import { makeClient, makeScope, makeUser, type TestClient } from '../support/fixtures.ts';
+
+const WINDOW = 600;
+
+describe('brute-force protection', () => {
+  let database: TestDatabase;
+  let server: TestServer;
+  let client: TestClient;
+  let address = 0;
+  // Each test signs in from its own address (the server trusts X-Forwarded-For here, as
+  // behind a proxy), so that per-address counting in one test does not touch another.
+  const nextAddress = () => `198.51.100.${++address}`;
+
+  const signIn = (username: string, password: string, from: string) =>
+    postForm(`${server.url}/token`, { grant_type: 'password', username, password }, { basic: client.basic, headers: { 'x-forwarded-for': from } });
+
+  /** Moves every recorded failure out of the window, as time passing would. */
+  const ageFailures = () => sql`update login_failures set failed_at = now() - make_interval(secs => ${WINDOW + 1})`.execute(database.db);
+
+  before(async () => {
+    database = await createTestDatabase();
+    server = await startTestServer(database.url, { trustProxy: true, lockoutMaxFailures: 3, lockoutMaxFailuresPerAddress: 5, lockoutWindow: WINDOW });
+    await makeScope(database.db, 'profile');
+    client = await makeClient(database.db, { grantTypes: ['password'], scope: ['profile'] });
+  });
+  after(async () => {
+    await server?.stop();
+    await database?.drop();
+  });
+
+  it('locks an account after N failures: the right password is then refused, like a wrong one', async () => {
+    const user = await makeUser(database.db, 'dora');
+    const from = nextAddress();
+    const wrong = await signIn('dora', 'wrong-1', from);
+    await signIn('dora', 'wrong-2', from);
+    await signIn('dora', 'wrong-3', from);
+    const locked = await signIn('dora', user.password, nextAddress());
+    assert.equal(locked.status, 400);
+    assert.equal(locked.json.error, 'invalid_grant');
+    assert.equal(locked.text, wrong.text, 'a locked account answers exactly like a wrong password');
+    assert.ok(server.logs.some((l) => l.includes('"login.lockout"')), 'the lockout is logged');
+    assert.ok(server.logs.some((l) => l.includes('"login.locked"')), 'the refused attempt is logged');
+  });
+
+  it('lets the account in again once the failures have left the window', async () => {
+    const user = await makeUser(database.db, 'erin');
+    const from = nextAddress();
+    for (let i = 0; i < 3; i++) await signIn('erin', `wrong-${i}`, from);
+    assert.equal((await signIn('erin', user.password, from)).status, 400);
+    await ageFailures();
+    const res = await signIn('erin', user.password, from);
+    assert.equal(res.status, 200, res.text);
+  });
+
+  it('a successful sign-in clears the account\'s failures', async () => {
+    const user = await makeUser(database.db, 'frank');
+    const from = nextAddress();
+    await signIn('frank', 'wrong-1', from);
+    await signIn('frank', 'wrong-2', from);
+    assert.equal((await signIn('frank', user.password, from)).status, 200);
+    await signIn('frank', 'wrong-3', from);
+    await signIn('frank', 'wrong-4', from);
+    assert.equal((await signIn('frank', user.password, from)).status, 200);
+  });
+
+  it('counts failures for unknown usernames too, so a lock reveals nothing about existence', async () => {
+    const from = nextAddress();
+    const answers = [];
+    for (let i = 0; i < 4; i++) answers.push((await signIn('nobody-here', `guess-${i}`, from)).text);
+    assert.equal(new Set(answers).size, 1);
+    const rows = await database.db.selectFrom('login_failures').select('username_lower').where('username_lower', '=', 'nobody-here').execute();
+    assert.equal(rows.length, 3, 'the fourth attempt was refused by the lock, not checked');
+  });
+
+  it('refuses a source address after too many failures across accounts', async () => {
+    await ageFailures();
+    const victim = await makeUser(database.db, 'gina');
+    const from = nextAddress();
+    for (let i = 0; i < 5; i++) await signIn(`spray-${i}`, 'Winter2026!', from);
+    const fromSprayer = await signIn('gina', victim.password, from);
+    assert.equal(fromSprayer.status, 400, 'the spraying address is refused even with a right password');
+    assert.equal(fromSprayer.json.error, 'invalid_grant');
+    const fromElsewhere = await signIn('gina', victim.password, nextAddress());
+    assert.equal(fromElsewhere.status, 200, 'the account itself is not locked');
+  });
+
+  it('ignores X-Forwarded-For from a server that does not trust a proxy', async () => {
+    const untrusting = await startTestServer(database.url, { lockoutMaxFailures: 100, lockoutMaxFailuresPerAddress: 100, lockoutWindow: WINDOW });
+    try {
+      await postForm(`${untrusting.url}/token`, { grant_type: 'password', username: 'spoofer', password: 'x-wrong-password' },
+        { basic: client.basic, headers: { 'x-forwarded-for': '203.0.113.77' } });
+      const rows = await database.db.selectFrom('login_failures').select('source_address').where('username_lower', '=', 'spoofer').execute();
+      assert.deepEqual(rows.map((r) => r.source_address), ['127.0.0.1']);
+    } finally {
+      await untrusting.stop();
+    }
+  });
+});
+
+describe('password hash parameters', () => {
+  let database: TestDatabase;
+  let server: TestServer;
+  let client: TestClient;
+
+  before(async () => {
+    database = await createTestDatabase();
+    server = await startTestServer(database.url, { passwordHashMemoryKib: 19456, passwordHashIterations: 3, passwordHashParallelism: 1 });
+    await makeScope(database.db, 'profile');
+    client = await makeClient(database.db, { grantTypes: ['password'], scope: ['profile'] });
+  });
+  after(async () => {
+    await server?.stop();
+    await database?.drop();
+  });
+
+  const storedHash = async (id: string) =>
+    (await database.db.selectFrom('users').select('password_hash').where('id', '=', id).executeTakeFirstOrThrow()).password_hash;
+  /** The argon2 variant and m/t/p of a PHC string, whatever order the library writes them in. */
+  const paramsOf = (hash: string) => {
+    const [, variant, , params] = hash.split('$');
+    const p = Object.fromEntries((params ?? '').split(',').map((kv) => kv.split('=')));
+    return `${variant} m=${p.m} t=${p.t} p=${p.p}`;
+  };
+
+  it('re-hashes a password made with other parameters on the next successful sign-in', async () => {
+    const user = await makeUser(database.db, 'hank', { params: { memoryCost: 8192, timeCost: 1, parallelism: 1 } });
+    assert.equal(paramsOf(await storedHash(user.id)), 'argon2id m=8192 t=1 p=1');
+    const res = await postForm(`${server.url}/token`, { grant_type: 'password', username: 'hank', password: user.password }, { basic: client.basic });
+    assert.equal(res.status, 200, res.text);
+    assert.equal(paramsOf(await storedHash(user.id)), 'argon2id m=19456 t=3 p=1');
+    assert.ok(server.logs.some((l) => l.includes('"password.rehashed"')));
+    // The new hash still accepts the password, and is not re-hashed again.
+    const before = await storedHash(user.id);
+    assert.equal((await postForm(`${server.url}/token`, { grant_type: 'password', username: 'hank', password: user.password }, { basic: client.basic })).status, 200);
+    assert.equal(await storedHash(user.id), before);
+  });
+
+  it('does not touch the hash after a failed sign-in', async () => {
+    const user = await makeUser(database.db, 'iris', { params: { memoryCost: 8192, timeCost: 1, parallelism: 1 } });
+    const before = await storedHash(user.id);
+    await postForm(`${server.url}/token`, { grant_type: 'password', username: 'iris', password: 'not-it-at-all' }, { basic: client.basic });
+    assert.equal(await storedHash(user.id), before);
+  });
+});
