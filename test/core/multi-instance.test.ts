@@ -5,7 +5,8 @@ import assert from 'node:assert/strict';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { startTestServer, tempDir, type TestServer } from '../support/server.ts';
 import { postForm } from '../support/http.ts';
-import { issueToken, makeClient, type TestClient } from '../support/fixtures.ts';
+import { ensureScopes, issueToken, makeClient, type TestClient } from '../support/fixtures.ts';
+import { sql } from 'kysely';
 
 describe('two instances sharing one database', () => {
   let database: TestDatabase;
@@ -40,6 +41,26 @@ describe('two instances sharing one database', () => {
       assert.deepEqual((await postForm(`${b.url}/introspect`, { token }, { basic: c.basic })).json, { active: false });
     });
   }
+
+  it('a scope registry change made with plain SQL reaches both instances (LISTEN/NOTIFY)', async () => {
+    await ensureScopes(database.db, ['read', 'extra']);
+    const c = await makeClient(database.db, { scope: ['read', 'extra'] });
+    const granted = async (server: TestServer) =>
+      (await postForm(`${server.url}/token`, { grant_type: 'client_credentials', scope: 'read extra' }, { basic: c.basic })).json.scope;
+    // Both instances have the registry cached now.
+    assert.equal(await granted(a), 'read extra');
+    assert.equal(await granted(b), 'read extra');
+    await sql`delete from scopes where name = 'extra'`.execute(database.db);
+    // The notice travels asynchronously: wait (bounded) until each instance has dropped it.
+    for (const server of [a, b]) {
+      let scope = await granted(server);
+      for (let i = 0; i < 50 && scope !== 'read'; i++) {
+        await new Promise((r) => setTimeout(r, 20));
+        scope = await granted(server);
+      }
+      assert.equal(scope, 'read');
+    }
+  });
 
   it('both instances publish the same signing key', async () => {
     const [ja, jb] = await Promise.all([fetch(`${a.url}/jwks`).then((r) => r.json()), fetch(`${b.url}/jwks`).then((r) => r.json())]);
