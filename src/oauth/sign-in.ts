@@ -1,0 +1,57 @@
+// Checking a user's password, shared by the password grant and the login page: brute-force
+// counting per account and per address, the same argon2 work whether the user exists or not,
+// and one answer ("refused") for every failure, so nothing is learnt from it.
+import type { Logger } from 'pino';
+import type { Config } from '../config/index.ts';
+import type { Db } from '../db/database.ts';
+import type { UserRow } from '../db/types.ts';
+import { findUserByUsername, upgradePasswordHash } from '../store/users.ts';
+import { dummyHash, hashNeedsUpgrade, hashPassword, passwordParams, verifyPassword } from '../store/passwords.ts';
+import { clearLoginFailures, lockoutState, recordLoginFailure } from '../store/login-failures.ts';
+
+export interface SignInDeps {
+  config: Config;
+  db: Db;
+  logger: Logger;
+}
+
+export interface SignInAttempt {
+  username: string;
+  password: string;
+  source: string;
+  /** For the logs: which client the user was signing in to. */
+  clientId?: string;
+}
+
+/** The user when the password is right and the account usable; undefined for any refusal. */
+export async function signIn({ config, db, logger }: SignInDeps, { username, password, source, clientId }: SignInAttempt): Promise<UserRow | undefined> {
+  const params = passwordParams(config);
+  const usernameLower = username.toLowerCase();
+  const policy = { maxFailures: config.lockoutMaxFailures, maxFailuresPerAddress: config.lockoutMaxFailuresPerAddress, windowSeconds: config.lockoutWindow };
+
+  const locked = await lockoutState(db, usernameLower, source, policy);
+  if (locked) {
+    logger.warn({ event: 'login.locked', reason: locked, client_id: clientId, source }, 'sign-in refused: too many failed attempts');
+    return undefined;
+  }
+
+  const user = await findUserByUsername(db, username);
+  const passwordOk = await verifyPassword(user?.password_hash ?? (await dummyHash(params)), password);
+  if (!user || !passwordOk) {
+    await recordLoginFailure(db, usernameLower, source);
+    const nowLocked = await lockoutState(db, usernameLower, source, policy);
+    logger.info({ event: 'login.failed', client_id: clientId, source, known_user: Boolean(user) }, 'password sign-in failed');
+    if (nowLocked) logger.warn({ event: 'login.lockout', reason: nowLocked, source }, 'account or address locked after repeated failures');
+    return undefined;
+  }
+  if (user.disabled) {
+    logger.info({ event: 'login.disabled', client_id: clientId, user_id: user.id }, 'sign-in refused: user disabled');
+    return undefined;
+  }
+  await clearLoginFailures(db, usernameLower);
+  if (hashNeedsUpgrade(user.password_hash, params)) {
+    await upgradePasswordHash(db, user.id, user.password_hash, await hashPassword(password, params));
+    logger.info({ event: 'password.rehashed', user_id: user.id }, 'password hash upgraded to current parameters');
+  }
+  return user;
+}
