@@ -48,7 +48,7 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     changes = listenForChanges(database.url, (message, err) => logger.warn({ error: err instanceof Error ? err.message : undefined }, message));
     const scopes = createScopeRegistry(database.db, changes);
     const provider = buildProvider({ config, db: database.db, signingKeys: keys, cookieKeys, scopes, logger });
-    const publicApp = buildPublicApp({ config, db: database.db, provider, logger });
+    const publicApp = buildPublicApp({ config, db: database.db, provider, scopes, cookieKeys, logger });
     const managementApp = buildManagementApp({ db: database.db, logger });
 
     let publicServer: Server;

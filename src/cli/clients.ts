@@ -17,6 +17,9 @@ interface CreateOptions extends OutputOptions {
   tokenFormat: string;
   authMethod: string;
   introspectAny?: boolean;
+  public?: boolean;
+  native?: boolean;
+  firstParty?: boolean;
 }
 
 export function registerClientCommands(program: Command): void {
@@ -31,8 +34,15 @@ export function registerClientCommands(program: Command): void {
     .option('--token-format <format>', `access token format: ${TOKEN_FORMATS.join('|')}`, 'opaque')
     .option('--auth-method <method>', `token endpoint authentication: ${SUPPORTED_AUTH_METHODS.join('|')}`, 'client_secret_basic')
     .option('--introspect-any', 'may introspect tokens of any client (resource servers, gateways)')
+    .option('--public', 'a public client (no secret; --auth-method none): browser or native apps using PKCE')
+    .option('--native', 'a native application: loopback redirect URIs match on any port (RFC 8252)')
+    .option('--first-party', 'a client of your own: users are not asked for consent')
     .option('--json', 'print JSON')
     .action((opts: CreateOptions) => withDatabase(async ({ db }) => {
+      if (opts.public) {
+        if (opts.authMethod !== 'client_secret_basic' && opts.authMethod !== 'none') throw new CliError('--public cannot be combined with --auth-method');
+        opts.authMethod = 'none';
+      }
       if (!(TOKEN_FORMATS as readonly string[]).includes(opts.tokenFormat)) throw new CliError(`--token-format must be one of ${TOKEN_FORMATS.join(', ')}`);
       if (!(SUPPORTED_AUTH_METHODS as readonly string[]).includes(opts.authMethod)) throw new CliError(`--auth-method must be one of ${SUPPORTED_AUTH_METHODS.join(', ')}`);
       try {
@@ -44,6 +54,8 @@ export function registerClientCommands(program: Command): void {
           tokenFormat: opts.tokenFormat as TokenFormat,
           authMethod: opts.authMethod as AuthMethod,
           introspectAny: opts.introspectAny ?? false,
+          applicationType: opts.native ? 'native' : 'web',
+          firstParty: opts.firstParty ?? false,
         });
         const result = { client_id: row.client_id, ...(clientSecret ? { client_secret: clientSecret } : {}) };
         output(opts, result, (r) => [

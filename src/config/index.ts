@@ -50,6 +50,7 @@ export const SETTINGS = {
   defaultAudience: { toml: 'default_audience', env: 'KM_DEFAULT_AUDIENCE', schema: absoluteHttpUrl, describe: 'audience (aud) of access tokens requested without a resource parameter; unset: the issuer' },
   accessTokenTtl: { toml: 'access_token_ttl', env: 'KM_ACCESS_TOKEN_TTL', schema: seconds, default: 3600, describe: 'access-token lifetime, seconds' },
   refreshTokenTtl: { toml: 'refresh_token_ttl', env: 'KM_REFRESH_TOKEN_TTL', schema: seconds, default: 86400, describe: 'refresh-token lifetime (absolute), seconds' },
+  refreshTokenIdleTtl: { toml: 'refresh_token_idle_ttl', env: 'KM_REFRESH_TOKEN_IDLE_TTL', schema: seconds, describe: 'a refresh token unused for this long expires, seconds; unset: only the absolute lifetime applies' },
   authorizationCodeTtl: { toml: 'authorization_code_ttl', env: 'KM_AUTHORIZATION_CODE_TTL', schema: seconds.max(600), default: 60, describe: 'authorization-code lifetime, seconds' },
   clockSkew: { toml: 'clock_skew', env: 'KM_CLOCK_SKEW', schema: z.coerce.number().int().min(0).max(600), default: 30, describe: 'tolerated clock difference for timestamps presented to the server (assertions, DPoP), seconds' },
   maxBodyBytes: { toml: 'max_body_bytes', env: 'KM_MAX_BODY_BYTES', schema: z.coerce.number().int().min(1024).max(56 * 1024), default: 56 * 1024, describe: 'largest accepted request body, bytes (at most 57344, the protocol engine\'s own limit)' },

@@ -18,6 +18,8 @@ export interface ClientsTable {
   tls_client_auth_subject_dn: string | null;
   tls_client_auth_san_dns: string | null;
   disabled: ColumnType<boolean, boolean | undefined, boolean>;
+  application_type: ColumnType<'web' | 'native', 'web' | 'native' | undefined, 'web' | 'native'>;
+  first_party: ColumnType<boolean, boolean | undefined, boolean>;
   created_at: Timestamp;
   updated_at: Timestamp;
 }
@@ -75,6 +77,15 @@ export interface Database {
   scopes: ScopesTable;
   scope_roles: ScopeRolesTable;
   login_failures: LoginFailuresTable;
+  consents: ConsentsTable;
+}
+
+export interface ConsentsTable {
+  user_id: string;
+  client_id: string;
+  scopes: string[];
+  granted_at: Timestamp;
+  updated_at: Timestamp;
 }
 
 export type ClientRow = Selectable<ClientsTable>;

@@ -13,6 +13,8 @@ import { introspect } from '../oauth/introspection.ts';
 import { revoke } from '../oauth/revocation.ts';
 import { persistJwtAccessTokens } from '../oauth/jwt-access-tokens.ts';
 import { ROUTES } from '../oauth/provider.ts';
+import { showStep, submitConsent, submitLogin, type InteractionDeps } from '../oauth/interactions/handlers.ts';
+import type { ScopeLookup } from '../oauth/scope-registry.ts';
 import { correctProviderErrors, errorMapper } from './errors.ts';
 import { PayloadTooLarge, readForm } from './form-body.ts';
 
@@ -22,15 +24,20 @@ export interface PublicAppDeps {
   config: Config;
   db: Db;
   provider: Provider;
+  scopes: ScopeLookup;
+  /** Cookie-signing keys, shared with oidc-provider; the first also keys the forms' tokens. */
+  cookieKeys: string[];
   logger: Logger;
 }
 
-export function buildPublicApp({ config, db, provider, logger }: PublicAppDeps): Koa {
+export function buildPublicApp({ config, db, provider, scopes, cookieKeys, logger }: PublicAppDeps): Koa {
   const app = new Koa();
   // Koa reads the origin and the client address from X-Forwarded-* only with proxy on; the
   // first middleware below decides what those headers say, so it is safe to turn on here.
   app.proxy = true;
   app.silent = true; // errors are logged by errorMapper, not printed by koa
+  // oidc-provider runs on this app's context when mounted: its signed cookies need our keys.
+  app.keys = cookieKeys;
   const issuer = new URL(config.issuer);
 
   const router = new Router();
@@ -41,6 +48,10 @@ export function buildPublicApp({ config, db, provider, logger }: PublicAppDeps):
     ctx.set('Cache-Control', 'no-store');
     ctx.body = await introspect(db, config.issuer, caller, form);
   });
+  const interactions: InteractionDeps = { config, db, scopes, provider, logger, formKey: cookieKeys[0]! };
+  router.get('/interaction/:uid', (ctx) => showStep(interactions, ctx));
+  router.post('/interaction/:uid/login', async (ctx) => submitLogin(interactions, ctx, await readForm(ctx, config.maxBodyBytes)));
+  router.post('/interaction/:uid/consent', async (ctx) => submitConsent(interactions, ctx, await readForm(ctx, config.maxBodyBytes)));
   router.post(ROUTES.revocation, async (ctx) => {
     const form = await readForm(ctx, config.maxBodyBytes);
     const caller = await authenticateClient(db, ctx.get('authorization') || undefined, form);

@@ -6,7 +6,7 @@ import type { ClientRow } from '../db/types.ts';
 import { usesSecret } from '../store/clients.ts';
 
 /** Our own client metadata, carried through oidc-provider's extraClientMetadata. */
-export const EXTRA_CLIENT_METADATA = ['km_allowed_scope', 'km_access_token_format', 'km_introspect_any'] as const;
+export const EXTRA_CLIENT_METADATA = ['km_allowed_scope', 'km_access_token_format', 'km_introspect_any', 'km_first_party'] as const;
 
 export function clientMetadataFromRow(row: ClientRow): AdapterPayload {
   const grantTypes = row.grant_types;
@@ -18,8 +18,10 @@ export function clientMetadataFromRow(row: ClientRow): AdapterPayload {
     grant_types: grantTypes,
     response_types: grantTypes.includes('authorization_code') ? ['code'] : [],
     redirect_uris: row.redirect_uris,
+    application_type: row.application_type,
     km_allowed_scope: row.scope,
     km_access_token_format: row.access_token_format,
     km_introspect_any: row.introspect_any,
+    km_first_party: row.first_party,
   };
 }

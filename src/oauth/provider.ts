@@ -14,6 +14,8 @@ import { noteIssuedJwtAccessToken } from './jwt-access-tokens.ts';
 import { registerGrants } from './grants/index.ts';
 import { findActiveAccount, userTokenClaims } from './accounts.ts';
 import { ID_TOKEN_TTL } from '../keys/signing-keys.ts';
+import { loadExistingGrant } from './interactions/consent.ts';
+import { errorPage } from './interactions/pages.ts';
 
 export const ROUTES = {
   authorization: '/authorize',
@@ -24,6 +26,16 @@ export const ROUTES = {
   introspection: '/introspect',
   revocation: '/revoke',
 } as const;
+
+const REUSE_DETAILS = new Set(['refresh token already used', 'authorization code already consumed']);
+
+/** Absolute lifetime from the first refresh token of the grant, and an optional idle limit. */
+function refreshTokenTtl(config: Config, token: { iiat?: number; iat?: number }): number {
+  const now = Math.floor(Date.now() / 1000);
+  const firstIssued = token.iiat ?? token.iat ?? now;
+  const absoluteLeft = firstIssued + config.refreshTokenTtl - now;
+  return Math.max(1, Math.min(absoluteLeft, config.refreshTokenIdleTtl ?? absoluteLeft));
+}
 
 export const SECRET_CLIENT_AUTH_METHODS: ClientAuthMethod[] = ['client_secret_basic', 'client_secret_post'];
 
@@ -57,7 +69,7 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, log
     ttl: {
       AccessToken: config.accessTokenTtl,
       ClientCredentials: config.accessTokenTtl,
-      RefreshToken: config.refreshTokenTtl,
+      RefreshToken: (_ctx, token) => refreshTokenTtl(config, token),
       AuthorizationCode: config.authorizationCodeTtl,
       IdToken: ID_TOKEN_TTL,
       // A login in progress; a sign-in page left open longer starts again.
@@ -68,7 +80,14 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, log
     responseTypes: ['code'],
     // RFC 9700 §4.14.2: a new refresh token on every use, so that reuse can be detected.
     rotateRefreshToken: true,
-    pkce: { required: () => true },
+    // RFC 9700 §2.1.1: PKCE (S256 only) is required of public clients and accepted from others.
+    pkce: { required: (_ctx, client) => client.clientAuthMethod === 'none' },
+    interactions: { url: async (_ctx, interaction) => `/interaction/${interaction.uid}` },
+    loadExistingGrant: loadExistingGrant({ config, db, scopes }),
+    // A refresh token for every client that has the refresh_token grant, not only on
+    // offline_access, and not tied to the browser session that signed the user in.
+    issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+    expiresWithSession: async () => false,
     findAccount: async (_ctx, sub) => findActiveAccount(db, sub),
     extraTokenClaims: async (ctx, token) => userTokenClaims(db, ctx, 'accountId' in token ? token.accountId : undefined),
     extraClientMetadata: {
@@ -109,7 +128,7 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, log
     },
     renderError: async (ctx, out) => {
       ctx.type = 'html';
-      ctx.body = errorPage(out.error, out.error_description);
+      ctx.body = errorPage('Request refused', out.error_description ? `${out.error}: ${out.error_description}` : out.error);
     },
   };
 
@@ -129,17 +148,12 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, log
   });
   for (const event of ['grant.error', 'authorization.error'] as const) {
     provider.on(event as 'server_error', (ctx: KoaContextWithOIDC, err: Error & { error_detail?: string }) => {
-      logger.info({ event, client_id: ctx.oidc?.client?.clientId, error: err.message, detail: err.error_detail }, 'request refused');
+      const fields = { event, client_id: ctx.oidc?.client?.clientId, error: err.message, detail: err.error_detail };
+      // A used refresh token or code coming back means it leaked: oidc-provider has just
+      // revoked the whole grant. Operators need to see that (RFC 9700 §4.14.2, §4.5).
+      if (err.error_detail && REUSE_DETAILS.has(err.error_detail)) logger.warn({ ...fields, security: 'token_reuse' }, 'reuse detected; grant revoked');
+      else logger.info(fields, 'request refused');
     });
   }
   return provider;
-}
-
-function escapeHtml(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
-
-function errorPage(error: string, description?: string): string {
-  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>Request refused</title></head>
-<body><main><h1>Request refused</h1><p><strong>${escapeHtml(error)}</strong></p>${description ? `<p>${escapeHtml(description)}</p>` : ''}</main></body></html>`;
 }

@@ -11,22 +11,32 @@ export function splitScope(scope: unknown): string[] {
   return typeof scope === 'string' ? [...new Set(scope.split(' ').filter(Boolean))] : [];
 }
 
-/** `userRoles` null: the token acts for the client itself. */
+/** The requested scopes that may be granted; `userRoles` null: the token acts for the client itself. */
+export async function grantableOf(
+  registry: ScopeLookup,
+  allowedScope: string,
+  requested: string[],
+  userRoles: string[] | null,
+): Promise<string[]> {
+  const allowed = new Set(splitScope(allowedScope));
+  const registered = await registry.find(requested.filter((s) => allowed.has(s)));
+  const roles = new Set(userRoles ?? []);
+  return requested.filter((s) => {
+    const scope = registered.get(s);
+    if (!scope) return false;
+    return userRoles === null || scope.roles.length === 0 || scope.roles.some((r) => roles.has(r));
+  });
+}
+
+/** As grantableOf, but asking for scopes and getting none is invalid_scope. */
 export async function grantScopes(
   registry: ScopeLookup,
   allowedScope: string,
   requestedScope: unknown,
   userRoles: string[] | null,
 ): Promise<string[]> {
-  const allowed = new Set(splitScope(allowedScope));
   const requested = splitScope(requestedScope);
-  const registered = await registry.find(requested.filter((s) => allowed.has(s)));
-  const roles = new Set(userRoles ?? []);
-  const granted = requested.filter((s) => {
-    const scope = registered.get(s);
-    if (!scope) return false;
-    return userRoles === null || scope.roles.length === 0 || scope.roles.some((r) => roles.has(r));
-  });
+  const granted = await grantableOf(registry, allowedScope, requested, userRoles);
   if (requested.length > 0 && granted.length === 0) {
     throw new errors.InvalidScope('requested scope is not allowed', requested.join(' '));
   }

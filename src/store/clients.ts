@@ -27,6 +27,10 @@ export interface NewClient {
   tokenFormat?: TokenFormat;
   authMethod?: AuthMethod;
   introspectAny?: boolean;
+  /** native: loopback redirect URIs match on any port (RFC 8252 §7.3). */
+  applicationType?: 'web' | 'native';
+  /** First-party clients skip the consent page. */
+  firstParty?: boolean;
 }
 
 export class ClientInputError extends Error {}
@@ -112,6 +116,8 @@ export async function createClient(db: Db, input: NewClient): Promise<{ client: 
       scope: [...new Set(input.scope)].join(' '),
       access_token_format: input.tokenFormat ?? 'opaque',
       introspect_any: input.introspectAny ?? false,
+      application_type: input.applicationType ?? 'web',
+      first_party: input.firstParty ?? false,
       tls_client_auth_subject_dn: null,
       tls_client_auth_san_dns: null,
     })
@@ -156,6 +162,8 @@ export function describeClient(row: ClientRow) {
     token_endpoint_auth_method: row.token_endpoint_auth_method,
     access_token_format: row.access_token_format,
     introspect_any: row.introspect_any,
+    application_type: row.application_type,
+    first_party: row.first_party,
     disabled: row.disabled,
     secret_created_at: row.secret_created_at?.toISOString() ?? null,
     created_at: row.created_at.toISOString(),

@@ -1,0 +1,83 @@
+// What a user's consent becomes: an oidc-provider Grant holding the scopes the policy allows
+// (registered, allowed for the client, and role-bound scopes only with the role) and
+// rejecting the rest, so that the flow never asks again for what cannot be granted.
+// Consent is remembered per user and client; first-party clients never ask.
+import type Provider from 'oidc-provider';
+import type { KoaContextWithOIDC } from 'oidc-provider';
+import type { Config } from '../../config/index.ts';
+import type { Db } from '../../db/database.ts';
+import { findConsent } from '../../store/consents.ts';
+import { rolesOfUser } from '../../store/users.ts';
+import { audienceOf } from '../resource-server.ts';
+import { grantableOf, splitScope } from '../scope-policy.ts';
+import type { ScopeLookup } from '../scope-registry.ts';
+
+/** Scopes oidc-provider handles itself (ID token, offline access), not our registry's. */
+export const OIDC_SCOPES = new Set(['openid', 'offline_access']);
+
+export interface ConsentDeps {
+  config: Config;
+  db: Db;
+  scopes: ScopeLookup;
+}
+
+export interface ScopeDecision {
+  granted: string[];
+  rejected: string[];
+  oidc: string[];
+}
+
+/** Splits what the authorization request asks for into what the user may grant and not. */
+export async function decideScopes(deps: ConsentDeps, allowedScope: string, accountId: string, requestedScope: unknown): Promise<ScopeDecision> {
+  const requested = splitScope(requestedScope);
+  const resourceScopes = requested.filter((s) => !OIDC_SCOPES.has(s));
+  const roles = await rolesOfUser(deps.db, accountId);
+  const granted = await grantableOf(deps.scopes, allowedScope, resourceScopes, roles);
+  return {
+    granted,
+    rejected: resourceScopes.filter((s) => !granted.includes(s)),
+    oidc: requested.filter((s) => OIDC_SCOPES.has(s)),
+  };
+}
+
+/** Saves a Grant for the decision, adding to `existingGrantId` when the flow already has one. */
+export async function saveGrant(
+  deps: ConsentDeps,
+  provider: Provider,
+  { accountId, clientId, existingGrantId, decision }: { accountId: string; clientId: string; existingGrantId?: string; decision: ScopeDecision },
+): Promise<string> {
+  const { Grant } = provider;
+  const grant = (existingGrantId && (await Grant.find(existingGrantId))) || new Grant({ accountId, clientId });
+  const audience = audienceOf(deps.config);
+  if (decision.oidc.length) grant.addOIDCScope(decision.oidc.join(' '));
+  if (decision.granted.length) grant.addResourceScope(audience, decision.granted.join(' '));
+  if (decision.rejected.length) grant.rejectResourceScope(audience, decision.rejected.join(' '));
+  return grant.save();
+}
+
+/**
+ * oidc-provider's loadExistingGrant: the grant of this flow or session when there is one;
+ * otherwise, for a first-party client or a user who already agreed to every scope that can
+ * be granted, a new grant without asking. Undefined means: show the consent page.
+ */
+export function loadExistingGrant(deps: ConsentDeps) {
+  return async (ctx: KoaContextWithOIDC) => {
+    const { provider, client, session } = ctx.oidc;
+    const grantId = ctx.oidc.result?.consent?.grantId || (client && session?.grantIdFor(client.clientId));
+    if (grantId) {
+      const grant = await provider.Grant.find(grantId);
+      if (grant) return grant;
+    }
+    const accountId = session?.accountId;
+    if (!client || !accountId) return undefined;
+    const decision = await decideScopes(deps, String(client.km_allowed_scope ?? ''), accountId, ctx.oidc.params?.scope);
+    if (!client.km_first_party) {
+      const remembered = await findConsent(deps.db, accountId, client.clientId);
+      if (!remembered) return undefined; // never asked: ask
+      const asked = [...decision.granted, ...decision.oidc];
+      if (!asked.every((s) => remembered.includes(s))) return undefined;
+    }
+    const id = await saveGrant(deps, provider, { accountId, clientId: client.clientId, decision });
+    return provider.Grant.find(id);
+  };
+}

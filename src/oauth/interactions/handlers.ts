@@ -1,0 +1,149 @@
+// The sign-in and consent steps of the authorization code flow. oidc-provider sends the
+// browser to /interaction/:uid with a cookie that binds the step to that browser; each form
+// also carries a token derived from the step's uid, so a form posted from anywhere else —
+// or edited — is refused.
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import type { Context } from 'koa';
+import type Provider from 'oidc-provider';
+import { errors } from 'oidc-provider';
+import type { Logger } from 'pino';
+import { rememberConsent } from '../../store/consents.ts';
+import { findUserById, MAX_USERNAME_LENGTH } from '../../store/users.ts';
+import { MAX_PASSWORD_BYTES } from '../../store/passwords.ts';
+import { signIn } from '../sign-in.ts';
+import { decideScopes, saveGrant, type ConsentDeps } from './consent.ts';
+import { consentPage, errorPage, loginPage } from './pages.ts';
+
+export interface InteractionDeps extends ConsentDeps {
+  provider: Provider;
+  logger: Logger;
+  /** Secret for the forms' anti-forgery token (one of the cookie-signing keys). */
+  formKey: string;
+}
+
+const WRONG_CREDENTIALS = 'The username or password is incorrect, or the account cannot sign in right now.';
+
+function formToken(deps: InteractionDeps, uid: string): string {
+  return createHmac('sha256', deps.formKey).update(`interaction-form:${uid}`).digest('base64url');
+}
+
+function formTokenValid(deps: InteractionDeps, uid: string, presented: string | null): boolean {
+  const expected = Buffer.from(formToken(deps, uid));
+  const given = Buffer.from(presented ?? '');
+  return given.length === expected.length && timingSafeEqual(given, expected);
+}
+
+function html(ctx: Context, body: string, status = 200): void {
+  ctx.status = status;
+  ctx.type = 'html';
+  // The pages hold a form token and a user's name: never cached, never framed.
+  ctx.set('Cache-Control', 'no-store');
+  ctx.set('X-Frame-Options', 'DENY');
+  ctx.set('Content-Security-Policy', "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'");
+  ctx.body = body;
+}
+
+/** The step in progress for this browser, or an error page when there is none. */
+async function currentStep(deps: InteractionDeps, ctx: Context) {
+  try {
+    const details = await deps.provider.interactionDetails(ctx.req, ctx.res);
+    if (details.uid !== ctx.params.uid) throw new errors.SessionNotFound('interaction mismatch');
+    return details;
+  } catch (err) {
+    deps.logger.debug({ err }, 'no interaction');
+    if (err instanceof errors.SessionNotFound) {
+      html(ctx, errorPage('Sign-in expired', 'This sign-in page is no longer valid. Go back to the application and start again.'), 400);
+      return undefined;
+    }
+    throw err;
+  }
+}
+
+async function clientNameOf(deps: InteractionDeps, clientId: unknown): Promise<string> {
+  const client = typeof clientId === 'string' ? await deps.provider.Client.find(clientId) : undefined;
+  return client?.clientName ?? (typeof clientId === 'string' ? clientId : 'the application');
+}
+
+async function allowedScopeOf(deps: InteractionDeps, clientId: unknown): Promise<string> {
+  const client = typeof clientId === 'string' ? await deps.provider.Client.find(clientId) : undefined;
+  return String(client?.km_allowed_scope ?? '');
+}
+
+async function finish(deps: InteractionDeps, ctx: Context, result: Record<string, unknown>, merge: boolean): Promise<void> {
+  const location = await deps.provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: merge });
+  ctx.status = 303;
+  ctx.set('Cache-Control', 'no-store');
+  ctx.redirect(location);
+}
+
+export async function showStep(deps: InteractionDeps, ctx: Context): Promise<void> {
+  const step = await currentStep(deps, ctx);
+  if (!step) return;
+  const action = `/interaction/${step.uid}`;
+  const clientName = await clientNameOf(deps, step.params.client_id);
+  if (step.prompt.name === 'login') {
+    html(ctx, loginPage({ action: `${action}/login`, csrf: formToken(deps, step.uid), clientName }));
+    return;
+  }
+  if (step.prompt.name === 'consent' && step.session?.accountId) {
+    const user = await findUserById(deps.db, step.session.accountId);
+    if (!user) {
+      await finish(deps, ctx, { error: 'access_denied', error_description: 'the user no longer exists' }, false);
+      return;
+    }
+    const decision = await decideScopes(deps, await allowedScopeOf(deps, step.params.client_id), user.id, step.params.scope);
+    const registered = await deps.scopes.find(decision.granted);
+    html(ctx, consentPage({
+      action: `${action}/consent`,
+      csrf: formToken(deps, step.uid),
+      clientName,
+      username: user.username,
+      scopes: decision.granted.map((name) => ({ name, description: registered.get(name)?.description ?? '' })),
+    }));
+    return;
+  }
+  html(ctx, errorPage('Cannot continue', 'This request cannot be completed here.'), 400);
+}
+
+export async function submitLogin(deps: InteractionDeps, ctx: Context, form: URLSearchParams): Promise<void> {
+  const step = await currentStep(deps, ctx);
+  if (!step) return;
+  if (step.prompt.name !== 'login' || !formTokenValid(deps, step.uid, form.get('csrf'))) {
+    html(ctx, errorPage('Request refused', 'The form was not valid. Go back to the application and start again.'), 400);
+    return;
+  }
+  const username = form.get('username') ?? '';
+  const password = form.get('password') ?? '';
+  const clientName = await clientNameOf(deps, step.params.client_id);
+  const again = (error: string) => html(ctx, loginPage({
+    action: `/interaction/${step.uid}/login`, csrf: formToken(deps, step.uid), clientName, username: username.slice(0, MAX_USERNAME_LENGTH), error,
+  }));
+  if (!username || !password) return again('Enter your username and password.');
+  const malformed = (v: string, max: number) => Buffer.byteLength(v) > max || v.includes('\0') || v.includes('\uFFFD');
+  if (malformed(username, MAX_USERNAME_LENGTH * 4) || malformed(password, MAX_PASSWORD_BYTES)) return again(WRONG_CREDENTIALS);
+  const user = await signIn(deps, { username, password, source: ctx.ip, clientId: String(step.params.client_id) });
+  if (!user) return again(WRONG_CREDENTIALS);
+  await finish(deps, ctx, { login: { accountId: user.id } }, false);
+}
+
+export async function submitConsent(deps: InteractionDeps, ctx: Context, form: URLSearchParams): Promise<void> {
+  const step = await currentStep(deps, ctx);
+  if (!step) return;
+  const accountId = step.session?.accountId;
+  if (step.prompt.name !== 'consent' || !accountId || !formTokenValid(deps, step.uid, form.get('csrf'))) {
+    html(ctx, errorPage('Request refused', 'The form was not valid. Go back to the application and start again.'), 400);
+    return;
+  }
+  const decisionWord = form.get('decision');
+  if (decisionWord !== 'approve') {
+    deps.logger.info({ event: 'consent.denied', client_id: step.params.client_id, user_id: accountId }, 'user denied consent');
+    await finish(deps, ctx, { error: 'access_denied', error_description: 'the user denied the request' }, true);
+    return;
+  }
+  const clientId = String(step.params.client_id);
+  // The scopes come from the request the server holds, never from the form.
+  const decision = await decideScopes(deps, await allowedScopeOf(deps, clientId), accountId, step.params.scope);
+  const grantId = await saveGrant(deps, deps.provider, { accountId, clientId, existingGrantId: step.grantId, decision });
+  await rememberConsent(deps.db, accountId, clientId, [...decision.granted, ...decision.oidc]);
+  await finish(deps, ctx, { consent: { grantId } }, true);
+}
