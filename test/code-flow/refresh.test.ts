@@ -1,0 +1,141 @@
+// Refresh tokens (RFC 6749 §6, RFC 9700 §4.14): rotation on every use, reuse detection that
+// revokes the grant, the concurrent-refresh race, no widening, lifetimes, revocation.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { sql } from 'kysely';
+import { createTestDatabase, type TestDatabase } from '../support/database.ts';
+import { startTestServer, type TestServer } from '../support/server.ts';
+import { postForm } from '../support/http.ts';
+import { makeClient, makeScope, makeUser, type TestClient, type TestUser } from '../support/fixtures.ts';
+import { tokenDigest } from '../../src/store/tokens.ts';
+
+describe('refresh tokens', () => {
+  let database: TestDatabase;
+  let server: TestServer;
+  let client: TestClient;
+  let other: TestClient;
+  let user: TestUser;
+
+  before(async () => {
+    database = await createTestDatabase();
+    server = await startTestServer(database.url, { refreshTokenTtl: 7200, refreshTokenIdleTtl: 600, accessTokenTtl: 900 });
+    await makeScope(database.db, 'a');
+    await makeScope(database.db, 'b');
+    client = await makeClient(database.db, { grantTypes: ['password', 'refresh_token'], scope: ['a', 'b'] });
+    other = await makeClient(database.db, { grantTypes: ['password', 'refresh_token'], scope: ['a', 'b'] });
+    user = await makeUser(database.db, 'rita');
+  });
+  after(async () => {
+    await server?.stop();
+    await database?.drop();
+  });
+
+  const signIn = async (scope = 'a b') => {
+    const res = await postForm(`${server.url}/token`, { grant_type: 'password', username: user.username, password: user.password, scope }, { basic: client.basic });
+    assert.equal(res.status, 200, res.text);
+    return res.json as { access_token: string; refresh_token: string; scope: string };
+  };
+  const refresh = (token: string, by: TestClient = client, extra: Record<string, string> = {}) =>
+    postForm(`${server.url}/token`, { grant_type: 'refresh_token', refresh_token: token, ...extra }, { basic: by.basic });
+  const active = async (token: string) => (await postForm(`${server.url}/introspect`, { token }, { basic: client.basic })).json.active === true;
+
+  it('rotates on every use: a new refresh token each time, the used one no longer active', async () => {
+    const first = await signIn();
+    const second = await refresh(first.refresh_token);
+    assert.equal(second.status, 200, second.text);
+    assert.notEqual(second.json.refresh_token, first.refresh_token);
+    assert.equal(second.json.expires_in, 900);
+    assert.equal(await active(first.refresh_token), false);
+    assert.equal(await active(second.json.refresh_token), true);
+    const third = await refresh(second.json.refresh_token);
+    assert.equal(third.status, 200);
+  });
+
+  it('reuse of a rotated refresh token revokes the whole grant and is logged', async () => {
+    const first = await signIn();
+    const second = (await refresh(first.refresh_token)).json;
+    const reuse = await refresh(first.refresh_token);
+    assert.equal(reuse.status, 400);
+    assert.equal(reuse.json.error, 'invalid_grant');
+    for (const token of [first.access_token, second.access_token, second.refresh_token]) {
+      assert.equal(await active(token), false, 'every token of the grant is revoked');
+    }
+    assert.equal((await refresh(second.refresh_token)).json.error, 'invalid_grant');
+    assert.ok(server.logs.some((l) => l.includes('"security":"token_reuse"')));
+  });
+
+  it('two simultaneous refreshes with one token: one success, one failure', async () => {
+    for (let round = 0; round < 5; round++) {
+      const { refresh_token } = await signIn();
+      const results = await Promise.all([refresh(refresh_token), refresh(refresh_token)]);
+      const ok = results.filter((r) => r.status === 200);
+      assert.equal(ok.length, 1, `round ${round}: ${results.map((r) => r.status).join(', ')}`);
+      assert.equal(results.find((r) => r.status !== 200)!.json.error, 'invalid_grant');
+      const rows = await database.db.selectFrom('tokens').select('id_sha256')
+        .where('kind', '=', 'RefreshToken').where('consumed_at', 'is', null).where('revoked_at', 'is', null)
+        .where('grant_id', '=', (await database.db.selectFrom('tokens').select('grant_id').where('id_sha256', '=', tokenDigest(refresh_token)).executeTakeFirstOrThrow()).grant_id)
+        .execute();
+      assert.ok(rows.length <= 1, 'never two live refresh tokens for one grant');
+    }
+  });
+
+  it('cannot widen the scope, may narrow it', async () => {
+    const narrow = await signIn('a');
+    const widen = await refresh(narrow.refresh_token, client, { scope: 'a b' });
+    assert.equal(widen.status, 400);
+    assert.equal(widen.json.error, 'invalid_scope');
+    const both = await signIn('a b');
+    const narrowed = await refresh(both.refresh_token, client, { scope: 'a' });
+    assert.equal(narrowed.status, 200, narrowed.text);
+    assert.equal(narrowed.json.scope, 'a');
+  });
+
+  it("refuses another client's refresh token", async () => {
+    const { refresh_token } = await signIn();
+    const res = await refresh(refresh_token, other);
+    assert.equal(res.status, 400);
+    assert.equal(res.json.error, 'invalid_grant');
+    assert.equal(await active(refresh_token), true, 'the owner can still use it');
+  });
+
+  it('revoking a refresh token revokes the access tokens of its grant (RFC 7009 §2.1)', async () => {
+    const tokens = await signIn();
+    const res = await postForm(`${server.url}/revoke`, { token: tokens.refresh_token, token_type_hint: 'refresh_token' }, { basic: client.basic });
+    assert.equal(res.status, 200);
+    assert.equal(await active(tokens.access_token), false);
+    assert.equal((await refresh(tokens.refresh_token)).json.error, 'invalid_grant');
+  });
+
+  it('honours the idle lifetime: each refresh token lives refresh_token_idle_ttl', async () => {
+    const { refresh_token } = await signIn();
+    const row = await database.db.selectFrom('tokens').select(['issued_at', 'expires_at']).where('id_sha256', '=', tokenDigest(refresh_token)).executeTakeFirstOrThrow();
+    const seconds = (row.expires_at!.getTime() - row.issued_at.getTime()) / 1000;
+    assert.ok(Math.abs(seconds - 600) < 3, `refresh token lives ${seconds}s`);
+  });
+
+  it('honours the absolute lifetime across rotations', async () => {
+    const { refresh_token } = await signIn();
+    // The grant began almost two hours ago: what is left of the absolute lifetime is short.
+    await sql`update tokens set payload = jsonb_set(jsonb_set(payload, '{iiat}', to_jsonb(extract(epoch from now())::int - 7000)), '{iat}', to_jsonb(extract(epoch from now())::int - 7000))
+      where id_sha256 = ${tokenDigest(refresh_token)}`.execute(database.db);
+    const next = await refresh(refresh_token);
+    assert.equal(next.status, 200, next.text);
+    const row = await database.db.selectFrom('tokens').select(['issued_at', 'expires_at']).where('id_sha256', '=', tokenDigest(next.json.refresh_token)).executeTakeFirstOrThrow();
+    const seconds = (row.expires_at!.getTime() - row.issued_at.getTime()) / 1000;
+    assert.ok(seconds <= 205 && seconds >= 190, `rotated token lives ${seconds}s, not a fresh idle period`);
+  });
+
+  it('an expired refresh token is refused', async () => {
+    const { refresh_token } = await signIn();
+    await sql`update tokens set expires_at = now() - interval '1 second', payload = jsonb_set(payload, '{exp}', to_jsonb(extract(epoch from now())::int - 1))
+      where id_sha256 = ${tokenDigest(refresh_token)}`.execute(database.db);
+    assert.equal((await refresh(refresh_token)).json.error, 'invalid_grant');
+  });
+
+  it('an unknown refresh token or a missing parameter is refused', async () => {
+    assert.equal((await refresh('never-issued')).json.error, 'invalid_grant');
+    const missing = await postForm(`${server.url}/token`, { grant_type: 'refresh_token' }, { basic: client.basic });
+    assert.equal(missing.status, 400);
+    assert.equal(missing.json.error, 'invalid_request');
+  });
+});
