@@ -7,7 +7,8 @@ import type { Db } from '../db/database.ts';
 import { clientSecretMatches } from '../store/clients.ts';
 import { createAdapterClass } from './adapter.ts';
 import { EXTRA_CLIENT_METADATA } from './client-metadata.ts';
-import { grantScopes } from './scope-policy.ts';
+import { grantableOf, grantScopes, splitScope } from './scope-policy.ts';
+import { rolesOfUser } from '../store/users.ts';
 import type { ScopeLookup } from './scope-registry.ts';
 import { audienceOf, resourceServerFor } from './resource-server.ts';
 import { noteIssuedJwtAccessToken } from './jwt-access-tokens.ts';
@@ -111,8 +112,15 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, log
             // RFC 6749 §4.4: only confidential clients (a row edited by hand could say otherwise).
             throw new errors.UnauthorizedClient('client credentials require a confidential client');
           }
+          const accountId = ctx.oidc.account?.accountId;
+          if (ctx.oidc.params?.grant_type === 'refresh_token' && accountId) {
+            // A refresh re-applies the policy: a scope whose role the user lost, or that was
+            // unregistered, is no longer carried by new access tokens.
+            const stillGrantable = await grantableOf(scopes, allowed, splitScope(allowed), await rolesOfUser(db, accountId));
+            return resourceServerFor(config, client, stillGrantable.join(' '));
+          }
           if (ctx.oidc.params?.grant_type !== 'client_credentials') {
-            // Code and refresh grants: oidc-provider narrows this to what the grant holds.
+            // The code flow: oidc-provider narrows this to what the grant (the consent) holds.
             return resourceServerFor(config, client, allowed);
           }
           const granted = await grantScopes(scopes, allowed, ctx.oidc.params?.scope, null);

@@ -90,6 +90,18 @@ describe('refresh tokens', () => {
     assert.equal(narrowed.json.scope, 'a');
   });
 
+  it('re-applies the role-bound scope policy: a role taken away drops its scope on refresh', async () => {
+    await makeScope(database.db, 'c', ['c-role']);
+    await database.db.updateTable('clients').set({ scope: 'a b c' }).where('client_id', '=', client.id).execute();
+    const holder = await makeUser(database.db, 'ron', { roles: ['c-role'] });
+    const first = await postForm(`${server.url}/token`, { grant_type: 'password', username: 'ron', password: holder.password, scope: 'a c' }, { basic: client.basic });
+    assert.equal(first.json.scope, 'a c');
+    await database.db.deleteFrom('user_roles').where('user_id', '=', holder.id).execute();
+    const next = await refresh(first.json.refresh_token);
+    assert.equal(next.status, 200, next.text);
+    assert.equal(next.json.scope, 'a');
+  });
+
   it("refuses another client's refresh token", async () => {
     const { refresh_token } = await signIn();
     const res = await refresh(refresh_token, other);
