@@ -185,6 +185,21 @@ describe('keymgr CLI', () => {
       assert.deepEqual(show.json.redirect_uris, ['https://app.example/cb', 'https://app.example/cb2']);
     });
 
+    it('--public, --native and --first-party make a PKCE client of the kind asked for', async () => {
+      const r = await keymgr('client', 'create', '--name', 'desktop app', '--grant-types', 'authorization_code,refresh_token', '--scope', 'a',
+        '--redirect-uri', 'http://127.0.0.1/callback', '--public', '--native', '--first-party', '--json');
+      ok(r);
+      assert.deepEqual(Object.keys(r.json), ['client_id'], 'a public client has no secret');
+      const show = await keymgr('client', 'show', r.json.client_id, '--json');
+      ok(show);
+      assert.equal(show.json.token_endpoint_auth_method, 'none');
+      assert.equal(show.json.application_type, 'native');
+      assert.equal(show.json.first_party, true);
+      const refused = await keymgr('client', 'create', '--name', 'x', '--grant-types', 'client_credentials', '--public', '--json');
+      assert.notEqual(refused.code, 0);
+      assert.match(JSON.parse(refused.stderr).error, /public client/);
+    });
+
     it('refuses bad options with a non-zero exit, a clear message and no client written', async () => {
       const countBefore = await database.db.selectFrom('clients').select(sql<number>`count(*)::int`.as('n')).executeTakeFirstOrThrow();
 
