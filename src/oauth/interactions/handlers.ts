@@ -50,7 +50,7 @@ async function currentStep(deps: InteractionDeps, ctx: Context) {
     if (details.uid !== ctx.params.uid) throw new errors.SessionNotFound('interaction mismatch');
     return details;
   } catch (err) {
-    deps.logger.debug({ err }, 'no interaction');
+    deps.logger.debug({ error: (err as Error).message }, 'no sign-in in progress for this browser');
     if (err instanceof errors.SessionNotFound) {
       html(ctx, errorPage('Sign-in expired', 'This sign-in page is no longer valid. Go back to the application and start again.'), 400);
       return undefined;
