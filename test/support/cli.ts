@@ -18,17 +18,18 @@ export interface KeymgrResult {
  * `env` is laid over this process's environment. DATABASE_URL is required so that a test can
  * never fall back on the embedded PostgreSQL under the repository's .data directory.
  */
-export async function runKeymgr(args: string[], env: Record<string, string>): Promise<KeymgrResult> {
+export async function runKeymgr(args: string[], env: Record<string, string>, input?: string): Promise<KeymgrResult> {
   if (!env.DATABASE_URL) throw new Error('runKeymgr: env.DATABASE_URL is required');
   const child = spawn(process.execPath, ['src/cli/keymgr.ts', ...args], {
     cwd: REPO_ROOT,
     env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
   });
+  if (input !== undefined) child.stdin!.end(input);
   const out: Buffer[] = [];
   const err: Buffer[] = [];
-  child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
-  child.stderr.on('data', (chunk: Buffer) => err.push(chunk));
+  child.stdout!.on('data', (chunk: Buffer) => out.push(chunk));
+  child.stderr!.on('data', (chunk: Buffer) => err.push(chunk));
   const code = await new Promise<number>((resolve, reject) => {
     child.once('error', reject);
     child.once('close', (c, signal) => resolve(c ?? (signal ? 128 : 0)));
