@@ -2,7 +2,7 @@
 // which the server's CPU time is read from /proc before and after. CPU per request is the
 // figure that matters (DESIGN.md §5); requests/s also depends on the load generator, which
 // shares the machine.
-import autocannon, { type Instance, type Result } from 'autocannon';
+import autocannon, { type Result } from 'autocannon';
 import { processCpuMicros } from './processes.ts';
 
 export interface Scenario {
@@ -13,6 +13,10 @@ export interface Scenario {
   body: string;
   /** A response body that proves the request did the real work (a token, an active answer). */
   verifyBody(body: string): boolean;
+  /** Connections to use instead of the run's setting (argon2 needs fewer to saturate). */
+  connections?: number;
+  /** A load loop of its own, for requests autocannon cannot chain (see chained.ts). */
+  run?: (target: Target, connections: number, seconds: number) => Promise<Result>;
 }
 
 export interface Target {
@@ -54,7 +58,8 @@ export interface Measurement {
   latencyP99Ms: number;
 }
 
-function fire(scenario: Scenario, target: Target, connections: number, seconds: number): Instance {
+function fire(scenario: Scenario, target: Target, connections: number, seconds: number): PromiseLike<Result> {
+  if (scenario.run) return scenario.run(target, connections, seconds);
   const url = new URL(scenario.path, target.baseUrl);
   // The bench only ever loads servers it started itself on this machine.
   if (url.hostname !== '127.0.0.1') throw new Error(`refusing to load ${url.href}: not 127.0.0.1`);
@@ -81,13 +86,14 @@ async function databaseCpu(target: Target): Promise<Map<number, number> | undefi
 }
 
 export async function measure(scenario: Scenario, target: Target, settings: LoadSettings): Promise<Measurement> {
-  if (settings.warmupSeconds > 0) await fire(scenario, target, settings.connections, settings.warmupSeconds);
+  const connections = scenario.connections ?? settings.connections;
+  if (settings.warmupSeconds > 0) await fire(scenario, target, connections, settings.warmupSeconds);
 
   const dbBefore = await databaseCpu(target);
   const serverBefore = processCpuMicros(target.pid);
   const ownBefore = process.cpuUsage();
   const wallBefore = process.hrtime.bigint();
-  const result: Result = await fire(scenario, target, settings.connections, settings.seconds);
+  const result: Result = await fire(scenario, target, connections, settings.seconds);
   const wallMicros = Number(process.hrtime.bigint() - wallBefore) / 1000;
   const own = process.cpuUsage(ownBefore);
   const serverAfter = processCpuMicros(target.pid);

@@ -50,12 +50,14 @@ export function startChild(name: string, script: string, env: NodeJS.ProcessEnv,
 }
 
 /** Runs a command to completion and returns its stdout; its stderr goes into the error. */
-export function runCommand(script: string, args: string[], env: NodeJS.ProcessEnv, cwd: string): Promise<string> {
+/** Runs a script to completion; `input` (a password, say) goes to its standard input. */
+export function runCommand(script: string, args: string[], env: NodeJS.ProcessEnv, cwd: string, input?: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile(process.execPath, [script, ...args], { env, cwd, timeout: 60_000 }, (err, stdout, stderr) => {
+    const child = execFile(process.execPath, [script, ...args], { env, cwd, timeout: 60_000 }, (err, stdout, stderr) => {
       if (err) reject(new Error(`${script} ${args.join(' ')} failed: ${stderr.trim() || err.message}`));
       else resolve(stdout);
     });
+    child.stdin?.end(input ?? '');
   });
 }
 

@@ -12,7 +12,7 @@ import { openBenchDatabase, type BenchDatabase } from './database.ts';
 import { measure, type LoadSettings, type Measurement, type Scenario, type Target } from './load.ts';
 import { clockTicksPerSecond, freePort, runCommand, startChild, waitForHttp, type Child } from './processes.ts';
 import { compare, failures, renderTable, writeJson } from './report.ts';
-import { bareTarget, introspectScenario, keymanagerTarget, tokenScenario, type Credentials } from './targets.ts';
+import { bareTarget, introspectScenario, keymanagerTarget, passwordScenario, refreshScenario, tokenScenario, type Credentials } from './targets.ts';
 
 const benchDir = dirname(fileURLToPath(import.meta.url));
 const root = resolve(benchDir, '..');
@@ -106,7 +106,11 @@ async function main(): Promise<number> {
       const { client_id, client_secret } = JSON.parse(out) as { client_id: string; client_secret: string };
       return { clientId: client_id, clientSecret: client_secret };
     };
-    const [opaque, jwt, gateway] = await Promise.all([client(), client('--token-format', 'jwt'), client('--introspect-any')]);
+    const [opaque, jwt, gateway, app] = await Promise.all([
+      client(), client('--token-format', 'jwt'), client('--introspect-any'), client('--grant-types', 'password,refresh_token'),
+    ]);
+    const user = { username: 'bench-user', password: randomBytes(18).toString('base64url') };
+    await runCommand(join(root, 'src/cli/keymgr.ts'), ['user', 'create', '--username', user.username, '--password-stdin', '--json'], kmEnv, scratch, user.password);
 
     const bareCredentials: Credentials = { clientId: 'bench-bare', clientSecret: randomBytes(32).toString('base64url') };
     const bare = startChild('bare oidc-provider', join(benchDir, 'bare-provider.ts'), cleanEnv({
@@ -127,12 +131,14 @@ async function main(): Promise<number> {
       { id: 'b', target: kmTarget, scenario: async () => tokenScenario('b', jwt) },
       { id: 'c', target: kmTarget, scenario: () => introspectScenario('c', gateway, kmTarget, opaque) },
       { id: 'c', target: bareTargetInfo, scenario: () => introspectScenario('c', bareCredentials, bareTargetInfo, bareCredentials) },
+      { id: 'd', target: kmTarget, scenario: async () => passwordScenario(app, user) },
+      { id: 'e', target: kmTarget, scenario: async () => refreshScenario(app, user) },
     ];
 
     // BENCH_SCENARIOS=a,c runs a subset (e.g. to profile one path).
     const only = process.env.BENCH_SCENARIOS?.split(',').map((x) => x.trim()).filter(Boolean);
     const selected = only?.length ? plan.filter((p) => only.includes(p.id)) : plan;
-    if (selected.length === 0) throw new Error(`BENCH_SCENARIOS=${process.env.BENCH_SCENARIOS} names none of a, b, c`);
+    if (selected.length === 0) throw new Error(`BENCH_SCENARIOS=${process.env.BENCH_SCENARIOS} names none of a, b, c, d, e`);
 
     const measurements: Measurement[] = [];
     const scenarioById = new Map<string, Scenario>();
