@@ -14,6 +14,25 @@ declare module 'autocannon' {
     pipelining?: number;
     /** Counted in `mismatches` when it returns false. */
     verifyBody?: (body: string) => boolean;
+    /** Called once for each connection's Client before it connects. */
+    setupClient?: (client: Client) => void;
+  }
+
+  /** One entry of a connection's request sequence; the sequence starts over after the last. */
+  export interface Request {
+    method?: string;
+    path?: string;
+    headers?: Record<string, string>;
+    body?: string;
+    /** Called before each send of this request; falsy starts the sequence over. */
+    setupRequest?: (request: Request, context: Record<string, unknown>) => Request | null | undefined;
+    /** Called with each response to this request, before the connection sends its next one. */
+    onResponse?: (status: number, body: string, context: Record<string, unknown>, headers: Record<string, string | string[]>) => void;
+  }
+
+  /** One connection (documented as "Client API" in autocannon's README). */
+  export interface Client extends EventEmitter {
+    setRequests(requests: Request[]): void;
   }
 
   export interface Histogram {

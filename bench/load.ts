@@ -2,7 +2,7 @@
 // which the server's CPU time is read from /proc before and after. CPU per request is the
 // figure that matters (DESIGN.md §5); requests/s also depends on the load generator, which
 // shares the machine.
-import autocannon, { type Result } from 'autocannon';
+import autocannon, { type Client, type Result } from 'autocannon';
 import { processCpuMicros } from './processes.ts';
 
 export interface Scenario {
@@ -10,13 +10,35 @@ export interface Scenario {
   title: string;
   path: string;
   headers: Record<string, string>;
-  body: string;
+  /** The same body on every request, or one chain of bodies per connection. */
+  body: string | Chained;
   /** A response body that proves the request did the real work (a token, an active answer). */
   verifyBody(body: string): boolean;
-  /** Connections to use instead of the run's setting (argon2 needs fewer to saturate). */
+  /** Connections to use instead of BENCH_CONNECTIONS (argon2 saturates the server with fewer). */
   connections?: number;
-  /** A load loop of its own, for requests autocannon cannot chain (see chained.ts). */
-  run?: (target: Target, connections: number, seconds: number) => Promise<Result>;
+  /** What one request is, in the summary below the table ("logins", "refreshes"). */
+  unit?: string;
+}
+
+/**
+ * Requests that each depend on the previous answer on the same connection: refresh-token
+ * rotation makes every refresh token single-use, so each connection sends the token its
+ * last refresh returned.
+ */
+export interface Chained {
+  /**
+   * One fresh chain per connection, called before every autocannon run (the warm-up too),
+   * outside the measured time. Runs do not share chains: when a run stops, requests still
+   * in flight may have spent the token their chain holds.
+   */
+  start(target: Target, connections: number): Promise<Chain[]>;
+}
+
+export interface Chain {
+  /** The body of this connection's next request. */
+  body(): string;
+  /** Every answer on this connection, in order, before its next request is built. */
+  onResponse(status: number, body: string): void;
 }
 
 export interface Target {
@@ -36,6 +58,7 @@ export interface LoadSettings {
 export interface Measurement {
   scenario: string;
   target: Target['name'];
+  connections: number;
   requests: number;
   seconds: number;
   requestsPerSecond: number;
@@ -58,20 +81,40 @@ export interface Measurement {
   latencyP99Ms: number;
 }
 
-function fire(scenario: Scenario, target: Target, connections: number, seconds: number): PromiseLike<Result> {
-  if (scenario.run) return scenario.run(target, connections, seconds);
+/** The chains for one run of `scenario`, or undefined when every request is the same. */
+async function startChains(scenario: Scenario, target: Target, connections: number): Promise<Chain[] | undefined> {
+  if (typeof scenario.body === 'string') return undefined;
+  const chains = await scenario.body.start(target, connections);
+  if (chains.length !== connections) throw new Error(`${scenario.id}: ${chains.length} chains for ${connections} connections`);
+  return chains;
+}
+
+function fire(scenario: Scenario, target: Target, connections: number, seconds: number, chains: Chain[] | undefined): PromiseLike<Result> {
   const url = new URL(scenario.path, target.baseUrl);
   // The bench only ever loads servers it started itself on this machine.
   if (url.hostname !== '127.0.0.1') throw new Error(`refusing to load ${url.href}: not 127.0.0.1`);
+  let nextChain = 0;
   return autocannon({
     url: url.href,
     method: 'POST',
     headers: scenario.headers,
-    body: scenario.body,
     connections,
     duration: seconds,
     timeout: 10,
     verifyBody: (body) => scenario.verifyBody(body),
+    ...(typeof scenario.body === 'string' ? { body: scenario.body } : {}),
+    // Each connection gets a chain of its own. autocannon's per-connection `context` does not
+    // fit: it is reset whenever the request list starts over, i.e. after every request here.
+    ...(chains ? {
+      setupClient: (client: Client) => {
+        const chain = chains[nextChain++];
+        if (!chain) throw new Error(`${scenario.id}: more connections than chains`);
+        client.setRequests([{
+          setupRequest: (request) => ({ ...request, body: chain.body() }),
+          onResponse: (status, body) => chain.onResponse(status, body),
+        }]);
+      },
+    } : {}),
   });
 }
 
@@ -87,13 +130,16 @@ async function databaseCpu(target: Target): Promise<Map<number, number> | undefi
 
 export async function measure(scenario: Scenario, target: Target, settings: LoadSettings): Promise<Measurement> {
   const connections = scenario.connections ?? settings.connections;
-  if (settings.warmupSeconds > 0) await fire(scenario, target, connections, settings.warmupSeconds);
+  if (settings.warmupSeconds > 0) {
+    await fire(scenario, target, connections, settings.warmupSeconds, await startChains(scenario, target, connections));
+  }
+  const chains = await startChains(scenario, target, connections);
 
   const dbBefore = await databaseCpu(target);
   const serverBefore = processCpuMicros(target.pid);
   const ownBefore = process.cpuUsage();
   const wallBefore = process.hrtime.bigint();
-  const result: Result = await fire(scenario, target, connections, settings.seconds);
+  const result: Result = await fire(scenario, target, connections, settings.seconds, chains);
   const wallMicros = Number(process.hrtime.bigint() - wallBefore) / 1000;
   const own = process.cpuUsage(ownBefore);
   const serverAfter = processCpuMicros(target.pid);
@@ -112,6 +158,7 @@ export async function measure(scenario: Scenario, target: Target, settings: Load
   return {
     scenario: scenario.id,
     target: target.name,
+    connections,
     requests,
     seconds: wallMicros / 1e6,
     requestsPerSecond: requests / (wallMicros / 1e6),

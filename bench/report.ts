@@ -30,12 +30,12 @@ export function failures(m: Measurement): number {
 const fmt = (v: number | null, digits = 0) => (v === null ? '-' : v.toFixed(digits));
 
 export function renderTable(scenarios: Scenario[], measurements: Measurement[], comparisons: Comparison[]): string {
-  const header = ['scenario', 'server', 'req/s', 'µs CPU/req', 'req/core-s', 'server cores', 'db µs/req', 'p50 ms', 'p99 ms', 'non-2xx', 'failed'];
+  const header = ['scenario', 'server', 'conns', 'req/s', 'µs CPU/req', 'req/core-s', 'server cores', 'db µs/req', 'p50 ms', 'p99 ms', 'non-2xx', 'failed'];
   const rows: string[][] = [];
   for (const s of scenarios) {
     for (const m of measurements.filter((x) => x.scenario === s.id)) {
       rows.push([
-        `${s.id}  ${s.title}`, m.target, fmt(m.requestsPerSecond), fmt(m.serverCpuMicrosPerRequest), fmt(m.requestsPerCoreSecond),
+        `${s.id}  ${s.title}`, m.target, String(m.connections), fmt(m.requestsPerSecond), fmt(m.serverCpuMicrosPerRequest), fmt(m.requestsPerCoreSecond),
         fmt(m.serverCores, 2), fmt(m.databaseCpuMicrosPerRequest), fmt(m.latencyP50Ms, 1), fmt(m.latencyP99Ms, 1),
         String(m.non2xx), String(failures(m) - m.non2xx),
       ]);
@@ -49,6 +49,17 @@ export function renderTable(scenarios: Scenario[], measurements: Measurement[], 
     out.push('', 'server CPU per request, keymanager vs bare oidc-provider (in-memory adapter):');
     for (const c of comparisons) {
       out.push(`  ${c.scenario}: ${fmt(c.keymanagerCpuMicrosPerRequest)} µs vs ${fmt(c.bareCpuMicrosPerRequest)} µs  ratio ${fmt(c.cpuRatio, 2)}x`);
+    }
+  }
+  // Grants that act for a user: the bare provider has no such path, so their own units.
+  const counted = scenarios.filter((s) => s.unit);
+  if (counted.length) {
+    out.push('', 'user grants, keymanager (per core-second = 1e6 / server µs CPU per request):');
+    for (const s of counted) {
+      for (const m of measurements.filter((x) => x.scenario === s.id)) {
+        out.push(`  ${s.id}: ${fmt(m.requestsPerSecond)} ${s.unit}/s, ${fmt(m.requestsPerCoreSecond, 1)} ${s.unit} per core-second, `
+          + `p50 ${fmt(m.latencyP50Ms, 1)} ms, p99 ${fmt(m.latencyP99Ms, 1)} ms, ${m.connections} connections${m.target === 'keymanager' ? '' : ` (${m.target})`}`);
+      }
     }
   }
   return out.join('\n');

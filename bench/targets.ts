@@ -1,8 +1,7 @@
 // The servers under test and the requests the scenarios send them. Both servers get the same
 // requests byte for byte, apart from credentials and the token being introspected.
 import type { BenchDatabase } from './database.ts';
-import type { Scenario, Target } from './load.ts';
-import { runChains } from './chained.ts';
+import type { Chain, Scenario, Target } from './load.ts';
 
 export interface Credentials {
   clientId: string;
@@ -62,15 +61,16 @@ export async function introspectScenario(id: 'c', caller: Credentials, target: T
   const { access_token: token } = (await issued.json()) as { access_token?: string };
   if (!issued.ok || !token) throw new Error(`${target.name}: could not issue a token to introspect (HTTP ${issued.status})`);
 
+  const request = formRequest(caller, { token, token_type_hint: 'access_token' });
   const scenario: Scenario = {
     id,
     title: TITLES[id]!,
     path: '/introspect',
-    ...formRequest(caller, { token, token_type_hint: 'access_token' }),
+    ...request,
     // An inactive answer is cheap and would flatter the figures: only active counts.
     verifyBody: (body) => body.includes('"active":true'),
   };
-  const probe = await fetch(new URL(scenario.path, target.baseUrl), { method: 'POST', headers: scenario.headers, body: scenario.body });
+  const probe = await fetch(new URL(scenario.path, target.baseUrl), { method: 'POST', ...request });
   const text = await probe.text();
   if (!probe.ok || !scenario.verifyBody(text)) throw new Error(`${target.name}: introspection of a fresh token answered ${probe.status} ${text}`);
   return scenario;
@@ -81,46 +81,72 @@ export interface UserCredentials {
   password: string;
 }
 
-const PASSWORD_CONNECTIONS = 4;
+const passwordParams = (user: UserCredentials) => ({ grant_type: 'password', username: user.username, password: user.password, scope: 'read write' });
 
-/** The password grant: argon2id (19 MiB, t=2) dominates, so fewer connections saturate it. */
-export function passwordScenario(client: Credentials, user: UserCredentials): Scenario {
+/**
+ * The password grant for one user: argon2id (m=19 MiB, t=2, p=1) runs on libuv's thread
+ * pool and dominates, so a few connections saturate the server. Only the right password is
+ * sent: failures would lock the account (KM_LOCKOUT_MAX_FAILURES).
+ */
+export function passwordScenario(client: Credentials, user: UserCredentials, connections: number): Scenario {
   return {
     id: 'd',
     title: TITLES.d!,
     path: '/token',
-    connections: PASSWORD_CONNECTIONS,
-    ...formRequest(client, { grant_type: 'password', username: user.username, password: user.password, scope: 'read write' }),
-    verifyBody: (body) => body.includes('"access_token"'),
+    connections,
+    unit: 'logins',
+    ...formRequest(client, passwordParams(user)),
+    verifyBody: (body) => body.includes('"access_token"') && body.includes('"refresh_token"'),
+  };
+}
+
+/** A refresh token for a new grant, from the password grant. */
+async function login(target: Target, client: Credentials, user: UserCredentials): Promise<string> {
+  const res = await fetch(new URL('/token', target.baseUrl), { method: 'POST', ...formRequest(client, passwordParams(user)) });
+  const text = await res.text();
+  const token = res.ok ? (JSON.parse(text) as { refresh_token?: unknown }).refresh_token : undefined;
+  if (typeof token !== 'string') throw new Error(`${target.name}: the password grant gave no refresh token: ${res.status} ${text}`);
+  return token;
+}
+
+/**
+ * One connection's chain of refresh tokens: each request sends the token the previous answer
+ * returned. After an error answer the chain keeps the spent token, so its every later
+ * request fails too (a reuse, which also revokes the grant): a broken chain cannot go unseen.
+ */
+function refreshChain(first: string): Chain {
+  let token = first;
+  return {
+    body: () => new URLSearchParams({ grant_type: 'refresh_token', refresh_token: token }).toString(),
+    onResponse(status, body) {
+      if (status !== 200) return;
+      try {
+        const next = (JSON.parse(body) as { refresh_token?: unknown }).refresh_token;
+        if (typeof next === 'string') token = next;
+      } catch {
+        // not JSON: verifyBody counts it, and the chain stays on its spent token
+      }
+    },
   };
 }
 
 /**
- * Refresh with rotation: every connection carries its own chain of refresh tokens, each used
- * exactly once. The initial tokens come from the password grant, outside the measured run.
+ * Refresh with rotation (every refresh token is single-use): each connection chains its own
+ * tokens, starting from a password-grant login made before the run and not measured.
  */
 export function refreshScenario(client: Credentials, user: UserCredentials): Scenario {
-  const { headers } = formRequest(client, {});
-  const scenario: Scenario = {
+  return {
     id: 'e',
     title: TITLES.e!,
     path: '/token',
-    headers,
-    body: '',
-    verifyBody: (body) => body.includes('"refresh_token"'),
-    run: async (target, connections, seconds) => {
-      const initial: string[] = [];
-      for (let i = 0; i < connections; i++) {
-        const res = await fetch(new URL('/token', target.baseUrl), { method: 'POST', ...formRequest(client, { grant_type: 'password', username: user.username, password: user.password, scope: 'read write' }) });
-        const { refresh_token: token } = (await res.json()) as { refresh_token?: string };
-        if (!token) throw new Error(`${target.name}: no refresh token from the password grant (HTTP ${res.status})`);
-        initial.push(token);
-      }
-      return runChains(new URL('/token', target.baseUrl), headers, {
-        body: (token) => new URLSearchParams({ grant_type: 'refresh_token', refresh_token: token }).toString(),
-        next: (status, body) => (status === 200 ? (JSON.parse(body) as { refresh_token?: string }).refresh_token : undefined),
-      }, initial, seconds);
+    unit: 'refreshes',
+    headers: formRequest(client, {}).headers,
+    body: {
+      async start(target, connections) {
+        const tokens = await Promise.all(Array.from({ length: connections }, () => login(target, client, user)));
+        return tokens.map(refreshChain);
+      },
     },
+    verifyBody: (body) => body.includes('"access_token"') && body.includes('"refresh_token"'),
   };
-  return scenario;
 }

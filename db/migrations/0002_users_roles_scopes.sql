@@ -34,10 +34,11 @@ CREATE TABLE scopes (
   created_at   timestamptz NOT NULL DEFAULT now()
 );
 
--- A scope with rows here is granted only to users holding one of these roles.
+-- A scope with rows here is granted only to users holding one of these roles. A role that
+-- restricts a scope cannot be deleted (RESTRICT): losing the binding would open the scope.
 CREATE TABLE scope_roles (
   scope_name  text NOT NULL REFERENCES scopes (name) ON DELETE CASCADE,
-  role_name   text NOT NULL REFERENCES roles (name) ON DELETE CASCADE,
+  role_name   text NOT NULL REFERENCES roles (name) ON DELETE RESTRICT,
   PRIMARY KEY (scope_name, role_name)
 );
 CREATE INDEX scope_roles_role_idx ON scope_roles (role_name);

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import {
   createRole, createUser, deleteRole, deleteUser, describeUser, grantRole, listRoles, listUsers, revokeRole,
-  setPasswordHash, setUserDisabled, findUserByUsername, UserInputError,
+  setPasswordHash, setUserDisabled, findUserByUsername, rolesOfUser, UserInputError,
 } from '../store/users.ts';
 import { checkPasswordAcceptable, hashPassword, passwordParams, PasswordPolicyError } from '../store/passwords.ts';
 import { CliError, output, withDatabase, type OutputOptions } from './context.ts';
@@ -13,7 +13,13 @@ const list = (value: string) => value.split(',').map((s) => s.trim()).filter(Boo
 async function readPasswordFromStdin(): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
-  const password = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(Buffer.concat(chunks));
+  } catch {
+    throw new CliError('the password on standard input is not valid UTF-8');
+  }
+  const password = text.replace(/\r?\n$/, '');
   if (!password) throw new CliError('no password on standard input');
   return password;
 }
@@ -41,8 +47,8 @@ export function registerUserCommands(program: Command): void {
       if (!opts.passwordStdin) throw new CliError('give the password on standard input with --password-stdin');
       const password = await readPasswordFromStdin();
       checkPasswordAcceptable(password);
-      const row = await createUser(db, opts.username, await hashPassword(password, passwordParams(config)), opts.roles);
-      output(opts, describeUser({ ...row, roles: opts.roles }), (u) => `created user ${u.username} (${u.id})${u.roles?.length ? ` with roles ${u.roles.join(', ')}` : ''}`);
+      const row = await createUser(db, opts.username, await hashPassword(password, passwordParams(config)), [...new Set(opts.roles)]);
+      output(opts, describeUser({ ...row, roles: await rolesOfUser(db, row.id) }), (u) => `created user ${u.username} (${u.id})${u.roles?.length ? ` with roles ${u.roles.join(', ')}` : ''}`);
     })));
 
   user.command('list')
@@ -112,12 +118,12 @@ export function registerUserCommands(program: Command): void {
     }));
 
   role.command('delete <name>')
-    .description('delete a role (users lose it, scopes are unbound from it)')
+    .description('delete a role (users lose it); refused while scopes are bound to it')
     .option('--json', 'print JSON')
-    .action((name: string, opts: OutputOptions) => withDatabase(async ({ db }) => {
+    .action((name: string, opts: OutputOptions) => withDatabase(async ({ db }) => asCliErrors(async () => {
       if (!(await deleteRole(db, name))) throw new CliError(`no role "${name}"`);
       output(opts, { name, deleted: true }, () => `deleted role ${name}`);
-    }));
+    })));
 
   role.command('grant <username> <role>')
     .description('give a user a role')

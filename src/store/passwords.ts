@@ -15,8 +15,16 @@ export function passwordParams(config: Pick<Config, 'passwordHashMemoryKib' | 'p
   return { memoryCost: config.passwordHashMemoryKib, timeCost: config.passwordHashIterations, parallelism: config.passwordHashParallelism };
 }
 
-export function hashPassword(password: string, params: PasswordParams): Promise<string> {
-  return argon2.hash(password, { type: argon2.argon2id, ...params });
+/**
+ * node-argon2 writes the parameters m,p,t; the PHC string format and libargon2's decoder want
+ * m,t,p. Writing them in that order lets any argon2 tool verify our hashes (admin scripts).
+ */
+function inPhcOrder(hash: string): string {
+  return hash.replace(/\$m=(\d+),p=(\d+),t=(\d+)\$/, (_all, m, p, t) => `$m=${m},t=${t},p=${p}$`);
+}
+
+export async function hashPassword(password: string, params: PasswordParams): Promise<string> {
+  return inPhcOrder(await argon2.hash(password, { type: argon2.argon2id, ...params }));
 }
 
 export async function verifyPassword(hash: string, password: string): Promise<boolean> {
@@ -51,7 +59,8 @@ export class PasswordPolicyError extends Error {}
 
 /** What any stored password must satisfy: not empty, not absurdly long, no NUL bytes. */
 export function checkPasswordAcceptable(password: string): void {
-  if (password.length < 8) throw new PasswordPolicyError('password must be at least 8 characters');
+  if ([...password].length < 8) throw new PasswordPolicyError('password must be at least 8 characters');
+  if (password.includes('\uFFFD')) throw new PasswordPolicyError('password is not valid UTF-8 text');
   if (Buffer.byteLength(password, 'utf8') > MAX_PASSWORD_BYTES) throw new PasswordPolicyError(`password must be at most ${MAX_PASSWORD_BYTES} bytes`);
   if (password.includes('\0')) throw new PasswordPolicyError('password must not contain NUL bytes');
 }

@@ -100,9 +100,23 @@ export async function listRoles(db: Db): Promise<{ name: string; description: st
   return rows.map((r) => ({ name: r.name, description: r.description, users: Number(r.users) }));
 }
 
+/**
+ * Deletes a role; users lose it. Refused while scopes are bound to it: dropping the binding
+ * would leave such a scope bound to nothing, which means granted to every user.
+ */
 export async function deleteRole(db: Db, name: string): Promise<boolean> {
-  const r = await db.deleteFrom('roles').where('name', '=', name).executeTakeFirst();
-  return r.numDeletedRows > 0n;
+  const bound = await db.selectFrom('scope_roles').select('scope_name').where('role_name', '=', name).execute();
+  if (bound.length > 0) {
+    throw new UserInputError(`role "${name}" restricts scope(s) ${bound.map((b) => b.scope_name).join(', ')}; delete or re-create those scopes first`);
+  }
+  try {
+    const r = await db.deleteFrom('roles').where('name', '=', name).executeTakeFirst();
+    return r.numDeletedRows > 0n;
+  } catch (err) {
+    // A binding added meanwhile: the foreign key refuses (ON DELETE RESTRICT).
+    if ((err as { code?: string }).code === '23503') throw new UserInputError(`role "${name}" is bound to a scope`);
+    throw err;
+  }
 }
 
 async function grantRoleTx(trx: Db, user: UserRow, role: string): Promise<void> {

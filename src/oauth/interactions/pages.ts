@@ -8,7 +8,7 @@ export function escapeHtml(value: string): string {
 const STYLE = `
 *{box-sizing:border-box}
 body{margin:0;font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1a1a1a;background:#f4f5f7}
-main{max-width:26rem;margin:2rem auto;padding:1.5rem;background:#fff;border:1px solid #d0d4da;border-radius:8px}
+main{max-width:26rem;margin:2rem auto;width:calc(100% - 2rem);padding:1.5rem;background:#fff;border:1px solid #d0d4da;border-radius:8px}
 h1{font-size:1.4rem;margin:0 0 1rem}
 p{margin:.5rem 0}
 label{display:block;font-weight:600;margin:1rem 0 .25rem}
@@ -57,9 +57,9 @@ ${error ? `<p class="error" role="alert" id="login-error">${escapeHtml(error)}</
 <form method="post" action="${escapeHtml(action)}" novalidate>
 <input type="hidden" name="csrf" value="${escapeHtml(csrf)}">
 <label for="username">Username</label>
-<input type="text" id="username" name="username" value="${escapeHtml(username)}" autocomplete="username" autocapitalize="none" spellcheck="false" required ${error ? 'aria-describedby="login-error"' : ''} autofocus>
+<input type="text" id="username" name="username" value="${escapeHtml(username)}" autocomplete="username" autocapitalize="none" spellcheck="false" required ${error ? 'aria-describedby="login-error"' : 'autofocus'}>
 <label for="password">Password</label>
-<input type="password" id="password" name="password" autocomplete="current-password" required>
+<input type="password" id="password" name="password" autocomplete="current-password" required${error ? ' aria-describedby="login-error" autofocus' : ''}>
 <div class="actions"><button type="submit" class="primary">Sign in</button></div>
 </form>`);
 }
