@@ -3,6 +3,8 @@
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { join } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { mtlsFeature, splitPemBundle } from './oauth/mtls.ts';
 import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
@@ -47,8 +49,13 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     const cookieKeys = loadOrCreateCookieKeys(config.keysDir);
     changes = listenForChanges(database.url, (message, err) => logger.warn({ error: err instanceof Error ? err.message : undefined }, message));
     const scopes = createScopeRegistry(database.db, changes);
-    const provider = buildProvider({ config, db: database.db, signingKeys: keys, cookieKeys, scopes, logger });
-    const publicApp = buildPublicApp({ config, db: database.db, provider, scopes, cookieKeys, logger });
+    const clientCaFile = config.clientCaFile ?? join(config.keysDir, 'client-ca.pem');
+    const clientCaPem = existsSync(clientCaFile) ? readFileSync(clientCaFile, 'utf8') : undefined;
+    if (config.clientCaFile && !clientCaPem) throw new Error(`KM_CLIENT_CA: ${clientCaFile} does not exist`);
+    const clientCaCertificates = clientCaPem ? splitPemBundle(clientCaPem) : [];
+    const certificates = mtlsFeature({ config, logger, anchors: clientCaCertificates });
+    const provider = buildProvider({ config, db: database.db, signingKeys: keys, cookieKeys, scopes, certificates, logger });
+    const publicApp = buildPublicApp({ config, db: database.db, provider, scopes, cookieKeys, certificates, logger });
     const managementApp = buildManagementApp({ db: database.db, logger });
 
     let publicServer: Server;
@@ -59,7 +66,15 @@ export async function startServer(config: Config, logger: Logger = createLogger(
         config.env !== 'production',
       );
       if (tls.generated) logger.info('generated a development TLS certificate for localhost');
-      publicServer = createHttpsServer({ cert: tls.cert, key: tls.key }, publicApp.callback());
+      publicServer = createHttpsServer({
+        cert: tls.cert,
+        key: tls.key,
+        // Ask for a client certificate without requiring one: secret-based clients use the
+        // same port. Whether a certificate counts is decided per client (src/oauth/mtls.ts).
+        requestCert: true,
+        rejectUnauthorized: false,
+        ...(clientCaPem ? { ca: clientCaPem } : {}),
+      }, publicApp.callback());
     } else {
       publicServer = createHttpServer(publicApp.callback());
     }

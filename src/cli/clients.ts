@@ -20,6 +20,8 @@ interface CreateOptions extends OutputOptions {
   public?: boolean;
   native?: boolean;
   firstParty?: boolean;
+  tlsSubjectDn?: string;
+  tlsSanDns?: string;
 }
 
 export function registerClientCommands(program: Command): void {
@@ -37,6 +39,8 @@ export function registerClientCommands(program: Command): void {
     .option('--public', 'a public client (no secret; --auth-method none): browser or native apps using PKCE')
     .option('--native', 'a native application: loopback redirect URIs match on any port (RFC 8252)')
     .option('--first-party', 'a client of your own: users are not asked for consent')
+    .option('--tls-subject-dn <dn>', 'tls_client_auth: the subject DN (RFC 4514, e.g. "CN=gw,O=Example") the certificate must carry')
+    .option('--tls-san-dns <name>', 'tls_client_auth: a DNS name the certificate must carry as subjectAltName')
     .option('--json', 'print JSON')
     .action((opts: CreateOptions) => withDatabase(async ({ db }) => {
       if (opts.public) {
@@ -56,6 +60,8 @@ export function registerClientCommands(program: Command): void {
           introspectAny: opts.introspectAny ?? false,
           applicationType: opts.native ? 'native' : 'web',
           firstParty: opts.firstParty ?? false,
+          tlsSubjectDn: opts.tlsSubjectDn,
+          tlsSanDns: opts.tlsSanDns,
         });
         const result = { client_id: row.client_id, ...(clientSecret ? { client_secret: clientSecret } : {}) };
         output(opts, result, (r) => [

@@ -8,6 +8,7 @@ import { registerKeyCommands } from './keys.ts';
 import { registerMaintenanceCommands } from './maintenance.ts';
 import { registerUserCommands } from './users.ts';
 import { registerScopeCommands } from './scopes.ts';
+import { registerCertificateCommands } from './certificates.ts';
 import { reportError } from './context.ts';
 
 const json = process.argv.includes('--json');
@@ -24,6 +25,7 @@ registerTokenCommands(program);
 registerKeyCommands(program);
 registerUserCommands(program);
 registerScopeCommands(program);
+registerCertificateCommands(program);
 
 let exitCode = 0;
 try {

@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/index.ts';
 import type { Db } from '../db/database.ts';
 import { addHealthRoutes } from './health.ts';
-import { authenticateClient, BasicAuthInvalidClient, parseBasicAuthorization } from '../oauth/client-auth.ts';
+import { authenticateClient, BasicAuthInvalidClient, parseBasicAuthorization, type CertificateCheck } from '../oauth/client-auth.ts';
 import { introspect } from '../oauth/introspection.ts';
 import { revoke } from '../oauth/revocation.ts';
 import { persistJwtAccessTokens } from '../oauth/jwt-access-tokens.ts';
@@ -27,10 +27,12 @@ export interface PublicAppDeps {
   scopes: ScopeLookup;
   /** Cookie-signing keys, shared with oidc-provider; the first also keys the forms' tokens. */
   cookieKeys: string[];
+  /** Client-certificate checks, the same oidc-provider uses at /token. */
+  certificates: CertificateCheck;
   logger: Logger;
 }
 
-export function buildPublicApp({ config, db, provider, scopes, cookieKeys, logger }: PublicAppDeps): Koa {
+export function buildPublicApp({ config, db, provider, scopes, cookieKeys, certificates, logger }: PublicAppDeps): Koa {
   const app = new Koa();
   // Koa reads the origin and the client address from X-Forwarded-* only with proxy on; the
   // first middleware below decides what those headers say, so it is safe to turn on here.
@@ -44,7 +46,7 @@ export function buildPublicApp({ config, db, provider, scopes, cookieKeys, logge
   addHealthRoutes(router, db);
   router.post(ROUTES.introspection, async (ctx) => {
     const form = await readForm(ctx, config.maxBodyBytes);
-    const caller = await authenticateClient(db, ctx.get('authorization') || undefined, form);
+    const caller = await authenticateClient(db, certificates, ctx, form);
     ctx.set('Cache-Control', 'no-store');
     ctx.body = await introspect(db, config.issuer, caller, form);
   });
@@ -54,7 +56,7 @@ export function buildPublicApp({ config, db, provider, scopes, cookieKeys, logge
   router.post('/interaction/:uid/consent', async (ctx) => submitConsent(interactions, ctx, await readForm(ctx, config.maxBodyBytes)));
   router.post(ROUTES.revocation, async (ctx) => {
     const form = await readForm(ctx, config.maxBodyBytes);
-    const caller = await authenticateClient(db, ctx.get('authorization') || undefined, form);
+    const caller = await authenticateClient(db, certificates, ctx, form);
     const outcome = await revoke(db, caller, form);
     if (outcome === 'revoked') logger.info({ client_id: caller.client_id }, 'token revoked');
     ctx.set('Cache-Control', 'no-store');

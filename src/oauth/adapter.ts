@@ -5,6 +5,7 @@ import type { Adapter, AdapterPayload } from 'oidc-provider';
 import { errors } from 'oidc-provider';
 import type { Db } from '../db/database.ts';
 import { findClientById } from '../store/clients.ts';
+import { usableCertificatesOfClient } from '../store/certificates.ts';
 import {
   consumeModel, findLiveModel, findLiveModelByUid, revokeByGrantId, revokeModel, upsertModel,
 } from '../store/tokens.ts';
@@ -38,7 +39,12 @@ export function createAdapterClass(db: Db) {
     async find(id: string): Promise<AdapterPayload | undefined> {
       if (this.model === 'Client') {
         const row = await guard(() => findClientById(db, id));
-        return row && !row.disabled ? clientMetadataFromRow(row) : undefined;
+        if (!row || row.disabled) return undefined;
+        // Read on every request: a certificate added or removed counts from the next one.
+        const certificates = row.token_endpoint_auth_method === 'self_signed_tls_client_auth'
+          ? await guard(() => usableCertificatesOfClient(db, row.client_id))
+          : [];
+        return clientMetadataFromRow(row, certificates);
       }
       const row = await guard(() => findLiveModel(db, this.model, id));
       return row ? toPayload(row, id) : undefined;

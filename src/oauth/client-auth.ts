@@ -6,6 +6,9 @@ import { errors } from 'oidc-provider';
 import type { Db } from '../db/database.ts';
 import type { ClientRow } from '../db/types.ts';
 import { clientSecretMatches, findClientById, usesSecret } from '../store/clients.ts';
+import { certificateThumbprint, usableCertificatesOfClient } from '../store/certificates.ts';
+import type { mtlsFeature } from './mtls.ts';
+import type { Context } from 'koa';
 
 /** invalid_client with 401, as oidc-provider answers a failed client authentication at /token. */
 export class ClientAuthFailed extends errors.InvalidClient {
@@ -21,11 +24,10 @@ export class BasicAuthInvalidClient extends ClientAuthFailed {
   readonly challenge = 'Basic';
 }
 
-interface PresentedCredentials {
-  method: 'client_secret_basic' | 'client_secret_post';
-  clientId: string;
-  clientSecret: string;
-}
+type PresentedCredentials =
+  | { method: 'client_secret_basic' | 'client_secret_post'; clientId: string; clientSecret: string }
+  /** Only a client_id: the client must be one that authenticates with its TLS certificate. */
+  | { method: 'certificate'; clientId: string };
 
 function decodeFormComponent(s: string): string {
   return decodeURIComponent(s.replace(/\+/g, ' '));
@@ -59,16 +61,38 @@ export function presentedCredentials(authorization: string | undefined, form: UR
     return { method: 'client_secret_basic', ...basic };
   }
   if (postId === null) throw new errors.InvalidRequest('no client authentication mechanism provided');
-  if (postSecret === null) throw new ClientAuthFailed();
+  if (postSecret === null) return { method: 'certificate', clientId: postId };
   return { method: 'client_secret_post', clientId: postId, clientSecret: postSecret };
 }
 
-export async function authenticateClient(db: Db, authorization: string | undefined, form: URLSearchParams): Promise<ClientRow> {
-  const presented = presentedCredentials(authorization, form);
+/** The certificate checks of RFC 8705 §2 (src/oauth/mtls.ts), shared with /token. */
+export type CertificateCheck = ReturnType<typeof mtlsFeature>;
+
+async function certificateAuthenticates(db: Db, client: ClientRow, check: CertificateCheck, ctx: Context): Promise<boolean> {
+  const cert = check.getCertificate(ctx);
+  if (!cert) return false;
+  if (client.token_endpoint_auth_method === 'self_signed_tls_client_auth') {
+    const thumbprint = certificateThumbprint(cert);
+    return (await usableCertificatesOfClient(db, client.client_id)).some((c) => c.thumbprint_sha256 === thumbprint);
+  }
+  if (client.token_endpoint_auth_method === 'tls_client_auth') {
+    if (!check.certificateAuthorized(ctx)) return false;
+    if (client.tls_client_auth_subject_dn) return check.certificateSubjectMatches(ctx, 'tls_client_auth_subject_dn', client.tls_client_auth_subject_dn);
+    if (client.tls_client_auth_san_dns) return check.certificateSubjectMatches(ctx, 'tls_client_auth_san_dns', client.tls_client_auth_san_dns);
+  }
+  return false;
+}
+
+export async function authenticateClient(db: Db, check: CertificateCheck, ctx: Context, form: URLSearchParams): Promise<ClientRow> {
+  const presented = presentedCredentials(ctx.get('authorization') || undefined, form);
   const fail = presented.method === 'client_secret_basic'
     ? () => new BasicAuthInvalidClient('client authentication failed')
     : () => new ClientAuthFailed();
   const client = await findClientById(db, presented.clientId);
+  if (presented.method === 'certificate') {
+    if (!client || client.disabled || !(await certificateAuthenticates(db, client, check, ctx))) throw fail();
+    return client;
+  }
   // Compare even for an unknown client, so that timing does not reveal which client ids exist.
   const secretOk = clientSecretMatches(presented.clientSecret, client?.secret_sha256 ?? null);
   if (!client || client.disabled || !secretOk) throw fail();

@@ -6,6 +6,7 @@ import { errors } from 'oidc-provider';
 import type { Db } from '../db/database.ts';
 import type { ClientRow, TokenRow } from '../db/types.ts';
 import { findIssuedTokenByValue } from '../store/tokens.ts';
+import { findActiveCertificateByThumbprint } from '../store/certificates.ts';
 
 export type IntrospectionResponse = { active: false } | ({ active: true } & Record<string, unknown>);
 
@@ -25,6 +26,8 @@ export async function introspect(db: Db, issuer: string, caller: ClientRow, form
   const iat = typeof p.iat === 'number' ? p.iat : Math.floor(row.issued_at.getTime() / 1000);
   const exp = Math.floor((row.expires_at as Date).getTime() / 1000);
   const username = typeof p.extra?.username === 'string' ? p.extra.username : undefined;
+  // The gateway's throttling tier of the certificate the token is bound to, when it has one.
+  const bound = typeof p['x5t#S256'] === 'string' ? await findActiveCertificateByThumbprint(db, p['x5t#S256']) : undefined;
   const cnf = p['x5t#S256'] || p.jkt
     ? { ...(p['x5t#S256'] ? { 'x5t#S256': p['x5t#S256'] } : {}), ...(p.jkt ? { jkt: p.jkt } : {}) }
     : undefined;
@@ -44,6 +47,7 @@ export async function introspect(db: Db, issuer: string, caller: ClientRow, form
     // An opaque token's identifier is its value, which the caller already holds.
     jti: row.format === 'jwt' ? p.jti : undefined,
     cnf,
+    tier: bound?.tier ?? undefined,
   });
 }
 

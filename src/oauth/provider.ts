@@ -16,6 +16,7 @@ import { registerGrants } from './grants/index.ts';
 import { findActiveAccount, userTokenClaims } from './accounts.ts';
 import { ID_TOKEN_TTL } from '../keys/signing-keys.ts';
 import { loadExistingGrant } from './interactions/consent.ts';
+import type { mtlsFeature } from './mtls.ts';
 import { errorPage } from './interactions/pages.ts';
 
 export const ROUTES = {
@@ -46,10 +47,12 @@ export interface ProviderDeps {
   signingKeys: JWK[];
   cookieKeys: string[];
   scopes: ScopeLookup;
+  /** Client-certificate checks (src/oauth/mtls.ts). */
+  certificates: ReturnType<typeof mtlsFeature>;
   logger: Logger;
 }
 
-export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, logger }: ProviderDeps): Provider {
+export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, certificates, logger }: ProviderDeps): Provider {
   const audience = audienceOf(config);
   const endpoint = (path: string) => new URL(path, `${config.issuer.replace(/\/$/, '')}/`).href.replace(/\/$/, '');
 
@@ -64,7 +67,7 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, log
       userinfo: ROUTES.userinfo,
       end_session: ROUTES.end_session,
     },
-    clientAuthMethods: [...SECRET_CLIENT_AUTH_METHODS, 'none'],
+    clientAuthMethods: [...SECRET_CLIENT_AUTH_METHODS, 'none', 'tls_client_auth', 'self_signed_tls_client_auth'],
     clockTolerance: config.clockSkew,
     cookies: { keys: cookieKeys },
     ttl: {
@@ -96,6 +99,13 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, log
     },
     features: {
       devInteractions: { enabled: false },
+      mTLS: {
+        enabled: true,
+        certificateBoundAccessTokens: true,
+        tlsClientAuth: true,
+        selfSignedTlsClientAuth: true,
+        ...certificates,
+      },
       clientCredentials: { enabled: true },
       // Served by our own routes (src/oauth/introspection.ts, revocation.ts): they must also
       // answer for JWT access tokens, which oidc-provider refuses to look up.
@@ -133,6 +143,12 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, log
       introspection_endpoint_auth_methods_supported: SECRET_CLIENT_AUTH_METHODS,
       revocation_endpoint: endpoint(ROUTES.revocation),
       revocation_endpoint_auth_methods_supported: SECRET_CLIENT_AUTH_METHODS,
+      // One listener serves both: it asks every client for a certificate (RFC 8705 §5).
+      mtls_endpoint_aliases: {
+        token_endpoint: endpoint(ROUTES.token),
+        introspection_endpoint: endpoint(ROUTES.introspection),
+        revocation_endpoint: endpoint(ROUTES.revocation),
+      },
     },
     renderError: async (ctx, out) => {
       ctx.type = 'html';

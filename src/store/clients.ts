@@ -7,8 +7,9 @@ import type { ClientRow } from '../db/types.ts';
 
 export const SECRET_AUTH_METHODS = ['client_secret_basic', 'client_secret_post'] as const;
 export const AUTH_METHODS = [...SECRET_AUTH_METHODS, 'none', 'tls_client_auth', 'self_signed_tls_client_auth'] as const;
-/** The methods the server accepts today; certificate methods come with mutual TLS. */
-export const SUPPORTED_AUTH_METHODS = [...SECRET_AUTH_METHODS, 'none'] as const;
+/** The methods the server accepts (RFC 8705 §2 included). */
+export const SUPPORTED_AUTH_METHODS = AUTH_METHODS;
+export const CERTIFICATE_AUTH_METHODS = ['tls_client_auth', 'self_signed_tls_client_auth'] as const;
 export type AuthMethod = (typeof AUTH_METHODS)[number];
 export const GRANT_TYPES = [
   'client_credentials',
@@ -31,6 +32,9 @@ export interface NewClient {
   applicationType?: 'web' | 'native';
   /** First-party clients skip the consent page. */
   firstParty?: boolean;
+  /** tls_client_auth: the subject DN (RFC 4514) or DNS SAN the certificate must carry. */
+  tlsSubjectDn?: string;
+  tlsSanDns?: string;
 }
 
 export class ClientInputError extends Error {}
@@ -85,6 +89,12 @@ function validate(input: NewClient): void {
   if (method === 'none' && confidentialOnly.length > 0) {
     throw new ClientInputError(`a public client (auth method none) cannot use ${confidentialOnly.join(' or ')}`);
   }
+  if (method === 'tls_client_auth' && Boolean(input.tlsSubjectDn) === Boolean(input.tlsSanDns)) {
+    throw new ClientInputError('tls_client_auth needs exactly one of a subject DN or a DNS SAN for the certificate (RFC 8705 §2.1.2)');
+  }
+  if (method !== 'tls_client_auth' && (input.tlsSubjectDn || input.tlsSanDns)) {
+    throw new ClientInputError('a certificate subject or SAN only applies to tls_client_auth');
+  }
   if (input.grantTypes.includes('authorization_code') && !input.redirectUris?.length) {
     throw new ClientInputError('the authorization_code grant needs at least one redirect URI');
   }
@@ -118,8 +128,8 @@ export async function createClient(db: Db, input: NewClient): Promise<{ client: 
       introspect_any: input.introspectAny ?? false,
       application_type: input.applicationType ?? 'web',
       first_party: input.firstParty ?? false,
-      tls_client_auth_subject_dn: null,
-      tls_client_auth_san_dns: null,
+      tls_client_auth_subject_dn: input.tlsSubjectDn ?? null,
+      tls_client_auth_san_dns: input.tlsSanDns ?? null,
     })
     .returningAll()
     .executeTakeFirstOrThrow();
@@ -164,6 +174,8 @@ export function describeClient(row: ClientRow) {
     introspect_any: row.introspect_any,
     application_type: row.application_type,
     first_party: row.first_party,
+    ...(row.tls_client_auth_subject_dn ? { tls_client_auth_subject_dn: row.tls_client_auth_subject_dn } : {}),
+    ...(row.tls_client_auth_san_dns ? { tls_client_auth_san_dns: row.tls_client_auth_san_dns } : {}),
     disabled: row.disabled,
     secret_created_at: row.secret_created_at?.toISOString() ?? null,
     created_at: row.created_at.toISOString(),

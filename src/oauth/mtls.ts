@@ -1,0 +1,91 @@
+// Where the client certificate of a request comes from, and whether it is trusted (RFC 8705).
+// Directly: the TLS handshake of our own listener (which asks for a certificate without
+// requiring one). Behind a TLS-terminating proxy: a header, believed only when the request
+// comes from a configured proxy address.
+import { X509Certificate } from 'node:crypto';
+import type { TLSSocket } from 'node:tls';
+import type { IncomingMessage } from 'node:http';
+import type { Logger } from 'pino';
+import type { Config } from '../config/index.ts';
+import { describeX509, distinguishedName } from '../store/certificates.ts';
+
+interface Presented {
+  cert: X509Certificate;
+  /** The TLS layer validated the chain against our trust anchors. */
+  handshakeAuthorized?: boolean;
+}
+
+const PRESENTED = 'km:clientCertificate';
+
+/** What of a koa context these checks use: oidc-provider's and our own routes' both fit. */
+export interface RequestContext {
+  req: IncomingMessage;
+  state: Record<string, unknown>;
+  get(field: string): string;
+}
+
+function normalizeAddress(address: string | undefined): string {
+  return (address ?? '').replace(/^::ffff:/, '');
+}
+
+export interface MtlsDeps {
+  config: Config;
+  logger: Logger;
+  /** Trust anchors for tls_client_auth (PEM bundle, split into certificates). */
+  anchors: X509Certificate[];
+}
+
+export function splitPemBundle(bundle: string): X509Certificate[] {
+  return (bundle.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []).map((pem) => new X509Certificate(pem));
+}
+
+function presented({ config, logger, anchors }: MtlsDeps, ctx: RequestContext): Presented | undefined {
+  const state = ctx.state as Record<string, Presented | null | undefined>;
+  if (state[PRESENTED] !== undefined) return state[PRESENTED] ?? undefined;
+  let found: Presented | undefined;
+  const socket = ctx.req.socket as Partial<TLSSocket>;
+  const peer = typeof socket.getPeerCertificate === 'function' ? socket.getPeerCertificate(false) : undefined;
+  if (peer?.raw) {
+    // Without anchors of our own the handshake checks against Node's public roots: not ours.
+    found = { cert: new X509Certificate(peer.raw), handshakeAuthorized: socket.authorized === true && anchors.length > 0 };
+  } else if (config.clientCertHeader) {
+    const header = ctx.get(config.clientCertHeader);
+    const from = normalizeAddress(ctx.req.socket.remoteAddress);
+    if (header && !config.trustedProxies.includes(from)) {
+      logger.warn({ event: 'mtls.untrusted_header', source: from, header: config.clientCertHeader }, 'client certificate header from an address that is not a trusted proxy: ignored');
+    } else if (header) {
+      try {
+        found = { cert: new X509Certificate(decodeURIComponent(header)) };
+      } catch {
+        logger.warn({ event: 'mtls.bad_header', source: from }, 'client certificate header is not a URL-encoded PEM certificate: ignored');
+      }
+    }
+  }
+  state[PRESENTED] = found ?? null;
+  return found;
+}
+
+/** A certificate that came through the proxy header: issued by an anchor and valid now. */
+function chainsToAnchor(cert: X509Certificate, anchors: X509Certificate[], now = Date.now()): boolean {
+  const valid = (c: X509Certificate) => Date.parse(c.validFrom) <= now && now < Date.parse(c.validTo);
+  return valid(cert) && anchors.some((ca) => valid(ca) && cert.checkIssued(ca) && cert.verify(ca.publicKey));
+}
+
+/** The features.mTLS helpers of oidc-provider. */
+export function mtlsFeature(deps: MtlsDeps) {
+  return {
+    getCertificate: (ctx: RequestContext) => presented(deps, ctx)?.cert,
+    certificateAuthorized: (ctx: RequestContext) => {
+      const p = presented(deps, ctx);
+      if (!p) return false;
+      return p.handshakeAuthorized ?? chainsToAnchor(p.cert, deps.anchors);
+    },
+    certificateSubjectMatches: (ctx: RequestContext, property: string, expected: string) => {
+      const p = presented(deps, ctx);
+      if (!p) return false;
+      if (property === 'tls_client_auth_subject_dn') return distinguishedName(p.cert.subject) === expected;
+      if (property === 'tls_client_auth_san_dns') return describeX509(p.cert).sanDns.includes(expected);
+      return false;
+    },
+  };
+}
