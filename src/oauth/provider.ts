@@ -163,7 +163,7 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, cer
     return clientSecretMatches(actual, this.clientSecret ?? null);
   };
 
-  registerGrants(provider, { config, db, scopes, logger });
+  registerGrants(provider, { config, db, scopes, certificates, logger });
 
   provider.on('access_token.issued', (token) => noteIssuedJwtAccessToken(Provider.ctx, token));
   provider.on('client_credentials.issued', (token) => noteIssuedJwtAccessToken(Provider.ctx, token));

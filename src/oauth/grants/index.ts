@@ -7,11 +7,14 @@ import type { Db } from '../../db/database.ts';
 import type { Logger } from 'pino';
 import { passwordGrant } from './password.ts';
 import type { ScopeLookup } from '../scope-registry.ts';
+import type { CertificateCheck } from '../client-auth.ts';
 
 export interface GrantDeps {
   config: Config;
   db: Db;
   scopes: ScopeLookup;
+  /** Client-certificate checks, for binding tokens to the certificate (RFC 8705 §3). */
+  certificates: CertificateCheck;
   logger: Logger;
 }
 
