@@ -20,6 +20,7 @@ import { buildManagementApp } from './http/management-app.ts';
 import { createLogger } from './http/logger.ts';
 import { purgeExpiredTokens } from './store/tokens.ts';
 import { purgeOldLoginFailures } from './store/login-failures.ts';
+import { purgeExpiredAssertionIds } from './store/idps.ts';
 import { listenForChanges, type ChangeListener } from './db/notifications.ts';
 import { createScopeRegistry } from './oauth/scope-registry.ts';
 
@@ -83,8 +84,8 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     await listen(managementServer, config.managementPort, config.managementHost);
 
     const purge = setInterval(() => {
-      Promise.all([purgeExpiredTokens(database.db), purgeOldLoginFailures(database.db, config.lockoutWindow)])
-        .then(([tokens, failures]) => (tokens || failures) && logger.info({ tokens, login_failures: failures }, 'purged expired rows'))
+      Promise.all([purgeExpiredTokens(database.db), purgeOldLoginFailures(database.db, config.lockoutWindow), purgeExpiredAssertionIds(database.db)])
+        .then(([tokens, failures, assertions]) => (tokens || failures || assertions) && logger.info({ tokens, login_failures: failures, saml_assertion_ids: assertions }, 'purged expired rows'))
         .catch((err) => logger.warn({ err }, 'purge failed'));
     }, config.purgeInterval * 1000);
     purge.unref();

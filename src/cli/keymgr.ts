@@ -9,6 +9,7 @@ import { registerMaintenanceCommands } from './maintenance.ts';
 import { registerUserCommands } from './users.ts';
 import { registerScopeCommands } from './scopes.ts';
 import { registerCertificateCommands } from './certificates.ts';
+import { registerIdpCommands } from './idps.ts';
 import { reportError } from './context.ts';
 
 const json = process.argv.includes('--json');
@@ -26,6 +27,7 @@ registerKeyCommands(program);
 registerUserCommands(program);
 registerScopeCommands(program);
 registerCertificateCommands(program);
+registerIdpCommands(program);
 
 let exitCode = 0;
 try {

@@ -5,6 +5,7 @@ import { connectDatabase } from '../db/connect.ts';
 import { migrate } from '../db/migrator.ts';
 import { purgeExpiredTokens } from '../store/tokens.ts';
 import { purgeOldLoginFailures } from '../store/login-failures.ts';
+import { purgeExpiredAssertionIds } from '../store/idps.ts';
 import { output, withDatabase, type OutputOptions } from './context.ts';
 
 export function registerMaintenanceCommands(program: Command): void {
@@ -27,6 +28,8 @@ export function registerMaintenanceCommands(program: Command): void {
     .action((opts: OutputOptions) => withDatabase(async ({ db, config }) => {
       const deleted = await purgeExpiredTokens(db);
       const loginFailures = await purgeOldLoginFailures(db, config.lockoutWindow);
-      output(opts, { deleted, login_failures_deleted: loginFailures }, (r) => `deleted ${r.deleted} expired rows and ${r.login_failures_deleted} old failed sign-ins`);
+      const assertionIds = await purgeExpiredAssertionIds(db);
+      output(opts, { deleted, login_failures_deleted: loginFailures, saml_assertion_ids_deleted: assertionIds },
+        (r) => `deleted ${r.deleted} expired rows, ${r.login_failures_deleted} old failed sign-ins and ${r.saml_assertion_ids_deleted} expired SAML assertion ids`);
     }));
 }

@@ -56,6 +56,7 @@ export const SETTINGS = {
   refreshTokenIdleTtl: { toml: 'refresh_token_idle_ttl', env: 'KM_REFRESH_TOKEN_IDLE_TTL', schema: seconds, describe: 'a refresh token unused for this long expires, seconds; unset: only the absolute lifetime applies' },
   authorizationCodeTtl: { toml: 'authorization_code_ttl', env: 'KM_AUTHORIZATION_CODE_TTL', schema: seconds.max(600), default: 60, describe: 'authorization-code lifetime, seconds' },
   clockSkew: { toml: 'clock_skew', env: 'KM_CLOCK_SKEW', schema: z.coerce.number().int().min(0).max(600), default: 30, describe: 'tolerated clock difference for timestamps presented to the server (assertions, DPoP), seconds' },
+  samlMaxAssertionLifetime: { toml: 'saml_max_assertion_lifetime', env: 'KM_SAML_MAX_ASSERTION_LIFETIME', schema: seconds.max(86400), default: 600, describe: 'longest validity window accepted for a SAML bearer assertion, seconds' },
   maxBodyBytes: { toml: 'max_body_bytes', env: 'KM_MAX_BODY_BYTES', schema: z.coerce.number().int().min(1024).max(56 * 1024), default: 56 * 1024, describe: 'largest accepted request body, bytes (at most 57344, the protocol engine\'s own limit)' },
   purgeInterval: { toml: 'purge_interval', env: 'KM_PURGE_INTERVAL', schema: seconds, default: 3600, describe: 'how often expired rows are deleted, seconds' },
   passwordHashMemoryKib: { toml: 'password_hash_memory_kib', env: 'KM_PASSWORD_HASH_MEMORY_KIB', schema: z.coerce.number().int().min(8192).max(4 * 1024 * 1024), default: 19456, describe: 'argon2id memory cost for user passwords, KiB (OWASP: 19456)' },

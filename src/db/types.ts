@@ -78,6 +78,8 @@ export interface Database {
   scope_roles: ScopeRolesTable;
   login_failures: LoginFailuresTable;
   consents: ConsentsTable;
+  saml_identity_providers: SamlIdentityProvidersTable;
+  saml_assertion_ids: SamlAssertionIdsTable;
 }
 
 export interface ConsentsTable {
@@ -133,3 +135,23 @@ export interface LoginFailuresTable {
 }
 
 export type UserRow = Selectable<UsersTable>;
+
+export interface SamlIdentityProvidersTable {
+  entity_id: string;
+  certificates: string[];
+  enabled: ColumnType<boolean, boolean | undefined, boolean>;
+  jit_provisioning: ColumnType<boolean, boolean | undefined, boolean>;
+  jit_default_roles: ColumnType<string[], string[] | undefined, string[]>;
+  allowed_clients: string[] | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface SamlAssertionIdsTable {
+  idp_entity_id: string;
+  assertion_id: string;
+  expires_at: Timestamp;
+  used_at: Timestamp;
+}
+
+export type IdpRow = Selectable<SamlIdentityProvidersTable>;

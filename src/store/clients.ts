@@ -16,6 +16,7 @@ export const GRANT_TYPES = [
   'authorization_code',
   'refresh_token',
   'password',
+  'urn:ietf:params:oauth:grant-type:saml2-bearer',
 ] as const;
 export const TOKEN_FORMATS = ['opaque', 'jwt'] as const;
 export type TokenFormat = (typeof TOKEN_FORMATS)[number];

@@ -6,6 +6,7 @@ import type { Config } from '../../config/index.ts';
 import type { Db } from '../../db/database.ts';
 import type { Logger } from 'pino';
 import { passwordGrant } from './password.ts';
+import { saml2BearerGrant } from './saml2-bearer.ts';
 import type { ScopeLookup } from '../scope-registry.ts';
 import type { CertificateCheck } from '../client-auth.ts';
 
@@ -26,6 +27,7 @@ export interface ExtensionGrant {
 
 const GRANTS: ExtensionGrant[] = [
   passwordGrant,
+  saml2BearerGrant,
 ];
 
 export function registerGrants(provider: Provider, deps: GrantDeps): void {

@@ -1,0 +1,193 @@
+// The one place that reads SAML: decoding the assertion parameter, checking its signature
+// against an identity provider's registered certificates, and reading claims — only from the
+// XML the signature covers, as xml-crypto returns it, so that nothing wrapped around or beside
+// the signed element (XML signature wrapping) is ever read.
+import { DOMParser, type Document, type Element, type Node } from '@xmldom/xmldom';
+import { SignedXml } from 'xml-crypto';
+
+const SAML = 'urn:oasis:names:tc:SAML:2.0:assertion';
+const SAMLP = 'urn:oasis:names:tc:SAML:2.0:protocol';
+const DSIG = 'http://www.w3.org/2000/09/xmldsig#';
+const BEARER = 'urn:oasis:names:tc:SAML:2.0:cm:bearer';
+
+// Public-key algorithms only: an HMAC "signature" would be keyed with something public.
+const SIGNATURE_ALGORITHMS = new Set([
+  'http://www.w3.org/2001/04/xmldsig-more#rsa-sha256',
+  'http://www.w3.org/2001/04/xmldsig-more#rsa-sha512',
+  'http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256',
+  'http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384',
+  'http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha512',
+]);
+const TRANSFORMS = new Set(['http://www.w3.org/2000/09/xmldsig#enveloped-signature', 'http://www.w3.org/2001/10/xml-exc-c14n#']);
+
+/** A malformed `assertion` parameter: invalid_request. */
+export class AssertionMalformed extends Error {}
+/** A well-formed assertion that is not acceptable: invalid_grant. The message is for the log. */
+export class AssertionRejected extends Error {}
+
+export interface SignedAssertion {
+  id: string;
+  issuer: string;
+  issueInstant: Date;
+  nameId: string;
+  audiences: string[];
+  notBefore?: Date;
+  notOnOrAfter?: Date;
+  /** From the bearer SubjectConfirmationData (RFC 7522 §3 item 4). */
+  recipient?: string;
+  confirmationNotOnOrAfter?: Date;
+}
+
+export const MAX_ASSERTION_BYTES = 48 * 1024;
+
+/** RFC 7522 §2.1: one assertion, base64url, no line breaks; correct padding if any. */
+export function decodeAssertionParameter(value: unknown): string {
+  if (typeof value !== 'string' || value === '') throw new AssertionMalformed("missing required parameter 'assertion'");
+  if (!/^[A-Za-z0-9_-]+={0,2}$/.test(value) || (value.includes('=') && value.length % 4 !== 0) || value.length % 4 === 1) {
+    throw new AssertionMalformed('assertion must be base64url without line breaks');
+  }
+  const xml = Buffer.from(value, 'base64url');
+  if (xml.length > MAX_ASSERTION_BYTES) throw new AssertionMalformed('assertion is too large');
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(xml);
+  } catch {
+    throw new AssertionMalformed('assertion is not UTF-8 XML');
+  }
+}
+
+function parse(xml: string): Document {
+  // No DTDs (entity expansion, external entities), no comments or processing instructions
+  // (they split text that signatures see whole), before any parser touches the text.
+  const body = xml.replace(/^\uFEFF?<\?xml[^?]*\?>/, '');
+  if (/<!DOCTYPE|<!ENTITY|<!--|<\?/i.test(body)) throw new AssertionRejected('DTD, comment or processing instruction in the assertion');
+  let failure: string | undefined;
+  const doc = new DOMParser({
+    onError: (level: string, message: string) => {
+      if (level !== 'warning') failure ??= message;
+    },
+  }).parseFromString(xml, 'text/xml');
+  if (failure || !doc.documentElement) throw new AssertionRejected(`malformed XML: ${failure ?? 'no root element'}`);
+  return doc;
+}
+
+function children(el: Element, ns: string, name: string): Element[] {
+  const out: Element[] = [];
+  for (let n: Node | null = el.firstChild; n; n = n.nextSibling) {
+    if (n.nodeType === 1 && (n as Element).namespaceURI === ns && (n as Element).localName === name) out.push(n as Element);
+  }
+  return out;
+}
+
+function only(el: Element, ns: string, name: string, what: string): Element {
+  const found = children(el, ns, name);
+  if (found.length !== 1) throw new AssertionRejected(`expected exactly one ${what}, found ${found.length}`);
+  return found[0]!;
+}
+
+function optional(el: Element, ns: string, name: string): Element | undefined {
+  const found = children(el, ns, name);
+  if (found.length > 1) throw new AssertionRejected(`more than one ${name}`);
+  return found[0];
+}
+
+/** Text of an element that holds text only. */
+function text(el: Element): string {
+  for (let n: Node | null = el.firstChild; n; n = n.nextSibling) {
+    if (n.nodeType !== 3 && n.nodeType !== 4) throw new AssertionRejected(`${el.localName} holds more than text`);
+  }
+  return (el.textContent ?? '').trim();
+}
+
+function time(value: string | null, what: string): Date | undefined {
+  if (value === null || value === '') return undefined;
+  const t = Date.parse(value);
+  if (!/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/.test(value) || Number.isNaN(t)) throw new AssertionRejected(`${what} is not a UTC dateTime`);
+  return new Date(t);
+}
+
+/** The Issuer as written, to choose whose certificates to check with. Not yet trusted. */
+export function unverifiedIssuer(xml: string): string {
+  const root = parse(xml).documentElement!;
+  const assertion = root.namespaceURI === SAML && root.localName === 'Assertion' ? root
+    : root.namespaceURI === SAMLP && root.localName === 'Response' ? only(root, SAML, 'Assertion', 'Assertion in the Response') : undefined;
+  if (!assertion) throw new AssertionRejected('the document is neither a saml:Assertion nor a samlp:Response');
+  return text(only(assertion, SAML, 'Issuer', 'Issuer'));
+}
+
+function checkSignatureShape(doc: Document): Element {
+  const signatures = doc.getElementsByTagNameNS(DSIG, 'Signature');
+  if (signatures.length === 0) throw new AssertionRejected('the assertion is not signed');
+  if (signatures.length > 1) throw new AssertionRejected('more than one Signature');
+  const signature = signatures[0]!;
+  const signedInfo = only(signature, DSIG, 'SignedInfo', 'SignedInfo');
+  const method = only(signedInfo, DSIG, 'SignatureMethod', 'SignatureMethod').getAttribute('Algorithm') ?? '';
+  if (!SIGNATURE_ALGORITHMS.has(method)) throw new AssertionRejected(`signature algorithm ${method} is not accepted`);
+  const reference = only(signedInfo, DSIG, 'Reference', 'Reference');
+  const transforms = optional(reference, DSIG, 'Transforms');
+  for (const t of transforms ? children(transforms, DSIG, 'Transform') : []) {
+    if (!TRANSFORMS.has(t.getAttribute('Algorithm') ?? '')) throw new AssertionRejected(`transform ${t.getAttribute('Algorithm')} is not accepted`);
+  }
+  // The signature must sit in, and refer to, the root element (the Assertion or the Response).
+  const root = doc.documentElement!;
+  const uri = reference.getAttribute('URI') ?? '';
+  if (signature.parentNode !== root || uri !== `#${root.getAttribute('ID')}`) {
+    throw new AssertionRejected('the signature does not cover the root element');
+  }
+  return signature;
+}
+
+function readAssertion(signedXml: string): SignedAssertion {
+  const root = parse(signedXml).documentElement!;
+  let assertion: Element;
+  if (root.namespaceURI === SAML && root.localName === 'Assertion') assertion = root;
+  else if (root.namespaceURI === SAMLP && root.localName === 'Response') assertion = only(root, SAML, 'Assertion', 'Assertion in the signed Response');
+  else throw new AssertionRejected('the signed element is neither an Assertion nor a Response');
+
+  const id = assertion.getAttribute('ID');
+  if (!id) throw new AssertionRejected('Assertion without ID');
+  const subject = only(assertion, SAML, 'Subject', 'Subject');
+  const nameId = text(only(subject, SAML, 'NameID', 'NameID'));
+  if (!nameId) throw new AssertionRejected('empty NameID');
+  const bearer = children(subject, SAML, 'SubjectConfirmation').filter((c) => c.getAttribute('Method') === BEARER);
+  if (bearer.length !== 1) throw new AssertionRejected('expected one bearer SubjectConfirmation');
+  const data = optional(bearer[0]!, SAML, 'SubjectConfirmationData');
+  const conditions = optional(assertion, SAML, 'Conditions');
+  const audiences = conditions
+    ? children(conditions, SAML, 'AudienceRestriction').flatMap((r) => children(r, SAML, 'Audience').map(text))
+    : [];
+  return {
+    id,
+    issuer: text(only(assertion, SAML, 'Issuer', 'Issuer')),
+    issueInstant: time(assertion.getAttribute('IssueInstant'), 'IssueInstant') ?? (() => { throw new AssertionRejected('no IssueInstant'); })(),
+    nameId,
+    audiences,
+    notBefore: conditions ? time(conditions.getAttribute('NotBefore'), 'NotBefore') : undefined,
+    notOnOrAfter: conditions ? time(conditions.getAttribute('NotOnOrAfter'), 'NotOnOrAfter') : undefined,
+    recipient: data?.getAttribute('Recipient') ?? undefined,
+    confirmationNotOnOrAfter: data ? time(data.getAttribute('NotOnOrAfter'), 'SubjectConfirmationData NotOnOrAfter') : undefined,
+  };
+}
+
+/**
+ * Verifies the signature with each registered certificate in turn (never with a key or
+ * certificate carried in the document) and returns the claims of the signed element.
+ */
+export function verifySignedAssertion(xml: string, certificates: string[]): SignedAssertion {
+  const doc = parse(xml);
+  const signature = checkSignatureShape(doc);
+  for (const cert of certificates) {
+    const verifier = new SignedXml({ publicCert: cert, getCertFromKeyInfo: () => null });
+    verifier.loadSignature(signature as never);
+    let valid = false;
+    try {
+      valid = verifier.checkSignature(xml);
+    } catch {
+      valid = false;
+    }
+    if (!valid) continue;
+    const [signed, ...more] = verifier.getSignedReferences();
+    if (!signed || more.length) throw new AssertionRejected('expected exactly one signed reference');
+    return readAssertion(signed);
+  }
+  throw new AssertionRejected('the signature does not verify with any registered certificate of this identity provider');
+}

@@ -1,0 +1,81 @@
+// Trusted SAML identity providers and the assertion replay cache.
+import { sql } from 'kysely';
+import type { Db } from '../db/database.ts';
+import type { IdpRow } from '../db/types.ts';
+
+export class IdpInputError extends Error {}
+
+export interface NewIdp {
+  entityId: string;
+  certificates: string[];
+  jit?: boolean;
+  defaultRoles?: string[];
+  allowedClients?: string[];
+}
+
+export async function addIdp(db: Db, idp: NewIdp): Promise<IdpRow> {
+  if (!idp.entityId || idp.entityId.length > 1024) throw new IdpInputError('entity ID must be 1 to 1024 characters');
+  if (idp.certificates.length === 0) throw new IdpInputError('at least one signing certificate is required');
+  for (const role of idp.defaultRoles ?? []) {
+    const known = await db.selectFrom('roles').select('name').where('name', '=', role).executeTakeFirst();
+    if (!known) throw new IdpInputError(`no role "${role}" (create it with: keymgr role create ${role})`);
+  }
+  try {
+    return await db.insertInto('saml_identity_providers').values({
+      entity_id: idp.entityId,
+      certificates: idp.certificates,
+      jit_provisioning: idp.jit ?? false,
+      jit_default_roles: idp.defaultRoles ?? [],
+      allowed_clients: idp.allowedClients?.length ? idp.allowedClients : null,
+    }).returningAll().executeTakeFirstOrThrow();
+  } catch (err) {
+    if ((err as { code?: string }).code === '23505') throw new IdpInputError(`identity provider "${idp.entityId}" is already registered`);
+    throw err;
+  }
+}
+
+export async function findIdp(db: Db, entityId: string): Promise<IdpRow | undefined> {
+  return db.selectFrom('saml_identity_providers').selectAll().where('entity_id', '=', entityId).executeTakeFirst();
+}
+
+export async function listIdps(db: Db): Promise<IdpRow[]> {
+  return db.selectFrom('saml_identity_providers').selectAll().orderBy('entity_id').execute();
+}
+
+export async function setIdpEnabled(db: Db, entityId: string, enabled: boolean): Promise<boolean> {
+  const r = await db.updateTable('saml_identity_providers').set({ enabled, updated_at: new Date() }).where('entity_id', '=', entityId).executeTakeFirst();
+  return r.numUpdatedRows > 0n;
+}
+
+export async function removeIdp(db: Db, entityId: string): Promise<boolean> {
+  const r = await db.deleteFrom('saml_identity_providers').where('entity_id', '=', entityId).executeTakeFirst();
+  return r.numDeletedRows > 0n;
+}
+
+/** Records the assertion ID; false when it was seen before (a replay). */
+export async function recordAssertionId(db: Db, idpEntityId: string, assertionId: string, expiresAt: Date): Promise<boolean> {
+  const inserted = await db.insertInto('saml_assertion_ids')
+    .values({ idp_entity_id: idpEntityId, assertion_id: assertionId, expires_at: expiresAt })
+    .onConflict((oc) => oc.columns(['idp_entity_id', 'assertion_id']).doNothing())
+    .returning('assertion_id')
+    .executeTakeFirst();
+  return inserted !== undefined;
+}
+
+export async function purgeExpiredAssertionIds(db: Db): Promise<number> {
+  const r = await db.deleteFrom('saml_assertion_ids').where('expires_at', '<', sql<Date>`now()`).executeTakeFirst();
+  return Number(r.numDeletedRows);
+}
+
+export function describeIdp(row: IdpRow) {
+  return {
+    entity_id: row.entity_id,
+    enabled: row.enabled,
+    certificates: row.certificates.length,
+    jit_provisioning: row.jit_provisioning,
+    jit_default_roles: row.jit_default_roles,
+    allowed_clients: row.allowed_clients,
+    created_at: row.created_at.toISOString(),
+    updated_at: row.updated_at.toISOString(),
+  };
+}
