@@ -140,9 +140,9 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, cer
     },
     discovery: {
       introspection_endpoint: endpoint(ROUTES.introspection),
-      introspection_endpoint_auth_methods_supported: SECRET_CLIENT_AUTH_METHODS,
+      introspection_endpoint_auth_methods_supported: [...SECRET_CLIENT_AUTH_METHODS, 'tls_client_auth', 'self_signed_tls_client_auth'],
       revocation_endpoint: endpoint(ROUTES.revocation),
-      revocation_endpoint_auth_methods_supported: SECRET_CLIENT_AUTH_METHODS,
+      revocation_endpoint_auth_methods_supported: [...SECRET_CLIENT_AUTH_METHODS, 'tls_client_auth', 'self_signed_tls_client_auth'],
       // One listener serves both: it asks every client for a certificate (RFC 8705 §5).
       mtls_endpoint_aliases: {
         token_endpoint: endpoint(ROUTES.token),

@@ -1,0 +1,307 @@
+// RFC 8705 client authentication over real TLS: self_signed_tls_client_auth and tls_client_auth
+// at /token, /introspect and /revoke, certificate-bound tokens (cnf x5t#S256, tier), and every
+// bad input of issue 6 answered with invalid_client, never a 500.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createTestDatabase, type TestDatabase } from '../support/database.ts';
+import { freePort, startTestServer, type TestServer } from '../support/server.ts';
+import { basicHeader } from '../support/http.ts';
+import { makeClient } from '../support/fixtures.ts';
+import { addCertificate, describeX509, parseCertificatePem, removeCertificate } from '../../src/store/certificates.ts';
+import { X509Certificate } from 'node:crypto';
+import { createPki, get, issue, post, type Issued, type Pki, type TlsReply } from './support.ts';
+
+describe('mutual TLS client authentication', () => {
+  let database: TestDatabase;
+  let server: TestServer;
+  let serverCa: string;
+  let pki: Pki;
+  // Certificates
+  let gateway: Issued; // CA-signed, O=Example,CN=gateway, DNS:gw.example.com
+  let other: Issued; // CA-signed, O=Example,CN=other, DNS:other.example.com
+  let selfA: Issued;
+  let selfB: Issued;
+  let rogue: Issued; // same subject and SAN as gateway, signed by an untrusted CA
+  let expiredCaSigned: Issued;
+  let expiredSelf: Issued;
+
+  before(async () => {
+    pki = createPki();
+    gateway = issue(pki, 'gateway', { subject: '/CN=gateway/O=Example', san: 'DNS:gw.example.com' });
+    other = issue(pki, 'other', { subject: '/CN=other/O=Example', san: 'DNS:other.example.com' });
+    selfA = issue(pki, 'self-a', { subject: '/CN=self-a', issuer: 'self' });
+    selfB = issue(pki, 'self-b', { subject: '/CN=self-b', issuer: 'self' });
+    rogue = issue(pki, 'rogue', { subject: '/CN=gateway/O=Example', san: 'DNS:gw.example.com', issuer: 'rogue-ca' });
+    expiredCaSigned = issue(pki, 'expired', { subject: '/CN=gateway/O=Example', san: 'DNS:gw.example.com', startDate: '20200101000000Z', endDate: '20200201000000Z' });
+    expiredSelf = issue(pki, 'expired-self', { subject: '/CN=expired-self', issuer: 'self', startDate: '20200101000000Z', endDate: '20200201000000Z' });
+    database = await createTestDatabase();
+    const port = await freePort();
+    server = await startTestServer(database.url, { tls: true, port, issuer: `https://localhost:${port}`, clientCaFile: pki.caFile });
+    serverCa = readFileSync(join(server.keysDir, 'tls', 'server.crt'), 'utf8');
+  });
+
+  after(async () => {
+    await server?.stop();
+    await database?.drop();
+  });
+
+  const as = (c: Issued | undefined) => ({ ca: serverCa, client: c ? { cert: c.cert, key: c.key } : undefined });
+  const token = (clientId: string, cert: Issued | undefined, extra: Record<string, string> = {}) =>
+    post(`${server.url}/token`, { grant_type: 'client_credentials', scope: 'read', client_id: clientId, ...extra }, as(cert));
+  const introspect = (clientId: string, cert: Issued | undefined, value: string) =>
+    post(`${server.url}/introspect`, { token: value, client_id: clientId }, as(cert));
+  const revoke = (clientId: string, cert: Issued | undefined, value: string) =>
+    post(`${server.url}/revoke`, { token: value, client_id: clientId }, as(cert));
+
+  function assertInvalidClient(res: TlsReply, what: string): void {
+    assert.ok(res.status === 401 || res.status === 400, `${what}: status ${res.status} ${res.text}`);
+    assert.equal(res.json?.error, 'invalid_client', `${what}: ${res.text}`);
+  }
+
+  function assertOk(res: TlsReply, what: string): void {
+    assert.equal(res.status, 200, `${what}: ${res.text}`);
+  }
+
+  async function selfSignedClient(cert?: Issued, tier?: string): Promise<string> {
+    const c = await makeClient(database.db, { authMethod: 'self_signed_tls_client_auth' });
+    if (cert) await addCertificate(database.db, c.id, 'primary', parseCertificatePem(cert.cert), tier);
+    return c.id;
+  }
+
+  describe('self_signed_tls_client_auth', () => {
+    it('a registered certificate gets a token bound to its thumbprint, with the tier in introspection', async () => {
+      const id = await selfSignedClient(selfA, 'gold');
+      const res = await token(id, selfA);
+      assertOk(res, 'token');
+      assert.equal(typeof res.json.access_token, 'string');
+      assert.equal(res.json.token_type, 'Bearer');
+      const seen = await introspect(id, selfA, res.json.access_token);
+      assertOk(seen, 'introspect');
+      assert.equal(seen.json.active, true);
+      assert.equal(seen.json.client_id, id);
+      assert.deepEqual(seen.json.cnf, { 'x5t#S256': selfA.thumbprint });
+      assert.equal(seen.json.tier, 'gold');
+    });
+
+    it('no tier in introspection when the certificate has none', async () => {
+      const id = await selfSignedClient(selfB);
+      const res = await token(id, selfB);
+      assertOk(res, 'token');
+      const seen = await introspect(id, selfB, res.json.access_token);
+      assert.equal(seen.json.active, true);
+      assert.deepEqual(seen.json.cnf, { 'x5t#S256': selfB.thumbprint });
+      assert.ok(!('tier' in seen.json), seen.text);
+      await removeCertificate(database.db, id, 'primary');
+    });
+
+    it('revocation with the certificate', async () => {
+      const id = await selfSignedClient(issue(pki, 'self-rev', { subject: '/CN=self-rev', issuer: 'self' }));
+      const cert = issue(pki, 'self-rev2', { subject: '/CN=self-rev2', issuer: 'self' });
+      await addCertificate(database.db, id, 'second', parseCertificatePem(cert.cert));
+      const res = await token(id, cert);
+      assertOk(res, 'token');
+      assertOk(await revoke(id, cert, res.json.access_token), 'revoke');
+      const seen = await introspect(id, cert, res.json.access_token);
+      assert.deepEqual(seen.json, { active: false });
+    });
+
+    it('no certificate at all: invalid_client at /token, /introspect and /revoke', async () => {
+      const id = await selfSignedClient(issue(pki, 'self-nocert', { subject: '/CN=self-nocert', issuer: 'self' }));
+      assertInvalidClient(await token(id, undefined), 'token');
+      assertInvalidClient(await introspect(id, undefined, 'whatever'), 'introspect');
+      assertInvalidClient(await revoke(id, undefined, 'whatever'), 'revoke');
+    });
+
+    it('an unregistered certificate: invalid_client', async () => {
+      const id = await selfSignedClient(issue(pki, 'self-reg', { subject: '/CN=self-reg', issuer: 'self' }));
+      const stranger = issue(pki, 'self-stranger', { subject: '/CN=self-reg', issuer: 'self' });
+      assertInvalidClient(await token(id, stranger), 'token');
+      assertInvalidClient(await introspect(id, stranger, 'whatever'), 'introspect');
+    });
+
+    it('a certificate registered to client A never authenticates client B', async () => {
+      const certA = issue(pki, 'self-owner-a', { subject: '/CN=owner', issuer: 'self' });
+      const certB = issue(pki, 'self-owner-b', { subject: '/CN=owner', issuer: 'self' });
+      const a = await selfSignedClient(certA);
+      const b = await selfSignedClient(certB);
+      assertOk(await token(a, certA), 'A with its own');
+      assertOk(await token(b, certB), 'B with its own');
+      assertInvalidClient(await token(b, certA), 'B with A\'s certificate');
+      assertInvalidClient(await token(a, certB), 'A with B\'s certificate');
+      const tokenOfA = (await token(a, certA)).json.access_token as string;
+      assertInvalidClient(await introspect(b, certA, tokenOfA), 'introspect as B with A\'s certificate');
+      assertInvalidClient(await revoke(b, certA, tokenOfA), 'revoke as B with A\'s certificate');
+      assert.equal((await introspect(a, certA, tokenOfA)).json.active, true, 'the token stays active');
+    });
+
+    it('a removed certificate fails on the next request', async () => {
+      const cert = issue(pki, 'self-removed', { subject: '/CN=self-removed', issuer: 'self' });
+      const id = await selfSignedClient(cert);
+      const first = await token(id, cert);
+      assertOk(first, 'before removal');
+      assert.ok(await removeCertificate(database.db, id, 'primary'));
+      assertInvalidClient(await token(id, cert), 'token after removal');
+      assertInvalidClient(await introspect(id, cert, first.json.access_token), 'introspect after removal');
+      assertInvalidClient(await revoke(id, cert, first.json.access_token), 'revoke after removal');
+    });
+
+    it('an expired certificate (registered before it expired) fails', async () => {
+      const id = await selfSignedClient();
+      // Upload refuses it (cli.test.ts); put it in as if it had been registered while valid.
+      await addCertificate(database.db, id, 'old', describeX509(new X509Certificate(expiredSelf.cert)));
+      assertInvalidClient(await token(id, expiredSelf), 'token');
+      assertInvalidClient(await introspect(id, expiredSelf, 'whatever'), 'introspect');
+    });
+
+    it('a certificate with a wrong client_id (unknown client) is invalid_client', async () => {
+      assertInvalidClient(await token('no-such-client', selfA), 'token');
+      assertInvalidClient(await introspect('no-such-client', selfA, 'whatever'), 'introspect');
+    });
+  });
+
+  describe('tls_client_auth', () => {
+    it('by subject DN: a CA-signed certificate with that subject gets a bound token', async () => {
+      const c = await makeClient(database.db, { authMethod: 'tls_client_auth', tlsSubjectDn: 'O=Example,CN=gateway' });
+      const res = await token(c.id, gateway);
+      assertOk(res, 'token');
+      const seen = await introspect(c.id, gateway, res.json.access_token);
+      assertOk(seen, 'introspect');
+      assert.equal(seen.json.active, true);
+      assert.deepEqual(seen.json.cnf, { 'x5t#S256': gateway.thumbprint });
+      assertOk(await revoke(c.id, gateway, res.json.access_token), 'revoke');
+      assert.deepEqual((await introspect(c.id, gateway, res.json.access_token)).json, { active: false });
+    });
+
+    it('by DNS SAN', async () => {
+      const c = await makeClient(database.db, { authMethod: 'tls_client_auth', tlsSanDns: 'gw.example.com' });
+      const res = await token(c.id, gateway);
+      assertOk(res, 'token');
+      const seen = await introspect(c.id, gateway, res.json.access_token);
+      assert.deepEqual(seen.json.cnf, { 'x5t#S256': gateway.thumbprint });
+    });
+
+    it('a JWT access token carries cnf x5t#S256 (RFC 8705 §3.1)', async () => {
+      const c = await makeClient(database.db, { authMethod: 'tls_client_auth', tlsSubjectDn: 'O=Example,CN=gateway', tokenFormat: 'jwt' });
+      const res = await token(c.id, gateway);
+      assertOk(res, 'token');
+      const [, payload] = String(res.json.access_token).split('.');
+      const claims = JSON.parse(Buffer.from(payload ?? '', 'base64url').toString('utf8'));
+      assert.deepEqual(claims.cnf, { 'x5t#S256': gateway.thumbprint });
+      const seen = await introspect(c.id, gateway, res.json.access_token);
+      assert.deepEqual(seen.json.cnf, { 'x5t#S256': gateway.thumbprint });
+    });
+
+    it('tier of a registered certificate is returned for a tls_client_auth token too', async () => {
+      const c = await makeClient(database.db, { authMethod: 'tls_client_auth', tlsSanDns: 'other.example.com' });
+      await addCertificate(database.db, c.id, 'other', parseCertificatePem(other.cert), 'silver');
+      const res = await token(c.id, other);
+      assertOk(res, 'token');
+      const seen = await introspect(c.id, other, res.json.access_token);
+      assert.equal(seen.json.tier, 'silver', seen.text);
+    });
+
+    it('a wrong subject is invalid_client', async () => {
+      const bySubject = await makeClient(database.db, { authMethod: 'tls_client_auth', tlsSubjectDn: 'O=Example,CN=gateway' });
+      assertInvalidClient(await token(bySubject.id, other), 'subject DN: other certificate');
+      assertInvalidClient(await introspect(bySubject.id, other, 'x'), 'subject DN: introspect');
+      // The same attributes in the other order are not the registered DN.
+      const reversed = await makeClient(database.db, { authMethod: 'tls_client_auth', tlsSubjectDn: 'CN=gateway,O=Example' });
+      assertInvalidClient(await token(reversed.id, gateway), 'reversed DN');
+      const bySan = await makeClient(database.db, { authMethod: 'tls_client_auth', tlsSanDns: 'gw.example.com' });
+      assertInvalidClient(await token(bySan.id, other), 'SAN: other certificate');
+      const partialSan = await makeClient(database.db, { authMethod: 'tls_client_auth', tlsSanDns: 'example.com' });
+      assertInvalidClient(await token(partialSan.id, gateway), 'SAN: suffix only');
+    });
+
+    it('a certificate that matches client A does not authenticate client B', async () => {
+      const a = await makeClient(database.db, { authMethod: 'tls_client_auth', tlsSubjectDn: 'O=Example,CN=gateway' });
+      const b = await makeClient(database.db, { authMethod: 'tls_client_auth', tlsSubjectDn: 'O=Example,CN=other' });
+      assertOk(await token(a.id, gateway), 'A');
+      assertOk(await token(b.id, other), 'B');
+      assertInvalidClient(await token(b.id, gateway), 'B with A\'s certificate');
+      assertInvalidClient(await token(a.id, other), 'A with B\'s certificate');
+    });
+
+    it('an untrusted chain with the right subject and SAN is invalid_client', async () => {
+      const bySubject = await makeClient(database.db, { authMethod: 'tls_client_auth', tlsSubjectDn: 'O=Example,CN=gateway' });
+      const bySan = await makeClient(database.db, { authMethod: 'tls_client_auth', tlsSanDns: 'gw.example.com' });
+      assertInvalidClient(await token(bySubject.id, rogue), 'subject');
+      assertInvalidClient(await token(bySan.id, rogue), 'SAN');
+      assertInvalidClient(await introspect(bySan.id, rogue, 'x'), 'introspect');
+      assertInvalidClient(await revoke(bySan.id, rogue, 'x'), 'revoke');
+      // A self-signed certificate with the subject is not CA-issued either.
+      const selfGateway = issue(pki, 'self-gateway', { subject: '/CN=gateway/O=Example', san: 'DNS:gw.example.com', issuer: 'self' });
+      assertInvalidClient(await token(bySubject.id, selfGateway), 'self-signed with the subject');
+    });
+
+    it('an expired CA-signed certificate is invalid_client', async () => {
+      const c = await makeClient(database.db, { authMethod: 'tls_client_auth', tlsSubjectDn: 'O=Example,CN=gateway' });
+      assertInvalidClient(await token(c.id, expiredCaSigned), 'token');
+      assertInvalidClient(await introspect(c.id, expiredCaSigned, 'x'), 'introspect');
+    });
+
+    it('no certificate: invalid_client', async () => {
+      const c = await makeClient(database.db, { authMethod: 'tls_client_auth', tlsSubjectDn: 'O=Example,CN=gateway' });
+      assertInvalidClient(await token(c.id, undefined), 'token');
+      assertInvalidClient(await introspect(c.id, undefined, 'x'), 'introspect');
+      assertInvalidClient(await revoke(c.id, undefined, 'x'), 'revoke');
+    });
+
+    it('a secret presented for a certificate client does not authenticate it', async () => {
+      const c = await makeClient(database.db, { authMethod: 'tls_client_auth', tlsSubjectDn: 'O=Example,CN=gateway' });
+      const res = await post(`${server.url}/token`, { grant_type: 'client_credentials', scope: 'read' }, {
+        ...as(undefined), headers: { authorization: basicHeader(c.id, 'guessed') },
+      });
+      assertInvalidClient(res, 'basic');
+    });
+  });
+
+  describe('secret-based clients on the same TLS port', () => {
+    it('work without presenting a certificate, and their tokens are not bound', async () => {
+      const c = await makeClient(database.db);
+      const headers = { authorization: basicHeader(...c.basic) };
+      const res = await post(`${server.url}/token`, { grant_type: 'client_credentials', scope: 'read' }, { ca: serverCa, headers });
+      assertOk(res, 'token');
+      const seen = await post(`${server.url}/introspect`, { token: res.json.access_token }, { ca: serverCa, headers });
+      assert.equal(seen.json.active, true);
+      assert.ok(!('cnf' in seen.json), seen.text);
+      assertOk(await post(`${server.url}/revoke`, { token: res.json.access_token }, { ca: serverCa, headers }), 'revoke');
+    });
+
+    it('still work when they happen to present a certificate', async () => {
+      const c = await makeClient(database.db);
+      const headers = { authorization: basicHeader(...c.basic) };
+      const res = await post(`${server.url}/token`, { grant_type: 'client_credentials', scope: 'read' }, { ...as(gateway), headers });
+      assertOk(res, 'token');
+      const seen = await post(`${server.url}/introspect`, { token: res.json.access_token }, { ...as(gateway), headers });
+      assert.equal(seen.json.active, true);
+    });
+
+    it('a client_id without a secret for a secret-based client is invalid_client, even with a certificate', async () => {
+      const c = await makeClient(database.db);
+      assertInvalidClient(await token(c.id, gateway), 'token');
+      assertInvalidClient(await introspect(c.id, gateway, 'x'), 'introspect');
+    });
+  });
+
+  describe('discovery', () => {
+    it('advertises certificate-bound tokens, the mTLS auth methods and the endpoint aliases', async () => {
+      const res = await get(`${server.url}/.well-known/oauth-authorization-server`, { ca: serverCa });
+      assertOk(res, 'metadata');
+      const m = res.json;
+      assert.equal(m.tls_client_certificate_bound_access_tokens, true);
+      assert.ok(m.token_endpoint_auth_methods_supported.includes('tls_client_auth'), res.text);
+      assert.ok(m.token_endpoint_auth_methods_supported.includes('self_signed_tls_client_auth'), res.text);
+      const issuer = server.config.issuer.replace(/\/$/, '');
+      assert.equal(typeof m.mtls_endpoint_aliases, 'object', res.text);
+      assert.equal(m.mtls_endpoint_aliases.token_endpoint, `${issuer}/token`);
+      for (const key of ['introspection_endpoint_auth_methods_supported', 'revocation_endpoint_auth_methods_supported']) {
+        for (const method of ['tls_client_auth', 'self_signed_tls_client_auth']) assert.ok(m[key].includes(method), `${key} lists ${method}`);
+      }
+      assert.equal(m.mtls_endpoint_aliases.introspection_endpoint, `${issuer}/introspect`);
+      assert.equal(m.mtls_endpoint_aliases.revocation_endpoint, `${issuer}/revoke`);
+    });
+  });
+});

@@ -1,0 +1,157 @@
+// Behind a TLS-terminating proxy (issue 6 §5): the client certificate comes in a header as a
+// URL-encoded PEM, believed only from a configured proxy address; from anywhere else it is
+// ignored and logged. Garbage in the header is invalid_client, never a 500.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { createTestDatabase, type TestDatabase } from '../support/database.ts';
+import { startTestServer, type TestServer } from '../support/server.ts';
+import { makeClient } from '../support/fixtures.ts';
+import { addCertificate, describeX509, parseCertificatePem, removeCertificate } from '../../src/store/certificates.ts';
+import { createPki, issue, post, type Issued, type Pki, type TlsReply } from './support.ts';
+
+const HEADER = 'x-client-cert';
+
+describe('client certificate from a proxy header', () => {
+  let database: TestDatabase;
+  let trusting: TestServer; // trusts 127.0.0.1
+  let distrusting: TestServer; // trusts another address only
+  let pki: Pki;
+  let gateway: Issued;
+  let other: Issued;
+  let rogue: Issued;
+  let expired: Issued;
+  let selfSigned: Issued;
+
+  before(async () => {
+    pki = createPki();
+    gateway = issue(pki, 'gateway', { subject: '/CN=gateway/O=Example', san: 'DNS:gw.example.com' });
+    other = issue(pki, 'other', { subject: '/CN=other/O=Example', san: 'DNS:other.example.com' });
+    rogue = issue(pki, 'rogue', { subject: '/CN=gateway/O=Example', san: 'DNS:gw.example.com', issuer: 'rogue-ca' });
+    expired = issue(pki, 'expired', { subject: '/CN=gateway/O=Example', san: 'DNS:gw.example.com', startDate: '20200101000000Z', endDate: '20200201000000Z' });
+    selfSigned = issue(pki, 'self', { subject: '/CN=self', issuer: 'self' });
+    database = await createTestDatabase();
+    trusting = await startTestServer(database.url, { clientCaFile: pki.caFile, clientCertHeader: HEADER, trustedProxies: ['127.0.0.1'] });
+    distrusting = await startTestServer(database.url, { clientCaFile: pki.caFile, clientCertHeader: HEADER, trustedProxies: ['10.9.8.7'] });
+  });
+
+  after(async () => {
+    await trusting?.stop();
+    await distrusting?.stop();
+    await database?.drop();
+  });
+
+  const encoded = (pem: string) => encodeURIComponent(pem);
+  const withHeader = (value: string | undefined) => (value === undefined ? {} : { headers: { [HEADER]: value } });
+  const token = (server: TestServer, clientId: string, header: string | undefined) =>
+    post(`${server.url}/token`, { grant_type: 'client_credentials', scope: 'read', client_id: clientId }, withHeader(header));
+  const introspect = (server: TestServer, clientId: string, header: string | undefined, value: string) =>
+    post(`${server.url}/introspect`, { token: value, client_id: clientId }, withHeader(header));
+
+  function assertInvalidClient(res: TlsReply, what: string): void {
+    assert.ok(res.status === 401 || res.status === 400, `${what}: status ${res.status} ${res.text}`);
+    assert.equal(res.json?.error, 'invalid_client', `${what}: ${res.text}`);
+  }
+
+  it('tls_client_auth: a URL-encoded CA-signed certificate from the trusted proxy authenticates, and binds the token', async () => {
+    const c = await makeClient(database.db, { authMethod: 'tls_client_auth', tlsSubjectDn: 'O=Example,CN=gateway' });
+    const res = await token(trusting, c.id, encoded(gateway.cert));
+    assert.equal(res.status, 200, res.text);
+    const seen = await introspect(trusting, c.id, encoded(gateway.cert), res.json.access_token);
+    assert.equal(seen.status, 200, seen.text);
+    assert.equal(seen.json.active, true);
+    assert.deepEqual(seen.json.cnf, { 'x5t#S256': gateway.thumbprint });
+  });
+
+  it('tls_client_auth by DNS SAN through the header', async () => {
+    const c = await makeClient(database.db, { authMethod: 'tls_client_auth', tlsSanDns: 'other.example.com' });
+    assert.equal((await token(trusting, c.id, encoded(other.cert))).status, 200);
+    assertInvalidClient(await token(trusting, c.id, encoded(gateway.cert)), 'wrong SAN');
+  });
+
+  it('self_signed_tls_client_auth through the header, until the certificate is removed', async () => {
+    const c = await makeClient(database.db, { authMethod: 'self_signed_tls_client_auth' });
+    await addCertificate(database.db, c.id, 'self', parseCertificatePem(selfSigned.cert), 'bronze');
+    const res = await token(trusting, c.id, encoded(selfSigned.cert));
+    assert.equal(res.status, 200, res.text);
+    const seen = await introspect(trusting, c.id, encoded(selfSigned.cert), res.json.access_token);
+    assert.deepEqual(seen.json.cnf, { 'x5t#S256': selfSigned.thumbprint });
+    assert.equal(seen.json.tier, 'bronze');
+    await removeCertificate(database.db, c.id, 'self');
+    assertInvalidClient(await token(trusting, c.id, encoded(selfSigned.cert)), 'after removal');
+  });
+
+  it('an untrusted chain or an expired certificate in the header is invalid_client', async () => {
+    const c = await makeClient(database.db, { authMethod: 'tls_client_auth', tlsSubjectDn: 'O=Example,CN=gateway' });
+    assertInvalidClient(await token(trusting, c.id, encoded(rogue.cert)), 'rogue CA');
+    assertInvalidClient(await token(trusting, c.id, encoded(expired.cert)), 'expired');
+    assertInvalidClient(await token(trusting, c.id, encoded(selfSigned.cert)), 'self-signed');
+    const s = await makeClient(database.db, { authMethod: 'self_signed_tls_client_auth' });
+    const expiredSelf = issue(pki, 'expired-self', { subject: '/CN=expired-self', issuer: 'self', startDate: '20200101000000Z', endDate: '20200201000000Z' });
+    await addCertificate(database.db, s.id, 'old', describeX509(new X509Certificate(expiredSelf.cert)));
+    assertInvalidClient(await token(trusting, s.id, encoded(expiredSelf.cert)), 'expired self-signed');
+  });
+
+  it('no header: invalid_client', async () => {
+    const c = await makeClient(database.db, { authMethod: 'tls_client_auth', tlsSubjectDn: 'O=Example,CN=gateway' });
+    assertInvalidClient(await token(trusting, c.id, undefined), 'token');
+    assertInvalidClient(await introspect(trusting, c.id, undefined, 'x'), 'introspect');
+  });
+
+  it('garbage in the header is invalid_client, never a 500', async () => {
+    const c = await makeClient(database.db, { authMethod: 'tls_client_auth', tlsSubjectDn: 'O=Example,CN=gateway' });
+    const s = await makeClient(database.db, { authMethod: 'self_signed_tls_client_auth' });
+    await addCertificate(database.db, s.id, 'self', parseCertificatePem(issue(pki, 'self-g', { subject: '/CN=self-g', issuer: 'self' }).cert));
+    const garbage = [
+      'not a certificate',
+      '%E0%A4%A', // malformed percent-encoding
+      '%00%01%02',
+      encoded('-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n'),
+      encoded(gateway.key),
+      gateway.cert.replace(/\n/g, ' '), // not URL-encoded: spaces kept, still not a parsable PEM
+      encoded(gateway.cert).slice(0, 200),
+      Buffer.from(gateway.cert).toString('base64'),
+      'x'.repeat(6000),
+    ];
+    for (const value of garbage) {
+      for (const [id, what] of [[c.id, 'tls_client_auth'], [s.id, 'self_signed']] as const) {
+        const res = await token(trusting, id, value);
+        assert.notEqual(res.status, 500, `${what} ${value.slice(0, 40)}: ${res.text}`);
+        assertInvalidClient(res, `${what} ${value.slice(0, 40)}`);
+        const i = await introspect(trusting, id, value, 'x');
+        assert.notEqual(i.status, 500, i.text);
+        assertInvalidClient(i, `introspect ${what} ${value.slice(0, 40)}`);
+      }
+    }
+    assert.ok(trusting.logs.some((l) => l.includes('mtls.bad_header')), 'bad header logged');
+  });
+
+  it('a header from an address that is not a trusted proxy is ignored, and logged', async () => {
+    const c = await makeClient(database.db, { authMethod: 'tls_client_auth', tlsSubjectDn: 'O=Example,CN=gateway' });
+    const s = await makeClient(database.db, { authMethod: 'self_signed_tls_client_auth' });
+    const cert = issue(pki, 'self-u', { subject: '/CN=self-u', issuer: 'self' });
+    await addCertificate(database.db, s.id, 'self', parseCertificatePem(cert.cert));
+    // The same requests work from a trusted address …
+    assert.equal((await token(trusting, c.id, encoded(gateway.cert))).status, 200);
+    assert.equal((await token(trusting, s.id, encoded(cert.cert))).status, 200);
+    // … and not from an untrusted one.
+    const before = distrusting.logs.length;
+    assertInvalidClient(await token(distrusting, c.id, encoded(gateway.cert)), 'tls_client_auth');
+    assertInvalidClient(await token(distrusting, s.id, encoded(cert.cert)), 'self_signed');
+    assertInvalidClient(await introspect(distrusting, s.id, encoded(cert.cert), 'x'), 'introspect');
+    const logged = distrusting.logs.slice(before).filter((l) => l.includes('mtls.untrusted_header'));
+    assert.ok(logged.length >= 1, distrusting.logs.slice(before).join('\n'));
+    assert.match(logged[0]!, /127\.0\.0\.1/);
+    // The header's value is not written to the log.
+    assert.ok(!distrusting.logs.some((l) => l.includes(encoded(cert.cert).slice(40, 120))), 'certificate not logged');
+  });
+
+  it('a secret-based client is unaffected by the header, trusted or not', async () => {
+    const c = await makeClient(database.db);
+    for (const server of [trusting, distrusting]) {
+      const res = await post(`${server.url}/token`, { grant_type: 'client_credentials', scope: 'read', client_id: c.id, client_secret: c.secret },
+        withHeader(encoded(gateway.cert)));
+      assert.equal(res.status, 200, res.text);
+    }
+  });
+});
