@@ -61,11 +61,17 @@ function parse(xml: string): Document {
   const body = xml.replace(/^\uFEFF?<\?xml[^?]*\?>/, '');
   if (/<!DOCTYPE|<!ENTITY|<!--|<\?/i.test(body)) throw new AssertionRejected('DTD, comment or processing instruction in the assertion');
   let failure: string | undefined;
-  const doc = new DOMParser({
-    onError: (level: string, message: string) => {
-      if (level !== 'warning') failure ??= message;
-    },
-  }).parseFromString(xml, 'text/xml');
+  let doc: Document;
+  try {
+    doc = new DOMParser({
+      onError: (level: string, message: string) => {
+        if (level !== 'warning') failure ??= message;
+      },
+    }).parseFromString(xml, 'text/xml');
+  } catch (err) {
+    // xmldom throws on fatal errors whatever onError does.
+    throw new AssertionRejected(`malformed XML: ${err instanceof Error ? err.message.split('\n')[0] : 'unreadable'}`);
+  }
   if (failure || !doc.documentElement) throw new AssertionRejected(`malformed XML: ${failure ?? 'no root element'}`);
   return doc;
 }

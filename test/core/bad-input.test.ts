@@ -2,6 +2,7 @@
 // nothing stored changes.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { Readable } from 'node:stream';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { basicHeader, postForm, type Reply } from '../support/http.ts';
@@ -106,7 +107,7 @@ describe('bad input at the token endpoint', () => {
     const res = await fetch(`${server.url}/token`, {
       method: 'POST',
       headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicHeader(...client.basic) },
-      body: ReadableStream.from(chunks()),
+      body: Readable.toWeb(Readable.from(chunks())),
       duplex: 'half',
     } as RequestInit);
     assert.equal(res.status >= 400 && res.status < 500, true, `status ${res.status}`);

@@ -1,0 +1,366 @@
+// SAML2 bearer grant: every attack and bad input of issue 5 has its own test. Each is refused
+// with invalid_grant (invalid_request for a malformed parameter), never a 500, and leaves
+// nothing behind — no token, no user, no replay-cache row — but a log line.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { sql } from 'kysely';
+import { createTestDatabase, type TestDatabase } from '../support/database.ts';
+import { startTestServer, type TestServer } from '../support/server.ts';
+import { postForm, type Reply } from '../support/http.ts';
+import { makeClient, makeUser, type TestClient } from '../support/fixtures.ts';
+import { runKeymgr } from '../support/cli.ts';
+import { addIdp } from '../../src/store/idps.ts';
+import {
+  HMAC_SHA256, SAML2_BEARER, assertionXml, encode, makeKeyPair, newId, removeTempDirs, responseXml, signWithSamlify,
+  signWithXmlCrypto, signWithXmlsec, type AssertionFields, type Endpoint, type KeyPair,
+} from './support.ts';
+
+const IDP = 'https://idp.example.com/saml';
+const OTHER_IDP = 'https://other-idp.example.com/saml';
+const DISABLED_IDP = 'https://disabled-idp.example.com/saml';
+const RESTRICTED_IDP = 'https://restricted-idp.example.com/saml';
+
+describe('SAML2 bearer grant: attacks and bad input', () => {
+  let database: TestDatabase;
+  let server: TestServer;
+  let endpoint: Endpoint;
+  let idpKey: KeyPair;
+  let otherKey: KeyPair;
+  let attacker: KeyPair;
+  let client: TestClient;
+  let otherClient: TestClient;
+
+  const signed = (f: Partial<AssertionFields> = {}, key = idpKey) =>
+    signWithSamlify(assertionXml(endpoint, { issuer: IDP, nameId: 'bob', ...f }), key);
+  const post = (params: Record<string, string>, by = client) =>
+    postForm(`${server.url}/token`, { grant_type: SAML2_BEARER, ...params }, { basic: by.basic });
+  const exchange = (xml: string, by = client) => post({ assertion: encode(xml) }, by);
+
+  async function counts() {
+    const n = async (table: 'tokens' | 'users' | 'saml_assertion_ids' | 'user_roles') =>
+      Number((await database.db.selectFrom(table).select(sql<string>`count(*)`.as('n')).executeTakeFirstOrThrow()).n);
+    return { tokens: await n('tokens'), users: await n('users'), assertionIds: await n('saml_assertion_ids'), userRoles: await n('user_roles') };
+  }
+
+  /** Sends the request and checks the refusal and that nothing but a log line was left. */
+  async function refused(send: () => Promise<Reply>, error = 'invalid_grant', status = 400): Promise<Reply> {
+    const before = await counts();
+    const logLines = server.logs.length;
+    const res = await send();
+    assert.equal(res.status, status, res.text);
+    assert.equal(res.json?.error, error, res.text);
+    assert.equal(res.json.access_token, undefined);
+    assert.equal(res.json.refresh_token, undefined);
+    assert.doesNotMatch(res.text, /\n\s+at /, 'no stack trace');
+    assert.deepEqual(await counts(), before, 'nothing stored');
+    if (error === 'invalid_grant') {
+      const lines = server.logs.slice(logLines).join('\n');
+      assert.match(lines, /saml\.rejected|invalid_grant/, 'a log line says why');
+    }
+    return res;
+  }
+
+  before(async () => {
+    database = await createTestDatabase();
+    server = await startTestServer(database.url);
+    endpoint = { issuer: server.config.issuer, tokenEndpoint: `${server.config.issuer}/token` };
+    idpKey = makeKeyPair('idp');
+    otherKey = makeKeyPair('other-idp');
+    attacker = makeKeyPair('attacker');
+    client = await makeClient(database.db, { grantTypes: [SAML2_BEARER, 'refresh_token'], scope: ['read'] });
+    otherClient = await makeClient(database.db, { grantTypes: [SAML2_BEARER], scope: ['read'] });
+    await makeUser(database.db, 'alice', { roles: ['admin'] });
+    await makeUser(database.db, 'bob');
+    // JIT on: a refusal must not create a user even where one would be provisioned.
+    await addIdp(database.db, { entityId: IDP, certificates: [idpKey.cert], jit: true, defaultRoles: ['admin'] });
+    await addIdp(database.db, { entityId: OTHER_IDP, certificates: [otherKey.cert] });
+    await addIdp(database.db, { entityId: DISABLED_IDP, certificates: [idpKey.cert] });
+    await addIdp(database.db, { entityId: RESTRICTED_IDP, certificates: [idpKey.cert], allowedClients: [otherClient.id] });
+  });
+  after(async () => {
+    await server?.stop();
+    await database?.drop();
+    removeTempDirs();
+  });
+
+  it('control: a well-formed assertion from the registered IdP is accepted', async () => {
+    const res = await exchange(signed());
+    assert.equal(res.status, 200, res.text);
+  });
+
+  describe('signatures', () => {
+    it('unsigned assertion', async () => {
+      await refused(() => exchange(assertionXml(endpoint, { issuer: IDP, nameId: 'alice' })));
+    });
+
+    it('signed by an unregistered key', async () => {
+      await refused(() => exchange(signWithXmlCrypto(assertionXml(endpoint, { issuer: IDP, nameId: 'alice' }), attacker.key)));
+    });
+
+    it('signed by an unregistered key whose certificate is embedded in KeyInfo', async () => {
+      const xml = signWithXmlCrypto(assertionXml(endpoint, { issuer: IDP, nameId: 'alice' }), attacker.key, { keyInfoCert: attacker.certBody });
+      assert.match(xml, /<ds:X509Certificate>/);
+      await refused(() => exchange(xml));
+      // The same with samlify as the attacker's IdP, and xmlsec1 (both embed the certificate).
+      await refused(() => exchange(signWithSamlify(assertionXml(endpoint, { issuer: IDP, nameId: 'alice' }), attacker)));
+      await refused(() => exchange(signWithXmlsec(endpoint, { issuer: IDP, nameId: 'alice' }, attacker)));
+    });
+
+    it('a validly signed assertion altered after signing', async () => {
+      await refused(() => exchange(signed({ nameId: 'bob' }).replace('>bob<', '>alice<')));
+    });
+
+    it('HMAC-SHA256 signature keyed with the registered certificate text', async () => {
+      for (const key of [idpKey.cert, idpKey.certBody]) {
+        const xml = signWithXmlCrypto(assertionXml(endpoint, { issuer: IDP, nameId: 'alice' }), Buffer.from(key), { signatureAlgorithm: HMAC_SHA256 });
+        assert.match(xml, /hmac-sha256/);
+        await refused(() => exchange(xml));
+      }
+    });
+
+    it('two Reference elements', async () => {
+      const xml = signWithXmlCrypto(assertionXml(endpoint, { issuer: IDP, nameId: 'alice' }), idpKey.key, {
+        references: ['/*', "/*/*[local-name(.)='Subject']"],
+      });
+      assert.equal(xml.match(/<ds:Reference /g)?.length, 2);
+      await refused(() => exchange(xml));
+    });
+
+    it('two Signatures (a second, valid one on the Response around a signed assertion)', async () => {
+      const inner = signed({ nameId: 'alice' });
+      const xml = signWithSamlify(responseXml(endpoint, IDP, inner), idpKey);
+      await refused(() => exchange(xml));
+    });
+  });
+
+  describe('signature wrapping (XSW)', () => {
+    const signatureOf = (xml: string) => /<ds:Signature[\s\S]*<\/ds:Signature>/.exec(xml)![0];
+
+    it('a forged assertion wrapping a validly signed one', async () => {
+      const genuine = signed({ nameId: 'bob' });
+      const forged = assertionXml(endpoint, { issuer: IDP, nameId: 'alice' }).replace(/<\/saml:Assertion>$/, `${genuine}</saml:Assertion>`);
+      await refused(() => exchange(forged));
+    });
+
+    it('a forged root with the signed ID, the genuine assertion moved into ds:Object', async () => {
+      const id = newId();
+      const genuine = signed({ id, nameId: 'bob' });
+      const signature = signatureOf(genuine);
+      const genuineUnsigned = genuine.replace(signature, '');
+      const wrapped = signature.replace('</ds:Signature>', `<ds:Object>${genuineUnsigned}</ds:Object></ds:Signature>`);
+      const forged = assertionXml(endpoint, { id, issuer: IDP, nameId: 'alice', afterIssuer: wrapped });
+      await refused(() => exchange(forged));
+    });
+
+    it('a forged root with its own ID, the genuine assertion in an Extensions element', async () => {
+      const id = newId();
+      const genuine = signed({ id, nameId: 'bob' });
+      const signature = signatureOf(genuine);
+      const genuineUnsigned = genuine.replace(signature, '');
+      // The signature (still pointing at #id) sits in the forged root, the genuine element elsewhere.
+      const forged = assertionXml(endpoint, { issuer: IDP, nameId: 'alice', afterIssuer: signature })
+        .replace(/<\/saml:Assertion>$/, `<samlp:Extensions xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol">${genuineUnsigned}</samlp:Extensions></saml:Assertion>`);
+      await refused(() => exchange(forged));
+      // The same inside a Response: forged assertion, genuine one in the Response's Extensions.
+      const forgedAssertion = assertionXml(endpoint, { issuer: IDP, nameId: 'alice' });
+      const response = responseXml(endpoint, IDP, `${forgedAssertion}`)
+        .replace('<samlp:Status>', `<samlp:Extensions>${genuine}</samlp:Extensions><samlp:Status>`);
+      await refused(() => exchange(response));
+    });
+
+    it('a forged assertion beside the signed one in a Response', async () => {
+      const genuine = signed({ nameId: 'bob' });
+      const forged = assertionXml(endpoint, { issuer: IDP, nameId: 'alice' });
+      await refused(() => exchange(responseXml(endpoint, IDP, forged + genuine)));
+      await refused(() => exchange(responseXml(endpoint, IDP, genuine + forged)));
+      // A signed Response with a forged assertion added beside the signed one.
+      const signedResponse = signWithSamlify(responseXml(endpoint, IDP, assertionXml(endpoint, { issuer: IDP, nameId: 'bob' })), idpKey);
+      await refused(() => exchange(signedResponse.replace('</samlp:Response>', `${forged}</samlp:Response>`)));
+    });
+
+    it('the signature on the root refers to a different ID (the genuine assertion inside)', async () => {
+      const id = newId();
+      const genuine = signed({ id, nameId: 'bob' });
+      const signature = signatureOf(genuine);
+      const genuineUnsigned = genuine.replace(signature, '');
+      const forged = assertionXml(endpoint, { issuer: IDP, nameId: 'alice', afterIssuer: signature })
+        .replace('</saml:Subject>', `</saml:Subject>${genuineUnsigned}`);
+      assert.match(forged, new RegExp(`URI="#${id}"`));
+      await refused(() => exchange(forged));
+    });
+  });
+
+  describe('comments, processing instructions, DTDs', () => {
+    it('a comment inside NameID (signed NameID is "alice.evil.example")', async () => {
+      const genuine = signed({ nameId: 'alice.evil.example' });
+      const tampered = genuine.replace('>alice.evil.example<', '>alice<!---->.evil.example<');
+      assert.notEqual(tampered, genuine);
+      await refused(() => exchange(tampered));
+    });
+
+    it('a comment inside DigestValue', async () => {
+      const genuine = signed({ nameId: 'bob' });
+      const tampered = genuine.replace(/<ds:DigestValue>([A-Za-z0-9+/]{8})/, '<ds:DigestValue>$1<!-- x -->');
+      assert.notEqual(tampered, genuine);
+      await refused(() => exchange(tampered));
+    });
+
+    it('a processing instruction inside NameID', async () => {
+      const genuine = signed({ nameId: 'alice.evil.example' });
+      await refused(() => exchange(genuine.replace('>alice.evil.example<', '>alice<?x y?>.evil.example<')));
+    });
+
+    it('a processing instruction inside DigestValue', async () => {
+      const genuine = signed({ nameId: 'bob' });
+      await refused(() => exchange(genuine.replace(/<ds:DigestValue>([A-Za-z0-9+/]{8})/, '<ds:DigestValue>$1<?x y?>')));
+    });
+
+    it('malformed XML', async () => {
+      await refused(() => exchange(signed().slice(0, -20)));
+      await refused(() => exchange('not xml at all'));
+      await refused(() => exchange('<saml:Assertion xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion"><saml:Issuer>x</saml:Assertion>'));
+    });
+
+    it('a DTD with entity expansion (billion laughs)', async () => {
+      const lol = ['<!ENTITY lol0 "lol">', ...Array.from({ length: 9 }, (_, i) => `<!ENTITY lol${i + 1} "${`&lol${i};`.repeat(10)}">`)].join('');
+      const xml = `<?xml version="1.0"?><!DOCTYPE saml:Assertion [${lol}]>` + signed({ nameId: 'bob' }).replace('>bob<', '>&lol9;<');
+      await refused(() => exchange(xml));
+    });
+
+    it('an external entity', async () => {
+      const dtd = '<?xml version="1.0"?><!DOCTYPE saml:Assertion [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>';
+      const xml = dtd + assertionXml(endpoint, { issuer: IDP, nameId: 'bob', nameIdXml: '&xxe;' });
+      const res = await refused(() => exchange(xml));
+      assert.doesNotMatch(res.text, /root:/);
+      // A validly signed assertion with the DTD added and the entity in NameID: still refused.
+      await refused(() => exchange(dtd + signed({ nameId: 'bob' }).replace('>bob<', '>&xxe;<')));
+      // Parameter entity pulling an external DTD.
+      await refused(() => exchange('<?xml version="1.0"?><!DOCTYPE x [<!ENTITY % ext SYSTEM "http://127.0.0.1:1/x.dtd"> %ext;]>' + signed()));
+    });
+  });
+
+  describe('profile rules (RFC 7522 §3)', () => {
+    it('wrong audience', async () => {
+      await refused(() => exchange(signed({ audience: 'https://some-other-server.example.com/token' })));
+      await refused(() => exchange(signed({ audience: `${endpoint.issuer}/tokenx` })));
+    });
+
+    it('wrong recipient', async () => {
+      await refused(() => exchange(signed({ recipient: 'https://some-other-server.example.com/token' })));
+      await refused(() => exchange(signed({ recipient: endpoint.issuer })));
+    });
+
+    it('expired', async () => {
+      await refused(() => exchange(signed({ issueInstant: -300, notBefore: -300, notOnOrAfter: -60, confirmationNotOnOrAfter: -60 })));
+      // SubjectConfirmationData expired although Conditions has not.
+      await refused(() => exchange(signed({ issueInstant: -300, notBefore: -300, notOnOrAfter: 200, confirmationNotOnOrAfter: -60 })));
+    });
+
+    it('not yet valid', async () => {
+      await refused(() => exchange(signed({ notBefore: 120, notOnOrAfter: 300 })));
+    });
+
+    it('validity window longer than the configured maximum', async () => {
+      await refused(() => exchange(signed({ notBefore: -10, notOnOrAfter: 3600, confirmationNotOnOrAfter: 3600 })));
+      // Without NotBefore, counted from IssueInstant.
+      await refused(() => exchange(signed({ notBefore: null, issueInstant: -500, notOnOrAfter: 200, confirmationNotOnOrAfter: 200 })));
+    });
+
+    it('replayed: the same assertion twice', async () => {
+      const xml = signWithXmlsec(endpoint, { issuer: IDP, nameId: 'bob' }, idpKey);
+      const first = await exchange(xml);
+      assert.equal(first.status, 200, first.text);
+      await refused(() => exchange(xml));
+      // Also through another client, and re-encoded with padding.
+      await refused(() => exchange(xml, otherClient));
+    });
+
+    it('unknown IdP', async () => {
+      await refused(() => exchange(signed({ issuer: 'https://unknown-idp.example.com' })));
+    });
+
+    it('disabled IdP (keymgr idp disable)', async () => {
+      const xml = signWithSamlify(assertionXml(endpoint, { issuer: DISABLED_IDP, nameId: 'bob' }), idpKey);
+      const r = await runKeymgr(['idp', 'disable', DISABLED_IDP, '--json'], { DATABASE_URL: database.url, KM_KEYS_DIR: server.keysDir, KM_LOG_LEVEL: 'silent' });
+      assert.equal(r.code, 0, r.stderr);
+      await refused(() => exchange(xml));
+    });
+
+    it('client not in the IdP\'s allowed clients', async () => {
+      const xml = signWithSamlify(assertionXml(endpoint, { issuer: RESTRICTED_IDP, nameId: 'bob' }), idpKey);
+      await refused(() => exchange(xml, client));
+      const allowed = await exchange(signWithSamlify(assertionXml(endpoint, { issuer: RESTRICTED_IDP, nameId: 'bob' }), idpKey), otherClient);
+      assert.equal(allowed.status, 200, allowed.text);
+    });
+
+    it('issuer mismatch: Issuer of another registered IdP, signed with the first IdP\'s key', async () => {
+      await refused(() => exchange(signed({ issuer: OTHER_IDP, nameId: 'alice' }, idpKey)));
+      // And the Response's Issuer differing from the Assertion's.
+      await refused(() => exchange(signWithSamlify(responseXml(endpoint, OTHER_IDP, assertionXml(endpoint, { issuer: IDP, nameId: 'alice' })), otherKey)));
+    });
+  });
+
+  describe('the assertion parameter (RFC 7522 §2.1)', () => {
+    it('a 1 MB assertion', async () => {
+      const big = assertionXml(endpoint, { issuer: IDP, nameId: 'bob' })
+        .replace('</saml:Assertion>', `<saml:AttributeStatement><saml:Attribute Name="pad"><saml:AttributeValue>${'A'.repeat(1024 * 1024)}</saml:AttributeValue></saml:Attribute></saml:AttributeStatement></saml:Assertion>`);
+      const before = await counts();
+      const res = await exchange(signWithXmlCrypto(big, idpKey.key));
+      assert.ok(res.status === 400 || res.status === 413, `${res.status} ${res.text.slice(0, 300)}`);
+      if (res.status === 400) assert.match(res.json.error, /^invalid_(request|grant)$/);
+      assert.equal(res.json?.access_token, undefined);
+      assert.deepEqual(await counts(), before);
+    });
+
+    it('base64 with line breaks', async () => {
+      const b64 = encode(signed());
+      for (const sep of ['\n', '\r\n']) {
+        const broken = b64.match(/.{1,76}/g)!.join(sep);
+        await refused(() => post({ assertion: broken }), 'invalid_request');
+      }
+    });
+
+    it('base64 with bad padding', async () => {
+      const b64 = encode(signed());
+      const bad = b64.length % 4 === 0 ? `${b64}=` : `${b64}${'='.repeat(5 - (b64.length % 4))}`;
+      await refused(() => post({ assertion: bad }), 'invalid_request');
+      await refused(() => post({ assertion: `${b64}===` }), 'invalid_request');
+      await refused(() => post({ assertion: `=${b64}` }), 'invalid_request');
+    });
+
+    it('standard base64 (+ and /) instead of base64url', async () => {
+      let xml = signed();
+      for (let i = 0; !/[+/]/.test(Buffer.from(xml).toString('base64')) && i < 20; i++) xml = signed();
+      const standard = Buffer.from(xml).toString('base64');
+      assert.match(standard, /[+/]/);
+      await refused(() => post({ assertion: standard }), 'invalid_request');
+    });
+
+    it('missing or empty assertion parameter', async () => {
+      await refused(() => post({}), 'invalid_request');
+      await refused(() => post({ assertion: '' }), 'invalid_request');
+    });
+
+    it('two assertion parameters', async () => {
+      const a = encode(signed());
+      await refused(() => postForm(`${server.url}/token`, `grant_type=${encodeURIComponent(SAML2_BEARER)}&assertion=${a}&assertion=${a}`, { basic: client.basic }), 'invalid_request');
+    });
+  });
+
+  describe('clients', () => {
+    it('a client without the grant → unauthorized_client', async () => {
+      const plain = await makeClient(database.db, { grantTypes: ['client_credentials'], scope: ['read'] });
+      await refused(() => exchange(signed(), plain), 'unauthorized_client');
+    });
+
+    it('a public client is refused', async () => {
+      const pub = await makeClient(database.db, { grantTypes: [SAML2_BEARER], scope: ['read'], authMethod: 'none' });
+      const res = await refused(() => postForm(`${server.url}/token`, { grant_type: SAML2_BEARER, assertion: encode(signed()), client_id: pub.id }), 'unauthorized_client');
+      assert.ok(res);
+    });
+
+    it('wrong client secret → invalid_client', async () => {
+      await refused(() => postForm(`${server.url}/token`, { grant_type: SAML2_BEARER, assertion: encode(signed()) }, { basic: [client.id, 'wrong'] }), 'invalid_client', 401);
+    });
+  });
+});
