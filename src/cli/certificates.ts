@@ -4,16 +4,7 @@ import type { Command } from 'commander';
 import {
   addCertificate, CertificateInputError, describeCertificate, findCertificate, listCertificates, parseCertificatePem, removeCertificate,
 } from '../store/certificates.ts';
-import { CliError, output, withDatabase, type OutputOptions } from './context.ts';
-
-async function asCliErrors<T>(run: () => Promise<T>): Promise<T> {
-  try {
-    return await run();
-  } catch (err) {
-    if (err instanceof CertificateInputError) throw new CliError(err.message);
-    throw err;
-  }
-}
+import { asCliErrors, CliError, output, withDatabase, type OutputOptions } from './context.ts';
 
 function readPemFile(path: string): string {
   try {
@@ -33,7 +24,7 @@ export function registerCertificateCommands(program: Command): void {
     .requiredOption('--file <pem>', 'PEM file holding the certificate (not the key, not a chain)')
     .option('--tier <tier>', 'throttling tier returned to gateways in introspection')
     .option('--json', 'print JSON')
-    .action((opts: OutputOptions & { client: string; alias: string; file: string; tier?: string }) => withDatabase(async ({ db }) => asCliErrors(async () => {
+    .action((opts: OutputOptions & { client: string; alias: string; file: string; tier?: string }) => withDatabase(async ({ db }) => asCliErrors([CertificateInputError], async () => {
       const parsed = parseCertificatePem(readPemFile(opts.file));
       const row = await addCertificate(db, opts.client, opts.alias, parsed, opts.tier);
       output(opts, describeCertificate(row), (c) => `registered ${c.alias} for ${c.client_id}: ${c.subject_dn}, x5t#S256 ${c.thumbprint_sha256}, valid until ${c.not_after}`);

@@ -32,6 +32,16 @@ export function withConfig<T>(run: (config: Config) => Promise<T>): Promise<T> {
   return run(loadConfig());
 }
 
+/** Runs `run`; an input error of the store (one of `kinds`) becomes a CLI error: exit 1, clear message. */
+export async function asCliErrors<T>(kinds: (new (...args: never[]) => Error)[], run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (err) {
+    if (kinds.some((k) => err instanceof k)) throw new CliError((err as Error).message);
+    throw err;
+  }
+}
+
 /** Prints `value` as JSON, or `human(value)` as text. */
 export function output<T>(opts: OutputOptions, value: T, human: (v: T) => string): void {
   process.stdout.write(opts.json ? `${JSON.stringify(value, null, 2)}\n` : `${human(value)}\n`);

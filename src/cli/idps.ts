@@ -1,8 +1,8 @@
 // keymgr idp …: trusted SAML identity providers for the SAML2 bearer grant (RFC 7522).
-import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { addIdp, describeIdp, findIdp, IdpInputError, listIdps, removeIdp, setIdpEnabled } from '../store/idps.ts';
+import { CertificateInputError, singleCertificate } from '../store/certificates.ts';
 import { CliError, output, withDatabase, type OutputOptions } from './context.ts';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
@@ -16,13 +16,11 @@ function readCertificate(path: string): string {
   } catch {
     throw new CliError(`cannot read ${path}`);
   }
-  if (/PRIVATE KEY-----/.test(text)) throw new CliError(`${path} holds a private key; give the IdP's signing certificate`);
-  const blocks = text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
-  if (blocks.length !== 1) throw new CliError(`${path}: expected exactly one PEM certificate, found ${blocks.length}`);
   try {
-    return new X509Certificate(blocks[0]!).toString();
-  } catch {
-    throw new CliError(`${path}: not a valid X.509 certificate`);
+    return singleCertificate(text).toString();
+  } catch (err) {
+    if (err instanceof CertificateInputError) throw new CliError(`${path}: ${err.message}`);
+    throw err;
   }
 }
 

@@ -1,8 +1,8 @@
 // keymgr scope …: the scope registry and its role bindings.
 import type { Command } from 'commander';
 import { createScope, deleteScope, listScopes } from '../store/scopes.ts';
-import { CliError, output, withDatabase, type OutputOptions } from './context.ts';
-import { asCliErrors } from './users.ts';
+import { asCliErrors, CliError, output, withDatabase, type OutputOptions } from './context.ts';
+import { UserInputError } from '../store/users.ts';
 
 const list = (value: string) => value.split(',').map((s) => s.trim()).filter(Boolean);
 
@@ -14,7 +14,7 @@ export function registerScopeCommands(program: Command): void {
     .option('--roles <list>', 'comma-separated roles; a user needs one of them to be granted the scope', list, [])
     .option('--description <text>', 'shown to users on the consent page', '')
     .option('--json', 'print JSON')
-    .action((name: string, opts: OutputOptions & { roles: string[]; description: string }) => withDatabase(async ({ db }) => asCliErrors(async () => {
+    .action((name: string, opts: OutputOptions & { roles: string[]; description: string }) => withDatabase(async ({ db }) => asCliErrors([UserInputError], async () => {
       const created = await createScope(db, name, opts.description, opts.roles);
       output(opts, created, (s) => `registered scope ${s.name}${s.roles.length ? ` (roles: ${s.roles.join(', ')})` : ''}`);
     })));

@@ -5,7 +5,7 @@ import {
   setPasswordHash, setUserDisabled, findUserByUsername, rolesOfUser, UserInputError,
 } from '../store/users.ts';
 import { checkPasswordAcceptable, hashPassword, passwordParams, PasswordPolicyError } from '../store/passwords.ts';
-import { CliError, output, withDatabase, type OutputOptions } from './context.ts';
+import { asCliErrors, CliError, output, withDatabase, type OutputOptions } from './context.ts';
 
 const list = (value: string) => value.split(',').map((s) => s.trim()).filter(Boolean);
 
@@ -24,15 +24,7 @@ async function readPasswordFromStdin(): Promise<string> {
   return password;
 }
 
-/** Store-level input errors become CLI errors (exit 1, clear message). */
-export async function asCliErrors<T>(run: () => Promise<T>): Promise<T> {
-  try {
-    return await run();
-  } catch (err) {
-    if (err instanceof UserInputError || err instanceof PasswordPolicyError) throw new CliError(err.message);
-    throw err;
-  }
-}
+const inputErrors = [UserInputError, PasswordPolicyError];
 
 export function registerUserCommands(program: Command): void {
   const user = program.command('user').description('manage users (resource owners)');
@@ -43,7 +35,7 @@ export function registerUserCommands(program: Command): void {
     .option('--password-stdin', 'read the password from standard input (the only way to give one)')
     .option('--roles <list>', 'comma-separated roles to grant', list, [])
     .option('--json', 'print JSON')
-    .action((opts: OutputOptions & { username: string; passwordStdin?: boolean; roles: string[] }) => withDatabase(async ({ db, config }) => asCliErrors(async () => {
+    .action((opts: OutputOptions & { username: string; passwordStdin?: boolean; roles: string[] }) => withDatabase(async ({ db, config }) => asCliErrors(inputErrors, async () => {
       if (!opts.passwordStdin) throw new CliError('give the password on standard input with --password-stdin');
       const password = await readPasswordFromStdin();
       checkPasswordAcceptable(password);
@@ -64,7 +56,7 @@ export function registerUserCommands(program: Command): void {
     .description('replace a user\'s password (read from standard input)')
     .option('--password-stdin', 'read the password from standard input')
     .option('--json', 'print JSON')
-    .action((username: string, opts: OutputOptions & { passwordStdin?: boolean }) => withDatabase(async ({ db, config }) => asCliErrors(async () => {
+    .action((username: string, opts: OutputOptions & { passwordStdin?: boolean }) => withDatabase(async ({ db, config }) => asCliErrors(inputErrors, async () => {
       if (!opts.passwordStdin) throw new CliError('give the password on standard input with --password-stdin');
       const found = await findUserByUsername(db, username);
       if (!found) throw new CliError(`no user "${username}"`);
@@ -105,7 +97,7 @@ export function registerUserCommands(program: Command): void {
     .description('create a role')
     .option('--description <text>', 'what the role is for', '')
     .option('--json', 'print JSON')
-    .action((name: string, opts: OutputOptions & { description: string }) => withDatabase(async ({ db }) => asCliErrors(async () => {
+    .action((name: string, opts: OutputOptions & { description: string }) => withDatabase(async ({ db }) => asCliErrors(inputErrors, async () => {
       await createRole(db, name, opts.description);
       output(opts, { name, description: opts.description }, () => `created role ${name}`);
     })));
@@ -120,7 +112,7 @@ export function registerUserCommands(program: Command): void {
   role.command('delete <name>')
     .description('delete a role (users lose it); refused while scopes are bound to it')
     .option('--json', 'print JSON')
-    .action((name: string, opts: OutputOptions) => withDatabase(async ({ db }) => asCliErrors(async () => {
+    .action((name: string, opts: OutputOptions) => withDatabase(async ({ db }) => asCliErrors(inputErrors, async () => {
       if (!(await deleteRole(db, name))) throw new CliError(`no role "${name}"`);
       output(opts, { name, deleted: true }, () => `deleted role ${name}`);
     })));
@@ -128,7 +120,7 @@ export function registerUserCommands(program: Command): void {
   role.command('grant <username> <role>')
     .description('give a user a role')
     .option('--json', 'print JSON')
-    .action((username: string, roleName: string, opts: OutputOptions) => withDatabase(async ({ db }) => asCliErrors(async () => {
+    .action((username: string, roleName: string, opts: OutputOptions) => withDatabase(async ({ db }) => asCliErrors(inputErrors, async () => {
       await grantRole(db, username, roleName);
       output(opts, { username, role: roleName, granted: true }, () => `${username} now holds ${roleName}`);
     })));
@@ -136,7 +128,7 @@ export function registerUserCommands(program: Command): void {
   role.command('revoke <username> <role>')
     .description('take a role from a user')
     .option('--json', 'print JSON')
-    .action((username: string, roleName: string, opts: OutputOptions) => withDatabase(async ({ db }) => asCliErrors(async () => {
+    .action((username: string, roleName: string, opts: OutputOptions) => withDatabase(async ({ db }) => asCliErrors(inputErrors, async () => {
       const removed = await revokeRole(db, username, roleName);
       output(opts, { username, role: roleName, revoked: removed }, (r) => r.revoked ? `${username} no longer holds ${roleName}` : `${username} did not hold ${roleName}`);
     })));

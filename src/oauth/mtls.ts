@@ -7,7 +7,7 @@ import type { TLSSocket } from 'node:tls';
 import type { IncomingMessage } from 'node:http';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.ts';
-import { describeX509, distinguishedName } from '../store/certificates.ts';
+import { describeX509, distinguishedName, pemCertificateBlocks } from '../store/certificates.ts';
 
 interface Presented {
   cert: X509Certificate;
@@ -36,7 +36,7 @@ export interface MtlsDeps {
 }
 
 export function splitPemBundle(bundle: string): X509Certificate[] {
-  return (bundle.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []).map((pem) => new X509Certificate(pem));
+  return pemCertificateBlocks(bundle).map((pem) => new X509Certificate(pem));
 }
 
 function presented({ config, logger, anchors }: MtlsDeps, ctx: RequestContext): Presented | undefined {

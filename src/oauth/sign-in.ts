@@ -5,9 +5,20 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/index.ts';
 import type { Db } from '../db/database.ts';
 import type { UserRow } from '../db/types.ts';
-import { findUserByUsername, upgradePasswordHash } from '../store/users.ts';
-import { dummyHash, hashNeedsUpgrade, hashPassword, passwordParams, verifyPassword } from '../store/passwords.ts';
+import { findUserByUsername, MAX_USERNAME_LENGTH, upgradePasswordHash } from '../store/users.ts';
+import { dummyHash, hashNeedsUpgrade, hashPassword, MAX_PASSWORD_BYTES, passwordParams, verifyPassword } from '../store/passwords.ts';
 import { clearLoginFailures, lockoutState, recordLoginFailure } from '../store/login-failures.ts';
+
+/** Limits on what is typed into a username or password field (the store's own limits). */
+export const CREDENTIAL_MAX_BYTES = { username: MAX_USERNAME_LENGTH * 4, password: MAX_PASSWORD_BYTES } as const;
+
+/** Why a typed credential cannot be checked at all, or undefined when it can. */
+export function credentialProblem(value: string, field: keyof typeof CREDENTIAL_MAX_BYTES): string | undefined {
+  if (Buffer.byteLength(value, 'utf8') > CREDENTIAL_MAX_BYTES[field]) return `'${field}' is too long`;
+  // The body parser turns invalid UTF-8 into U+FFFD; NUL never belongs in a credential.
+  if (value.includes('\uFFFD') || value.includes('\0')) return `'${field}' is not valid text`;
+  return undefined;
+}
 
 export interface SignInDeps {
   config: Config;

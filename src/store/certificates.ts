@@ -64,19 +64,27 @@ export function describeX509(cert: X509Certificate): ParsedCertificate {
   };
 }
 
-/** Exactly one certificate, currently valid; a key, a chain or anything else is refused. */
-export function parseCertificatePem(text: string, now = new Date()): ParsedCertificate {
-  if (/PRIVATE KEY-----/.test(text)) throw new CertificateInputError('this is a private key, not a certificate; upload the certificate only');
-  const blocks = text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+/** The PEM certificate blocks of a file or bundle, in order. */
+export function pemCertificateBlocks(text: string): string[] {
+  return text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+}
+
+/** Exactly one certificate and nothing secret: a key, a chain or anything else is refused. */
+export function singleCertificate(text: string): X509Certificate {
+  if (/PRIVATE KEY-----/.test(text)) throw new CertificateInputError('this is a private key, not a certificate; give the certificate only');
+  const blocks = pemCertificateBlocks(text);
   if (blocks.length === 0) throw new CertificateInputError('no PEM certificate found (expected -----BEGIN CERTIFICATE-----)');
-  if (blocks.length > 1) throw new CertificateInputError(`found ${blocks.length} certificates; upload the client certificate alone, not a chain`);
-  let cert: X509Certificate;
+  if (blocks.length > 1) throw new CertificateInputError(`found ${blocks.length} certificates; give the certificate alone, not a chain`);
   try {
-    cert = new X509Certificate(blocks[0]!);
+    return new X509Certificate(blocks[0]!);
   } catch {
     throw new CertificateInputError('the PEM block is not a valid X.509 certificate');
   }
-  const parsed = describeX509(cert);
+}
+
+/** One client certificate, valid now. */
+export function parseCertificatePem(text: string, now = new Date()): ParsedCertificate {
+  const parsed = describeX509(singleCertificate(text));
   if (parsed.notBefore > now) throw new CertificateInputError(`the certificate is not valid before ${parsed.notBefore.toISOString()}`);
   if (parsed.notAfter <= now) throw new CertificateInputError(`the certificate expired at ${parsed.notAfter.toISOString()}`);
   return parsed;

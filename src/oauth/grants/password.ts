@@ -2,19 +2,16 @@
 // list `password` in their grant types. Every failure — unknown user, wrong password,
 // disabled or locked account — is the same invalid_grant, and takes the same argon2 time.
 import { errors, type KoaContextWithOIDC } from 'oidc-provider';
-import { MAX_USERNAME_LENGTH } from '../../store/users.ts';
-import { MAX_PASSWORD_BYTES } from '../../store/passwords.ts';
 import { accountOf } from '../accounts.ts';
-import { signIn } from '../sign-in.ts';
+import { credentialProblem, signIn } from '../sign-in.ts';
 import { issueUserTokens } from '../user-tokens.ts';
 import type { ExtensionGrant } from './index.ts';
 
-function credential(ctx: KoaContextWithOIDC, name: 'username' | 'password', maxBytes: number): string {
+function credential(ctx: KoaContextWithOIDC, name: 'username' | 'password'): string {
   const value = ctx.oidc.params?.[name];
   if (typeof value !== 'string' || value === '') throw new errors.InvalidRequest(`missing required parameter '${name}'`);
-  if (Buffer.byteLength(value, 'utf8') > maxBytes) throw new errors.InvalidRequest(`'${name}' is too long`);
-  // The body parser turns invalid UTF-8 into U+FFFD; NUL never belongs in a credential.
-  if (value.includes('\uFFFD') || value.includes('\0')) throw new errors.InvalidRequest(`'${name}' is not valid text`);
+  const problem = credentialProblem(value, name);
+  if (problem) throw new errors.InvalidRequest(problem);
   return value;
 }
 
@@ -26,8 +23,8 @@ export const passwordGrant: ExtensionGrant = {
     if (!client) throw new errors.InvalidClient();
     // §4.3.2: the client authenticates; a public client cannot keep a user's password safe.
     if (client.clientAuthMethod === 'none') throw new errors.UnauthorizedClient('the password grant requires a confidential client');
-    const username = credential(ctx, 'username', MAX_USERNAME_LENGTH * 4);
-    const password = credential(ctx, 'password', MAX_PASSWORD_BYTES);
+    const username = credential(ctx, 'username');
+    const password = credential(ctx, 'password');
     const user = await signIn(deps, { username, password, source: ctx.ip, clientId: client.clientId });
     if (!user) throw new errors.InvalidGrant('invalid username or password');
     const account = accountOf(user);

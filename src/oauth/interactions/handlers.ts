@@ -9,8 +9,7 @@ import { errors } from 'oidc-provider';
 import type { Logger } from 'pino';
 import { rememberConsent } from '../../store/consents.ts';
 import { findUserById, MAX_USERNAME_LENGTH } from '../../store/users.ts';
-import { MAX_PASSWORD_BYTES } from '../../store/passwords.ts';
-import { signIn } from '../sign-in.ts';
+import { credentialProblem, signIn } from '../sign-in.ts';
 import { decideScopes, saveGrant, type ConsentDeps } from './consent.ts';
 import { consentPage, errorPage, loginPage } from './pages.ts';
 
@@ -61,14 +60,13 @@ async function currentStep(deps: InteractionDeps, ctx: Context) {
   }
 }
 
-async function clientNameOf(deps: InteractionDeps, clientId: unknown): Promise<string> {
+/** The client of the flow, with the name shown on the pages and the scopes it may have. */
+async function clientOf(deps: InteractionDeps, clientId: unknown): Promise<{ name: string; allowedScope: string }> {
   const client = typeof clientId === 'string' ? await deps.provider.Client.find(clientId) : undefined;
-  return client?.clientName ?? (typeof clientId === 'string' ? clientId : 'the application');
-}
-
-async function allowedScopeOf(deps: InteractionDeps, clientId: unknown): Promise<string> {
-  const client = typeof clientId === 'string' ? await deps.provider.Client.find(clientId) : undefined;
-  return String(client?.km_allowed_scope ?? '');
+  return {
+    name: client?.clientName ?? (typeof clientId === 'string' ? clientId : 'the application'),
+    allowedScope: String(client?.km_allowed_scope ?? ''),
+  };
 }
 
 async function finish(deps: InteractionDeps, ctx: Context, result: Record<string, unknown>, merge: boolean): Promise<void> {
@@ -82,7 +80,8 @@ export async function showStep(deps: InteractionDeps, ctx: Context): Promise<voi
   const step = await currentStep(deps, ctx);
   if (!step) return;
   const action = `/interaction/${step.uid}`;
-  const clientName = await clientNameOf(deps, step.params.client_id);
+  const client = await clientOf(deps, step.params.client_id);
+  const clientName = client.name;
   if (step.prompt.name === 'login') {
     html(ctx, loginPage({ action: `${action}/login`, csrf: formToken(deps, step.uid), clientName }));
     return;
@@ -93,7 +92,7 @@ export async function showStep(deps: InteractionDeps, ctx: Context): Promise<voi
       await finish(deps, ctx, { error: 'access_denied', error_description: 'the user no longer exists' }, false);
       return;
     }
-    const decision = await decideScopes(deps, await allowedScopeOf(deps, step.params.client_id), user.id, step.params.scope);
+    const decision = await decideScopes(deps, client.allowedScope, user.id, step.params.scope);
     const registered = await deps.scopes.find(decision.granted);
     html(ctx, consentPage({
       action: `${action}/consent`,
@@ -116,13 +115,12 @@ export async function submitLogin(deps: InteractionDeps, ctx: Context, form: URL
   }
   const username = form.get('username') ?? '';
   const password = form.get('password') ?? '';
-  const clientName = await clientNameOf(deps, step.params.client_id);
+  const clientName = (await clientOf(deps, step.params.client_id)).name;
   const again = (error: string) => html(ctx, loginPage({
     action: `/interaction/${step.uid}/login`, csrf: formToken(deps, step.uid), clientName, username: username.slice(0, MAX_USERNAME_LENGTH), error,
   }));
   if (!username || !password) return again('Enter your username and password.');
-  const malformed = (v: string, max: number) => Buffer.byteLength(v) > max || v.includes('\0') || v.includes('\uFFFD');
-  if (malformed(username, MAX_USERNAME_LENGTH * 4) || malformed(password, MAX_PASSWORD_BYTES)) return again(WRONG_CREDENTIALS);
+  if (credentialProblem(username, 'username') || credentialProblem(password, 'password')) return again(WRONG_CREDENTIALS);
   const user = await signIn(deps, { username, password, source: ctx.ip, clientId: String(step.params.client_id) });
   if (!user) return again(WRONG_CREDENTIALS);
   await finish(deps, ctx, { login: { accountId: user.id } }, false);
@@ -144,7 +142,7 @@ export async function submitConsent(deps: InteractionDeps, ctx: Context, form: U
   }
   const clientId = String(step.params.client_id);
   // The scopes come from the request the server holds, never from the form.
-  const decision = await decideScopes(deps, await allowedScopeOf(deps, clientId), accountId, step.params.scope);
+  const decision = await decideScopes(deps, (await clientOf(deps, clientId)).allowedScope, accountId, step.params.scope);
   const grantId = await saveGrant(deps, deps.provider, { accountId, clientId, existingGrantId: step.grantId, decision });
   await rememberConsent(deps.db, accountId, clientId, [...decision.granted, ...decision.oidc]);
   await finish(deps, ctx, { consent: { grantId } }, true);
