@@ -1,10 +1,18 @@
 // npm test: provides a PostgreSQL (TEST_DATABASE_URL, or an embedded one of this run's own),
+// obtains the system packages the tests drive (support/system-packages.ts),
 // then runs every test/**/*.test.ts with node:test. Each test file makes its own database.
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ensureEmbeddedPostgres, type EmbeddedPostgresHandle } from '../src/db/embedded.ts';
 import { freePort } from './support/server.ts';
+import { ensureSystemPackages } from './support/system-packages.ts';
+
+const missing = ensureSystemPackages();
+if (missing) {
+  process.stderr.write(`${missing}\n`);
+  process.exit(1);
+}
 
 let embedded: EmbeddedPostgresHandle | undefined;
 let dataDir: string | undefined;

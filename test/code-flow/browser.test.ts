@@ -80,7 +80,7 @@ describe('authorization code flow in a browser (chromium)', () => {
   const contexts: BrowserContext[] = [];
 
   before(async () => {
-    assert.ok(existsSync(CHROMIUM), `Debian's chromium is required at ${CHROMIUM} (apt-get install chromium; .ci/run installs it)`);
+    assert.ok(existsSync(CHROMIUM), `Debian's chromium is required at ${CHROMIUM} (npm test installs it: test/support/system-packages.ts)`);
     mkdirSync(OUTPUT_DIR, { recursive: true });
     database = await createTestDatabase();
     server = await startTestServer(database.url);
