@@ -7,7 +7,7 @@ import type { Db } from '../db/database.ts';
 import type { UserRow } from '../db/types.ts';
 import { findUserByUsername, MAX_USERNAME_LENGTH, upgradePasswordHash } from '../store/users.ts';
 import { dummyHash, hashNeedsUpgrade, hashPassword, MAX_PASSWORD_BYTES, passwordParams, verifyPassword } from '../store/passwords.ts';
-import { clearLoginFailures, lockoutState, recordLoginFailure } from '../store/login-failures.ts';
+import { clearLoginFailures, releaseLoginAttempt, reserveLoginAttempt } from '../store/login-failures.ts';
 
 /** Limits on what is typed into a username or password field (the store's own limits). */
 export const CREDENTIAL_MAX_BYTES = { username: MAX_USERNAME_LENGTH * 4, password: MAX_PASSWORD_BYTES } as const;
@@ -40,22 +40,24 @@ export async function signIn({ config, db, logger }: SignInDeps, { username, pas
   const usernameLower = username.toLowerCase();
   const policy = { maxFailures: config.lockoutMaxFailures, maxFailuresPerAddress: config.lockoutMaxFailuresPerAddress, windowSeconds: config.lockoutWindow };
 
-  const locked = await lockoutState(db, usernameLower, source, policy);
-  if (locked) {
-    logger.warn({ event: 'login.locked', reason: locked, client_id: clientId, source }, 'sign-in refused: too many failed attempts');
+  // The attempt takes its place in the window before any password is checked (see
+  // src/store/login-failures.ts), so a burst of guesses cannot outrun the count.
+  const attempt = await reserveLoginAttempt(db, usernameLower, source, policy);
+  if (attempt.locked) {
+    logger.warn({ event: 'login.locked', reason: attempt.locked, client_id: clientId, source }, 'sign-in refused: too many failed attempts');
     return undefined;
   }
 
   const user = await findUserByUsername(db, username);
   const passwordOk = await verifyPassword(user?.password_hash ?? (await dummyHash(params)), password);
   if (!user || !passwordOk) {
-    await recordLoginFailure(db, usernameLower, source);
-    const nowLocked = await lockoutState(db, usernameLower, source, policy);
+    // The reserved row stays: it is this failure.
     logger.info({ event: 'login.failed', client_id: clientId, source, known_user: Boolean(user) }, 'password sign-in failed');
-    if (nowLocked) logger.warn({ event: 'login.lockout', reason: nowLocked, source }, 'account or address locked after repeated failures');
+    if (attempt.lockedIfFails) logger.warn({ event: 'login.lockout', reason: attempt.lockedIfFails, source }, 'account or address locked after repeated failures');
     return undefined;
   }
   if (user.disabled) {
+    await releaseLoginAttempt(db, attempt.id);
     logger.info({ event: 'login.disabled', client_id: clientId, user_id: user.id }, 'sign-in refused: user disabled');
     return undefined;
   }
