@@ -11,13 +11,14 @@ import { addHealthRoutes } from './health.ts';
 import { authenticateClient, BasicAuthInvalidClient, parseBasicAuthorization, type CertificateCheck } from '../oauth/client-auth.ts';
 import { introspect } from '../oauth/introspection.ts';
 import { revoke } from '../oauth/revocation.ts';
-import { persistJwtAccessTokens } from '../oauth/jwt-access-tokens.ts';
 import { ROUTES } from '../oauth/provider.ts';
 import { showStep, submitConsent, submitLogin, type InteractionDeps } from '../oauth/interactions/handlers.ts';
 import type { ScopeLookup } from '../oauth/scope-registry.ts';
 import { correctProviderErrors, errorMapper } from './errors.ts';
+import { onlyDocumentedEngineRoutes } from './engine-routes.ts';
 import { PayloadTooLarge, readForm } from './form-body.ts';
 
+const DISCOVERY_PATH = '/.well-known/openid-configuration';
 const POST_ONLY = new Set<string>([ROUTES.token, ROUTES.introspection, ROUTES.revocation]);
 
 export interface PublicAppDeps {
@@ -42,7 +43,8 @@ export function buildPublicApp({ config, db, provider, scopes, cookieKeys, certi
   app.keys = cookieKeys;
   const issuer = new URL(config.issuer);
 
-  const router = new Router();
+  // Our routes match exactly, as the engine's are made to below: one spelling per endpoint.
+  const router = new Router({ strict: true, sensitive: true });
   addHealthRoutes(router, db);
   router.post(ROUTES.introspection, async (ctx) => {
     const form = await readForm(ctx, config.maxBodyBytes);
@@ -90,7 +92,7 @@ export function buildPublicApp({ config, db, provider, scopes, cookieKeys, certi
   });
   app.use(async function authorizationServerMetadata(ctx, next) {
     // RFC 8414 metadata is the same document as OpenID discovery, under its own name.
-    if (ctx.path === '/.well-known/oauth-authorization-server') ctx.path = '/.well-known/openid-configuration';
+    if (ctx.path === '/.well-known/oauth-authorization-server') ctx.path = DISCOVERY_PATH;
     await next();
   });
   app.use(async function postOnlyEndpoints(ctx, next) {
@@ -111,14 +113,13 @@ export function buildPublicApp({ config, db, provider, scopes, cookieKeys, certi
     }
     await next();
   });
-  const recordJwt = persistJwtAccessTokens(db);
-  app.use(async function recordJwtAccessTokens(ctx, next) {
-    if (ctx.method === 'POST' && ctx.path === ROUTES.token) return recordJwt(ctx, next);
-    return next();
-  });
   app.use(router.routes());
   app.use(router.allowedMethods());
   app.use(correctProviderErrors());
+  app.use(onlyDocumentedEngineRoutes({
+    exact: [ROUTES.authorization, ROUTES.token, ROUTES.jwks, DISCOVERY_PATH],
+    authorization: ROUTES.authorization,
+  }));
   app.use(mount(provider));
   return app;
 }

@@ -11,7 +11,7 @@ import { grantableOf, grantScopes, splitScope } from './scope-policy.ts';
 import { rolesOfUser } from '../store/users.ts';
 import type { ScopeLookup } from './scope-registry.ts';
 import { audienceOf, resourceServerFor } from './resource-server.ts';
-import { noteIssuedJwtAccessToken } from './jwt-access-tokens.ts';
+import { recordJwtAccessTokensWhenSaved } from './jwt-access-tokens.ts';
 import { registerGrants } from './grants/index.ts';
 import { findActiveAccount, userTokenClaims } from './accounts.ts';
 import { ID_TOKEN_TTL } from '../keys/signing-keys.ts';
@@ -165,8 +165,7 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, cer
 
   registerGrants(provider, { config, db, scopes, certificates, logger });
 
-  provider.on('access_token.issued', (token) => noteIssuedJwtAccessToken(Provider.ctx, token));
-  provider.on('client_credentials.issued', (token) => noteIssuedJwtAccessToken(Provider.ctx, token));
+  recordJwtAccessTokensWhenSaved(provider, db);
   provider.on('server_error', (ctx: KoaContextWithOIDC, err: Error) => {
     logger.error({ err, path: ctx.path, method: ctx.method }, 'server error in protocol engine');
   });
