@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import {
   SUPPORTED_AUTH_METHODS, ClientInputError, createClient, deleteClient, describeClient, findClientById, listClients,
-  rotateClientSecret, TOKEN_FORMATS, type AuthMethod, type TokenFormat,
+  rotateClientSecret, setClientDisabled, TOKEN_FORMATS, type AuthMethod, type TokenFormat,
 } from '../store/clients.ts';
 import { CliError, output, withDatabase, type OutputOptions } from './context.ts';
 
@@ -99,6 +99,18 @@ export function registerClientCommands(program: Command): void {
       if (!(await deleteClient(db, clientId))) throw new CliError(`no client ${clientId}`);
       output(opts, { client_id: clientId, deleted: true }, (r) => `deleted ${r.client_id}`);
     }));
+
+  for (const [verb, disabled] of [['disable', true], ['enable', false]] as const) {
+    client.command(`${verb} <clientId>`)
+      .description(disabled
+        ? 'disable a client: it can no longer authenticate, and every token issued to it is revoked'
+        : 'enable a disabled client again (tokens revoked when it was disabled stay revoked)')
+      .option('--json', 'print JSON')
+      .action((clientId: string, opts: OutputOptions) => withDatabase(async ({ db }) => {
+        if (!(await setClientDisabled(db, clientId, disabled))) throw new CliError(`no client ${clientId}`);
+        output(opts, { client_id: clientId, disabled }, (r) => `${verb}d ${r.client_id}`);
+      }));
+  }
 
   client.command('rotate-secret <clientId>')
     .description('issue a new client secret; the old one stops working at once')

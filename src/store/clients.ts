@@ -151,6 +151,12 @@ export async function deleteClient(db: Db, clientId: string): Promise<boolean> {
   return result.numDeletedRows > 0n;
 }
 
+/** Disables or enables a client; disabling revokes every token issued to it (a trigger, 0005). */
+export async function setClientDisabled(db: Db, clientId: string, disabled: boolean): Promise<boolean> {
+  const result = await db.updateTable('clients').set({ disabled, updated_at: new Date() }).where('client_id', '=', clientId).executeTakeFirst();
+  return result.numUpdatedRows > 0n;
+}
+
 /** Replaces the secret; the old one stops working on the next request of every instance. */
 export async function rotateClientSecret(db: Db, clientId: string): Promise<string | undefined> {
   const clientSecret = generateClientSecret();

@@ -1,0 +1,106 @@
+// RFC 7662 §2.2: a token of a deleted or disabled user, or of a disabled client, is not
+// active — from the next request on, on every instance, whether the change came from keymgr
+// or from an admin script writing SQL. Re-enabling brings nothing back.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { sql } from 'kysely';
+import { createTestDatabase, type TestDatabase } from '../support/database.ts';
+import { startTestServer, type TestServer } from '../support/server.ts';
+import { postForm } from '../support/http.ts';
+import { runKeymgr } from '../support/cli.ts';
+import { issueToken, makeClient, makeScope, makeUser, type TestClient } from '../support/fixtures.ts';
+
+describe('tokens do not outlive their user or client', () => {
+  let database: TestDatabase;
+  let one: TestServer;
+  let two: TestServer;
+  let app: TestClient;
+  let gateway: TestClient;
+  let env: Record<string, string>;
+
+  before(async () => {
+    database = await createTestDatabase();
+    one = await startTestServer(database.url);
+    two = await startTestServer(database.url);
+    await makeScope(database.db, 'profile');
+    app = await makeClient(database.db, { grantTypes: ['password', 'refresh_token'], scope: ['profile'] });
+    gateway = await makeClient(database.db, { introspectAny: true });
+    env = { DATABASE_URL: database.url, KM_KEYS_DIR: one.keysDir };
+  });
+  after(async () => {
+    await one?.stop();
+    await two?.stop();
+    await database?.drop();
+  });
+
+  const introspect = (server: TestServer, token: string) => postForm(`${server.url}/introspect`, { token }, { basic: gateway.basic });
+  const signIn = async (username: string, password: string) => {
+    const res = await postForm(`${one.url}/token`, { grant_type: 'password', username, password, scope: 'profile' }, { basic: app.basic });
+    assert.equal(res.status, 200, res.text);
+    return res.json as { access_token: string; refresh_token: string };
+  };
+  const assertActive = async (tokens: string[]) => {
+    for (const t of tokens) for (const s of [one, two]) assert.equal((await introspect(s, t)).json.active, true);
+  };
+  const assertInactive = async (tokens: string[]) => {
+    for (const t of tokens) for (const s of [one, two]) assert.deepEqual((await introspect(s, t)).json, { active: false });
+  };
+  const refreshRefused = async (refreshToken: string) => {
+    const res = await postForm(`${two.url}/token`, { grant_type: 'refresh_token', refresh_token: refreshToken }, { basic: app.basic });
+    assert.equal(res.status, 400);
+    assert.equal(res.json.error, 'invalid_grant');
+  };
+
+  it('keymgr user delete: access and refresh tokens inactive on both instances', async () => {
+    const frank = await makeUser(database.db, 'frank');
+    const t = await signIn('frank', frank.password);
+    await assertActive([t.access_token, t.refresh_token]);
+    const res = await runKeymgr(['user', 'delete', 'frank', '--json'], env);
+    assert.equal(res.code, 0, res.stderr);
+    await assertInactive([t.access_token, t.refresh_token]);
+    await refreshRefused(t.refresh_token);
+  });
+
+  it('keymgr user disable: inactive, and still inactive after enable', async () => {
+    const gail = await makeUser(database.db, 'gail');
+    const t = await signIn('gail', gail.password);
+    await assertActive([t.access_token, t.refresh_token]);
+    assert.equal((await runKeymgr(['user', 'disable', 'gail'], env)).code, 0);
+    await assertInactive([t.access_token, t.refresh_token]);
+    assert.equal((await runKeymgr(['user', 'enable', 'gail'], env)).code, 0);
+    await assertInactive([t.access_token, t.refresh_token]);
+    await refreshRefused(t.refresh_token);
+    const again = await signIn('gail', gail.password);
+    await assertActive([again.access_token]);
+  });
+
+  it('an admin script disabling or deleting a user in SQL has the same effect', async () => {
+    const hugo = await makeUser(database.db, 'hugo');
+    const ivy = await makeUser(database.db, 'ivy');
+    const h = await signIn('hugo', hugo.password);
+    const i = await signIn('ivy', ivy.password);
+    await sql`update users set disabled = true where username = 'hugo'`.execute(database.db);
+    await sql`delete from users where username = 'ivy'`.execute(database.db);
+    await assertInactive([h.access_token, h.refresh_token, i.access_token, i.refresh_token]);
+  });
+
+  it('keymgr client disable: the client\'s tokens are inactive; enable does not bring them back', async () => {
+    const machine = await makeClient(database.db);
+    const token = await issueToken(one.url, machine);
+    await assertActive([token]);
+    const res = await runKeymgr(['client', 'disable', machine.id, '--json'], env);
+    assert.equal(res.code, 0, res.stderr);
+    assert.deepEqual(res.json, { client_id: machine.id, disabled: true });
+    await assertInactive([token]);
+    assert.equal((await runKeymgr(['client', 'enable', machine.id], env)).code, 0);
+    await assertInactive([token]);
+    const fresh = await issueToken(two.url, machine);
+    await assertActive([fresh]);
+  });
+
+  it('keymgr client disable of an unknown client exits 1', async () => {
+    const res = await runKeymgr(['client', 'disable', 'no-such-client'], env);
+    assert.equal(res.code, 1);
+    assert.equal(res.stderr.trim(), 'keymgr: no client no-such-client');
+  });
+});
