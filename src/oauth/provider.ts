@@ -16,6 +16,7 @@ import { registerGrants } from './grants/index.ts';
 import { findActiveAccount, userTokenClaims } from './accounts.ts';
 import { ID_TOKEN_TTL } from '../keys/signing-keys.ts';
 import { loadExistingGrant } from './interactions/consent.ts';
+import { interactionPolicyWithLiveAccounts } from './interactions/policy.ts';
 import type { mtlsFeature } from './mtls.ts';
 import { errorPage } from './interactions/pages.ts';
 
@@ -86,7 +87,7 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, cer
     rotateRefreshToken: true,
     // RFC 9700 §2.1.1: PKCE (S256 only) is required of public clients and accepted from others.
     pkce: { required: (_ctx, client) => client.clientAuthMethod === 'none' },
-    interactions: { url: async (_ctx, interaction) => `/interaction/${interaction.uid}` },
+    interactions: { url: async (_ctx, interaction) => `/interaction/${interaction.uid}`, policy: interactionPolicyWithLiveAccounts() },
     loadExistingGrant: loadExistingGrant({ config, db, scopes }),
     // A refresh token for every client that has the refresh_token grant, not only on
     // offline_access, and not tied to the browser session that signed the user in.
@@ -123,14 +124,15 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, cer
             throw new errors.UnauthorizedClient('client credentials require a confidential client');
           }
           const accountId = ctx.oidc.account?.accountId;
-          if (ctx.oidc.params?.grant_type === 'refresh_token' && accountId) {
-            // A refresh re-applies the policy: a scope whose role the user lost, or that was
-            // unregistered, is no longer carried by new access tokens.
+          if (accountId) {
+            // Every token that acts for a user (code redemption, refresh) re-applies the
+            // policy when it is issued: a scope whose role the user lost, or that was
+            // unregistered, is not carried by it, whatever the grant or consent held.
             const stillGrantable = await grantableOf(scopes, allowed, splitScope(allowed), await rolesOfUser(db, accountId));
             return resourceServerFor(config, client, stillGrantable.join(' '));
           }
           if (ctx.oidc.params?.grant_type !== 'client_credentials') {
-            // The code flow: oidc-provider narrows this to what the grant (the consent) holds.
+            // No user (the engine narrows this to what the grant holds).
             return resourceServerFor(config, client, allowed);
           }
           const granted = await grantScopes(scopes, allowed, ctx.oidc.params?.scope, null);

@@ -3,7 +3,7 @@
 // rejecting the rest, so that the flow never asks again for what cannot be granted.
 // Consent is remembered per user and client; first-party clients never ask.
 import type Provider from 'oidc-provider';
-import type { KoaContextWithOIDC } from 'oidc-provider';
+import type { Grant, KoaContextWithOIDC } from 'oidc-provider';
 import type { Config } from '../../config/index.ts';
 import type { Db } from '../../db/database.ts';
 import { findConsent } from '../../store/consents.ts';
@@ -56,6 +56,22 @@ export async function saveGrant(
 }
 
 /**
+ * A grant of this session holds what was consented then. A code issued now must not carry a
+ * scope the user can no longer have (role taken away, scope unregistered, client no longer
+ * allowed it): such scopes are rejected for this request. Nothing is saved, so a role given
+ * back later counts again.
+ */
+async function withCurrentPolicy(deps: ConsentDeps, grant: Grant, allowedScope: string): Promise<Grant> {
+  const audience = audienceOf(deps.config);
+  const held = splitScope(grant.getResourceScope(audience));
+  if (held.length === 0 || !grant.accountId) return grant;
+  const stillGrantable = new Set(await grantableOf(deps.scopes, allowedScope, held, await rolesOfUser(deps.db, grant.accountId)));
+  const lost = held.filter((s) => !stillGrantable.has(s));
+  if (lost.length) grant.rejectResourceScope(audience, lost.join(' '));
+  return grant;
+}
+
+/**
  * oidc-provider's loadExistingGrant: the grant of this flow or session when there is one;
  * otherwise, for a first-party client or a user who already agreed to every scope that can
  * be granted, a new grant without asking. Undefined means: show the consent page.
@@ -66,7 +82,7 @@ export function loadExistingGrant(deps: ConsentDeps) {
     const grantId = ctx.oidc.result?.consent?.grantId || (client && session?.grantIdFor(client.clientId));
     if (grantId) {
       const grant = await provider.Grant.find(grantId);
-      if (grant) return grant;
+      if (grant) return withCurrentPolicy(deps, grant, String(client?.km_allowed_scope ?? ''));
     }
     const accountId = session?.accountId;
     if (!client || !accountId) return undefined;
