@@ -43,8 +43,8 @@ export const SETTINGS = {
   tlsKeyFile: { toml: 'tls_key', env: 'KM_TLS_KEY', schema: z.string().min(1), describe: 'PEM private key of the public listener; unset: <keys_dir>/tls/server.key' },
   clientCaFile: { toml: 'client_ca', env: 'KM_CLIENT_CA', schema: z.string().min(1), describe: 'PEM bundle of CAs trusted for tls_client_auth client certificates; unset: <keys_dir>/client-ca.pem when it exists' },
   clientCertHeader: { toml: 'client_cert_header', env: 'KM_CLIENT_CERT_HEADER', schema: z.string().regex(/^[A-Za-z0-9-]+$/).transform((v) => v.toLowerCase()), describe: 'header in which a TLS-terminating proxy passes the client certificate (URL-encoded PEM); unset: none' },
-  trustedProxies: { toml: 'trusted_proxies', env: 'KM_TRUSTED_PROXIES', schema: z.union([z.array(z.string()), z.string()]).transform((v) => (Array.isArray(v) ? v : v.split(',')).map((s) => s.trim()).filter(Boolean)).pipe(z.array(z.ipv4().or(z.ipv6()))), default: [], describe: 'addresses of the proxies whose client-certificate header is believed (comma-separated)' },
-  trustProxy: { toml: 'trust_proxy', env: 'KM_TRUST_PROXY', schema: onOff, default: false, describe: 'take the client address from X-Forwarded-For (only behind your own TLS-terminating proxy)' },
+  trustedProxies: { toml: 'trusted_proxies', env: 'KM_TRUSTED_PROXIES', schema: z.union([z.array(z.string()), z.string()]).transform((v) => (Array.isArray(v) ? v : v.split(',')).map((s) => s.trim()).filter(Boolean)).pipe(z.array(z.ipv4().or(z.ipv6()))), default: [], describe: 'addresses of your own proxies: their client-certificate header and X-Forwarded-For are believed (comma-separated)' },
+  trustProxy: { toml: 'trust_proxy', env: 'KM_TRUST_PROXY', schema: onOff, default: false, describe: 'take the client address from X-Forwarded-For: the right-most entry that is not one of trusted_proxies, when the peer is one of them' },
   keysDir: { toml: 'keys_dir', env: 'KM_KEYS_DIR', schema: z.string().min(1), default: 'keys', describe: 'directory of signing keys and TLS material' },
   dataDir: { toml: 'data_dir', env: 'KM_DATA_DIR', schema: z.string().min(1), default: '.data', describe: 'directory of the embedded PostgreSQL' },
   databaseUrl: { toml: 'database_url', env: 'DATABASE_URL', schema: postgresUrl, describe: 'external PostgreSQL; unset: embedded PostgreSQL under data_dir' },
@@ -139,6 +139,10 @@ function readTomlFile(path: string): Record<string, unknown> {
 
 // Production mode refuses settings that are only acceptable on a developer's machine.
 function checkSafety(config: Config): void {
+  if (config.trustProxy && config.trustedProxies.length === 0) {
+    // Believing X-Forwarded-For from anyone would let every caller choose its own address.
+    throw new ConfigError('config: KM_TRUST_PROXY: trust_proxy needs trusted_proxies (KM_TRUSTED_PROXIES), the addresses of your proxies');
+  }
   if (config.env !== 'production') return;
   if (new URL(config.issuer).protocol !== 'https:') {
     throw new ConfigError('config: KM_ISSUER: production requires an https issuer');

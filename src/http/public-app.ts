@@ -16,6 +16,7 @@ import { showStep, submitConsent, submitLogin, type InteractionDeps } from '../o
 import type { ScopeLookup } from '../oauth/scope-registry.ts';
 import { correctProviderErrors, errorMapper } from './errors.ts';
 import { onlyDocumentedEngineRoutes } from './engine-routes.ts';
+import { clientAddress } from './client-address.ts';
 import { PayloadTooLarge, readForm } from './form-body.ts';
 
 const DISCOVERY_PATH = '/.well-known/openid-configuration';
@@ -42,6 +43,7 @@ export function buildPublicApp({ config, db, provider, scopes, cookieKeys, certi
   // oidc-provider runs on this app's context when mounted: its signed cookies need our keys.
   app.keys = cookieKeys;
   const issuer = new URL(config.issuer);
+  const trustedProxies = new Set(config.trustedProxies);
 
   // Our routes match exactly, as the engine's are made to below: one spelling per endpoint.
   const router = new Router({ strict: true, sensitive: true });
@@ -72,9 +74,10 @@ export function buildPublicApp({ config, db, provider, scopes, cookieKeys, certi
     const headers = ctx.request.headers;
     headers['x-forwarded-host'] = issuer.host;
     headers['x-forwarded-proto'] = issuer.protocol.slice(0, -1);
-    // The client address (brute-force counting) comes from the socket unless a trusted proxy
-    // in front says otherwise.
-    if (!config.trustProxy) headers['x-forwarded-for'] = ctx.req.socket.remoteAddress ?? '';
+    // The client address (brute-force counting, ctx.ip) is decided once, here: the socket's
+    // peer, or what our own proxies in front say (src/http/client-address.ts).
+    const forwardedFor = config.trustProxy ? ctx.get('x-forwarded-for') : undefined;
+    headers['x-forwarded-for'] = clientAddress(ctx.req.socket.remoteAddress, forwardedFor, trustedProxies);
     await next();
   });
   app.use(errorMapper(logger, { realm: config.issuer }));
@@ -94,6 +97,12 @@ export function buildPublicApp({ config, db, provider, scopes, cookieKeys, certi
     // RFC 8414 metadata is the same document as OpenID discovery, under its own name.
     if (ctx.path === '/.well-known/oauth-authorization-server') ctx.path = DISCOVERY_PATH;
     await next();
+    // The engine knows only its static OpenID scopes; the rest are in our registry. A copy:
+    // the engine may hand out the same object every time.
+    const body = ctx.body as { scopes_supported?: string[] } | undefined;
+    if ((ctx as { oidc?: { route?: string } }).oidc?.route === 'discovery' && ctx.status === 200 && body && typeof body === 'object') {
+      ctx.body = { ...body, scopes_supported: [...new Set([...(body.scopes_supported ?? []), ...(await scopes.all())])] };
+    }
   });
   app.use(async function postOnlyEndpoints(ctx, next) {
     if (POST_ONLY.has(ctx.path) && ctx.method !== 'POST' && ctx.method !== 'OPTIONS') {

@@ -24,8 +24,6 @@ export const ROUTES = {
   authorization: '/authorize',
   token: '/token',
   jwks: '/jwks',
-  userinfo: '/userinfo',
-  end_session: '/logout',
   introspection: '/introspect',
   revocation: '/revoke',
 } as const;
@@ -65,8 +63,6 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, cer
       authorization: ROUTES.authorization,
       token: ROUTES.token,
       jwks: ROUTES.jwks,
-      userinfo: ROUTES.userinfo,
-      end_session: ROUTES.end_session,
     },
     clientAuthMethods: [...SECRET_CLIENT_AUTH_METHODS, 'none', 'tls_client_auth', 'self_signed_tls_client_auth'],
     clockTolerance: config.clockSkew,
@@ -100,6 +96,13 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, cer
     },
     features: {
       devInteractions: { enabled: false },
+      // Not offered, so neither served nor advertised: an endpoint in the metadata is a
+      // promise. (/userinfo would need OIDC claims we do not keep; logout would be the engine's
+      // stock page; PAR and DPoP are not wired into our grants, introspection and revocation.)
+      userinfo: { enabled: false },
+      rpInitiatedLogout: { enabled: false },
+      pushedAuthorizationRequests: { enabled: false },
+      dPoP: { enabled: false },
       mTLS: {
         enabled: true,
         certificateBoundAccessTokens: true,

@@ -7,6 +7,8 @@ import { findScopes, listScopes, type RegisteredScope } from '../store/scopes.ts
 
 export interface ScopeLookup {
   find(names: string[]): Promise<Map<string, RegisteredScope>>;
+  /** Every registered scope, by name. */
+  all(): Promise<string[]>;
 }
 
 export function createScopeRegistry(db: Db, changes: ChangeListener | undefined): ScopeLookup {
@@ -16,21 +18,27 @@ export function createScopeRegistry(db: Db, changes: ChangeListener | undefined)
   const pick = (all: Map<string, RegisteredScope>, names: string[]) =>
     new Map(names.flatMap((n) => (all.has(n) ? [[n, all.get(n)!] as const] : [])));
 
+  /** The whole registry: the cache while it is good, a fresh read otherwise. */
+  const registry = async (): Promise<Map<string, RegisteredScope>> => {
+    if (cache && changes?.listening && cachedAt === changes.generation) return cache;
+    const generation = changes?.generation;
+    const all = new Map((await listScopes(db)).map((s) => [s.name, s]));
+    // Keep it only if nothing changed while it was being read.
+    if (changes?.listening && generation === changes.generation) {
+      cache = all;
+      cachedAt = generation;
+    }
+    return all;
+  };
+
   return {
     async find(names) {
       if (names.length === 0) return new Map();
       if (!changes?.listening) return findScopes(db, names);
-      if (!cache || cachedAt !== changes.generation) {
-        const generation = changes.generation;
-        const all = new Map((await listScopes(db)).map((s) => [s.name, s]));
-        // Keep it only if nothing changed while it was being read.
-        if (generation === changes.generation && changes.listening) {
-          cache = all;
-          cachedAt = generation;
-        }
-        return pick(all, names);
-      }
-      return pick(cache, names);
+      return pick(await registry(), names);
+    },
+    async all() {
+      return [...(await registry()).keys()];
     },
   };
 }

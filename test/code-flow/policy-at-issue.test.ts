@@ -46,7 +46,7 @@ describe('scope policy at issue time, for a signed-in browser', () => {
     const params = new URLSearchParams({ response_type: 'code', client_id: web.id, redirect_uri: REDIRECT, scope, state: 's2', ...extra });
     const step = await browser.follow(await browser.get(`/authorize?${params}`));
     assert.ok(step.location?.startsWith(REDIRECT), `a redirect to the client without any page, got ${step.status} ${step.html?.slice(0, 200)}`);
-    const code = new URL(step.location).searchParams.get('code');
+    const code = new URL(step.location!).searchParams.get('code');
     assert.ok(code, `a code in ${step.location}`);
     return code;
   };

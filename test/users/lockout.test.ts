@@ -28,7 +28,7 @@ describe('brute-force protection', () => {
 
   before(async () => {
     database = await createTestDatabase();
-    server = await startTestServer(database.url, { trustProxy: true, lockoutMaxFailures: 3, lockoutMaxFailuresPerAddress: 5, lockoutWindow: WINDOW });
+    server = await startTestServer(database.url, { trustProxy: true, trustedProxies: ['127.0.0.1'], lockoutMaxFailures: 3, lockoutMaxFailuresPerAddress: 5, lockoutWindow: WINDOW });
     await makeScope(database.db, 'profile');
     client = await makeClient(database.db, { grantTypes: ['password'], scope: ['profile'] });
   });

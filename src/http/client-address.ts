@@ -1,0 +1,25 @@
+// The address a request comes from, for brute-force counting per address. Behind proxies, each
+// proxy appends the address it received the request from to X-Forwarded-For; everything to the
+// left of what our own proxies wrote is the caller's to choose. So the client is the right-most
+// entry that is not one of our proxies, and the header counts only when the TCP peer itself is
+// one of them.
+import { isIP } from 'node:net';
+
+export function normalizeAddress(address: string | undefined): string {
+  return (address ?? '').replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/, '');
+}
+
+export function clientAddress(peer: string | undefined, forwardedFor: string | undefined, trustedProxies: ReadonlySet<string>): string {
+  let address = normalizeAddress(peer);
+  if (!trustedProxies.has(address) || !forwardedFor) return address;
+  const hops = forwardedFor.split(',').map((h) => normalizeAddress(h.trim()));
+  for (let i = hops.length - 1; i >= 0; i--) {
+    const hop = hops[i]!;
+    // Not an address: not something our proxy wrote. Count the request against the last
+    // address we can vouch for rather than a string the caller could vary at will.
+    if (isIP(hop) === 0) return address;
+    address = hop;
+    if (!trustedProxies.has(hop)) return hop;
+  }
+  return address;
+}
