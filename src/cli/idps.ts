@@ -34,11 +34,14 @@ export function registerIdpCommands(program: Command): void {
     .option('--jit', 'create users on first use (otherwise NameID must name an existing user)')
     .option('--default-roles <list>', 'roles given to users created on first use', list, [])
     .option('--allowed-clients <list>', 'only these client ids may use this IdP (default: any client with the grant)', list)
+    .option('--allow-transient', 'accept transient NameIDs (refused by default: they identify nobody across sessions)')
     .option('--json', 'print JSON')
-    .action((opts: OutputOptions & { entityId: string; cert: string[]; jit?: boolean; defaultRoles: string[]; allowedClients?: string[] }) => withDatabase(async ({ db }) => {
+    .action((opts: OutputOptions & { entityId: string; cert: string[]; jit?: boolean; defaultRoles: string[]; allowedClients?: string[]; allowTransient?: boolean }) => withDatabase(async ({ db }) => {
       const certificates = opts.cert.map(readCertificate);
       try {
-        const row = await addIdp(db, { entityId: opts.entityId, certificates, jit: opts.jit, defaultRoles: opts.defaultRoles, allowedClients: opts.allowedClients });
+        const row = await addIdp(db, {
+          entityId: opts.entityId, certificates, jit: opts.jit, defaultRoles: opts.defaultRoles, allowedClients: opts.allowedClients, allowTransient: opts.allowTransient,
+        });
         output(opts, describeIdp(row), (r) => `trusting ${r.entity_id} (${r.certificates} certificate(s))`);
       } catch (err) {
         if (err instanceof IdpInputError) throw new CliError(err.message);
@@ -51,7 +54,7 @@ export function registerIdpCommands(program: Command): void {
     .option('--json', 'print JSON')
     .action((opts: OutputOptions) => withDatabase(async ({ db }) => {
       output(opts, (await listIdps(db)).map(describeIdp), (rs) => rs.length === 0 ? 'no identity providers'
-        : rs.map((r) => `${r.entity_id}  ${r.enabled ? 'enabled' : 'disabled'}  certificates=${r.certificates}${r.jit_provisioning ? '  jit' : ''}`).join('\n'));
+        : rs.map((r) => `${r.entity_id}  ${r.enabled ? 'enabled' : 'disabled'}  certificates=${r.certificates}${r.jit_provisioning ? '  jit' : ''}${r.allow_transient ? '  transient' : ''}`).join('\n'));
     }));
 
   idp.command('show <entityId>')
@@ -74,7 +77,7 @@ export function registerIdpCommands(program: Command): void {
   }
 
   idp.command('remove <entityId>')
-    .description('stop trusting an identity provider')
+    .description('stop trusting an identity provider (its users are kept; adding it again gives them back)')
     .option('--json', 'print JSON')
     .action((entityId: string, opts: OutputOptions) => withDatabase(async ({ db }) => {
       if (!(await removeIdp(db, entityId))) throw new CliError(`no identity provider "${entityId}"`);

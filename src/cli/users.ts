@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import {
   createRole, createUser, deleteRole, deleteUser, describeUser, grantRole, listRoles, listUsers, revokeRole,
-  setPasswordHash, setUserDisabled, findUserByUsername, rolesOfUser, UserInputError,
+  setPasswordHash, setUserDisabled, findUserByUsername, rolesOfUser, UserInputError, linkUser,
 } from '../store/users.ts';
 import { checkPasswordAcceptable, hashPassword, passwordParams, PasswordPolicyError } from '../store/passwords.ts';
 import { asCliErrors, CliError, output, withDatabase, type OutputOptions } from './context.ts';
@@ -49,7 +49,7 @@ export function registerUserCommands(program: Command): void {
     .action((opts: OutputOptions) => withDatabase(async ({ db }) => {
       const users = (await listUsers(db)).map(describeUser);
       output(opts, users, (us) => us.length === 0 ? 'no users'
-        : us.map((u) => `${u.username}  ${u.id}  roles=${(u.roles ?? []).join(',') || '-'}${u.disabled ? '  (disabled)' : ''}`).join('\n'));
+        : us.map((u) => `${u.username}  ${u.id}  roles=${(u.roles ?? []).join(',') || '-'}${u.federated_idp ? `  idp=${u.federated_idp}` : ''}${u.disabled ? '  (disabled)' : ''}`).join('\n'));
     }));
 
   user.command('set-password <username>')
@@ -90,6 +90,17 @@ export function registerUserCommands(program: Command): void {
       if (!row) throw new CliError(`no user "${username}"`);
       output(opts, { username: row.username, id: row.id, deleted: true }, (r) => `deleted ${r.username}`);
     }));
+
+  user.command('link <username>')
+    .description('federate a user from a SAML identity provider: its assertions with this NameID (exact) then act for the user')
+    .requiredOption('--idp <entityId>', 'the identity provider\'s entity ID')
+    .requiredOption('--name-id <nameId>', 'the NameID the identity provider gives this user')
+    .option('--json', 'print JSON')
+    .action((username: string, opts: OutputOptions & { idp: string; nameId: string }) => withDatabase(async ({ db }) => asCliErrors(inputErrors, async () => {
+      const row = await linkUser(db, username, { idp: opts.idp, nameId: opts.nameId });
+      output(opts, { username: row.username, id: row.id, federated_idp: row.federated_idp, federated_name_id: row.federated_name_id },
+        (r) => `${r.username} is now NameID ${JSON.stringify(r.federated_name_id)} of ${r.federated_idp}`);
+    })));
 
   const role = program.command('role').description('manage roles and who holds them');
 

@@ -100,6 +100,9 @@ export interface UsersTable {
   username: string;
   password_hash: string;
   disabled: ColumnType<boolean, boolean | undefined, boolean>;
+  /** Both null: a local user. Both set: federated from this SAML IdP under this NameID. */
+  federated_idp: ColumnType<string | null, string | null | undefined, string | null>;
+  federated_name_id: ColumnType<string | null, string | null | undefined, string | null>;
   created_at: Timestamp;
   updated_at: Timestamp;
 }
@@ -143,6 +146,7 @@ export interface SamlIdentityProvidersTable {
   jit_provisioning: ColumnType<boolean, boolean | undefined, boolean>;
   jit_default_roles: ColumnType<string[], string[] | undefined, string[]>;
   allowed_clients: string[] | null;
+  allow_transient: ColumnType<boolean, boolean | undefined, boolean>;
   created_at: Timestamp;
   updated_at: Timestamp;
 }

@@ -2,8 +2,9 @@
 // against an identity provider's registered certificates, and reading claims — only from the
 // XML the signature covers, as xml-crypto returns it, so that nothing wrapped around or beside
 // the signed element (XML signature wrapping) is ever read.
+import { createHash } from 'node:crypto';
 import { DOMParser, type Document, type Element, type Node } from '@xmldom/xmldom';
-import { SignedXml } from 'xml-crypto';
+import { SignedXml, type HashAlgorithm } from 'xml-crypto';
 
 const SAML = 'urn:oasis:names:tc:SAML:2.0:assertion';
 const SAMLP = 'urn:oasis:names:tc:SAML:2.0:protocol';
@@ -19,6 +20,27 @@ const SIGNATURE_ALGORITHMS = new Set([
   'http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha512',
 ]);
 const TRANSFORMS = new Set(['http://www.w3.org/2000/09/xmldsig#enveloped-signature', 'http://www.w3.org/2001/10/xml-exc-c14n#']);
+// SHA-2 digests only: a SHA-1 Reference digest under an RSA-SHA256 SignatureMethod is a
+// SHA-1 signature of the content, whatever the SignatureMethod says.
+const DIGEST_ALGORITHMS: Record<string, string> = {
+  'http://www.w3.org/2001/04/xmlenc#sha256': 'sha256',
+  'http://www.w3.org/2001/04/xmldsig-more#sha384': 'sha384',
+  'http://www.w3.org/2001/04/xmlenc#sha512': 'sha512',
+};
+
+export const TRANSIENT_NAME_ID = 'urn:oasis:names:tc:SAML:2.0:nameid-format:transient';
+/** xs:ID values IdPs write are short; a longer one is refused before it reaches the replay cache. */
+export const MAX_ASSERTION_ID_LENGTH = 256;
+
+/** The verifier's digest table: the accepted ones, and nothing else (xml-crypto ships SHA-1 and lacks SHA-384). */
+const verifierDigests = Object.fromEntries(Object.entries(DIGEST_ALGORITHMS).map(([uri, name]) => [uri, class implements HashAlgorithm {
+  getHash(xml: string): string {
+    return createHash(name).update(xml, 'utf8').digest('base64');
+  }
+  getAlgorithmName(): string {
+    return uri;
+  }
+}]));
 
 /** A malformed `assertion` parameter: invalid_request. */
 export class AssertionMalformed extends Error {}
@@ -30,6 +52,8 @@ export interface SignedAssertion {
   issuer: string;
   issueInstant: Date;
   nameId: string;
+  /** The NameID's Format attribute, if any. */
+  nameIdFormat?: string;
   audiences: string[];
   notBefore?: Date;
   notOnOrAfter?: Date;
@@ -55,7 +79,26 @@ export function decodeAssertionParameter(value: unknown): string {
   }
 }
 
+// XML 1.0 §2.2 Char. xmldom lets NUL, other controls and lone surrogates through, raw or as
+// character references; refusing them here means no value read from an assertion can carry
+// a character the database cannot store.
+const NOT_XML_CHAR = /[^\t\n\r\x20-\uD7FF\uE000-\uFFFD\u{10000}-\u{10FFFF}]/u;
+const CHARACTER_REFERENCE = /&#(?:x([0-9A-Fa-f]+)|([0-9]+));/g;
+
+function isXmlChar(code: number): boolean {
+  return code === 0x9 || code === 0xa || code === 0xd || (code >= 0x20 && code <= 0xd7ff) || (code >= 0xe000 && code <= 0xfffd) || (code >= 0x10000 && code <= 0x10ffff);
+}
+
+function checkCharacters(xml: string): void {
+  if (NOT_XML_CHAR.test(xml)) throw new AssertionRejected('a character XML does not allow (NUL, control or lone surrogate) in the assertion');
+  for (const [, hex, dec] of xml.matchAll(CHARACTER_REFERENCE)) {
+    const code = hex !== undefined ? Number.parseInt(hex, 16) : Number.parseInt(dec!, 10);
+    if (!isXmlChar(code)) throw new AssertionRejected('a character reference to a character XML does not allow in the assertion');
+  }
+}
+
 function parse(xml: string): Document {
+  checkCharacters(xml);
   // No DTDs (entity expansion, external entities), no comments or processing instructions
   // (they split text that signatures see whole), before any parser touches the text.
   const body = xml.replace(/^\uFEFF?<\?xml[^?]*\?>/, '');
@@ -111,13 +154,24 @@ function time(value: string | null, what: string): Date | undefined {
   return new Date(t);
 }
 
-/** The Issuer as written, to choose whose certificates to check with. Not yet trusted. */
-export function unverifiedIssuer(xml: string): string {
-  const root = parse(xml).documentElement!;
+/** A parsed, not yet verified assertion document. */
+export interface UnverifiedAssertion {
+  xml: string;
+  doc: Document;
+  /**
+   * The Issuer as written, unsigned: only to pick, in memory, whose registered certificates to
+   * check the signature with. It must never reach a query (it is not yet trusted).
+   */
+  claimedIssuer: string;
+}
+
+export function parseAssertion(xml: string): UnverifiedAssertion {
+  const doc = parse(xml);
+  const root = doc.documentElement!;
   const assertion = root.namespaceURI === SAML && root.localName === 'Assertion' ? root
     : root.namespaceURI === SAMLP && root.localName === 'Response' ? only(root, SAML, 'Assertion', 'Assertion in the Response') : undefined;
   if (!assertion) throw new AssertionRejected('the document is neither a saml:Assertion nor a samlp:Response');
-  return text(only(assertion, SAML, 'Issuer', 'Issuer'));
+  return { xml, doc, claimedIssuer: text(only(assertion, SAML, 'Issuer', 'Issuer')) };
 }
 
 function checkSignatureShape(doc: Document): Element {
@@ -129,6 +183,8 @@ function checkSignatureShape(doc: Document): Element {
   const method = only(signedInfo, DSIG, 'SignatureMethod', 'SignatureMethod').getAttribute('Algorithm') ?? '';
   if (!SIGNATURE_ALGORITHMS.has(method)) throw new AssertionRejected(`signature algorithm ${method} is not accepted`);
   const reference = only(signedInfo, DSIG, 'Reference', 'Reference');
+  const digest = only(reference, DSIG, 'DigestMethod', 'DigestMethod').getAttribute('Algorithm') ?? '';
+  if (!Object.hasOwn(DIGEST_ALGORITHMS, digest)) throw new AssertionRejected(`digest algorithm ${digest} is not accepted (SHA-256, SHA-384 or SHA-512 only)`);
   const transforms = optional(reference, DSIG, 'Transforms');
   for (const t of transforms ? children(transforms, DSIG, 'Transform') : []) {
     if (!TRANSFORMS.has(t.getAttribute('Algorithm') ?? '')) throw new AssertionRejected(`transform ${t.getAttribute('Algorithm')} is not accepted`);
@@ -151,8 +207,10 @@ function readAssertion(signedXml: string): SignedAssertion {
 
   const id = assertion.getAttribute('ID');
   if (!id) throw new AssertionRejected('Assertion without ID');
+  if (id.length > MAX_ASSERTION_ID_LENGTH) throw new AssertionRejected(`Assertion ID longer than ${MAX_ASSERTION_ID_LENGTH} characters`);
   const subject = only(assertion, SAML, 'Subject', 'Subject');
-  const nameId = text(only(subject, SAML, 'NameID', 'NameID'));
+  const nameIdElement = only(subject, SAML, 'NameID', 'NameID');
+  const nameId = text(nameIdElement);
   if (!nameId) throw new AssertionRejected('empty NameID');
   const bearer = children(subject, SAML, 'SubjectConfirmation').filter((c) => c.getAttribute('Method') === BEARER);
   if (bearer.length !== 1) throw new AssertionRejected('expected one bearer SubjectConfirmation');
@@ -166,6 +224,7 @@ function readAssertion(signedXml: string): SignedAssertion {
     issuer: text(only(assertion, SAML, 'Issuer', 'Issuer')),
     issueInstant: time(assertion.getAttribute('IssueInstant'), 'IssueInstant') ?? (() => { throw new AssertionRejected('no IssueInstant'); })(),
     nameId,
+    nameIdFormat: nameIdElement.getAttribute('Format')?.trim() || undefined,
     audiences,
     notBefore: conditions ? time(conditions.getAttribute('NotBefore'), 'NotBefore') : undefined,
     notOnOrAfter: conditions ? time(conditions.getAttribute('NotOnOrAfter'), 'NotOnOrAfter') : undefined,
@@ -178,11 +237,11 @@ function readAssertion(signedXml: string): SignedAssertion {
  * Verifies the signature with each registered certificate in turn (never with a key or
  * certificate carried in the document) and returns the claims of the signed element.
  */
-export function verifySignedAssertion(xml: string, certificates: string[]): SignedAssertion {
-  const doc = parse(xml);
+export function verifySignedAssertion({ xml, doc }: UnverifiedAssertion, certificates: string[]): SignedAssertion {
   const signature = checkSignatureShape(doc);
   for (const cert of certificates) {
     const verifier = new SignedXml({ publicCert: cert, getCertFromKeyInfo: () => null });
+    verifier.HashAlgorithms = verifierDigests;
     verifier.loadSignature(signature as never);
     let valid = false;
     try {

@@ -11,6 +11,8 @@ export interface NewIdp {
   jit?: boolean;
   defaultRoles?: string[];
   allowedClients?: string[];
+  /** Accept transient NameIDs (refused by default: they identify nobody across sessions). */
+  allowTransient?: boolean;
 }
 
 export async function addIdp(db: Db, idp: NewIdp): Promise<IdpRow> {
@@ -27,6 +29,7 @@ export async function addIdp(db: Db, idp: NewIdp): Promise<IdpRow> {
       jit_provisioning: idp.jit ?? false,
       jit_default_roles: idp.defaultRoles ?? [],
       allowed_clients: idp.allowedClients?.length ? idp.allowedClients : null,
+      allow_transient: idp.allowTransient ?? false,
     }).returningAll().executeTakeFirstOrThrow();
   } catch (err) {
     if ((err as { code?: string }).code === '23505') throw new IdpInputError(`identity provider "${idp.entityId}" is already registered`);
@@ -38,6 +41,7 @@ export async function findIdp(db: Db, entityId: string): Promise<IdpRow | undefi
   return db.selectFrom('saml_identity_providers').selectAll().where('entity_id', '=', entityId).executeTakeFirst();
 }
 
+/** Every registered IdP, enabled or not: an input-independent query, so the SAML grant can pick one before trusting anything it was sent. */
 export async function listIdps(db: Db): Promise<IdpRow[]> {
   return db.selectFrom('saml_identity_providers').selectAll().orderBy('entity_id').execute();
 }
@@ -47,6 +51,10 @@ export async function setIdpEnabled(db: Db, entityId: string, enabled: boolean):
   return r.numUpdatedRows > 0n;
 }
 
+/**
+ * Stops trusting the IdP. Users federated from it are kept, links included (no foreign key,
+ * see 0006_federated_users.sql): registering the same entity id again gives them back.
+ */
 export async function removeIdp(db: Db, entityId: string): Promise<boolean> {
   const r = await db.deleteFrom('saml_identity_providers').where('entity_id', '=', entityId).executeTakeFirst();
   return r.numDeletedRows > 0n;
@@ -75,6 +83,7 @@ export function describeIdp(row: IdpRow) {
     jit_provisioning: row.jit_provisioning,
     jit_default_roles: row.jit_default_roles,
     allowed_clients: row.allowed_clients,
+    allow_transient: row.allow_transient,
     created_at: row.created_at.toISOString(),
     updated_at: row.updated_at.toISOString(),
   };

@@ -1,9 +1,13 @@
-// Users (resource owners), roles and role membership.
+// Users (resource owners), roles and role membership, and where each user comes from: a
+// local user has a password; a federated user belongs to one SAML identity provider, under
+// the NameID that IdP gives them (db/migrations/0006_federated_users.sql).
 import { sql } from 'kysely';
 import type { Db } from '../db/database.ts';
 import type { UserRow } from '../db/types.ts';
 
 export class UserInputError extends Error {}
+/** JIT provisioning found the username taken by a user of another source. */
+export class UsernameTakenError extends UserInputError {}
 
 const ROLE_NAME = /^[A-Za-z0-9_.:-]{1,100}$/;
 export const MAX_USERNAME_LENGTH = 255;
@@ -14,6 +18,25 @@ export function checkUsername(username: string): void {
   if (/[\u0000-\u001f\u007f]/.test(username) || username.trim() !== username) {
     throw new UserInputError('username must not contain control characters or surrounding spaces');
   }
+}
+
+export const MAX_NAME_ID_LENGTH = 256;
+const MAX_ENTITY_ID_LENGTH = 1024;
+// Controls and lone surrogates: nothing to compare exactly, and nothing the database can hold.
+const UNSAFE = /[\p{Cc}\p{Cs}]/u;
+
+/** NameIDs are compared exactly (no case folding), so they must be what they look like. */
+export function checkNameId(nameId: string): void {
+  if (!nameId || nameId.length > MAX_NAME_ID_LENGTH) throw new UserInputError(`NameID must be 1 to ${MAX_NAME_ID_LENGTH} characters`);
+  if (UNSAFE.test(nameId) || nameId.trim() !== nameId) {
+    throw new UserInputError('NameID must not contain control characters or surrounding spaces');
+  }
+}
+
+export interface Federation {
+  /** The IdP's entity ID. */
+  idp: string;
+  nameId: string;
 }
 
 export function checkRoleName(name: string): void {
@@ -41,6 +64,73 @@ export async function createUser(db: Db, username: string, passwordHash: string,
 
 export async function findUserByUsername(db: Db, username: string): Promise<UserRow | undefined> {
   return db.selectFrom('users').selectAll().where(sql<string>`lower(username)`, '=', username.toLowerCase()).executeTakeFirst();
+}
+
+/** The user a SAML IdP vouches for under this NameID (exact match), if any. */
+export async function findFederatedUser(db: Db, federation: Federation): Promise<UserRow | undefined> {
+  return db.selectFrom('users').selectAll()
+    .where('federated_idp', '=', federation.idp).where('federated_name_id', '=', federation.nameId)
+    .executeTakeFirst();
+}
+
+/**
+ * JIT provisioning: creates the user federated from an IdP, with the IdP's default roles, in
+ * the caller's transaction. Never takes over an existing user: when the username belongs to
+ * a user of another source it throws UsernameTakenError; when the same (IdP, NameID) was
+ * provisioned meanwhile by a concurrent request, it returns that user.
+ */
+export async function provisionFederatedUser(
+  trx: Db, username: string, passwordHash: string, roles: string[], federation: Federation,
+): Promise<UserRow> {
+  checkUsername(username);
+  checkNameId(federation.nameId);
+  // DO NOTHING on either unique index (username, or IdP and NameID): no error aborts the
+  // caller's transaction, and a concurrent insert is waited for, then seen below.
+  const user = await trx.insertInto('users')
+    .values({ username, password_hash: passwordHash, federated_idp: federation.idp, federated_name_id: federation.nameId })
+    .onConflict((oc) => oc.doNothing())
+    .returningAll()
+    .executeTakeFirst();
+  if (!user) {
+    const raced = await findFederatedUser(trx, federation);
+    if (raced) return raced;
+    throw new UsernameTakenError(`user "${username}" already exists and is not federated from "${federation.idp}" under this NameID`);
+  }
+  for (const role of roles) await grantRoleTx(trx, user, role);
+  return user;
+}
+
+/**
+ * Operator's link: from now on the IdP's NameID maps to this user. Refused for an unknown
+ * user or IdP, a user already federated (a user has one source), or a NameID already linked.
+ */
+export async function linkUser(db: Db, username: string, federation: Federation): Promise<UserRow> {
+  const { idp, nameId } = federation;
+  checkNameId(nameId);
+  if (!idp || idp.length > MAX_ENTITY_ID_LENGTH || UNSAFE.test(idp)) throw new UserInputError(`no identity provider "${idp}"`);
+  return db.transaction().execute(async (trx) => {
+    const known = await trx.selectFrom('saml_identity_providers').select('entity_id').where('entity_id', '=', idp).executeTakeFirst();
+    if (!known) throw new UserInputError(`no identity provider "${idp}"`);
+    const user = await trx.selectFrom('users').selectAll()
+      .where(sql<string>`lower(username)`, '=', username.toLowerCase()).forUpdate().executeTakeFirst();
+    if (!user) throw new UserInputError(`no user "${username}"`);
+    if (user.federated_idp === idp && user.federated_name_id === nameId) {
+      throw new UserInputError(`user "${user.username}" is already linked to NameID "${nameId}" of "${idp}"`);
+    }
+    if (user.federated_idp !== null) {
+      throw new UserInputError(`user "${user.username}" is already federated from "${user.federated_idp}" (NameID "${user.federated_name_id}"); a user belongs to one identity provider`);
+    }
+    const holder = await findFederatedUser(trx, federation);
+    if (holder) throw new UserInputError(`NameID "${nameId}" of "${idp}" is already linked to user "${holder.username}"`);
+    try {
+      return await trx.updateTable('users').set({ federated_idp: idp, federated_name_id: nameId, updated_at: new Date() })
+        .where('id', '=', user.id).returningAll().executeTakeFirstOrThrow();
+    } catch (err) {
+      // Linked meanwhile by a concurrent command.
+      if (isUniqueViolation(err)) throw new UserInputError(`NameID "${nameId}" of "${idp}" is already linked to another user`);
+      throw err;
+    }
+  });
 }
 
 export async function findUserById(db: Db, id: string): Promise<UserRow | undefined> {
@@ -146,6 +236,8 @@ export function describeUser(u: UserRow & { roles?: string[] }) {
     id: u.id,
     username: u.username,
     disabled: u.disabled,
+    federated_idp: u.federated_idp,
+    federated_name_id: u.federated_name_id,
     ...(u.roles ? { roles: u.roles } : {}),
     created_at: u.created_at.toISOString(),
     updated_at: u.updated_at.toISOString(),

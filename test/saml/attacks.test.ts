@@ -10,6 +10,7 @@ import { postForm, type Reply } from '../support/http.ts';
 import { makeClient, makeUser, type TestClient } from '../support/fixtures.ts';
 import { runKeymgr } from '../support/cli.ts';
 import { addIdp } from '../../src/store/idps.ts';
+import { linkUser } from '../../src/store/users.ts';
 import {
   HMAC_SHA256, SAML2_BEARER, assertionXml, encode, makeKeyPair, newId, removeTempDirs, responseXml, signWithSamlify,
   signWithXmlCrypto, signWithXmlsec, type AssertionFields, type Endpoint, type KeyPair,
@@ -76,6 +77,10 @@ describe('SAML2 bearer grant: attacks and bad input', () => {
     await addIdp(database.db, { entityId: OTHER_IDP, certificates: [otherKey.cert] });
     await addIdp(database.db, { entityId: DISABLED_IDP, certificates: [idpKey.cert] });
     await addIdp(database.db, { entityId: RESTRICTED_IDP, certificates: [idpKey.cert], allowedClients: [otherClient.id] });
+    // The NameIDs the accepted assertions carry: bob belongs to IDP, rita to RESTRICTED_IDP.
+    await linkUser(database.db, 'bob', { idp: IDP, nameId: 'bob' });
+    await makeUser(database.db, 'rita');
+    await linkUser(database.db, 'rita', { idp: RESTRICTED_IDP, nameId: 'bob' });
   });
   after(async () => {
     await server?.stop();

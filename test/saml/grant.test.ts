@@ -7,7 +7,7 @@ import { startTestServer, type TestServer } from '../support/server.ts';
 import { postForm, type Reply } from '../support/http.ts';
 import { makeClient, makeScope, makeUser, type TestClient, type TestUser } from '../support/fixtures.ts';
 import { addIdp } from '../../src/store/idps.ts';
-import { findUserByUsername, rolesOfUser } from '../../src/store/users.ts';
+import { findUserByUsername, linkUser, rolesOfUser } from '../../src/store/users.ts';
 import {
   SAML2_BEARER, assertionXml, encode, makeKeyPair, removeTempDirs, responseXml, signWithSamlify, signWithXmlsec,
   type AssertionFields, type Endpoint, type KeyPair,
@@ -29,6 +29,7 @@ describe('SAML2 bearer grant: accepted assertions', () => {
   let withoutRefresh: TestClient;
   let alice: TestUser;
   let bob: TestUser;
+  let xena: TestUser;
 
   const exchange = (client: TestClient, xml: string, extra: Record<string, string> = {}) =>
     postForm(`${server.url}/token`, { grant_type: SAML2_BEARER, assertion: encode(xml), ...extra }, { basic: client.basic });
@@ -62,6 +63,14 @@ describe('SAML2 bearer grant: accepted assertions', () => {
     await addIdp(database.db, { entityId: IDP_SAMLIFY, certificates: [samlifyKey.cert] });
     await addIdp(database.db, { entityId: IDP_XMLSEC, certificates: [xmlsecKey.cert], jit: true, defaultRoles: ['auditor'] });
     await addIdp(database.db, { entityId: IDP_ROLLOVER, certificates: [oldKey.cert, newKey.cert] });
+    // A user belongs to one IdP: alice and bob to the samlify IdP, xena to the xmlsec1 one,
+    // rolf to the one rolling its certificates over.
+    xena = await makeUser(database.db, 'xena', { roles: ['auditor'] });
+    await makeUser(database.db, 'rolf');
+    await linkUser(database.db, 'alice', { idp: IDP_SAMLIFY, nameId: 'alice' });
+    await linkUser(database.db, 'bob', { idp: IDP_SAMLIFY, nameId: 'bob' });
+    await linkUser(database.db, 'xena', { idp: IDP_XMLSEC, nameId: 'xena@xmlsec.example' });
+    await linkUser(database.db, 'rolf', { idp: IDP_ROLLOVER, nameId: 'rolf' });
   });
   after(async () => {
     await server?.stop();
@@ -92,14 +101,14 @@ describe('SAML2 bearer grant: accepted assertions', () => {
   });
 
   it('xmlsec1-signed Assertion: token for the mapped user', async () => {
-    const xml = signWithXmlsec(endpoint, { issuer: IDP_XMLSEC, nameId: 'bob' }, xmlsecKey);
+    const xml = signWithXmlsec(endpoint, { issuer: IDP_XMLSEC, nameId: 'xena@xmlsec.example' }, xmlsecKey);
     assert.match(xml, /<ds:SignatureValue>[A-Za-z0-9+/=\s]{100,}<\/ds:SignatureValue>/, 'xmlsec1 filled the template');
     const res = await exchange(withRefresh, xml, { scope: 'orders:read reports' });
     ok(res);
     assert.deepEqual(res.json.scope.split(' ').sort(), ['orders:read', 'reports']);
     const seen = await introspect(res.json.access_token, withRefresh);
-    assert.equal(seen.json.sub, bob.id);
-    assert.equal(seen.json.username, 'bob');
+    assert.equal(seen.json.sub, xena.id);
+    assert.equal(seen.json.username, 'xena');
   });
 
   it('the refresh token works and keeps the user', async () => {
@@ -139,6 +148,8 @@ describe('SAML2 bearer grant: accepted assertions', () => {
     assert.deepEqual(res.json.scope.split(' ').sort(), ['orders:read', 'reports'], 'auditor scopes only');
     const dave = await findUserByUsername(database.db, 'dave@example.com');
     assert.ok(dave, 'user created');
+    assert.equal(dave.federated_idp, IDP_XMLSEC, 'federated from the IdP that provisioned it');
+    assert.equal(dave.federated_name_id, 'dave@example.com');
     assert.deepEqual(await rolesOfUser(database.db, dave.id), ['auditor']);
     const seen = await introspect(res.json.access_token, withRefresh);
     assert.equal(seen.json.sub, dave.id);
@@ -164,8 +175,8 @@ describe('SAML2 bearer grant: accepted assertions', () => {
 
   it('certificate rollover: either registered certificate verifies', async () => {
     for (const key of [oldKey, newKey]) {
-      ok(await exchange(withRefresh, signWithSamlify(assertionXml(endpoint, { issuer: IDP_ROLLOVER, nameId: 'alice' }), key)));
-      ok(await exchange(withRefresh, signWithXmlsec(endpoint, { issuer: IDP_ROLLOVER, nameId: 'alice' }, key)));
+      ok(await exchange(withRefresh, signWithSamlify(assertionXml(endpoint, { issuer: IDP_ROLLOVER, nameId: 'rolf' }), key)));
+      ok(await exchange(withRefresh, signWithXmlsec(endpoint, { issuer: IDP_ROLLOVER, nameId: 'rolf' }, key)));
     }
   });
 

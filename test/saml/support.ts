@@ -18,6 +18,11 @@ export const HMAC_SHA256 = 'http://www.w3.org/2001/04/xmldsig-more#hmac-sha256';
 export const EXC_C14N = 'http://www.w3.org/2001/10/xml-exc-c14n#';
 export const ENVELOPED = 'http://www.w3.org/2000/09/xmldsig#enveloped-signature';
 export const SHA256 = 'http://www.w3.org/2001/04/xmlenc#sha256';
+export const SHA384 = 'http://www.w3.org/2001/04/xmldsig-more#sha384';
+export const SHA512 = 'http://www.w3.org/2001/04/xmlenc#sha512';
+export const SHA1 = 'http://www.w3.org/2000/09/xmldsig#sha1';
+export const TRANSIENT = 'urn:oasis:names:tc:SAML:2.0:nameid-format:transient';
+export const PERSISTENT = 'urn:oasis:names:tc:SAML:2.0:nameid-format:persistent';
 
 export interface KeyPair {
   dir: string;
@@ -73,6 +78,8 @@ export interface AssertionFields {
   afterIssuer?: string;
   /** Raw XML for the NameID's content (already escaped). */
   nameIdXml?: string;
+  /** NameID Format; unspecified by default. */
+  nameIdFormat?: string;
 }
 
 export interface Endpoint {
@@ -93,7 +100,7 @@ export function assertionXml(server: Endpoint, f: AssertionFields): string {
     + `<saml:Issuer>${escapeXml(f.issuer)}</saml:Issuer>`
     + (f.afterIssuer ?? '')
     + '<saml:Subject>'
-    + `<saml:NameID Format="urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified">${f.nameIdXml ?? escapeXml(f.nameId)}</saml:NameID>`
+    + `<saml:NameID Format="${escapeXml(f.nameIdFormat ?? 'urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified')}">${f.nameIdXml ?? escapeXml(f.nameId)}</saml:NameID>`
     + '<saml:SubjectConfirmation Method="urn:oasis:names:tc:SAML:2.0:cm:bearer">'
     + `<saml:SubjectConfirmationData Recipient="${escapeXml(recipient)}"${confirmation !== null ? ` NotOnOrAfter="${iso(now + confirmation * 1000)}"` : ''}/>`
     + '</saml:SubjectConfirmation>'
@@ -139,14 +146,14 @@ export function signWithSamlify(xml: string, pair: KeyPair): string {
 }
 
 /** The empty signature template xmlsec1 fills in: exc-c14n, rsa-sha256, one Reference to the root. */
-export function xmlsecTemplate(id: string, withKeyInfo = true): string {
+export function xmlsecTemplate(id: string, withKeyInfo = true, digestAlgorithm = SHA256): string {
   return '<ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#">'
     + '<ds:SignedInfo>'
     + `<ds:CanonicalizationMethod Algorithm="${EXC_C14N}"/>`
     + `<ds:SignatureMethod Algorithm="${RSA_SHA256}"/>`
     + `<ds:Reference URI="#${id}">`
     + `<ds:Transforms><ds:Transform Algorithm="${ENVELOPED}"/><ds:Transform Algorithm="${EXC_C14N}"/></ds:Transforms>`
-    + `<ds:DigestMethod Algorithm="${SHA256}"/><ds:DigestValue></ds:DigestValue>`
+    + `<ds:DigestMethod Algorithm="${digestAlgorithm}"/><ds:DigestValue></ds:DigestValue>`
     + '</ds:Reference>'
     + '</ds:SignedInfo>'
     + '<ds:SignatureValue></ds:SignatureValue>'
@@ -155,9 +162,9 @@ export function xmlsecTemplate(id: string, withKeyInfo = true): string {
 }
 
 /** Signer 2: Debian's xmlsec1 signs an assertion that carries an empty signature template. */
-export function signWithXmlsec(server: Endpoint, f: AssertionFields, pair: KeyPair): string {
+export function signWithXmlsec(server: Endpoint, f: AssertionFields, pair: KeyPair, digestAlgorithm = SHA256): string {
   const id = f.id ?? newId();
-  const template = assertionXml(server, { ...f, id, afterIssuer: xmlsecTemplate(id) });
+  const template = assertionXml(server, { ...f, id, afterIssuer: xmlsecTemplate(id, true, digestAlgorithm) });
   const dir = tempDir('km-xmlsec-');
   writeFileSync(join(dir, 'in.xml'), template);
   execFileSync('xmlsec1', ['--sign', '--privkey-pem', `${pair.keyPath},${pair.certPath}`,
@@ -174,6 +181,8 @@ export interface XmlCryptoOptions {
   location?: { reference: string; action: 'append' | 'prepend' | 'before' | 'after' };
   /** Certificate to put in KeyInfo. */
   keyInfoCert?: string;
+  /** DigestMethod of every Reference; SHA-256 by default. */
+  digestAlgorithm?: string;
 }
 
 /** HMAC-SHA256 "signature" for xml-crypto, which ships none: keyed with whatever key is given. */
@@ -200,7 +209,7 @@ export function signWithXmlCrypto(xml: string, privateKey: string | Buffer, o: X
   });
   (sig.SignatureAlgorithms as Record<string, unknown>)[HMAC_SHA256] = HmacSha256;
   for (const xpath of o.references ?? ['/*']) {
-    sig.addReference({ xpath, transforms: [ENVELOPED, EXC_C14N], digestAlgorithm: SHA256 });
+    sig.addReference({ xpath, transforms: [ENVELOPED, EXC_C14N], digestAlgorithm: o.digestAlgorithm ?? SHA256 });
   }
   sig.computeSignature(xml, {
     prefix: 'ds',

@@ -1,12 +1,20 @@
 // SAML 2.0 bearer assertion grant (RFC 7522 §2.1, §3). The assertion is checked in
 // src/saml/; here the rules of the profile: a registered and enabled issuer that allows this
 // client, audience and recipient naming this server, time limits with the configured skew,
-// a bounded validity window, each assertion used once, and a user to act for.
+// a bounded validity window, each assertion used once, and a user to act for — only a user
+// federated from that same IdP under that exact NameID (a user belongs to their source).
+//
+// Nothing read from the request reaches a query before the signature has been checked: the
+// registered IdPs are loaded with an input-independent query and the unsigned Issuer only
+// picks one of them in memory; the signed Issuer must then be that IdP's entity id.
 import { randomBytes } from 'node:crypto';
 import { errors } from 'oidc-provider';
-import { AssertionMalformed, AssertionRejected, decodeAssertionParameter, unverifiedIssuer, verifySignedAssertion, type SignedAssertion } from '../../saml/assertion.ts';
-import { findIdp, recordAssertionId } from '../../store/idps.ts';
-import { createUser, findUserByUsername, UserInputError } from '../../store/users.ts';
+import {
+  AssertionMalformed, AssertionRejected, TRANSIENT_NAME_ID, decodeAssertionParameter, parseAssertion, verifySignedAssertion,
+  type SignedAssertion,
+} from '../../saml/assertion.ts';
+import { listIdps, recordAssertionId } from '../../store/idps.ts';
+import { checkNameId, findFederatedUser, provisionFederatedUser, UserInputError, UsernameTakenError, type Federation } from '../../store/users.ts';
 import { hashPassword, passwordParams } from '../../store/passwords.ts';
 import type { Config } from '../../config/index.ts';
 import type { IdpRow, UserRow } from '../../db/types.ts';
@@ -20,6 +28,9 @@ export const SAML2_BEARER = 'urn:ietf:params:oauth:grant-type:saml2-bearer';
 function refuse(reason: string): never {
   throw new AssertionRejected(reason);
 }
+
+/** For the log only: an unsigned value, bounded (pino escapes what it holds). */
+const quoted = (value: string) => JSON.stringify(value.length > 200 ? `${value.slice(0, 200)}…` : value);
 
 function checkProfile(config: Config, a: SignedAssertion, now = Date.now()): Date {
   const skew = config.clockSkew * 1000;
@@ -37,22 +48,56 @@ function checkProfile(config: Config, a: SignedAssertion, now = Date.now()): Dat
   return new Date(expiry + skew);
 }
 
-async function userFor(db: Db, config: Config, idp: IdpRow, nameId: string): Promise<UserRow> {
-  const existing = await findUserByUsername(db, nameId);
-  if (existing) return existing;
-  if (!idp.jit_provisioning) refuse('NameID is not a known user and the identity provider does not provision users');
-  // A user who signs in through the IdP only: the password is random and never handed out.
-  const unusable = await hashPassword(randomBytes(32).toString('base64url'), passwordParams(config));
+/** The subject, as this IdP identifies it: a NameID it may use, compared exactly. */
+function subjectOf(idp: IdpRow, a: SignedAssertion): Federation {
+  if (a.nameIdFormat === TRANSIENT_NAME_ID && !idp.allow_transient) {
+    refuse('transient NameID, and this identity provider is not configured to allow them (keymgr idp add … --allow-transient)');
+  }
   try {
-    return await createUser(db, nameId, unusable, idp.jit_default_roles);
+    checkNameId(a.nameId);
   } catch (err) {
-    if (err instanceof UserInputError) {
-      const raced = await findUserByUsername(db, nameId); // created meanwhile by another request
-      if (raced) return raced;
-      refuse(`cannot provision user: ${err.message}`);
-    }
+    if (err instanceof UserInputError) refuse(err.message);
     throw err;
   }
+  return { idp: idp.entity_id, nameId: a.nameId };
+}
+
+const linkHint = (f: Federation, username = 'USERNAME') =>
+  `keymgr user link --idp ${quoted(f.idp)} --name-id ${quoted(f.nameId)} ${quoted(username)}`;
+
+/**
+ * Records the assertion as used and returns the user it acts for: the user federated from
+ * this IdP under this NameID, or — with JIT provisioning — a new one. An existing user of
+ * another source (a local user, or another IdP's) is never taken over, even when the NameID
+ * equals their username: that is refused, and the log tells the operator how to link them
+ * if they are the same person. A refused assertion leaves no row behind.
+ */
+async function consumeFor(db: Db, config: Config, idp: IdpRow, subject: Federation, assertionId: string, expiresAt: Date): Promise<UserRow> {
+  const existing = await findFederatedUser(db, subject);
+  if (existing) {
+    if (existing.disabled) refuse('the user is disabled');
+    if (!(await recordAssertionId(db, idp.entity_id, assertionId, expiresAt))) refuse('the assertion was used before (replay)');
+    return existing;
+  }
+  if (!idp.jit_provisioning) {
+    refuse(`NameID ${quoted(subject.nameId)} is not linked to a user of this identity provider, which does not provision users; to link a user: ${linkHint(subject)}`);
+  }
+  // A user who signs in through the IdP only: the password is random and never handed out.
+  const unusable = await hashPassword(randomBytes(32).toString('base64url'), passwordParams(config));
+  const user = await db.transaction().execute(async (trx) => {
+    if (!(await recordAssertionId(trx, idp.entity_id, assertionId, expiresAt))) refuse('the assertion was used before (replay)');
+    try {
+      return await provisionFederatedUser(trx, subject.nameId, unusable, idp.jit_default_roles, subject);
+    } catch (err) {
+      if (err instanceof UsernameTakenError) {
+        refuse(`JIT provisioning refused: the username ${quoted(subject.nameId)} belongs to an existing user who is not federated from this identity provider, and is not taken over; if they are the same person, link them: ${linkHint(subject, subject.nameId)}`);
+      }
+      if (err instanceof UserInputError) refuse(`cannot provision user: ${err.message}`);
+      throw err;
+    }
+  });
+  if (user.disabled) refuse('the user is disabled');
+  return user;
 }
 
 export const saml2BearerGrant: ExtensionGrant = {
@@ -63,17 +108,17 @@ export const saml2BearerGrant: ExtensionGrant = {
     const client = ctx.oidc.client;
     if (!client) throw new errors.InvalidClient();
     if (client.clientAuthMethod === 'none') throw new errors.UnauthorizedClient('the SAML bearer grant requires client authentication');
+    let idp: IdpRow | undefined;
     try {
-      const xml = decodeAssertionParameter(ctx.oidc.params?.assertion);
-      const idp = await findIdp(db, unverifiedIssuer(xml));
-      if (!idp || !idp.enabled) refuse('the issuer is not a registered, enabled identity provider');
+      const unverified = parseAssertion(decodeAssertionParameter(ctx.oidc.params?.assertion));
+      idp = (await listIdps(db)).find((candidate) => candidate.entity_id === unverified.claimedIssuer);
+      if (!idp) refuse(`the Issuer ${quoted(unverified.claimedIssuer)} is not a registered identity provider`);
+      if (!idp.enabled) refuse('the identity provider is disabled');
       if (idp.allowed_clients && !idp.allowed_clients.includes(client.clientId)) refuse('this client may not use this identity provider');
-      const assertion = verifySignedAssertion(xml, idp.certificates);
+      const assertion = verifySignedAssertion(unverified, idp.certificates);
       if (assertion.issuer !== idp.entity_id) refuse('the signed Issuer differs from the one the assertion was read with');
       const expiresAt = checkProfile(config, assertion);
-      if (!(await recordAssertionId(db, idp.entity_id, assertion.id, expiresAt))) refuse('the assertion was used before (replay)');
-      const user = await userFor(db, config, idp, assertion.nameId);
-      if (user.disabled) refuse('the user is disabled');
+      const user = await consumeFor(db, config, idp, subjectOf(idp, assertion), assertion.id, expiresAt);
       const account = accountOf(user);
       ctx.oidc.entity('Account', account);
       ctx.body = await issueUserTokens(deps, ctx, account, { gty: SAML2_BEARER, requestedScope: ctx.oidc.params?.scope });
@@ -81,7 +126,7 @@ export const saml2BearerGrant: ExtensionGrant = {
     } catch (err) {
       if (err instanceof AssertionMalformed) throw new errors.InvalidRequest(err.message);
       if (err instanceof AssertionRejected) {
-        logger.info({ event: 'saml.rejected', client_id: client.clientId, reason: err.message }, 'SAML bearer assertion refused');
+        logger.info({ event: 'saml.rejected', client_id: client.clientId, ...(idp ? { idp: idp.entity_id } : {}), reason: err.message }, 'SAML bearer assertion refused');
         throw new errors.InvalidGrant(err.message);
       }
       throw err;
