@@ -5,7 +5,22 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { sql } from 'kysely';
 import { loadConfig } from '../src/config/index.ts';
-import { connectDatabase, type DatabaseHandle } from '../src/db/connect.ts';
+import { createDatabase } from '../src/db/database.ts';
+import { ensureEmbeddedPostgres } from '../src/db/embedded.ts';
+
+/** A connection that may create and drop databases: the external URL, or the embedded cluster's superuser. */
+interface DatabaseHandle {
+  db: ReturnType<typeof createDatabase>;
+  url: string;
+  close(): Promise<void>;
+}
+
+async function connectAsAdmin(external: string | undefined, dataDir: string, port: number): Promise<DatabaseHandle> {
+  const embedded = external ? undefined : await ensureEmbeddedPostgres({ dataDir, port });
+  const url = external ?? embedded!.adminUrl;
+  const db = createDatabase({ url, poolSize: 2, applicationName: 'keymanager-bench' });
+  return { db, url, async close() { await db.destroy(); await embedded?.stop(); } };
+}
 
 export interface BenchDatabase {
   /** URL of the fresh database the server under test uses. */
@@ -35,7 +50,7 @@ export async function openBenchDatabase(benchDir: string): Promise<BenchDatabase
     throw new Error('keymanager.toml sets database_url; set BENCH_DATABASE_URL to bench against an external PostgreSQL');
   }
   // PostgreSQL's own start-up chatter is not shown; a failure to start still throws with the reason.
-  const admin: DatabaseHandle = await connectDatabase(config, { applicationName: 'keymanager-bench' });
+  const admin = await connectAsAdmin(external, config.dataDir, config.embeddedPostgresPort);
   try {
     if (!external) await dropLeftovers(admin);
     const name = `km_bench_${randomBytes(6).toString('hex')}`;

@@ -22,7 +22,7 @@ if (!url) {
   mkdirSync('.data-test', { recursive: true });
   dataDir = mkdtempSync(join('.data-test', 'run-'));
   embedded = await ensureEmbeddedPostgres({ dataDir, port: await freePort() });
-  url = embedded.url;
+  url = embedded.adminUrl; // test files create and drop databases of their own
 }
 
 const files = process.argv.slice(2);

