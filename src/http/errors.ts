@@ -1,9 +1,10 @@
 // The one error-mapping middleware of each surface. OAuth errors keep their RFC shape and
-// status; an unreachable database is a 503; anything else is a 500 with no detail. The
-// detail (and any stack) goes to the log, never to the client.
-import type { Middleware } from 'koa';
+// status; an unreachable database — and only that — is a 503; a value the database refused
+// to store is the caller's 400; anything else is a 500 with no detail. The detail (and any
+// stack) goes to the log, never to the client.
+import type { Context, Middleware } from 'koa';
 import type { Logger } from 'pino';
-import { isDatabaseUnreachable } from '../db/errors.ts';
+import { isDatabaseUnreachable, isUnstorableInput } from '../db/errors.ts';
 
 interface ExposedError {
   expose?: boolean;
@@ -14,6 +15,12 @@ interface ExposedError {
   error_description?: string;
   error_detail?: string;
   challenge?: string;
+}
+
+/** RFC 6749 §5.2 / RFC 7235: the challenge of a refused client authentication. */
+export function authChallenge(scheme: string, realm: string, error: string, description: string | undefined): string {
+  const quoted = (v: string) => `"${v.replace(/["\\]/g, '')}"`;
+  return `${scheme} realm=${quoted(realm)}, error=${quoted(error)}${description ? `, error_description=${quoted(description)}` : ''}`;
 }
 
 export function errorMapper(logger: Logger, { realm }: { realm: string }): Middleware {
@@ -29,14 +36,20 @@ export function errorMapper(logger: Logger, { realm }: { realm: string }): Middl
         ctx.body = { error: 'temporarily_unavailable', error_description: 'the service is temporarily unavailable' };
         return;
       }
+      if (isUnstorableInput(thrown)) {
+        // The edge (input-guard.ts) should have refused this: worth a warning, not a 500.
+        logger.warn({ path: ctx.path, code: (thrown as { code?: string }).code }, 'input refused by the database');
+        ctx.status = 400;
+        ctx.body = { error: 'invalid_request', error_description: 'a parameter contains characters that cannot be processed' };
+        return;
+      }
       const status = err.statusCode ?? err.status ?? 500;
       if (err.expose && status < 500 && err.error) {
         logger.info({ path: ctx.path, error: err.error, detail: err.error_detail }, 'request refused');
         ctx.status = status;
         if (err.challenge) {
           ctx.status = 401;
-          const description = err.error_description ? `, error_description="${err.error_description.replace(/["\\]/g, '')}"` : '';
-          ctx.set('WWW-Authenticate', `${err.challenge} realm="${realm}", error="${err.error}"${description}`);
+          ctx.set('WWW-Authenticate', authChallenge(err.challenge, realm, err.error, err.error_description));
         }
         ctx.body = { error: err.error, ...(err.error_description ? { error_description: err.error_description } : {}) };
         return;
@@ -48,12 +61,36 @@ export function errorMapper(logger: Logger, { realm }: { realm: string }): Middl
   };
 }
 
+interface Correction {
+  /** oidc-provider's error_description of the answer to correct. */
+  description: string;
+  error: string;
+  status?: number;
+  /** Only where the engine authenticates clients (its route names, not URLs): the same text
+   * answers a malformed Bearer header at /userinfo, which is not a client's failure. */
+  clientAuthOnly?: boolean;
+}
+
+// Engine routes that authenticate the client (oidc-provider's names, lib/shared/client_auth.js).
+const CLIENT_AUTH_ROUTES = new Set(['token', 'pushed_authorization_request', 'device_authorization', 'backchannel_authentication', 'introspection', 'revocation']);
+
 // oidc-provider answers a few cases with a different error than RFC 6749 §5.2 names; the
 // response is corrected here, in one table, rather than at each call site.
-const PROVIDER_ERROR_CORRECTIONS: { description: string; error: string }[] = [
+const PROVIDER_ERROR_CORRECTIONS: Correction[] = [
   // §5.2: "The authenticated client is not authorized to use this authorization grant type."
   { description: 'requested grant type is not allowed for this client', error: 'unauthorized_client' },
+  // §5.2: invalid_client (401) is "Client authentication failed (e.g., unknown client, no
+  // client authentication included, or unsupported authentication method)".
+  { description: 'no client authentication mechanism provided', error: 'invalid_client', status: 401, clientAuthOnly: true },
+  { description: 'invalid authorization header value format', error: 'invalid_client', status: 401, clientAuthOnly: true },
+  { description: 'client_secret must be provided in the Authorization header', error: 'invalid_client', status: 401, clientAuthOnly: true },
+  { description: 'client_id and client_secret in the authorization header are not properly encoded', error: 'invalid_client', status: 401, clientAuthOnly: true },
 ];
+
+function engineRoute(ctx: Context): { route?: string; issuer?: string } {
+  const oidc = (ctx as { oidc?: { route?: string; provider?: { issuer?: string } } }).oidc;
+  return { route: oidc?.route, issuer: oidc?.provider?.issuer };
+}
 
 export function correctProviderErrors(): Middleware {
   return async function correctProviderErrorsMiddleware(ctx, next) {
@@ -61,6 +98,14 @@ export function correctProviderErrors(): Middleware {
     const body = ctx.body as { error?: unknown; error_description?: unknown } | undefined;
     if (ctx.status !== 400 || !body || typeof body !== 'object' || typeof body.error !== 'string') return;
     const correction = PROVIDER_ERROR_CORRECTIONS.find((c) => c.description === body.error_description);
-    if (correction) body.error = correction.error;
+    if (!correction) return;
+    const { route, issuer } = engineRoute(ctx);
+    if (correction.clientAuthOnly && !(route && CLIENT_AUTH_ROUTES.has(route))) return;
+    body.error = correction.error;
+    if (correction.status === 401) {
+      ctx.status = 401;
+      // RFC 7235 §3.1: a 401 carries a challenge; RFC 6749 §2.3.1: the scheme is Basic.
+      ctx.set('WWW-Authenticate', authChallenge('Basic', issuer ?? ctx.origin, correction.error, correction.description));
+    }
   };
 }

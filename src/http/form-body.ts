@@ -1,8 +1,14 @@
-// Reads an application/x-www-form-urlencoded body for the endpoints we serve ourselves, with
-// the checks RFC 6749 §3.2 and RFC 7662/7009 expect: POST only, the right media type, a size
-// limit, and no parameter given twice.
+// application/x-www-form-urlencoded bodies and query strings, read once and decoded strictly.
+// PostgreSQL stores neither NUL nor invalid UTF-8, and a lenient decoder would turn invalid
+// bytes into U+FFFD that no later check can tell from a real one, so every name and value is
+// decoded from its bytes and refused, naming the parameter, when it is not valid UTF-8 or holds
+// NUL. The body is read here at most once and kept as text on ctx.request.body, where our
+// routes find it again and where oidc-provider's body parser looks when the request stream has
+// already been read (node_modules/oidc-provider/lib/shared/selective_body.js).
 import type { Context } from 'koa';
 import { errors } from 'oidc-provider';
+
+export const FORM_TYPE = 'application/x-www-form-urlencoded';
 
 export class PayloadTooLarge extends errors.InvalidRequest {
   constructor() {
@@ -12,30 +18,113 @@ export class PayloadTooLarge extends errors.InvalidRequest {
   }
 }
 
-export async function readForm(ctx: Context, maxBytes: number): Promise<URLSearchParams> {
-  if (!ctx.request.is('application/x-www-form-urlencoded')) {
-    throw new errors.InvalidRequest('only application/x-www-form-urlencoded content-type bodies are supported');
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+const PERCENT = 0x25;
+const PLUS = 0x2b;
+const AMPERSAND = 0x26;
+const EQUALS = 0x3d;
+
+function hexValue(byte: number | undefined): number {
+  if (byte === undefined) return -1;
+  if (byte >= 0x30 && byte <= 0x39) return byte - 0x30;
+  const lower = byte | 0x20;
+  return lower >= 0x61 && lower <= 0x66 ? lower - 0x61 + 10 : -1;
+}
+
+/**
+ * One name or value as the WHATWG urlencoded parser (URLSearchParams) and node:querystring
+ * decode it — `+` is a space, `%XX` a byte, a `%` not followed by two hex digits stays as it
+ * is — except that bytes that are not UTF-8 are an error instead of U+FFFD. Undefined: not UTF-8.
+ */
+export function decodeFormComponent(bytes: Uint8Array): string | undefined {
+  const out = new Uint8Array(bytes.length);
+  let n = 0;
+  for (let i = 0; i < bytes.length; i++) {
+    const byte = bytes[i]!;
+    if (byte === PLUS) {
+      out[n++] = 0x20;
+    } else if (byte === PERCENT && hexValue(bytes[i + 1]) >= 0 && hexValue(bytes[i + 2]) >= 0) {
+      out[n++] = hexValue(bytes[i + 1]) * 16 + hexValue(bytes[i + 2]);
+      i += 2;
+    } else {
+      out[n++] = byte;
+    }
   }
+  try {
+    return strictUtf8.decode(out.subarray(0, n));
+  } catch {
+    return undefined; // includes UTF-8-encoded surrogates (%ED%A0%80), which are not UTF-8
+  }
+}
+
+/** How a refused parameter is named in the error: only names that look like parameters. */
+function nameOf(name: string | undefined): string {
+  return name !== undefined && /^[A-Za-z0-9_.:-]{1,64}$/.test(name) ? `'${name}' parameter` : 'a parameter';
+}
+
+/**
+ * The name/value pairs of a form body or query string, in order, or InvalidRequest naming the
+ * first parameter that is not valid UTF-8 or holds NUL.
+ */
+export function parseFormStrict(input: Uint8Array | string): [string, string][] {
+  const bytes = typeof input === 'string' ? Buffer.from(input, 'utf8') : input;
+  const pairs: [string, string][] = [];
+  let start = 0;
+  while (start <= bytes.length) {
+    let end = bytes.indexOf(AMPERSAND, start);
+    if (end < 0) end = bytes.length;
+    if (end > start) {
+      const pair = bytes.subarray(start, end);
+      const eq = pair.indexOf(EQUALS);
+      const name = decodeFormComponent(eq < 0 ? pair : pair.subarray(0, eq));
+      const value = eq < 0 ? '' : decodeFormComponent(pair.subarray(eq + 1));
+      if (name === undefined || value === undefined) throw new errors.InvalidRequest(`${nameOf(name)} is not valid UTF-8`);
+      if (name.includes('\0') || value.includes('\0')) throw new errors.InvalidRequest(`${nameOf(name)} must not contain NUL`);
+      pairs.push([name, value]);
+    }
+    start = end + 1;
+  }
+  return pairs;
+}
+
+/**
+ * The raw text of a form body, read from the request at most once, within the size limit
+ * whether the length is declared or the body is chunked. Checks the parameters as it goes.
+ */
+export async function readFormText(ctx: Context, maxBytes: number): Promise<string> {
+  const kept = (ctx.request as { body?: unknown }).body;
+  if (typeof kept === 'string') return kept;
   const declared = ctx.request.length;
   if (declared !== undefined && declared > maxBytes) throw new PayloadTooLarge();
   const chunks: Buffer[] = [];
   let received = 0;
-  for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
+  // destroyOnReturn false: stopping early must not reset the connection before the 413 is sent.
+  for await (const chunk of ctx.req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
     received += chunk.length;
     if (received > maxBytes) throw new PayloadTooLarge();
     chunks.push(chunk);
   }
-  let text: string;
-  try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(Buffer.concat(chunks));
-  } catch {
-    throw new errors.InvalidRequest('request body is not valid UTF-8');
+  const bytes = Buffer.concat(chunks, received);
+  parseFormStrict(bytes);
+  // Every part is valid UTF-8 now, and so is the whole (the separators are ASCII).
+  const text = bytes.toString('utf8');
+  (ctx.request as { body?: unknown }).body = text;
+  return text;
+}
+
+/**
+ * A form body for the endpoints we serve ourselves, with the checks RFC 6749 §3.2 and RFC
+ * 7662/7009 expect: the right media type, the size limit, valid text, no parameter twice.
+ */
+export async function readForm(ctx: Context, maxBytes: number): Promise<URLSearchParams> {
+  if (!ctx.request.is(FORM_TYPE)) {
+    throw new errors.InvalidRequest(`only ${FORM_TYPE} content-type bodies are supported`);
   }
-  const form = new URLSearchParams(text);
+  const pairs = parseFormStrict(await readFormText(ctx, maxBytes));
   const seen = new Set<string>();
-  for (const key of form.keys()) {
-    if (seen.has(key)) throw new errors.InvalidRequest(`'${key}' parameter must not be provided twice`);
+  for (const [key] of pairs) {
+    if (seen.has(key)) throw new errors.InvalidRequest(`${nameOf(key)} must not be provided twice`);
     seen.add(key);
   }
-  return form;
+  return new URLSearchParams(pairs);
 }

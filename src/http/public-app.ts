@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/index.ts';
 import type { Db } from '../db/database.ts';
 import { addHealthRoutes } from './health.ts';
-import { authenticateClient, BasicAuthInvalidClient, parseBasicAuthorization, type CertificateCheck } from '../oauth/client-auth.ts';
+import { authenticateClient, type CertificateCheck } from '../oauth/client-auth.ts';
 import { introspect } from '../oauth/introspection.ts';
 import { revoke } from '../oauth/revocation.ts';
 import { ROUTES } from '../oauth/provider.ts';
@@ -17,7 +17,8 @@ import type { ScopeLookup } from '../oauth/scope-registry.ts';
 import { correctProviderErrors, errorMapper } from './errors.ts';
 import { onlyDocumentedEngineRoutes } from './engine-routes.ts';
 import { clientAddress } from './client-address.ts';
-import { PayloadTooLarge, readForm } from './form-body.ts';
+import { readForm } from './form-body.ts';
+import { inputGuard } from './input-guard.ts';
 
 const DISCOVERY_PATH = '/.well-known/openid-configuration';
 const POST_ONLY = new Set<string>([ROUTES.token, ROUTES.introspection, ROUTES.revocation]);
@@ -60,7 +61,7 @@ export function buildPublicApp({ config, db, provider, scopes, cookieKeys, certi
   router.post('/interaction/:uid/consent', async (ctx) => submitConsent(interactions, ctx, await readForm(ctx, config.maxBodyBytes)));
   router.post(ROUTES.revocation, async (ctx) => {
     const form = await readForm(ctx, config.maxBodyBytes);
-    const caller = await authenticateClient(db, certificates, ctx, form);
+    const caller = await authenticateClient(db, certificates, ctx, form, { allowPublic: true });
     const outcome = await revoke(db, caller, form);
     if (outcome === 'revoked') logger.info({ client_id: caller.client_id }, 'token revoked');
     ctx.set('Cache-Control', 'no-store');
@@ -86,13 +87,7 @@ export function buildPublicApp({ config, db, provider, scopes, cookieKeys, certi
     ctx.set('Referrer-Policy', 'no-referrer');
     await next();
   });
-  app.use(async function rejectOversizedBodies(ctx, next) {
-    // oidc-provider refuses oversized bodies as well; answering here, on the declared length,
-    // spares reading them and gives the same 413 on every endpoint.
-    const length = ctx.request.length;
-    if (length !== undefined && length > config.maxBodyBytes) throw new PayloadTooLarge();
-    await next();
-  });
+  app.use(inputGuard({ maxBodyBytes: config.maxBodyBytes }));
   app.use(async function authorizationServerMetadata(ctx, next) {
     // RFC 8414 metadata is the same document as OpenID discovery, under its own name.
     if (ctx.path === '/.well-known/oauth-authorization-server') ctx.path = DISCOVERY_PATH;
@@ -110,15 +105,6 @@ export function buildPublicApp({ config, db, provider, scopes, cookieKeys, certi
       ctx.status = 405;
       ctx.body = { error: 'invalid_request', error_description: `${ctx.path} accepts only POST` };
       return;
-    }
-    await next();
-  });
-  app.use(async function malformedBasicIsInvalidClient(ctx, next) {
-    // oidc-provider answers a malformed Authorization header with invalid_request; RFC 6749
-    // §5.2 makes any failed client authentication invalid_client, 401 with a challenge.
-    const authorization = ctx.get('authorization');
-    if (ctx.method === 'POST' && ctx.path === ROUTES.token && authorization && !parseBasicAuthorization(authorization)) {
-      throw new BasicAuthInvalidClient('invalid authorization header value format');
     }
     await next();
   });

@@ -26,27 +26,55 @@ export class BasicAuthInvalidClient extends ClientAuthFailed {
 
 type PresentedCredentials =
   | { method: 'client_secret_basic' | 'client_secret_post'; clientId: string; clientSecret: string }
-  /** Only a client_id: the client must be one that authenticates with its TLS certificate. */
-  | { method: 'certificate'; clientId: string };
+  /** Only a client_id: a public client (where allowed), or one that authenticates with its TLS certificate. */
+  | { method: 'client_id'; clientId: string };
 
-function decodeFormComponent(s: string): string {
-  return decodeURIComponent(s.replace(/\+/g, ' '));
+const MALFORMED = 'invalid authorization header value format';
+const NOT_ENCODED = 'client_id and client_secret in the authorization header are not properly encoded';
+const NO_SECRET = 'client_secret must be provided in the Authorization header';
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/** RFC 6749 §2.3.1 form-urlencoding; a malformed escape, invalid UTF-8 or NUL is undefined. */
+function decodeCredential(s: string): string | undefined {
+  try {
+    const decoded = decodeURIComponent(s.replace(/\+/g, ' '));
+    return decoded.includes('\0') ? undefined : decoded;
+  } catch {
+    return undefined; // URIError: a bad escape, bytes that are not UTF-8, or an encoded surrogate
+  }
 }
 
 /**
  * The client id and secret of an `Authorization: Basic` header (RFC 6749 §2.3.1: each part is
- * form-urlencoded before being joined), or null when the header is not such a credential.
+ * form-urlencoded before being joined), or BasicAuthInvalidClient saying what is wrong with it.
+ * Both parts are valid UTF-8 without NUL — storable, so safe to look up — and neither is empty.
  */
-export function parseBasicAuthorization(header: string): { clientId: string; clientSecret: string } | null {
+export function basicCredentials(header: string): { clientId: string; clientSecret: string } {
   const match = /^Basic ([A-Za-z0-9+/]+={0,2})$/i.exec(header.trim());
-  if (!match) return null;
-  const decoded = Buffer.from(match[1] ?? '', 'base64').toString('utf8');
-  const colon = decoded.indexOf(':');
-  if (colon <= 0) return null;
+  if (!match) throw new BasicAuthInvalidClient(MALFORMED);
+  let decoded: string;
   try {
-    return { clientId: decodeFormComponent(decoded.slice(0, colon)), clientSecret: decodeFormComponent(decoded.slice(colon + 1)) };
+    decoded = strictUtf8.decode(Buffer.from(match[1] ?? '', 'base64'));
   } catch {
-    return null;
+    throw new BasicAuthInvalidClient(NOT_ENCODED);
+  }
+  const colon = decoded.indexOf(':');
+  if (colon <= 0) throw new BasicAuthInvalidClient(MALFORMED);
+  const clientId = decodeCredential(decoded.slice(0, colon));
+  const clientSecret = decodeCredential(decoded.slice(colon + 1));
+  if (clientId === undefined || clientSecret === undefined) throw new BasicAuthInvalidClient(NOT_ENCODED);
+  if (!clientId) throw new BasicAuthInvalidClient(MALFORMED);
+  if (!clientSecret) throw new BasicAuthInvalidClient(NO_SECRET);
+  return { clientId, clientSecret };
+}
+
+/** As basicCredentials, but null instead of the error. */
+export function parseBasicAuthorization(header: string): { clientId: string; clientSecret: string } | null {
+  try {
+    return basicCredentials(header);
+  } catch (err) {
+    if (err instanceof BasicAuthInvalidClient) return null;
+    throw err;
   }
 }
 
@@ -55,13 +83,13 @@ export function presentedCredentials(authorization: string | undefined, form: UR
   const postSecret = form.get('client_secret');
   if (authorization !== undefined) {
     if (postSecret !== null) throw new errors.InvalidRequest('client authentication must only be provided using one mechanism');
-    const basic = parseBasicAuthorization(authorization);
-    if (!basic) throw new BasicAuthInvalidClient('invalid authorization header value format');
+    const basic = basicCredentials(authorization);
     if (postId !== null && postId !== basic.clientId) throw new errors.InvalidRequest('mismatch in body and authorization client ids');
     return { method: 'client_secret_basic', ...basic };
   }
-  if (postId === null) throw new errors.InvalidRequest('no client authentication mechanism provided');
-  if (postSecret === null) return { method: 'certificate', clientId: postId };
+  // RFC 6749 §5.2: "no client authentication included" is invalid_client; the challenge says how.
+  if (postId === null) throw new BasicAuthInvalidClient('no client authentication mechanism provided');
+  if (postSecret === null) return { method: 'client_id', clientId: postId };
   return { method: 'client_secret_post', clientId: postId, clientSecret: postSecret };
 }
 
@@ -83,14 +111,31 @@ async function certificateAuthenticates(db: Db, client: ClientRow, check: Certif
   return false;
 }
 
-export async function authenticateClient(db: Db, check: CertificateCheck, ctx: Context, form: URLSearchParams): Promise<ClientRow> {
+export interface ClientAuthOptions {
+  /**
+   * Whether a public client (auth method `none`) may call with its client_id alone. RFC 7009
+   * §2.1 lets it revoke its own tokens; RFC 7662 §2.1 wants an authorized caller, so
+   * introspection keeps the default.
+   */
+  allowPublic?: boolean;
+}
+
+export async function authenticateClient(
+  db: Db,
+  check: CertificateCheck,
+  ctx: Context,
+  form: URLSearchParams,
+  { allowPublic = false }: ClientAuthOptions = {},
+): Promise<ClientRow> {
   const presented = presentedCredentials(ctx.get('authorization') || undefined, form);
   const fail = presented.method === 'client_secret_basic'
     ? () => new BasicAuthInvalidClient('client authentication failed')
     : () => new ClientAuthFailed();
   const client = await findClientById(db, presented.clientId);
-  if (presented.method === 'certificate') {
-    if (!client || client.disabled || !(await certificateAuthenticates(db, client, check, ctx))) throw fail();
+  if (presented.method === 'client_id') {
+    if (!client || client.disabled) throw fail();
+    const ok = client.token_endpoint_auth_method === 'none' ? allowPublic : await certificateAuthenticates(db, client, check, ctx);
+    if (!ok) throw fail();
     return client;
   }
   // Compare even for an unknown client, so that timing does not reveal which client ids exist.

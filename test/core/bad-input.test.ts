@@ -3,10 +3,17 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
+import type { Server } from 'node:http';
+import Koa from 'koa';
+import pino from 'pino';
+import { sql } from 'kysely';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
-import { startTestServer, type TestServer } from '../support/server.ts';
+import { freePort, startTestServer, type TestServer } from '../support/server.ts';
 import { basicHeader, postForm, type Reply } from '../support/http.ts';
 import { issueToken, makeClient, type TestClient } from '../support/fixtures.ts';
+import { createDatabase, type Db } from '../../src/db/database.ts';
+import { errorMapper } from '../../src/http/errors.ts';
+import { databaseUnavailable } from '../../src/oauth/errors.ts';
 
 describe('bad input at the token endpoint', () => {
   let database: TestDatabase;
@@ -63,10 +70,16 @@ describe('bad input at the token endpoint', () => {
     assertError(await token({ grant_type: 'client_credentials', client_id: client.id, client_secret: 'nope' }, {}), 401, 'invalid_client');
   });
 
-  it('no client authentication at all → invalid_request or invalid_client, never a token', async () => {
+  it('no client authentication at all → 401 invalid_client with a Basic challenge (RFC 6749 §5.2)', async () => {
     const res = await token({ grant_type: 'client_credentials' }, {});
-    assert.equal(res.status, 400);
-    assert.equal(res.json.error, 'invalid_request');
+    assertError(res, 401, 'invalid_client');
+    assert.deepEqual(res.json, { error: 'invalid_client', error_description: 'no client authentication mechanism provided' });
+    assert.match(res.headers.get('www-authenticate') ?? '', /^Basic realm="[^"]+", error="invalid_client"/);
+  });
+
+  it('a body client_id that does not match the Basic one stays 400 invalid_request', async () => {
+    const mismatch = await token({ grant_type: 'client_credentials', client_id: 'someone-else' }, { basic: client.basic });
+    assertError(mismatch, 400, 'invalid_request');
   });
 
   for (const [name, header] of [
@@ -75,6 +88,12 @@ describe('bad input at the token endpoint', () => {
     ['empty', 'Basic '],
     ['another scheme', 'Bearer abc'],
     ['bad percent-encoding', `Basic ${Buffer.from('%zz:%zz').toString('base64')}`],
+    ['a NUL byte in the id', `Basic ${Buffer.from('id\0:secret').toString('base64')}`],
+    ['%00 in the secret', `Basic ${Buffer.from('id:sec%00ret').toString('base64')}`],
+    ['bytes that are not UTF-8', `Basic ${Buffer.concat([Buffer.from('id'), Buffer.from([0xff, 0xfe]), Buffer.from(':secret')]).toString('base64')}`],
+    ['%FF in the id', `Basic ${Buffer.from('id%FF:secret').toString('base64')}`],
+    ['an encoded lone surrogate', `Basic ${Buffer.from('id%ED%A0%80:secret').toString('base64')}`],
+    ['an empty secret', `Basic ${Buffer.from('id:').toString('base64')}`],
   ] as const) {
     it(`malformed Basic header (${name}) → 401 invalid_client with WWW-Authenticate`, async () => {
       const res = await token({ grant_type: 'client_credentials' }, { headers: { authorization: header } });
@@ -100,18 +119,39 @@ describe('bad input at the token endpoint', () => {
     assertError(await token(big), 413, 'invalid_request');
   });
 
-  it('an oversized body sent chunked (no Content-Length) is refused too', async () => {
+  const chunked = (path: string, kib: number, headers: Record<string, string> = { authorization: basicHeader(...client.basic) }) => {
     const chunks = async function* () {
-      for (let i = 0; i < 80; i++) yield Buffer.alloc(1024, 'a');
+      yield Buffer.from('grant_type=client_credentials&scope=read&pad=');
+      for (let i = 0; i < kib; i++) yield Buffer.alloc(1024, 'a');
     };
-    const res = await fetch(`${server.url}/token`, {
+    return fetch(`${server.url}${path}`, {
       method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicHeader(...client.basic) },
+      headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers },
       body: Readable.toWeb(Readable.from(chunks())),
       duplex: 'half',
     } as RequestInit);
-    assert.equal(res.status >= 400 && res.status < 500, true, `status ${res.status}`);
-    assert.equal(((await res.json()) as { error: string }).error, 'invalid_request');
+  };
+
+  for (const path of ['/token', '/introspect', '/revoke', '/interaction/some-uid/login', '/interaction/some-uid/consent']) {
+    it(`an oversized body sent chunked (no Content-Length) at ${path} → 413, as a declared one is`, async () => {
+      const res = await chunked(path, 80);
+      assert.equal(res.status, 413);
+      assert.deepEqual(await res.json(), { error: 'invalid_request', error_description: 'request body is too large' });
+    });
+  }
+
+  it('a parameter name or value with NUL or invalid UTF-8 → 400 invalid_request, naming it', async () => {
+    const cases: [string, string][] = [
+      ['grant_type=client_credentials&scope=read%00', "'scope' parameter must not contain NUL"],
+      ['grant_type=client_credentials&scope=re%C3%28ad', "'scope' parameter is not valid UTF-8"],
+      ['grant_type=client_credentials&sc%00ope=read', 'a parameter must not contain NUL'],
+      ['grant_type=client_credentials&%ED%A0%80=1', 'a parameter is not valid UTF-8'],
+    ];
+    for (const [body, description] of cases) {
+      const res = await token(body);
+      assertError(res, 400, 'invalid_request');
+      assert.deepEqual(res.json, { error: 'invalid_request', error_description: description }, body);
+    }
   });
 
   it('a scope the client may not have → 400 invalid_scope', async () => {
@@ -143,4 +183,69 @@ describe('bad input at the token endpoint', () => {
   it('left the database exactly as it was: every request above was refused', async () => {
     assert.equal(await database.dumpAllTables(), snapshotBefore);
   });
+});
+
+// What a database error says to the client, with real PostgreSQL errors through the real error
+// mapper: 503 only when the database cannot be reached; a value it cannot store is a 400.
+describe('database errors at the error mapper', () => {
+  let database: TestDatabase;
+  let server: Server;
+  let url: string;
+  let unreachable: Db;
+
+  before(async () => {
+    database = await createTestDatabase();
+    unreachable = createDatabase({ url: `postgres://nobody@127.0.0.1:${await freePort()}/none`, poolSize: 1, applicationName: 'unreachable' });
+    const queries: Record<string, (db: Db) => Promise<unknown>> = {
+      nul: (db) => sql`select ${'a\0b'}::text`.execute(db), // 22021
+      'jsonb-nul': (db) => sql`select ${'{"a":"\\u0000"}'}::jsonb`.execute(db), // 22P05
+      // 22P02, whose message quotes the input: it must not pass for a lost connection.
+      'quoted-outage': (db) => sql`select ${'Connection terminated'}::uuid`.execute(db),
+      'quoted-timeout': (db) => sql`select ${'timeout exceeded when trying to connect'}::int`.execute(db),
+      down: () => sql`select 1`.execute(unreachable),
+    };
+    const app = new Koa();
+    app.silent = true;
+    app.use(errorMapper(pino({ level: 'silent' }), { realm: 'test' }));
+    app.use(async (ctx) => {
+      const [, how, name] = ctx.path.split('/');
+      const query = queries[name!]!;
+      // "raw": as our own routes meet it; "adapter": as oidc-provider's adapter wraps it.
+      if (how === 'raw') await query(database.db);
+      else await query(database.db).catch((err: unknown) => { throw databaseUnavailable(err); });
+      ctx.body = 'unexpected';
+    });
+    server = app.listen(0, '127.0.0.1');
+    await new Promise((resolve) => server.once('listening', resolve));
+    url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  });
+  after(async () => {
+    server?.close();
+    await unreachable?.destroy();
+    await database?.drop();
+  });
+
+  for (const how of ['raw', 'adapter']) {
+    it(`NUL in text (22021) and \\u0000 in jsonb (22P05) → 400 invalid_request, not 500 or 503 (${how})`, async () => {
+      for (const name of ['nul', 'jsonb-nul']) {
+        const res = await fetch(`${url}/${how}/${name}`);
+        assert.equal(res.status, 400, name);
+        assert.deepEqual(await res.json(), { error: 'invalid_request', error_description: 'a parameter contains characters that cannot be processed' });
+      }
+    });
+
+    it(`an input error whose message quotes "Connection terminated" is not an outage: 500, not 503 (${how})`, async () => {
+      for (const name of ['quoted-outage', 'quoted-timeout']) {
+        const res = await fetch(`${url}/${how}/${name}`);
+        assert.equal(res.status, 500, name);
+        assert.deepEqual(await res.json(), { error: 'server_error', error_description: 'an unexpected error occurred' });
+      }
+    });
+
+    it(`an unreachable database → 503 temporarily_unavailable (${how})`, async () => {
+      const res = await fetch(`${url}/${how}/down`);
+      assert.equal(res.status, 503);
+      assert.deepEqual(await res.json(), { error: 'temporarily_unavailable', error_description: 'the service is temporarily unavailable' });
+    });
+  }
 });

@@ -129,12 +129,41 @@ describe('introspection', () => {
     const unknown = await postForm(`${server.url}/introspect`, { token }, { basic: ['nobody', 'x'] });
     assert.equal(unknown.status, 401);
     assert.deepEqual(unknown.json, wrong.json, 'unknown client and wrong secret look the same');
+    // RFC 6749 §5.2: "no client authentication included" is invalid_client too.
     const none = await postForm(`${server.url}/introspect`, { token });
-    assert.equal(none.status, 400);
-    assert.equal(none.json.error, 'invalid_request');
+    assert.equal(none.status, 401);
+    assert.deepEqual(none.json, { error: 'invalid_client', error_description: 'no client authentication mechanism provided' });
+    assert.match(none.headers.get('www-authenticate') ?? '', /^Basic realm="[^"]+", error="invalid_client"/);
     const malformed = await postForm(`${server.url}/introspect`, { token }, { headers: { authorization: 'Basic ###' } });
     assert.equal(malformed.status, 401);
     assert.equal(malformed.json.error, 'invalid_client');
+  });
+
+  it('Basic credentials with NUL, invalid UTF-8 or an empty secret → 401 invalid_client, never a 500', async () => {
+    const token = await issueToken(server.url, owner);
+    for (const credentials of [Buffer.from(`${owner.id}\0:${owner.secret}`), Buffer.from(`${owner.id}:${owner.secret}%00`),
+      Buffer.from(`${owner.id}%ED%A0%80:${owner.secret}`), Buffer.concat([Buffer.from([0xff]), Buffer.from(`:${owner.secret}`)]), Buffer.from(`${owner.id}:`)]) {
+      const res = await postForm(`${server.url}/introspect`, { token }, { headers: { authorization: `Basic ${credentials.toString('base64')}` } });
+      assert.equal(res.status, 401, res.text);
+      assert.equal(res.json.error, 'invalid_client');
+      assert.match(res.headers.get('www-authenticate') ?? '', /^Basic realm=/);
+    }
+  });
+
+  it('NUL or invalid UTF-8 in client_id or token in the body → 400 invalid_request, never a 500', async () => {
+    for (const body of [`token=x&client_id=${owner.id}%00&client_secret=${owner.secret}`, `token=x%FF`, 'token=x&client_id=%00']) {
+      const res = await postForm(`${server.url}/introspect`, body, body.includes('client_id') ? {} : { basic: owner.basic });
+      assert.equal(res.status, 400, res.text);
+      assert.equal(res.json.error, 'invalid_request');
+    }
+  });
+
+  it('a public client cannot introspect with its client_id alone (RFC 7662 §2.1: an authorized caller)', async () => {
+    const spa = await makeClient(database.db, { grantTypes: ['authorization_code'], scope: ['read'], redirectUris: ['https://spa.example/cb'], authMethod: 'none' });
+    const token = await issueToken(server.url, owner);
+    const res = await postForm(`${server.url}/introspect`, { token, client_id: spa.id });
+    assert.equal(res.status, 401);
+    assert.deepEqual(res.json, { error: 'invalid_client', error_description: 'client authentication failed' });
   });
 
   it('refuses a request without token, with a duplicate parameter, or not form-encoded', async () => {

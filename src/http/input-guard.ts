@@ -1,0 +1,40 @@
+// The edge check of every request on the public listener, before our routes and before
+// oidc-provider (DESIGN §2 rule 10): what PostgreSQL cannot store — NUL, bytes that are not
+// UTF-8, UTF-8-encoded surrogates — is refused with the protocol's error wherever it appears,
+// so no lookup ever sees it. It is keyed on what a request carries (method, media type,
+// Authorization scheme), never on its URL, so every spelling of every endpoint is covered.
+//
+// Sizes: a body is limited to max_body_bytes (413, declared or chunked). The request line and
+// headers are limited by Node's HTTP parser (16 KiB, answered 431 before any of this runs), so
+// an oversized query value or Basic credential never arrives; the values that remain are judged
+// by the endpoint that reads them (a 30 kB client_id is simply an unknown client).
+import type { Middleware } from 'koa';
+import { errors } from 'oidc-provider';
+import { basicCredentials } from '../oauth/client-auth.ts';
+import { FORM_TYPE, PayloadTooLarge, parseFormStrict, readFormText } from './form-body.ts';
+
+export function inputGuard({ maxBodyBytes }: { maxBodyBytes: number }): Middleware {
+  return async function guardInput(ctx, next) {
+    // Answered on the declared length whatever the media type: spares reading the body.
+    const declared = ctx.request.length;
+    if (declared !== undefined && declared > maxBodyBytes) throw new PayloadTooLarge();
+
+    let path: string;
+    try {
+      path = decodeURIComponent(ctx.path);
+    } catch {
+      throw new errors.InvalidRequest('the request path is not valid percent-encoded UTF-8');
+    }
+    if (path.includes('\0')) throw new errors.InvalidRequest('the request path must not contain NUL');
+    parseFormStrict(ctx.querystring);
+
+    // Client credentials: RFC 6749 §5.2 makes an unreadable one invalid_client (401, challenge).
+    const authorization = ctx.get('authorization');
+    if (/^\s*basic\b/i.test(authorization)) basicCredentials(authorization);
+
+    // Read here, checked, and left on ctx.request.body for our routes and for oidc-provider,
+    // which takes it from there once the request stream has been consumed.
+    if (ctx.method === 'POST' && ctx.request.is(FORM_TYPE)) await readFormText(ctx, maxBodyBytes);
+    await next();
+  };
+}
