@@ -1,8 +1,9 @@
 // The one place that reads SAML: decoding the assertion parameter, checking its signature
 // against an identity provider's registered certificates, and reading claims — only from the
 // XML the signature covers, as xml-crypto returns it, so that nothing wrapped around or beside
-// the signed element (XML signature wrapping) is ever read.
-import { createHash } from 'node:crypto';
+// the signed element (XML signature wrapping) is ever read. Only characters XML allows get
+// past parsing, and only SHA-2 (digests and signature) is accepted.
+import { createHash, createPublicKey, verify, type KeyLike } from 'node:crypto';
 import { DOMParser, type Document, type Element, type Node } from '@xmldom/xmldom';
 import { SignedXml, type HashAlgorithm } from 'xml-crypto';
 
@@ -11,14 +12,15 @@ const SAMLP = 'urn:oasis:names:tc:SAML:2.0:protocol';
 const DSIG = 'http://www.w3.org/2000/09/xmldsig#';
 const BEARER = 'urn:oasis:names:tc:SAML:2.0:cm:bearer';
 
-// Public-key algorithms only: an HMAC "signature" would be keyed with something public.
-const SIGNATURE_ALGORITHMS = new Set([
-  'http://www.w3.org/2001/04/xmldsig-more#rsa-sha256',
-  'http://www.w3.org/2001/04/xmldsig-more#rsa-sha512',
-  'http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256',
-  'http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384',
-  'http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha512',
-]);
+// Public-key algorithms with SHA-2 only: an HMAC "signature" would be keyed with something
+// public. Each names the key type it needs, so a registered key is used for its own algorithm.
+const SIGNATURE_ALGORITHMS: Record<string, { hash: string; keyType: 'rsa' | 'ec' }> = {
+  'http://www.w3.org/2001/04/xmldsig-more#rsa-sha256': { hash: 'sha256', keyType: 'rsa' },
+  'http://www.w3.org/2001/04/xmldsig-more#rsa-sha512': { hash: 'sha512', keyType: 'rsa' },
+  'http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256': { hash: 'sha256', keyType: 'ec' },
+  'http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384': { hash: 'sha384', keyType: 'ec' },
+  'http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha512': { hash: 'sha512', keyType: 'ec' },
+};
 const TRANSFORMS = new Set(['http://www.w3.org/2000/09/xmldsig#enveloped-signature', 'http://www.w3.org/2001/10/xml-exc-c14n#']);
 // SHA-2 digests only: a SHA-1 Reference digest under an RSA-SHA256 SignatureMethod is a
 // SHA-1 signature of the content, whatever the SignatureMethod says.
@@ -31,6 +33,26 @@ const DIGEST_ALGORITHMS: Record<string, string> = {
 export const TRANSIENT_NAME_ID = 'urn:oasis:names:tc:SAML:2.0:nameid-format:transient';
 /** xs:ID values IdPs write are short; a longer one is refused before it reaches the replay cache. */
 export const MAX_ASSERTION_ID_LENGTH = 256;
+
+/**
+ * The verifier's signature table: the accepted algorithms and nothing else (xml-crypto ships
+ * RSA-SHA1 and lacks ECDSA). XML-DSig writes an ECDSA signature value as r || s (RFC 4050),
+ * not DER.
+ */
+const verifierSignatures = Object.fromEntries(Object.entries(SIGNATURE_ALGORITHMS).map(([uri, { hash, keyType }]) => [uri, class {
+  getSignature(): string {
+    throw new Error('verification only');
+  }
+  verifySignature(material: string, key: KeyLike, signatureValue: string): boolean {
+    const publicKey = createPublicKey(key as string);
+    if (publicKey.asymmetricKeyType !== keyType) return false;
+    const options = keyType === 'ec' ? { key: publicKey, dsaEncoding: 'ieee-p1363' as const } : publicKey;
+    return verify(hash, Buffer.from(material, 'utf8'), options, Buffer.from(signatureValue, 'base64'));
+  }
+  getAlgorithmName(): string {
+    return uri;
+  }
+}])) as SignedXml['SignatureAlgorithms'];
 
 /** The verifier's digest table: the accepted ones, and nothing else (xml-crypto ships SHA-1 and lacks SHA-384). */
 const verifierDigests = Object.fromEntries(Object.entries(DIGEST_ALGORITHMS).map(([uri, name]) => [uri, class implements HashAlgorithm {
@@ -181,7 +203,7 @@ function checkSignatureShape(doc: Document): Element {
   const signature = signatures[0]!;
   const signedInfo = only(signature, DSIG, 'SignedInfo', 'SignedInfo');
   const method = only(signedInfo, DSIG, 'SignatureMethod', 'SignatureMethod').getAttribute('Algorithm') ?? '';
-  if (!SIGNATURE_ALGORITHMS.has(method)) throw new AssertionRejected(`signature algorithm ${method} is not accepted`);
+  if (!Object.hasOwn(SIGNATURE_ALGORITHMS, method)) throw new AssertionRejected(`signature algorithm ${method} is not accepted`);
   const reference = only(signedInfo, DSIG, 'Reference', 'Reference');
   const digest = only(reference, DSIG, 'DigestMethod', 'DigestMethod').getAttribute('Algorithm') ?? '';
   if (!Object.hasOwn(DIGEST_ALGORITHMS, digest)) throw new AssertionRejected(`digest algorithm ${digest} is not accepted (SHA-256, SHA-384 or SHA-512 only)`);
@@ -242,7 +264,13 @@ export function verifySignedAssertion({ xml, doc }: UnverifiedAssertion, certifi
   for (const cert of certificates) {
     const verifier = new SignedXml({ publicCert: cert, getCertFromKeyInfo: () => null });
     verifier.HashAlgorithms = verifierDigests;
-    verifier.loadSignature(signature as never);
+    verifier.SignatureAlgorithms = verifierSignatures;
+    try {
+      verifier.loadSignature(signature as never);
+    } catch (err) {
+      // xml-crypto throws plain errors for a Signature it cannot read (found by fast-check).
+      throw new AssertionRejected(`malformed Signature: ${err instanceof Error ? err.message.split('\n')[0] : 'unreadable'}`);
+    }
     let valid = false;
     try {
       valid = verifier.checkSignature(xml);

@@ -12,7 +12,7 @@ import { postForm, type Reply } from '../support/http.ts';
 import { makeClient, makeUser, type TestClient, type TestUser } from '../support/fixtures.ts';
 import { addIdp } from '../../src/store/idps.ts';
 import {
-  PERSISTENT, SAML2_BEARER, SHA1, SHA384, SHA512, TRANSIENT, assertionXml, encode, makeKeyPair, removeTempDirs,
+  PERSISTENT, SAML2_BEARER, SHA1, SHA384, SHA512, TRANSIENT, assertionXml, encode, makeEcKeyPair, makeKeyPair, removeTempDirs,
   signWithSamlify, signWithXmlCrypto, signWithXmlsec, type AssertionFields, type Endpoint, type KeyPair,
 } from './support.ts';
 
@@ -20,6 +20,10 @@ const IDP1 = 'https://idp-one.example.com/saml';
 const IDP2 = 'https://idp-two.example.com/saml';
 const STRICT = 'https://idp-strict.example.com/saml';
 const TRANSIENT_OK = 'https://idp-transient.example.com/saml';
+const EC_IDP = 'https://idp-ec.example.com/saml';
+const RSA_SHA1 = 'http://www.w3.org/2000/09/xmldsig#rsa-sha1';
+const ECDSA_SHA256 = 'http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256';
+const ECDSA_SHA384 = 'http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384';
 
 /** The wire shape of every refused assertion: the reason is in the log only. */
 const INVALID_GRANT = { error: 'invalid_grant', error_description: 'grant request is invalid' };
@@ -32,6 +36,7 @@ describe('SAML2 bearer grant: federated users', () => {
   let key2: KeyPair;
   let strictKey: KeyPair;
   let transientKey: KeyPair;
+  let ecKeys: KeyPair[];
   let client: TestClient;
   let alice: TestUser;
 
@@ -80,6 +85,8 @@ describe('SAML2 bearer grant: federated users', () => {
     await addIdp(database.db, { entityId: IDP2, certificates: [key2.cert], jit: true, defaultRoles: ['staff'] });
     await addIdp(database.db, { entityId: STRICT, certificates: [strictKey.cert] });
     await addIdp(database.db, { entityId: TRANSIENT_OK, certificates: [transientKey.cert], jit: true, allowTransient: true });
+    ecKeys = [makeEcKeyPair('ec-256', 'P-256'), makeEcKeyPair('ec-384', 'P-384')];
+    await addIdp(database.db, { entityId: EC_IDP, certificates: ecKeys.map((k) => k.cert), jit: true });
   });
   after(async () => {
     await server?.stop();
@@ -132,7 +139,21 @@ describe('SAML2 bearer grant: federated users', () => {
     assert.equal(allowed.username, 'tr-9c1b');
   });
 
-  describe('digest algorithms', () => {
+  it('concurrent first sign-ins of one NameID provision one user, and every request gets that user', async () => {
+    const replies = await Promise.all(Array.from({ length: 8 }, () => exchange(assertion(IDP1, key1, { nameId: 'hana' }))));
+    const subs = new Set((await Promise.all(replies.map(subjectOf))).map((s) => s.sub));
+    assert.equal(subs.size, 1, 'one subject');
+    const rows = await database.db.selectFrom('users').select(['id', 'federated_idp', 'federated_name_id']).where('username', '=', 'hana').execute();
+    assert.deepEqual(rows, [{ id: [...subs][0], federated_idp: IDP1, federated_name_id: 'hana' }]);
+  });
+
+  it('a disabled federated user is refused', async () => {
+    const ivan = (await subjectOf(await exchange(assertion(IDP1, key1, { nameId: 'ivan' })))).sub;
+    await database.db.updateTable('users').set({ disabled: true }).where('id', '=', ivan).execute();
+    await refused(assertion(IDP1, key1, { nameId: 'ivan' }), /disabled/);
+  });
+
+  describe('signature and digest algorithms', () => {
     it('SHA-1 DigestMethod under an RSA-SHA256 SignatureMethod is refused (xml-crypto and xmlsec1 signers)', async () => {
       const xml = signWithXmlCrypto(assertionXml(endpoint, { issuer: IDP1, nameId: 'frank' }), key1.key, { digestAlgorithm: SHA1 });
       assert.match(xml, /<ds:DigestMethod Algorithm="http:\/\/www\.w3\.org\/2000\/09\/xmldsig#sha1"\/>/);
@@ -146,6 +167,19 @@ describe('SAML2 bearer grant: federated users', () => {
         assert.equal((await subjectOf(await exchange(signWithXmlsec(endpoint, { issuer: IDP1, nameId: 'gina' }, key1, digest)))).username, 'gina');
       }
       assert.equal((await subjectOf(await exchange(signWithXmlsec(endpoint, { issuer: IDP1, nameId: 'gina' }, key1)))).username, 'gina');
+    });
+
+    it('RSA-SHA1 SignatureMethod is refused', async () => {
+      await refused(signWithXmlsec(endpoint, { issuer: IDP1, nameId: 'frank' }, key1, undefined, RSA_SHA1), /rsa-sha1/);
+    });
+
+    it('ECDSA with SHA-256 and SHA-384 (P-256, P-384) is accepted; with a SHA-1 digest it is refused (xmlsec1)', async () => {
+      const [p256, p384] = ecKeys as [KeyPair, KeyPair];
+      assert.equal((await subjectOf(await exchange(signWithXmlsec(endpoint, { issuer: EC_IDP, nameId: 'june' }, p256, undefined, ECDSA_SHA256)))).username, 'june');
+      assert.equal((await subjectOf(await exchange(signWithXmlsec(endpoint, { issuer: EC_IDP, nameId: 'june' }, p384, SHA384, ECDSA_SHA384)))).username, 'june');
+      await refused(signWithXmlsec(endpoint, { issuer: EC_IDP, nameId: 'june' }, p256, SHA1, ECDSA_SHA256), /sha1/);
+      // An EC key the IdP did not register.
+      await refused(signWithXmlsec(endpoint, { issuer: EC_IDP, nameId: 'june' }, makeEcKeyPair('other-ec'), undefined, ECDSA_SHA256), /does not verify/);
     });
   });
 

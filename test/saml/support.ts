@@ -59,6 +59,19 @@ export function makeKeyPair(cn = 'test-idp'): KeyPair {
   return { dir, keyPath, certPath, key, cert, certBody };
 }
 
+/** A fresh EC key (P-256 or P-384) and a self-signed certificate for it. */
+export function makeEcKeyPair(cn = 'ec-idp', curve = 'P-256'): KeyPair {
+  const dir = tempDir();
+  const keyPath = join(dir, 'key.pem');
+  const certPath = join(dir, 'cert.pem');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', `ec_paramgen_curve:${curve}`, '-nodes', '-keyout', keyPath, '-out', certPath,
+    '-days', '2', '-subj', `/CN=${cn}`, '-sha256'], { stdio: 'ignore' });
+  const key = readFileSync(keyPath, 'utf8');
+  const cert = readFileSync(certPath, 'utf8');
+  const certBody = cert.replace(/-----(BEGIN|END) CERTIFICATE-----/g, '').replace(/\s+/g, '');
+  return { dir, keyPath, certPath, key, cert, certBody };
+}
+
 export const newId = () => `_${randomBytes(16).toString('hex')}`;
 const iso = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
 
@@ -146,11 +159,11 @@ export function signWithSamlify(xml: string, pair: KeyPair): string {
 }
 
 /** The empty signature template xmlsec1 fills in: exc-c14n, rsa-sha256, one Reference to the root. */
-export function xmlsecTemplate(id: string, withKeyInfo = true, digestAlgorithm = SHA256): string {
+export function xmlsecTemplate(id: string, withKeyInfo = true, digestAlgorithm = SHA256, signatureAlgorithm = RSA_SHA256): string {
   return '<ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#">'
     + '<ds:SignedInfo>'
     + `<ds:CanonicalizationMethod Algorithm="${EXC_C14N}"/>`
-    + `<ds:SignatureMethod Algorithm="${RSA_SHA256}"/>`
+    + `<ds:SignatureMethod Algorithm="${signatureAlgorithm}"/>`
     + `<ds:Reference URI="#${id}">`
     + `<ds:Transforms><ds:Transform Algorithm="${ENVELOPED}"/><ds:Transform Algorithm="${EXC_C14N}"/></ds:Transforms>`
     + `<ds:DigestMethod Algorithm="${digestAlgorithm}"/><ds:DigestValue></ds:DigestValue>`
@@ -162,9 +175,9 @@ export function xmlsecTemplate(id: string, withKeyInfo = true, digestAlgorithm =
 }
 
 /** Signer 2: Debian's xmlsec1 signs an assertion that carries an empty signature template. */
-export function signWithXmlsec(server: Endpoint, f: AssertionFields, pair: KeyPair, digestAlgorithm = SHA256): string {
+export function signWithXmlsec(server: Endpoint, f: AssertionFields, pair: KeyPair, digestAlgorithm = SHA256, signatureAlgorithm = RSA_SHA256): string {
   const id = f.id ?? newId();
-  const template = assertionXml(server, { ...f, id, afterIssuer: xmlsecTemplate(id, true, digestAlgorithm) });
+  const template = assertionXml(server, { ...f, id, afterIssuer: xmlsecTemplate(id, true, digestAlgorithm, signatureAlgorithm) });
   const dir = tempDir('km-xmlsec-');
   writeFileSync(join(dir, 'in.xml'), template);
   execFileSync('xmlsec1', ['--sign', '--privkey-pem', `${pair.keyPath},${pair.certPath}`,
