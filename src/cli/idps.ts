@@ -31,7 +31,7 @@ export function registerIdpCommands(program: Command): void {
     .description('trust an identity provider\'s signed assertions')
     .requiredOption('--entity-id <id>', 'the IdP\'s entity ID (the assertions\' Issuer)')
     .requiredOption('--cert <file>', 'PEM signing certificate (repeatable, for rollover)', collect)
-    .option('--jit', 'create users on first use (otherwise NameID must name an existing user)')
+    .option('--jit', 'create users federated from this IdP on first use (otherwise a NameID must be linked first: keymgr user link)')
     .option('--default-roles <list>', 'roles given to users created on first use', list, [])
     .option('--allowed-clients <list>', 'only these client ids may use this IdP (default: any client with the grant)', list)
     .option('--allow-transient', 'accept transient NameIDs (refused by default: they identify nobody across sessions)')
