@@ -2,9 +2,12 @@
 // PostgreSQL stores neither NUL nor invalid UTF-8, and a lenient decoder would turn invalid
 // bytes into U+FFFD that no later check can tell from a real one, so every name and value is
 // decoded from its bytes and refused, naming the parameter, when it is not valid UTF-8 or holds
-// NUL. The body is read here at most once and kept as text on ctx.request.body, where our
-// routes find it again and where oidc-provider's body parser looks when the request stream has
-// already been read (node_modules/oidc-provider/lib/shared/selective_body.js).
+// NUL. The body is read here at most once and kept on ctx.request.body, where our routes find
+// it again and where oidc-provider's body parser looks when the request stream has already been
+// read (node_modules/oidc-provider/lib/shared/selective_body.js) — re-encoded from the checked
+// pairs, because node:querystring, which that parser uses, does not read every valid body as
+// it was meant: `%41%zz` followed by a raw U+0100 comes out as "A%zz\0" (a character's low
+// byte is kept when one escape in a value is malformed). Re-encoded, it reads what we checked.
 import type { Context } from 'koa';
 import { errors } from 'oidc-provider';
 
@@ -88,8 +91,8 @@ export function parseFormStrict(input: Uint8Array | string): [string, string][] 
 }
 
 /**
- * The raw text of a form body, read from the request at most once, within the size limit
- * whether the length is declared or the body is chunked. Checks the parameters as it goes.
+ * A form body as checked text, read from the request at most once, within the size limit
+ * whether the length is declared or the body is chunked.
  */
 export async function readFormText(ctx: Context, maxBytes: number): Promise<string> {
   const kept = (ctx.request as { body?: unknown }).body;
@@ -104,12 +107,14 @@ export async function readFormText(ctx: Context, maxBytes: number): Promise<stri
     if (received > maxBytes) throw new PayloadTooLarge();
     chunks.push(chunk);
   }
-  const bytes = Buffer.concat(chunks, received);
-  parseFormStrict(bytes);
-  // Every part is valid UTF-8 now, and so is the whole (the separators are ASCII).
-  const text = bytes.toString('utf8');
+  const text = encodeForm(parseFormStrict(Buffer.concat(chunks, received)));
   (ctx.request as { body?: unknown }).body = text;
   return text;
+}
+
+/** Pairs as a body every urlencoded parser reads back exactly: ASCII, well-formed escapes only. */
+export function encodeForm(pairs: [string, string][]): string {
+  return pairs.map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`).join('&');
 }
 
 /**

@@ -26,6 +26,9 @@ export function inputGuard({ maxBodyBytes }: { maxBodyBytes: number }): Middlewa
       throw new errors.InvalidRequest('the request path is not valid percent-encoded UTF-8');
     }
     if (path.includes('\0')) throw new errors.InvalidRequest('the request path must not contain NUL');
+    // Node's parser already refuses raw bytes outside ASCII in the request line; should it ever
+    // be made lenient, node:querystring (ctx.query, the engine's) would misread them.
+    if (/[^\x20-\x7e]/.test(ctx.querystring)) throw new errors.InvalidRequest('the query string must be percent-encoded ASCII');
     parseFormStrict(ctx.querystring);
 
     // Client credentials: RFC 6749 §5.2 makes an unreadable one invalid_client (401, challenge).

@@ -154,6 +154,14 @@ describe('bad input at the token endpoint', () => {
     }
   });
 
+  it('a body node:querystring would misread reaches the engine as it was checked (no NUL from nowhere)', async () => {
+    // `%41%zz` then a raw U+0100: node:querystring, oidc-provider's parser, makes that "A%zz\0".
+    const body = Buffer.from('grant_type=client_credentials&client_id=%41%zz\u0100&client_secret=x', 'utf8');
+    const res = await fetch(`${server.url}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body });
+    assert.equal(res.status, 401);
+    assert.deepEqual(await res.json(), { error: 'invalid_client', error_description: 'client authentication failed' });
+  });
+
   it('a scope the client may not have → 400 invalid_scope', async () => {
     assertError(await token({ grant_type: 'client_credentials', scope: 'admin' }), 400, 'invalid_scope');
   });
