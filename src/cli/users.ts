@@ -67,7 +67,7 @@ export function registerUserCommands(program: Command): void {
     })));
 
   user.command('disable <username>')
-    .description('disable a user: no new sign-ins, and their refresh tokens stop working')
+    .description('disable a user: no new sign-ins, and every token issued for them is revoked')
     .option('--json', 'print JSON')
     .action((username: string, opts: OutputOptions) => withDatabase(async ({ db }) => {
       if (!(await setUserDisabled(db, username, true))) throw new CliError(`no user "${username}"`);
@@ -83,7 +83,7 @@ export function registerUserCommands(program: Command): void {
     }));
 
   user.command('delete <username>')
-    .description('delete a user')
+    .description('delete a user and revoke every token issued for them')
     .option('--json', 'print JSON')
     .action((username: string, opts: OutputOptions) => withDatabase(async ({ db }) => {
       const row = await deleteUser(db, username);
