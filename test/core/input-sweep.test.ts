@@ -336,6 +336,25 @@ describe('unstorable bytes and oversized values in every parameter of every endp
     }
   });
 
+  it('the path is a parameter too: NUL or invalid UTF-8 in it → 400 invalid_request, before any lookup', async () => {
+    const { browser } = await signInStep();
+    const cases: [string, string, string][] = [
+      ['GET', '/interaction/%00', 'the request path must not contain NUL'],
+      ['POST', '/interaction/abc%00/login', 'the request path must not contain NUL'],
+      ['POST', '/interaction/%ED%A0%80/consent', 'the request path is not valid percent-encoded UTF-8'],
+      ['GET', '/jwks%FF', 'the request path is not valid percent-encoded UTF-8'],
+    ];
+    for (const [method, target, description] of cases) {
+      const stored = await counts();
+      const headers: Record<string, string> = { cookie: browser.jar.header() };
+      if (method === 'POST') headers['content-type'] = 'application/x-www-form-urlencoded';
+      const reply = await rawRequest(server.url, { method, target, headers, body: method === 'POST' ? 'csrf=x' : undefined });
+      assert.equal(reply.status, 400, `${target}: ${reply.text}`);
+      assert.deepEqual(reply.json, { error: 'invalid_request', error_description: description }, target);
+      assert.deepEqual(await counts(), stored);
+    }
+  });
+
   it('clean requests still work: the guard hands the body over to the engine and to our routes', async () => {
     const token = await rawRequest(server.url, {
       method: 'POST', target: '/token', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicBytes(conf.basic, undefined, Buffer.alloc(0)) },
