@@ -147,7 +147,8 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, cer
       introspection_endpoint: endpoint(ROUTES.introspection),
       introspection_endpoint_auth_methods_supported: [...SECRET_CLIENT_AUTH_METHODS, 'tls_client_auth', 'self_signed_tls_client_auth'],
       revocation_endpoint: endpoint(ROUTES.revocation),
-      revocation_endpoint_auth_methods_supported: [...SECRET_CLIENT_AUTH_METHODS, 'tls_client_auth', 'self_signed_tls_client_auth'],
+      // RFC 7009 §2.1: a public client revokes its own tokens with its client_id alone.
+      revocation_endpoint_auth_methods_supported: [...SECRET_CLIENT_AUTH_METHODS, 'tls_client_auth', 'self_signed_tls_client_auth', 'none'],
       // One listener serves both: it asks every client for a certificate (RFC 8705 §5).
       mtls_endpoint_aliases: {
         token_endpoint: endpoint(ROUTES.token),

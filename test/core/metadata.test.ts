@@ -52,6 +52,12 @@ describe('metadata advertises what is offered', () => {
     });
   }
 
+  it('advertises client_id-only revocation (public clients) but not client_id-only introspection', async () => {
+    const doc = await metadata();
+    assert.deepEqual(doc.revocation_endpoint_auth_methods_supported, ['client_secret_basic', 'client_secret_post', 'tls_client_auth', 'self_signed_tls_client_auth', 'none']);
+    assert.deepEqual(doc.introspection_endpoint_auth_methods_supported, ['client_secret_basic', 'client_secret_post', 'tls_client_auth', 'self_signed_tls_client_auth']);
+  });
+
   it('scopes_supported lists the registered scopes, and follows the registry', async () => {
     assert.deepEqual(await metadata().then((m) => m.scopes_supported), ['openid', 'offline_access', 'orders:read']);
     await createScope(database.db, 'orders:write');
