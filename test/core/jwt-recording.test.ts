@@ -4,25 +4,10 @@
 // endpoint is a 404 and issues nothing.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { request } from 'node:http';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { basicHeader, postForm } from '../support/http.ts';
+import { basicHeader, postForm, rawRequest } from '../support/http.ts';
 import { makeClient, makeScope, makeUser, type TestClient } from '../support/fixtures.ts';
-
-/** A request with the path sent exactly as written (fetch would normalise `/./token`). */
-function rawRequest(url: string, method: string, path: string, headers: Record<string, string>, body = ''): Promise<{ status: number; text: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request(url, { method, path, headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) } }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => { text += c; });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
 
 describe('JWT access tokens are recorded wherever they are issued', () => {
   let database: TestDatabase;
@@ -48,9 +33,9 @@ describe('JWT access tokens are recorded wherever they are issued', () => {
   for (const path of ['/TOKEN', '/Token', '/token/', '/token//', '/%74oken', '/./token', '/token;x', '//token']) {
     it(`POST ${path} reaches no endpoint: 404, and no token is issued`, async () => {
       const before = await database.db.selectFrom('tokens').select((e) => e.fn.countAll<string>().as('n')).executeTakeFirstOrThrow();
-      const res = await rawRequest(server.url, 'POST', path, {
+      const res = await rawRequest(server.url, { method: 'POST', target: path, body: form, headers: {
         'content-type': 'application/x-www-form-urlencoded', authorization: basicHeader(...jwtClient.basic),
-      }, form);
+      } });
       assert.equal(res.status, 404, res.text);
       assert.deepEqual(JSON.parse(res.text), { error: 'invalid_request', error_description: 'no such endpoint' });
       const after = await database.db.selectFrom('tokens').select((e) => e.fn.countAll<string>().as('n')).executeTakeFirstOrThrow();
@@ -60,7 +45,8 @@ describe('JWT access tokens are recorded wherever they are issued', () => {
 
   for (const [method, path] of [['POST', '/INTROSPECT'], ['POST', '/introspect/'], ['POST', '/Revoke'], ['GET', '/JWKS'], ['GET', '/jwks/'], ['GET', '/Authorize'], ['GET', '/authorize/'], ['GET', '/.well-known/OPENID-configuration']] as const) {
     it(`${method} ${path} is not an endpoint (404)`, async () => {
-      const res = await rawRequest(server.url, method, path, { 'content-type': 'application/x-www-form-urlencoded', authorization: basicHeader(...jwtClient.basic) }, method === 'POST' ? 'token=x' : '');
+      const res = await rawRequest(server.url, { method, target: path, body: method === 'POST' ? 'token=x' : undefined,
+        headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicHeader(...jwtClient.basic) } });
       assert.equal(res.status, 404, res.text);
     });
   }

@@ -4,10 +4,9 @@
 // password is refused while the lock holds.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { request } from 'node:http';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { basicHeader } from '../support/http.ts';
+import { basicHeader, rawRequest } from '../support/http.ts';
 import { makeClient, makeScope, makeUser, type TestClient } from '../support/fixtures.ts';
 
 const MAX_FAILURES = 4;
@@ -39,22 +38,13 @@ describe('brute-force protection under concurrent guesses', () => {
   });
 
   /** One guess on a connection of its own (no keep-alive pool), so that the burst really arrives together. */
-  const guess = (server: TestServer, username: string, password: string, from: string) =>
-    new Promise<{ status: number; body: { error?: string } }>((resolve, reject) => {
-      const body = new URLSearchParams({ grant_type: 'password', username, password }).toString();
-      const req = request(`${server.url}/token`, {
-        method: 'POST',
-        agent: false,
-        headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicHeader(...client.basic), 'x-forwarded-for': from },
-      }, (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (c: string) => { text += c; });
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }));
-      });
-      req.on('error', reject);
-      req.end(body);
+  const guess = async (server: TestServer, username: string, password: string, from: string) => {
+    const res = await rawRequest(server.url, {
+      method: 'POST', target: '/token', body: new URLSearchParams({ grant_type: 'password', username, password }).toString(),
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicHeader(...client.basic), 'x-forwarded-for': from },
     });
+    return { status: res.status, body: res.json as { error?: string } };
+  };
 
   /** Password checks that ran: each one logs login.failed (wrong) or succeeds. */
   const checkedPasswords = (username: string) => [one, two].flatMap((s) => s.logs)
