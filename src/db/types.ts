@@ -20,6 +20,8 @@ export interface ClientsTable {
   disabled: ColumnType<boolean, boolean | undefined, boolean>;
   application_type: ColumnType<'web' | 'native', 'web' | 'native' | undefined, 'web' | 'native'>;
   first_party: ColumnType<boolean, boolean | undefined, boolean>;
+  /** Set by a trigger whenever `disabled` changes: rows written before it no longer count (0005). */
+  tokens_valid_after: ColumnType<Date | null, never, never>;
   created_at: Timestamp;
   updated_at: Timestamp;
 }
@@ -103,6 +105,8 @@ export interface UsersTable {
   /** Both null: a local user. Both set: federated from this SAML IdP under this NameID. */
   federated_idp: ColumnType<string | null, string | null | undefined, string | null>;
   federated_name_id: ColumnType<string | null, string | null | undefined, string | null>;
+  /** Set by a trigger whenever `disabled` changes: rows written before it no longer count (0005). */
+  tokens_valid_after: ColumnType<Date | null, never, never>;
   created_at: Timestamp;
   updated_at: Timestamp;
 }

@@ -6,7 +6,11 @@
 import { isIP } from 'node:net';
 
 export function normalizeAddress(address: string | undefined): string {
-  return (address ?? '').replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/, '');
+  const bare = (address ?? '')
+    // Some proxies write the client's port too: `198.51.100.7:4711`, `[2001:db8::1]:4711`.
+    .replace(/^(\d+\.\d+\.\d+\.\d+):\d+$/, '$1')
+    .replace(/^\[([0-9A-Fa-f:.]+)\](?::\d+)?$/, '$1');
+  return bare.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, '');
 }
 
 export function clientAddress(peer: string | undefined, forwardedFor: string | undefined, trustedProxies: ReadonlySet<string>): string {

@@ -4,14 +4,15 @@
 // token that is unknown, expired, revoked or already used, is exactly {"active": false}.
 import { errors } from 'oidc-provider';
 import type { Db } from '../db/database.ts';
-import type { ClientRow, TokenRow } from '../db/types.ts';
-import { findIssuedTokenByValue } from '../store/tokens.ts';
+import type { ClientRow } from '../db/types.ts';
+import { findIssuedTokenByValue, type IssuedTokenRow } from '../store/tokens.ts';
 import { findActiveCertificateByThumbprint } from '../store/certificates.ts';
 
 export type IntrospectionResponse = { active: false } | ({ active: true } & Record<string, unknown>);
 
-export function isTokenActive(row: TokenRow | undefined, now = Date.now()): row is TokenRow {
-  if (!row || row.revoked_at || row.consumed_at) return false;
+export function isTokenActive(row: IssuedTokenRow | undefined, now = Date.now()): row is IssuedTokenRow {
+  // RFC 7662 §2.2: a token of a deleted or disabled user or client is not active.
+  if (!row || row.revoked_at || row.consumed_at || !row.owners_stand_behind) return false;
   return row.expires_at !== null && row.expires_at.getTime() > now;
 }
 

@@ -7,7 +7,7 @@ import type { Db } from '../db/database.ts';
 import type { UserRow } from '../db/types.ts';
 import { findUserByUsername, MAX_USERNAME_LENGTH, upgradePasswordHash } from '../store/users.ts';
 import { dummyHash, hashNeedsUpgrade, hashPassword, MAX_PASSWORD_BYTES, passwordParams, verifyPassword } from '../store/passwords.ts';
-import { clearLoginFailures, releaseLoginAttempt, reserveLoginAttempt } from '../store/login-failures.ts';
+import { clearLoginFailures, reserveLoginAttempt } from '../store/login-failures.ts';
 
 /** Limits on what is typed into a username or password field (the store's own limits). */
 export const CREDENTIAL_MAX_BYTES = { username: MAX_USERNAME_LENGTH * 4, password: MAX_PASSWORD_BYTES } as const;
@@ -57,7 +57,8 @@ export async function signIn({ config, db, logger }: SignInDeps, { username, pas
     return undefined;
   }
   if (user.disabled) {
-    await releaseLoginAttempt(db, attempt.id);
+    // Counted like a wrong password: the lock state must not tell a disabled user's right
+    // password from a wrong one (a locked account answers faster).
     logger.info({ event: 'login.disabled', client_id: clientId, user_id: user.id }, 'sign-in refused: user disabled');
     return undefined;
   }

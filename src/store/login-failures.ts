@@ -4,7 +4,7 @@
 // An attempt reserves its place before the password is checked: under a transaction-scoped
 // advisory lock per account and per address (held by PostgreSQL, so it covers every
 // instance), the window is counted and, if there is room, a failure row is inserted at once.
-// A password that turns out right removes it again. However many guesses arrive together, no
+// A password that turns out right (for a usable account) clears the account's rows again. However many guesses arrive together, no
 // more than the limit are ever checked within a window.
 import { sql } from 'kysely';
 import type { Db } from '../db/database.ts';
@@ -48,11 +48,6 @@ export async function reserveLoginAttempt(db: Db, usernameLower: string, sourceA
       : addressCount + 1 >= policy.maxFailuresPerAddress ? 'address' : null;
     return { id: String(id), locked: null, lockedIfFails };
   });
-}
-
-/** Withdraws a reservation whose password was right (the attempt was not a failure). */
-export async function releaseLoginAttempt(db: Db, id: string): Promise<void> {
-  await db.deleteFrom('login_failures').where('id', '=', id).execute();
 }
 
 /** A successful sign-in clears the account's failures (the address's still count). */

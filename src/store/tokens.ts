@@ -50,12 +50,25 @@ export async function upsertModel(db: Db, id: string, model: StoredModel): Promi
     .execute();
 }
 
-/** A live row: not revoked and not expired. Consumed rows are returned; callers decide. */
+/**
+ * Whether the user and the client a row was issued for still stand behind it: both exist, are
+ * enabled, and were not re-enabled after the row was written (0005). The triggers revoke what
+ * exists when a user or client is disabled or deleted; this also covers a row written by a
+ * request that checked its owner a moment before the change.
+ */
+const ownersStandBehind = sql<boolean>`(
+  not exists (select 1 from clients c where c.client_id = tokens.client_id
+                and (c.disabled or tokens.issued_at < c.tokens_valid_after))
+  and (tokens.account_id is null or exists (select 1 from users u where u.id = tokens.account_id::uuid
+                and not u.disabled and (u.tokens_valid_after is null or tokens.issued_at >= u.tokens_valid_after))))`;
+
+/** A live row: not revoked, not expired, its owners still behind it. Consumed rows are returned; callers decide. */
 export async function findLiveModel(db: Db, kind: string, id: string): Promise<TokenRow | undefined> {
   return db.selectFrom('tokens')
     .selectAll()
     .where('id_sha256', '=', tokenDigest(id))
     .where('kind', '=', kind)
+    .where(ownersStandBehind)
     .where('revoked_at', 'is', null)
     .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', sql<Date>`now()`)]))
     .executeTakeFirst();
@@ -103,6 +116,8 @@ export async function revokeByGrantId(db: Db, grantId: string): Promise<number> 
   return Number(result.numUpdatedRows);
 }
 
+export type IssuedTokenRow = TokenRow & { owners_stand_behind: boolean };
+
 export const INTROSPECTABLE_KINDS = ['AccessToken', 'ClientCredentials', 'RefreshToken'] as const;
 
 /**
@@ -110,9 +125,10 @@ export const INTROSPECTABLE_KINDS = ['AccessToken', 'ClientCredentials', 'Refres
  * indexed lookup by digest. Returns revoked, consumed and expired rows too; the caller
  * decides what they mean.
  */
-export async function findIssuedTokenByValue(db: Db, value: string): Promise<TokenRow | undefined> {
+export async function findIssuedTokenByValue(db: Db, value: string): Promise<IssuedTokenRow | undefined> {
   return db.selectFrom('tokens')
     .selectAll()
+    .select(ownersStandBehind.as('owners_stand_behind'))
     .where('id_sha256', '=', tokenDigest(value))
     .where('kind', 'in', [...INTROSPECTABLE_KINDS])
     .executeTakeFirst();
@@ -145,7 +161,7 @@ export async function purgeExpiredTokens(db: Db, graceSeconds = 0): Promise<numb
 }
 
 /** Administrative revocation by value (keymgr token revoke): no client check. */
-export async function revokeTokenByValue(db: Db, value: string): Promise<TokenRow | undefined> {
+export async function revokeTokenByValue(db: Db, value: string): Promise<IssuedTokenRow | undefined> {
   const row = await findIssuedTokenByValue(db, value);
   if (row && !row.revoked_at) await revokeIssuedToken(db, row);
   return row;

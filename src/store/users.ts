@@ -14,9 +14,11 @@ export const MAX_USERNAME_LENGTH = 255;
 
 export function checkUsername(username: string): void {
   if (!username || username.length > MAX_USERNAME_LENGTH) throw new UserInputError(`username must be 1 to ${MAX_USERNAME_LENGTH} characters`);
-  // Control characters (NUL included) and surrounding spaces make names that look alike.
-  if (/[\u0000-\u001f\u007f]/.test(username) || username.trim() !== username) {
-    throw new UserInputError('username must not contain control characters or surrounding spaces');
+  // Control and invisible formatting characters (NUL, zero-width spaces, bidi marks), line
+  // separators, surrounding spaces and unnormalised forms make names that look alike: `alice`
+  // and `alice\u200b` must not be two users an operator or a resource server can confuse.
+  if (/[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u.test(username) || username.trim() !== username || username.normalize('NFC') !== username) {
+    throw new UserInputError('username must not contain control or invisible characters, surrounding spaces, or unnormalised (non-NFC) text');
   }
 }
 

@@ -9,6 +9,7 @@ import { startTestServer, type TestServer } from '../support/server.ts';
 import { postForm } from '../support/http.ts';
 import { runKeymgr } from '../support/cli.ts';
 import { issueToken, makeClient, makeScope, makeUser, type TestClient } from '../support/fixtures.ts';
+import { tokenDigest } from '../../src/store/tokens.ts';
 
 describe('tokens do not outlive their user or client', () => {
   let database: TestDatabase;
@@ -96,6 +97,53 @@ describe('tokens do not outlive their user or client', () => {
     await assertInactive([token]);
     const fresh = await issueToken(two.url, machine);
     await assertActive([fresh]);
+  });
+
+  // A request that checked its user or client a moment before the change writes its token a
+  // moment after it: the triggers never see that row. Simulated exactly: the rows are made
+  // unrevoked again and dated after the disable, as such a request would have written them.
+  const asIfWrittenDuringTheChange = (tokens: string[]) => sql`
+    update tokens set revoked_at = null, issued_at = clock_timestamp()
+    where id_sha256 in (${sql.join(tokens.map(tokenDigest))})`.execute(database.db);
+
+  it('a token written just after its user was disabled is inactive, and stays so after enable', async () => {
+    const jane = await makeUser(database.db, 'jane');
+    const t = await signIn('jane', jane.password);
+    assert.equal((await runKeymgr(['user', 'disable', 'jane'], env)).code, 0);
+    await asIfWrittenDuringTheChange([t.access_token, t.refresh_token]);
+    await assertInactive([t.access_token, t.refresh_token]);
+    assert.equal((await runKeymgr(['user', 'enable', 'jane'], env)).code, 0);
+    await assertInactive([t.access_token, t.refresh_token]);
+    await refreshRefused(t.refresh_token);
+  });
+
+  it('a token written just after its client was disabled is inactive, and stays so after enable', async () => {
+    const machine = await makeClient(database.db);
+    const token = await issueToken(one.url, machine);
+    assert.equal((await runKeymgr(['client', 'disable', machine.id], env)).code, 0);
+    await asIfWrittenDuringTheChange([token]);
+    await assertInactive([token]);
+    assert.equal((await runKeymgr(['client', 'enable', machine.id], env)).code, 0);
+    await assertInactive([token]);
+  });
+
+  it('under load: no token issued around a disable is active afterwards', async () => {
+    const kim = await makeUser(database.db, 'kim');
+    const issued: string[] = [];
+    let stop = false;
+    const loop = async (server: TestServer) => {
+      while (!stop) {
+        const res = await postForm(`${server.url}/token`, { grant_type: 'password', username: 'kim', password: kim.password, scope: 'profile' }, { basic: app.basic });
+        if (res.status === 200) issued.push(res.json.access_token, res.json.refresh_token);
+      }
+    };
+    const loops = [one, two, one, two].map(loop);
+    while (issued.length < 8) await new Promise((r) => setTimeout(r, 10));
+    await sql`update users set disabled = true where username = 'kim'`.execute(database.db);
+    await new Promise((r) => setTimeout(r, 200));
+    stop = true;
+    await Promise.all(loops);
+    for (const token of issued) assert.deepEqual((await introspect(one, token)).json, { active: false });
   });
 
   it('keymgr client disable of an unknown client exits 1', async () => {

@@ -123,6 +123,13 @@ describe('SAML2 bearer grant: federated users', () => {
     assert.match(lines, /https:\/\/idp-one\.example\.com\/saml/);
   });
 
+  it('JIT refuses a NameID that would make a look-alike username (invisible characters, unnormalised text)', async () => {
+    for (const nameId of ['alice\u200b', '\u202eecila', 'cafe\u0301']) {
+      const lines = await refused(assertion(IDP1, key1, { nameId }));
+      assert.match(lines, /cannot provision user/);
+    }
+  });
+
   it('NameIDs match exactly: a case-different NameID is not the same subject', async () => {
     const dora = await subjectOf(await exchange(assertion(IDP1, key1, { nameId: 'dora' })));
     for (const nameId of ['DORA', 'Dora']) await refused(assertion(IDP1, key1, { nameId }));

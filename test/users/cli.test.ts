@@ -221,12 +221,16 @@ describe('keymgr user, role and scope (--json)', () => {
         ['x'.repeat(10 * 1024), /username must be 1 to 255 characters/],
         ['x'.repeat(256), /username must be 1 to 255 characters/],
         ['', /username must be 1 to 255 characters/],
-        ['tab\there', /control characters/],
-        ['new\nline', /control characters/],
-        ['bell\x07', /control characters/],
-        ['esc\x1b[31mred', /control characters/],
-        ['del\x7f', /control characters/],
+        ['tab\there', /control or invisible characters/],
+        ['new\nline', /control or invisible characters/],
+        ['bell\x07', /control or invisible characters/],
+        ['esc\x1b[31mred', /control or invisible characters/],
+        ['del\x7f', /control or invisible characters/],
         [' padded ', /surrounding spaces/],
+        ['alice\u200b', /invisible characters/],
+        ['\u202eecila', /invisible characters/],
+        ['line\u2028sep', /invisible characters/],
+        ['cafe\u0301', /non-NFC/],
       ];
       const results = await Promise.all(cases.map(([username]) =>
         keymgr(['user', 'create', '--username', username, '--password-stdin'], 'a good password')));

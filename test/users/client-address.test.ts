@@ -67,6 +67,9 @@ describe('client address behind proxies', () => {
     assert.equal(clientAddress('127.0.0.1', 'garbage, 10.0.0.1', trusted), '10.0.0.1', 'not an address: the last one we can vouch for');
     assert.equal(clientAddress('127.0.0.1', '', trusted), '127.0.0.1');
     assert.equal(clientAddress('192.0.2.5', '198.51.100.1', trusted), '192.0.2.5', 'an untrusted peer');
+    assert.equal(clientAddress('127.0.0.1', '6.6.6.6, 198.51.100.1:4711', trusted), '198.51.100.1', 'a port written by the proxy');
+    assert.equal(clientAddress('127.0.0.1', '[2001:db8::1]:4711, 10.0.0.1:80', trusted), '2001:db8::1');
+    assert.equal(clientAddress('127.0.0.1', '2001:db8::2', trusted), '2001:db8::2');
   });
 
   it('trust_proxy without trusted_proxies refuses to start', () => {

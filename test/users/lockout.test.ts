@@ -72,6 +72,18 @@ describe('brute-force protection', () => {
     assert.equal((await signIn('frank', user.password, from)).status, 200);
   });
 
+  it('a disabled user\'s right password counts like a wrong one, so the lock state tells them apart', async () => {
+    const user = await makeUser(database.db, 'hana');
+    await sql`update users set disabled = true where id = ${user.id}::uuid`.execute(database.db);
+    const from = nextAddress();
+    const rows = async () => (await database.db.selectFrom('login_failures').select('id').where('username_lower', '=', 'hana').execute()).length;
+    const wrong = await signIn('hana', 'wrong-1', from);
+    assert.equal(await rows(), 1);
+    const right = await signIn('hana', user.password, from);
+    assert.equal(right.text, wrong.text);
+    assert.equal(await rows(), 2, 'the right password of a disabled user is counted as a failure');
+  });
+
   it('counts failures for unknown usernames too, so a lock reveals nothing about existence', async () => {
     const from = nextAddress();
     const answers = [];
