@@ -139,6 +139,8 @@ export interface LoginFailuresTable {
   username_lower: string;
   source_address: string;
   failed_at: Timestamp;
+  /** A check still running (0007): counts against the room in the window, not yet a failure. */
+  in_flight: ColumnType<boolean, boolean | undefined, boolean>;
 }
 
 export type UserRow = Selectable<UsersTable>;

@@ -7,7 +7,21 @@ import type { Db } from '../db/database.ts';
 import type { UserRow } from '../db/types.ts';
 import { findUserByUsername, MAX_USERNAME_LENGTH, upgradePasswordHash } from '../store/users.ts';
 import { dummyHash, hashNeedsUpgrade, hashPassword, MAX_PASSWORD_BYTES, passwordParams, verifyPassword } from '../store/passwords.ts';
-import { clearLoginFailures, reserveLoginAttempt } from '../store/login-failures.ts';
+import { clearLoginFailures, recordLoginFailure, reserveLoginAttempt, type AttemptReservation, type LockoutPolicy } from '../store/login-failures.ts';
+
+/** How long an attempt waits for other checks of the same account or address to finish. */
+const BUSY_WAIT_MS = 5000;
+
+/** A place in the window, waiting while it is taken only by checks still running. */
+async function reservePlace(db: Db, usernameLower: string, source: string, policy: LockoutPolicy): Promise<AttemptReservation> {
+  const deadline = Date.now() + BUSY_WAIT_MS;
+  for (;;) {
+    const attempt = await reserveLoginAttempt(db, usernameLower, source, policy);
+    if (attempt.outcome !== 'busy' || Date.now() > deadline) return attempt;
+    // A password check takes tens of milliseconds; jitter keeps waiters from moving in step.
+    await new Promise((resolve) => setTimeout(resolve, 10 + Math.random() * 20));
+  }
+}
 
 /** Limits on what is typed into a username or password field (the store's own limits). */
 export const CREDENTIAL_MAX_BYTES = { username: MAX_USERNAME_LENGTH * 4, password: MAX_PASSWORD_BYTES } as const;
@@ -42,27 +56,25 @@ export async function signIn({ config, db, logger }: SignInDeps, { username, pas
 
   // The attempt takes its place in the window before any password is checked (see
   // src/store/login-failures.ts), so a burst of guesses cannot outrun the count.
-  const attempt = await reserveLoginAttempt(db, usernameLower, source, policy);
-  if (attempt.locked) {
-    logger.warn({ event: 'login.locked', reason: attempt.locked, client_id: clientId, source }, 'sign-in refused: too many failed attempts');
+  const attempt = await reservePlace(db, usernameLower, source, policy);
+  if (attempt.outcome !== 'reserved') {
+    const reason = attempt.outcome === 'locked' ? attempt.reason : 'busy';
+    logger.warn({ event: 'login.locked', reason, client_id: clientId, source }, 'sign-in refused: too many failed attempts');
     return undefined;
   }
 
   const user = await findUserByUsername(db, username);
   const passwordOk = await verifyPassword(user?.password_hash ?? (await dummyHash(params)), password);
-  if (!user || !passwordOk) {
-    // The reserved row stays: it is this failure.
-    logger.info({ event: 'login.failed', client_id: clientId, source, known_user: Boolean(user) }, 'password sign-in failed');
+  // A disabled user's right password counts like a wrong one: the lock state must not tell
+  // them apart (a locked account answers faster).
+  if (!user || !passwordOk || user.disabled) {
+    await recordLoginFailure(db, attempt.id);
+    if (user && passwordOk) logger.info({ event: 'login.disabled', client_id: clientId, user_id: user.id }, 'sign-in refused: user disabled');
+    else logger.info({ event: 'login.failed', client_id: clientId, source, known_user: Boolean(user) }, 'password sign-in failed');
     if (attempt.lockedIfFails) logger.warn({ event: 'login.lockout', reason: attempt.lockedIfFails, source }, 'account or address locked after repeated failures');
     return undefined;
   }
-  if (user.disabled) {
-    // Counted like a wrong password: the lock state must not tell a disabled user's right
-    // password from a wrong one (a locked account answers faster).
-    logger.info({ event: 'login.disabled', client_id: clientId, user_id: user.id }, 'sign-in refused: user disabled');
-    return undefined;
-  }
-  await clearLoginFailures(db, usernameLower);
+  await clearLoginFailures(db, usernameLower, attempt.id);
   if (hashNeedsUpgrade(user.password_hash, params)) {
     await upgradePasswordHash(db, user.id, user.password_hash, await hashPassword(password, params));
     logger.info({ event: 'password.rehashed', user_id: user.id }, 'password hash upgraded to current parameters');

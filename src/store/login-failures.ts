@@ -3,9 +3,9 @@
 //
 // An attempt reserves its place before the password is checked: under a transaction-scoped
 // advisory lock per account and per address (held by PostgreSQL, so it covers every
-// instance), the window is counted and, if there is room, a failure row is inserted at once.
-// A password that turns out right (for a usable account) clears the account's rows again. However many guesses arrive together, no
-// more than the limit are ever checked within a window.
+// instance), the window is counted and, if there is room, a row is inserted at once, in
+// flight until the check is decided (0007). However many guesses arrive together, no more
+// than the limit are ever checked within a window.
 import { sql } from 'kysely';
 import type { Db } from '../db/database.ts';
 
@@ -18,9 +18,15 @@ export interface LockoutPolicy {
 export type LockReason = 'account' | 'address';
 
 export type AttemptReservation =
-  /** The attempt may check a password; `id` is its provisional failure row. */
-  | { id: string; locked: null; lockedIfFails: LockReason | null }
-  | { id: null; locked: LockReason; lockedIfFails: null };
+  /** The attempt may check a password; `id` is its row, in flight until decided. */
+  | { outcome: 'reserved'; id: string; lockedIfFails: LockReason | null }
+  /** Failures have used up the window. */
+  | { outcome: 'locked'; reason: LockReason }
+  /** The room left is taken by checks still running: try again in a moment. */
+  | { outcome: 'busy' };
+
+/** A check in flight longer than this was abandoned (its process died): it counts as a failure. */
+const ABANDONED_AFTER_SECONDS = 60;
 
 export async function reserveLoginAttempt(db: Db, usernameLower: string, sourceAddress: string, policy: LockoutPolicy): Promise<AttemptReservation> {
   return db.transaction().execute(async (trx) => {
@@ -29,30 +35,46 @@ export async function reserveLoginAttempt(db: Db, usernameLower: string, sourceA
     await sql`select pg_advisory_xact_lock(hashtextextended(${`km.login.account:${usernameLower}`}, 0)),
                      pg_advisory_xact_lock(hashtextextended(${`km.login.address:${sourceAddress}`}, 0))`.execute(trx);
     const since = sql`clock_timestamp() - make_interval(secs => ${policy.windowSeconds})`;
-    const { rows } = await sql<{ account: string; address: string; id: string | null }>`
-      with counts as (
-        select (select count(*) from login_failures where username_lower = ${usernameLower} and failed_at > ${since}) as account,
-               (select count(*) from login_failures where source_address = ${sourceAddress} and failed_at > ${since}) as address
+    const failed = sql`count(*) filter (where not in_flight or failed_at < clock_timestamp() - make_interval(secs => ${ABANDONED_AFTER_SECONDS}))`;
+    const { rows } = await sql<{ account_failed: string; account_all: string; address_failed: string; address_all: string; id: string | null }>`
+      with account as (
+        select ${failed} as failed, count(*) as all_rows from login_failures where username_lower = ${usernameLower} and failed_at > ${since}
+      ), address as (
+        select ${failed} as failed, count(*) as all_rows from login_failures where source_address = ${sourceAddress} and failed_at > ${since}
       ), reserved as (
-        insert into login_failures (username_lower, source_address, failed_at)
-        select ${usernameLower}, ${sourceAddress}, clock_timestamp() from counts
-        where account < ${policy.maxFailures} and address < ${policy.maxFailuresPerAddress}
+        insert into login_failures (username_lower, source_address, failed_at, in_flight)
+        select ${usernameLower}, ${sourceAddress}, clock_timestamp(), true from account, address
+        where account.all_rows < ${policy.maxFailures} and address.all_rows < ${policy.maxFailuresPerAddress}
         returning id
       )
-      select account, address, (select id from reserved) as id from counts`.execute(trx);
-    const { account, address, id } = rows[0]!;
-    const accountCount = Number(account);
-    const addressCount = Number(address);
-    if (id === null) return { id: null, locked: accountCount >= policy.maxFailures ? 'account' : 'address', lockedIfFails: null };
-    const lockedIfFails = accountCount + 1 >= policy.maxFailures ? 'account'
-      : addressCount + 1 >= policy.maxFailuresPerAddress ? 'address' : null;
-    return { id: String(id), locked: null, lockedIfFails };
+      select account.failed as account_failed, account.all_rows as account_all, address.failed as address_failed,
+             address.all_rows as address_all, (select id from reserved) as id
+      from account, address`.execute(trx);
+    const r = rows[0]!;
+    const [accountFailed, addressFailed] = [Number(r.account_failed), Number(r.address_failed)];
+    if (r.id !== null) {
+      const lockedIfFails = accountFailed + 1 >= policy.maxFailures ? 'account'
+        : addressFailed + 1 >= policy.maxFailuresPerAddress ? 'address' : null;
+      return { outcome: 'reserved', id: String(r.id), lockedIfFails };
+    }
+    if (accountFailed >= policy.maxFailures) return { outcome: 'locked', reason: 'account' };
+    if (addressFailed >= policy.maxFailuresPerAddress) return { outcome: 'locked', reason: 'address' };
+    return { outcome: 'busy' };
   });
 }
 
-/** A successful sign-in clears the account's failures (the address's still count). */
-export async function clearLoginFailures(db: Db, usernameLower: string): Promise<void> {
-  await db.deleteFrom('login_failures').where('username_lower', '=', usernameLower).execute();
+/** The password was wrong: the attempt's row becomes a failure. */
+export async function recordLoginFailure(db: Db, id: string): Promise<void> {
+  await db.updateTable('login_failures').set({ in_flight: false, failed_at: sql`clock_timestamp()` }).where('id', '=', id).execute();
+}
+
+/**
+ * A successful sign-in clears the account's failures and its own row (the address's other
+ * rows still count). Other checks of the account still in flight keep their rows.
+ */
+export async function clearLoginFailures(db: Db, usernameLower: string, ownAttemptId: string): Promise<void> {
+  await db.deleteFrom('login_failures').where('username_lower', '=', usernameLower)
+    .where((eb) => eb.or([eb('in_flight', '=', false), eb('id', '=', ownAttemptId)])).execute();
 }
 
 export async function purgeOldLoginFailures(db: Db, windowSeconds: number): Promise<number> {

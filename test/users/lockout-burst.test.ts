@@ -70,6 +70,14 @@ describe('brute-force protection under concurrent guesses', () => {
     });
   }
 
+  it(`${BURST / 4} simultaneous sign-ins with the right password all succeed (a service account used by many instances)`, async () => {
+    const svc = await makeUser(database.db, 'svc-account');
+    const replies = await Promise.all(Array.from({ length: BURST / 4 }, (_, i) =>
+      guess(i % 2 ? two : one, 'svc-account', svc.password, `203.0.5.${i + 1}`)));
+    assert.deepEqual(replies.map((r) => r.status), replies.map(() => 200));
+    assert.equal(await failureRows('username_lower', 'svc-account'), 0, 'nothing left in the window');
+  });
+
   it(`checks at most ${MAX_PER_ADDRESS} passwords from one address guessing at many accounts at once`, async () => {
     const from = '203.0.4.1';
     const users = await Promise.all(['ivan', 'judy', 'kate'].map((n) => makeUser(database.db, n)));
