@@ -13,10 +13,10 @@ import { clearLoginFailures, recordLoginFailure, reserveLoginAttempt, type Attem
 const BUSY_WAIT_MS = 5000;
 
 /** A place in the window, waiting while it is taken only by checks still running. */
-async function reservePlace(db: Db, usernameLower: string, source: string, policy: LockoutPolicy): Promise<AttemptReservation> {
+async function reservePlace(db: Db, username: string, source: string, policy: LockoutPolicy): Promise<AttemptReservation> {
   const deadline = Date.now() + BUSY_WAIT_MS;
   for (;;) {
-    const attempt = await reserveLoginAttempt(db, usernameLower, source, policy);
+    const attempt = await reserveLoginAttempt(db, username, source, policy);
     if (attempt.outcome !== 'busy' || Date.now() > deadline) return attempt;
     // A password check takes tens of milliseconds; jitter keeps waiters from moving in step.
     await new Promise((resolve) => setTimeout(resolve, 10 + Math.random() * 20));
@@ -51,12 +51,11 @@ export interface SignInAttempt {
 /** The user when the password is right and the account usable; undefined for any refusal. */
 export async function signIn({ config, db, logger }: SignInDeps, { username, password, source, clientId }: SignInAttempt): Promise<UserRow | undefined> {
   const params = passwordParams(config);
-  const usernameLower = username.toLowerCase();
   const policy = { maxFailures: config.lockoutMaxFailures, maxFailuresPerAddress: config.lockoutMaxFailuresPerAddress, windowSeconds: config.lockoutWindow };
 
   // The attempt takes its place in the window before any password is checked (see
   // src/store/login-failures.ts), so a burst of guesses cannot outrun the count.
-  const attempt = await reservePlace(db, usernameLower, source, policy);
+  const attempt = await reservePlace(db, username, source, policy);
   if (attempt.outcome !== 'reserved') {
     const reason = attempt.outcome === 'locked' ? attempt.reason : 'busy';
     logger.warn({ event: 'login.locked', reason, client_id: clientId, source }, 'sign-in refused: too many failed attempts');
@@ -74,7 +73,7 @@ export async function signIn({ config, db, logger }: SignInDeps, { username, pas
     if (attempt.lockedIfFails) logger.warn({ event: 'login.lockout', reason: attempt.lockedIfFails, source }, 'account or address locked after repeated failures');
     return undefined;
   }
-  await clearLoginFailures(db, usernameLower, attempt.id);
+  await clearLoginFailures(db, username, attempt.id);
   if (hashNeedsUpgrade(user.password_hash, params)) {
     await upgradePasswordHash(db, user.id, user.password_hash, await hashPassword(password, params));
     logger.info({ event: 'password.rehashed', user_id: user.id }, 'password hash upgraded to current parameters');

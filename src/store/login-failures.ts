@@ -28,11 +28,14 @@ export type AttemptReservation =
 /** A check in flight longer than this was abandoned (its process died): it counts as a failure. */
 const ABANDONED_AFTER_SECONDS = 60;
 
-export async function reserveLoginAttempt(db: Db, usernameLower: string, sourceAddress: string, policy: LockoutPolicy): Promise<AttemptReservation> {
+export async function reserveLoginAttempt(db: Db, username: string, sourceAddress: string, policy: LockoutPolicy): Promise<AttemptReservation> {
   return db.transaction().execute(async (trx) => {
+    // The account's key is folded by PostgreSQL's lower(), the very function that finds the
+    // user (users_username_lower_uq): two spellings that reach one user share one count.
+    const usernameLower = sql`lower(${username})`;
     // Always the account's lock first, then the address's: no two attempts wait on each other
     // in opposite orders.
-    await sql`select pg_advisory_xact_lock(hashtextextended(${`km.login.account:${usernameLower}`}, 0)),
+    await sql`select pg_advisory_xact_lock(hashtextextended('km.login.account:' || ${usernameLower}, 0)),
                      pg_advisory_xact_lock(hashtextextended(${`km.login.address:${sourceAddress}`}, 0))`.execute(trx);
     const since = sql`clock_timestamp() - make_interval(secs => ${policy.windowSeconds})`;
     const failed = sql`count(*) filter (where not in_flight or failed_at < clock_timestamp() - make_interval(secs => ${ABANDONED_AFTER_SECONDS}))`;
@@ -72,8 +75,8 @@ export async function recordLoginFailure(db: Db, id: string): Promise<void> {
  * A successful sign-in clears the account's failures and its own row (the address's other
  * rows still count). Other checks of the account still in flight keep their rows.
  */
-export async function clearLoginFailures(db: Db, usernameLower: string, ownAttemptId: string): Promise<void> {
-  await db.deleteFrom('login_failures').where('username_lower', '=', usernameLower)
+export async function clearLoginFailures(db: Db, username: string, ownAttemptId: string): Promise<void> {
+  await db.deleteFrom('login_failures').where('username_lower', '=', sql<string>`lower(${username})`)
     .where((eb) => eb.or([eb('in_flight', '=', false), eb('id', '=', ownAttemptId)])).execute();
 }
 

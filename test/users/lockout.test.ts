@@ -84,6 +84,19 @@ describe('brute-force protection', () => {
     assert.equal(await rows(), 2, 'the right password of a disabled user is counted as a failure');
   });
 
+  it('every spelling that reaches the user shares one count (folded as the user lookup folds it)', async () => {
+    const user = await makeUser(database.db, 'mimi');
+    const from = nextAddress();
+    // PostgreSQL's lower() folds U+0130 (İ) to "i"; JavaScript's toLowerCase does not.
+    for (const spelling of ['mimi', 'MIMI', 'm\u0130mi']) assert.equal((await signIn(spelling, 'wrong', from)).status, 400);
+    for (const spelling of ['m\u0130mi', 'mim\u0130', 'M\u0130M\u0130']) {
+      const res = await signIn(spelling, user.password, nextAddress());
+      assert.equal(res.status, 400, `${spelling} is the same locked account`);
+    }
+    const rows = await database.db.selectFrom('login_failures').select('username_lower').where('username_lower', '=', 'mimi').execute();
+    assert.equal(rows.length, 3);
+  });
+
   it('counts failures for unknown usernames too, so a lock reveals nothing about existence', async () => {
     const from = nextAddress();
     const answers = [];
