@@ -17,6 +17,7 @@ import type { ScopeLookup } from '../oauth/scope-registry.ts';
 import { correctProviderErrors, errorMapper } from './errors.ts';
 import { onlyDocumentedEngineRoutes } from './engine-routes.ts';
 import { clientAddress } from './client-address.ts';
+import { stampRequestReceived } from '../oauth/request-time.ts';
 import { readForm } from './form-body.ts';
 import { inputGuard } from './input-guard.ts';
 
@@ -69,6 +70,10 @@ export function buildPublicApp({ config, db, provider, scopes, cookieKeys, certi
     ctx.body = '';
   });
 
+  app.use(async function stampArrival(ctx, next) {
+    stampRequestReceived(ctx);
+    await next();
+  });
   app.use(async function pinIssuerOrigin(ctx, next) {
     // oidc-provider builds endpoint URLs (discovery, audiences) from the request's origin. A
     // Host header chosen by the caller must never put another origin into our metadata.

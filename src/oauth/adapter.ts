@@ -12,6 +12,7 @@ import {
 import type { TokenRow } from '../db/types.ts';
 import { clientMetadataFromRow } from './client-metadata.ts';
 import { databaseUnavailable } from './errors.ts';
+import { requestReceivedAt } from './request-time.ts';
 
 export function createAdapterClass(db: Db) {
   return class PostgresAdapter implements Adapter {
@@ -33,6 +34,7 @@ export function createAdapterClass(db: Db) {
         scope: payload.scope ?? null,
         expiresAt: expiresIn ? new Date(Date.now() + expiresIn * 1000) : null,
         payload: rest,
+        issuedAt: requestReceivedAt(),
       }));
     }
 

@@ -20,13 +20,30 @@ export class UnstorableInput extends errors.InvalidRequest {
   }
 }
 
+/** 401 invalid_client: the client was deleted while its request was being served. */
+export class ClientGone extends errors.InvalidClient {
+  constructor(cause: unknown) {
+    super('client authentication failed', { cause });
+    this.status = 401;
+    this.statusCode = 401;
+  }
+}
+
+/** A token row refused because its client no longer exists (the foreign key, 23503). */
+function isClientGone(err: unknown): boolean {
+  const e = err as { code?: string; constraint?: string };
+  return e?.code === '23503' && e.constraint === 'tokens_client_id_fkey';
+}
+
 /**
  * What a storage failure means to the client: an unreachable database is DatabaseUnavailable
  * (503), a value the database refused is UnstorableInput (400) — never a 503, which would
- * tell the caller to retry what can never succeed. Anything else is rethrown as is (a 500).
+ * tell the caller to retry what can never succeed — and a token of a client deleted meanwhile
+ * is ClientGone (401). Anything else is rethrown as is (a 500).
  */
 export function databaseUnavailable(err: unknown): unknown {
   if (isDatabaseUnreachable(err)) return new DatabaseUnavailable(err);
   if (isUnstorableInput(err)) return new UnstorableInput(err);
+  if (isClientGone(err)) return new ClientGone(err);
   return err;
 }

@@ -10,6 +10,7 @@ import { decodeJwt } from 'jose';
 import type { Db } from '../db/database.ts';
 import { upsertModel } from '../store/tokens.ts';
 import { databaseUnavailable } from './errors.ts';
+import { requestReceivedAt } from './request-time.ts';
 
 /** What the engine's token model carries besides the signed claims. */
 interface SavedToken {
@@ -51,6 +52,7 @@ async function recordJwtAccessToken(db: Db, value: string, token: SavedToken): P
         'x5t#S256': token['x5t#S256'],
         jkt: token.jkt,
       },
+      issuedAt: requestReceivedAt(),
     });
   } catch (err) {
     throw databaseUnavailable(err);

@@ -117,7 +117,7 @@ export async function createClient(db: Db, input: NewClient): Promise<{ client: 
   const clientSecret = usesSecret(authMethod) ? generateClientSecret() : null;
   const client = await db.insertInto('clients')
     .values({
-      client_id: randomBytes(16).toString('base64url'),
+      client_id: generateClientId(),
       name: input.name.trim(),
       secret_sha256: clientSecret ? hashClientSecret(clientSecret) : null,
       secret_created_at: clientSecret ? new Date() : null,
@@ -152,6 +152,17 @@ export async function deleteClient(db: Db, clientId: string): Promise<boolean> {
 }
 
 /** Disables or enables a client; disabling revokes every token issued to it (a trigger, 0005). */
+/**
+ * 128 random bits, base64url. Never starting with "-": an id is typed as a command-line
+ * argument (`keymgr client show ID`), where a leading dash reads as an option.
+ */
+function generateClientId(): string {
+  for (;;) {
+    const id = randomBytes(16).toString('base64url');
+    if (!id.startsWith('-')) return id;
+  }
+}
+
 export async function setClientDisabled(db: Db, clientId: string, disabled: boolean): Promise<boolean> {
   const result = await db.updateTable('clients').set({ disabled, updated_at: new Date() }).where('client_id', '=', clientId).executeTakeFirst();
   return result.numUpdatedRows > 0n;

@@ -22,7 +22,7 @@ export type AttemptReservation =
   | { outcome: 'reserved'; id: string; lockedIfFails: LockReason | null }
   /** Failures have used up the window. */
   | { outcome: 'locked'; reason: LockReason }
-  /** The room left is taken by checks still running: try again in a moment. */
+  /** Another attempt holds the count, or the room left is taken by checks still running: try again in a moment. */
   | { outcome: 'busy' };
 
 /** A check in flight longer than this was abandoned (its process died): it counts as a failure. */
@@ -33,10 +33,12 @@ export async function reserveLoginAttempt(db: Db, username: string, sourceAddres
     // The account's key is folded by PostgreSQL's lower(), the very function that finds the
     // user (users_username_lower_uq): two spellings that reach one user share one count.
     const usernameLower = sql`lower(${username})`;
-    // Always the account's lock first, then the address's: no two attempts wait on each other
-    // in opposite orders.
-    await sql`select pg_advisory_xact_lock(hashtextextended('km.login.account:' || ${usernameLower}, 0)),
-                     pg_advisory_xact_lock(hashtextextended(${`km.login.address:${sourceAddress}`}, 0))`.execute(trx);
+    // Try, never wait, for the locks: a waiting attempt would hold a pooled connection while
+    // it waits. Whoever does not get them is told to try again in a moment (busy).
+    const { rows: locked } = await sql<{ ok: boolean }>`
+      select pg_try_advisory_xact_lock(hashtextextended('km.login.account:' || ${usernameLower}, 0))
+         and pg_try_advisory_xact_lock(hashtextextended(${`km.login.address:${sourceAddress}`}, 0)) as ok`.execute(trx);
+    if (!locked[0]?.ok) return { outcome: 'busy' } as const;
     const since = sql`clock_timestamp() - make_interval(secs => ${policy.windowSeconds})`;
     const failed = sql`count(*) filter (where not in_flight or failed_at < clock_timestamp() - make_interval(secs => ${ABANDONED_AFTER_SECONDS}))`;
     const { rows } = await sql<{ account_failed: string; account_all: string; address_failed: string; address_all: string; id: string | null }>`

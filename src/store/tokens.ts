@@ -21,6 +21,11 @@ export interface StoredModel {
   expiresAt?: Date | null;
   /** Must not contain the token value. */
   payload: Record<string, unknown>;
+  /**
+   * When the request that made it arrived (its owner was checked after that): what the owner
+   * checks compare with. Unset: now. Kept when an existing row is written again.
+   */
+  issuedAt?: Date;
 }
 
 export async function upsertModel(db: Db, id: string, model: StoredModel): Promise<void> {
@@ -35,6 +40,7 @@ export async function upsertModel(db: Db, id: string, model: StoredModel): Promi
     scope: model.scope ?? null,
     expires_at: model.expiresAt ?? null,
     payload: JSON.stringify(model.payload),
+    ...(model.issuedAt ? { issued_at: model.issuedAt } : {}),
   };
   await db.insertInto('tokens')
     .values(row)
@@ -52,9 +58,10 @@ export async function upsertModel(db: Db, id: string, model: StoredModel): Promi
 
 /**
  * Whether the user and the client a row was issued for still stand behind it: both exist, are
- * enabled, and were not re-enabled after the row was written (0005). The triggers revoke what
+ * enabled, and were not disabled or re-enabled after the request that made the row arrived
+ * (0005; `issued_at` is when that request arrived, see upsertModel). The triggers revoke what
  * exists when a user or client is disabled or deleted; this also covers a row written by a
- * request that checked its owner a moment before the change.
+ * request that checked its owner before the change, however long it took.
  */
 const ownersStandBehind = sql<boolean>`(
   not exists (select 1 from clients c where c.client_id = tokens.client_id

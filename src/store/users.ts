@@ -64,8 +64,9 @@ export async function createUser(db: Db, username: string, passwordHash: string,
   });
 }
 
+/** Case-insensitive by PostgreSQL's lower(), the fold of the unique index and of the lockout count. */
 export async function findUserByUsername(db: Db, username: string): Promise<UserRow | undefined> {
-  return db.selectFrom('users').selectAll().where(sql<string>`lower(username)`, '=', username.toLowerCase()).executeTakeFirst();
+  return db.selectFrom('users').selectAll().where(sql<string>`lower(username)`, '=', sql<string>`lower(${username})`).executeTakeFirst();
 }
 
 /** The user a SAML IdP vouches for under this NameID (exact match), if any. */
@@ -114,7 +115,7 @@ export async function linkUser(db: Db, username: string, federation: Federation)
     const known = await trx.selectFrom('saml_identity_providers').select('entity_id').where('entity_id', '=', idp).executeTakeFirst();
     if (!known) throw new UserInputError(`no identity provider "${idp}"`);
     const user = await trx.selectFrom('users').selectAll()
-      .where(sql<string>`lower(username)`, '=', username.toLowerCase()).forUpdate().executeTakeFirst();
+      .where(sql<string>`lower(username)`, '=', sql<string>`lower(${username})`).forUpdate().executeTakeFirst();
     if (!user) throw new UserInputError(`no user "${username}"`);
     if (user.federated_idp === idp && user.federated_name_id === nameId) {
       throw new UserInputError(`user "${user.username}" is already linked to NameID "${nameId}" of "${idp}"`);
@@ -163,13 +164,13 @@ export async function upgradePasswordHash(db: Db, userId: string, oldHash: strin
 
 export async function setUserDisabled(db: Db, username: string, disabled: boolean): Promise<boolean> {
   const r = await db.updateTable('users').set({ disabled, updated_at: new Date() })
-    .where(sql<string>`lower(username)`, '=', username.toLowerCase()).executeTakeFirst();
+    .where(sql<string>`lower(username)`, '=', sql<string>`lower(${username})`).executeTakeFirst();
   return r.numUpdatedRows > 0n;
 }
 
 /** Deletes the user; tokens issued for them stop working (their account no longer resolves). */
 export async function deleteUser(db: Db, username: string): Promise<UserRow | undefined> {
-  return db.deleteFrom('users').where(sql<string>`lower(username)`, '=', username.toLowerCase()).returningAll().executeTakeFirst();
+  return db.deleteFrom('users').where(sql<string>`lower(username)`, '=', sql<string>`lower(${username})`).returningAll().executeTakeFirst();
 }
 
 export async function createRole(db: Db, name: string, description = ''): Promise<void> {

@@ -12,6 +12,7 @@ import { startTestServer, tempDir, type TestServer } from '../support/server.ts'
 import { getJson, postForm } from '../support/http.ts';
 import { ensureScopes, issueToken, type TestClient } from '../support/fixtures.ts';
 import { runKeymgr, type KeymgrResult } from '../support/cli.ts';
+import { createClient } from '../../src/store/clients.ts';
 
 const sha256hex = (s: string) => createHash('sha256').update(s, 'utf8').digest('hex');
 
@@ -53,6 +54,16 @@ describe('keymgr CLI', () => {
   after(async () => {
     for (const s of servers) await s.stop().catch(() => {});
     await database?.drop();
+  });
+
+  it('client ids never start with a dash, so that every id can be typed as an argument', async () => {
+    // One random id in 64 would start with "-"; 300 of them make such an id all but certain.
+    const ids = await Promise.all(Array.from({ length: 300 }, async () =>
+      (await createClient(database.db, { name: 'many', grantTypes: ['client_credentials'], scope: ['a'] })).client.client_id));
+    assert.deepEqual(ids.filter((id) => id.startsWith('-')), []);
+    assert.ok(ids.every((id) => /^[A-Za-z0-9_-]{22}$/.test(id)), 'still 128 random bits, base64url');
+    const dashFree = ids[0]!;
+    ok(await keymgr('client', 'show', dashFree, '--json'));
   });
 
   describe('migrate', () => {
@@ -319,7 +330,7 @@ describe('keymgr CLI', () => {
       const live = await introspect(server.url, client, token);
       assert.equal(live.json.active, true);
 
-      const r = await keymgr('token', 'revoke', token, '--json');
+      const r = await keymgr('token', 'revoke', '--json', '--', token);
       ok(r);
       assert.equal(r.json.revoked, true);
       assert.equal(r.json.client_id, client.id);
@@ -334,12 +345,12 @@ describe('keymgr CLI', () => {
       const client = await createClientWithCli('--token-format', 'jwt');
       const token = await issueToken(server.url, client, 'a');
       assert.equal((await introspect(server.url, client, token)).json.active, true);
-      ok(await keymgr('token', 'revoke', token, '--json'));
+      ok(await keymgr('token', 'revoke', '--json', '--', token));
       assert.deepEqual((await introspect(server.url, client, token)).json, { active: false });
     });
 
     it('exits non-zero for a token it never issued', async () => {
-      const r = await keymgr('token', 'revoke', randomBytes(32).toString('base64url'), '--json');
+      const r = await keymgr('token', 'revoke', '--json', '--', randomBytes(32).toString('base64url'));
       assert.notEqual(r.code, 0);
       assert.equal(r.stdout, '');
       assert.ok(JSON.parse(r.stderr).error);

@@ -10,6 +10,8 @@ import { postForm } from '../support/http.ts';
 import { runKeymgr } from '../support/cli.ts';
 import { issueToken, makeClient, makeScope, makeUser, type TestClient } from '../support/fixtures.ts';
 import { tokenDigest } from '../../src/store/tokens.ts';
+import { createAdapterClass } from '../../src/oauth/adapter.ts';
+import pg from 'pg';
 
 describe('tokens do not outlive their user or client', () => {
   let database: TestDatabase;
@@ -125,6 +127,43 @@ describe('tokens do not outlive their user or client', () => {
     await assertInactive([token]);
     assert.equal((await runKeymgr(['client', 'enable', machine.id], env)).code, 0);
     await assertInactive([token]);
+  });
+
+  it('a request that arrived before a disable and wrote its tokens after the re-enable gets inactive tokens', async () => {
+    const lars = await makeUser(database.db, 'lars');
+    // Hold the request after its password check: issuing the tokens reads user_roles.
+    const blocker = new pg.Client({ connectionString: database.url });
+    await blocker.connect();
+    try {
+      await blocker.query('begin');
+      await blocker.query('lock table user_roles in access exclusive mode');
+      const pending = postForm(`${one.url}/token`, { grant_type: 'password', username: 'lars', password: lars.password, scope: 'profile' }, { basic: app.basic });
+      const deadline = Date.now() + 30_000;
+      while (Number((await sql<{ n: string }>`select count(*) as n from pg_locks l join pg_class c on c.oid = l.relation
+                     where c.relname = 'user_roles' and not l.granted`.execute(database.db)).rows[0]!.n) === 0) {
+        assert.ok(Date.now() < deadline, 'the token request reached user_roles');
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      await sql`update users set disabled = true where username = 'lars'`.execute(database.db);
+      await sql`update users set disabled = false where username = 'lars'`.execute(database.db);
+      await blocker.query('commit');
+      const res = await pending;
+      assert.equal(res.status, 200, res.text);
+      await assertInactive([res.json.access_token, res.json.refresh_token]);
+      await refreshRefused(res.json.refresh_token);
+    } finally {
+      await blocker.end();
+    }
+    const fresh = await signIn('lars', lars.password);
+    await assertActive([fresh.access_token, fresh.refresh_token]);
+  });
+
+  it('a token of a client deleted while its request was served: 401 invalid_client, not a 500', async () => {
+    const Adapter = createAdapterClass(database.db);
+    await assert.rejects(
+      new Adapter('ClientCredentials').upsert('t'.repeat(43), { kind: 'ClientCredentials', clientId: 'deleted-meanwhile', iat: 1, exp: 2 }, 60),
+      (err: { error?: string; statusCode?: number }) => err.error === 'invalid_client' && err.statusCode === 401,
+    );
   });
 
   it('under load: no token issued around a disable is active afterwards', async () => {

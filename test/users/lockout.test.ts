@@ -97,6 +97,15 @@ describe('brute-force protection', () => {
     assert.equal(rows.length, 3);
   });
 
+  it('a Greek final sigma spelled as capital Σ opens no second count (one fold for lookup and lockout)', async () => {
+    const user = await makeUser(database.db, 'γιώργος');
+    const from = nextAddress();
+    for (let i = 0; i < 3; i++) assert.equal((await signIn('γιώργος', `wrong-${i}`, from)).status, 400);
+    for (const spelling of ['ΓΙΏΡΓΟΣ', 'γιώργοΣ', 'γιώργος']) {
+      assert.equal((await signIn(spelling, user.password, nextAddress())).status, 400, `${spelling}: locked, or not this user`);
+    }
+  });
+
   it('counts failures for unknown usernames too, so a lock reveals nothing about existence', async () => {
     const from = nextAddress();
     const answers = [];
