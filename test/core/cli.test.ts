@@ -57,13 +57,19 @@ describe('keymgr CLI', () => {
   });
 
   it('client ids never start with a dash, so that every id can be typed as an argument', async () => {
-    // One random id in 64 would start with "-"; 300 of them make such an id all but certain.
-    const ids = await Promise.all(Array.from({ length: 300 }, async () =>
+    // One random id in 64 would start with "-"; 400 of them make such an id all but certain.
+    const ids = await Promise.all(Array.from({ length: 400 }, async () =>
       (await createClient(database.db, { name: 'many', grantTypes: ['client_credentials'], scope: ['a'] })).client.client_id));
     assert.deepEqual(ids.filter((id) => id.startsWith('-')), []);
     assert.ok(ids.every((id) => /^[A-Za-z0-9_-]{22}$/.test(id)), 'still 128 random bits, base64url');
     const dashFree = ids[0]!;
     ok(await keymgr('client', 'show', dashFree, '--json'));
+    // Well over a pipe's buffer of output: all of it arrives before keymgr exits.
+    const listed = await keymgr('client', 'list', '--json');
+    ok(listed);
+    assert.ok(listed.stdout.length > 128 * 1024, `${listed.stdout.length} bytes`);
+    const listedIds = new Set((listed.json as { client_id: string }[]).map((c) => c.client_id));
+    assert.ok(ids.every((id) => listedIds.has(id)), 'every client is listed');
   });
 
   describe('migrate', () => {
