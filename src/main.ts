@@ -23,6 +23,9 @@ import { purgeOldLoginFailures } from './store/login-failures.ts';
 import { purgeExpiredAssertionIds } from './store/idps.ts';
 import { listenForChanges, type ChangeListener } from './db/notifications.ts';
 import { createScopeRegistry } from './oauth/scope-registry.ts';
+import { loadOrCreateManagementKey } from './keys/management-key.ts';
+import { loadManagementUsers } from './management/user-store.ts';
+import { purgeManagementTokens } from './store/management-tokens.ts';
 
 export interface RunningServer {
   config: Config;
@@ -57,9 +60,18 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     const certificates = mtlsFeature({ config, logger, anchors: clientCaCertificates });
     const provider = buildProvider({ config, db: database.db, signingKeys: keys, cookieKeys, scopes, certificates, logger });
     const publicApp = buildPublicApp({ config, db: database.db, provider, scopes, cookieKeys, certificates, logger });
-    const managementApp = buildManagementApp({ db: database.db, logger });
+    const { key: managementKey, created: managementKeyCreated } = await loadOrCreateManagementKey(config.keysDir, config.managementTokenKeySize);
+    if (managementKeyCreated) logger.info({ keys_dir: config.keysDir, bits: managementKey.bits }, 'generated the management token signing key');
+    else if (managementKey.bits !== config.managementTokenKeySize) {
+      logger.warn({ bits: managementKey.bits, configured: config.managementTokenKeySize }, 'the management token key was made with another size; delete keys/management-token-key.json to make a new one');
+    }
+    const managementUsers = await loadManagementUsers(config, logger);
+    const managementApp = buildManagementApp({
+      db: database.db, logger, management: { config, db: database.db, logger, users: managementUsers, key: managementKey },
+    });
 
     let publicServer: Server;
+    let managementServer: Server;
     if (config.tls) {
       const tls = await loadOrCreateTlsMaterial(
         config.tlsCertFile ?? join(config.keysDir, 'tls', 'server.crt'),
@@ -76,10 +88,13 @@ export async function startServer(config: Config, logger: Logger = createLogger(
         rejectUnauthorized: false,
         ...(clientCaPem ? { ca: clientCaPem } : {}),
       }, publicApp.callback());
+      // The management API over HTTPS with the same certificate, as operators of WSO2 expect
+      // (`curl -k https://localhost:9164/management/login`).
+      managementServer = createHttpsServer({ cert: tls.cert, key: tls.key }, managementApp.callback());
     } else {
       publicServer = createHttpServer(publicApp.callback());
+      managementServer = createHttpServer(managementApp.callback());
     }
-    const managementServer = createHttpServer(managementApp.callback());
     await listen(publicServer, config.port, config.host);
     await listen(managementServer, config.managementPort, config.managementHost);
 
@@ -89,9 +104,15 @@ export async function startServer(config: Config, logger: Logger = createLogger(
         .catch((err) => logger.warn({ err }, 'purge failed'));
     }, config.purgeInterval * 1000);
     purge.unref();
+    const managementCleanup = setInterval(() => {
+      purgeManagementTokens(database.db)
+        .then((n) => n && logger.info({ management_tokens: n }, 'removed expired and revoked management tokens'))
+        .catch((err) => logger.warn({ error: err instanceof Error ? err.message : String(err) }, 'management token cleanup failed'));
+    }, config.managementTokenStoreCleanupInterval * 1000);
+    managementCleanup.unref();
 
     const publicUrl = urlOf(publicServer, config.tls ? 'https' : 'http');
-    const managementUrl = urlOf(managementServer, 'http');
+    const managementUrl = urlOf(managementServer, config.tls ? 'https' : 'http');
     logger.info({ public: publicUrl, management: managementUrl, issuer: config.issuer, embedded_postgres: database.embedded }, 'keymanager listening');
 
     return {
@@ -100,6 +121,7 @@ export async function startServer(config: Config, logger: Logger = createLogger(
       managementUrl,
       async stop() {
         clearInterval(purge);
+        clearInterval(managementCleanup);
         await Promise.all([close(publicServer), close(managementServer)]);
         await changes?.close();
         await database.close();

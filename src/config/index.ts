@@ -21,10 +21,24 @@ const absoluteHttpUrl = z.string().refine((v) => {
 // The endpoints are served at the root of the issuer's origin.
 const issuerUrl = absoluteHttpUrl.refine((v) => URL.parse(v)?.pathname === '/', 'an http(s) origin with no path (endpoints are served at its root)');
 const postgresUrl = z.string().refine((v) => /^postgres(ql)?:\/\//.test(v), 'a postgres:// URL');
+// A management user: exactly one source of the password — an argon2id hash (keymgr management
+// hash-password), a file or an environment variable holding it, or (development only) plain.
+const managementUser = z.object({
+  username: z.string().min(1).max(255).regex(/^[^\s:\p{Cc}\p{Cf}]+$/u, 'no spaces, colons or control characters'),
+  password_hash: z.string().startsWith('$argon2id$', 'an argon2id PHC string (keymgr management hash-password)').optional(),
+  password_file: z.string().min(1).optional(),
+  password_env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).optional(),
+  password: z.string().min(1).optional(),
+  roles: z.array(z.enum(['admin', 'auditor'])).min(1),
+}).strict().refine((u) => [u.password_hash, u.password_file, u.password_env, u.password].filter((v) => v !== undefined).length === 1,
+  'exactly one of password_hash, password_file, password_env or password');
+export type ManagementUserEntry = z.output<typeof managementUser>;
 
 interface Setting {
+  /** The key in keymanager.toml; a dotted key is a key of a table (`management.auth` is `auth` in `[management]`). */
   toml: string;
-  env: string;
+  /** The environment variable, for scalar settings. */
+  env?: string;
   schema: z.ZodType;
   default?: unknown;
   describe: string;
@@ -65,6 +79,13 @@ export const SETTINGS = {
   lockoutMaxFailures: { toml: 'lockout_max_failures', env: 'KM_LOCKOUT_MAX_FAILURES', schema: z.coerce.number().int().min(1).max(1000), default: 5, describe: 'failed password attempts on one account within the window before it is locked' },
   lockoutMaxFailuresPerAddress: { toml: 'lockout_max_failures_per_address', env: 'KM_LOCKOUT_MAX_FAILURES_PER_ADDRESS', schema: z.coerce.number().int().min(1).max(100000), default: 20, describe: 'failed password attempts from one source address within the window before it is refused' },
   lockoutWindow: { toml: 'lockout_window', env: 'KM_LOCKOUT_WINDOW', schema: seconds.max(86400), default: 900, describe: 'window over which failed attempts count, and how long a lock lasts, seconds' },
+  managementAuth: { toml: 'management.auth', env: 'KM_MANAGEMENT_AUTH', schema: z.enum(['jwt', 'basic']), default: 'jwt', describe: 'management API authentication: jwt (GET /management/login gives a bearer token) or basic (credentials on every request)' },
+  managementTokenExpiry: { toml: 'management.token.expiry', env: 'KM_MANAGEMENT_TOKEN_EXPIRY', schema: seconds.max(86400), default: 3600, describe: 'lifetime of a management token, seconds' },
+  managementTokenKeySize: { toml: 'management.token.key_size', env: 'KM_MANAGEMENT_TOKEN_KEY_SIZE', schema: z.coerce.number().int().min(2048).max(8192).refine((n) => n % 1024 === 0, 'a multiple of 1024'), default: 2048, describe: 'RSA key size of the management token signing key, bits (at least 2048)' },
+  managementTokenStoreMaxSize: { toml: 'management.token_store.max_size', env: 'KM_MANAGEMENT_TOKEN_STORE_MAX_SIZE', schema: z.coerce.number().int().min(1).max(100000), default: 200, describe: 'management tokens live at once, across all instances' },
+  managementTokenStoreCleanupInterval: { toml: 'management.token_store.cleanup_interval', env: 'KM_MANAGEMENT_TOKEN_STORE_CLEANUP_INTERVAL', schema: seconds, default: 600, describe: 'how often expired and revoked management tokens are deleted, seconds' },
+  managementTokenStoreRemoveOldest: { toml: 'management.token_store.remove_oldest_on_overflow', env: 'KM_MANAGEMENT_TOKEN_STORE_REMOVE_OLDEST_ON_OVERFLOW', schema: onOff, default: true, describe: 'a login into a full store evicts the least recently used token (off: the login is refused)' },
+  managementUsers: { toml: 'management.users', schema: z.array(managementUser), default: [], describe: 'the management user store: [[management.users]] entries' },
   logLevel: { toml: 'log_level', env: 'KM_LOG_LEVEL', schema: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']), default: 'info', describe: 'log level' },
 } satisfies Record<string, Setting>;
 
@@ -101,10 +122,10 @@ export function loadConfig({ env = process.env, overrides = {} }: Sources = {}):
       raw = fromFile[setting.toml];
       source = `${tomlPath}: ${setting.toml}`;
     }
-    const fromEnv = env[setting.env];
+    const fromEnv = setting.env ? env[setting.env] : undefined;
     if (fromEnv !== undefined && fromEnv !== '') {
       raw = fromEnv;
-      source = setting.env;
+      source = setting.env!;
     }
     if (overrides[name] !== undefined) {
       raw = overrides[name];
@@ -131,10 +152,21 @@ function readTomlFile(path: string): Record<string, unknown> {
     throw new ConfigError(`config: KM_CONFIG: cannot read ${path}`);
   }
   try {
-    return parseToml(text) as Record<string, unknown>;
+    return flattenTables(parseToml(text) as Record<string, unknown>);
   } catch (err) {
     throw new ConfigError(`config: ${path}: not valid TOML (${(err as Error).message.split('\n')[0]})`);
   }
+}
+
+/** Tables become dotted keys (`[management.token] expiry` is `management.token.expiry`); arrays of tables stay whole. */
+function flattenTables(table: Record<string, unknown>, prefix = ''): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(table)) {
+    const path = prefix ? `${prefix}.${key}` : key;
+    if (value && typeof value === 'object' && !Array.isArray(value) && !(value instanceof Date)) Object.assign(out, flattenTables(value as Record<string, unknown>, path));
+    else out[path] = value;
+  }
+  return out;
 }
 
 // Production mode refuses settings that are only acceptable on a developer's machine.
@@ -149,5 +181,9 @@ function checkSafety(config: Config): void {
   }
   if (!config.databaseUrl) {
     throw new ConfigError('config: DATABASE_URL: production requires an external PostgreSQL (the embedded one is for development)');
+  }
+  const plain = config.managementUsers.find((u) => u.password !== undefined);
+  if (plain) {
+    throw new ConfigError(`config: management.users: "${plain.username}" has a plain password; production needs password_hash, password_file or password_env`);
   }
 }

@@ -82,6 +82,17 @@ export interface Database {
   consents: ConsentsTable;
   saml_identity_providers: SamlIdentityProvidersTable;
   saml_assertion_ids: SamlAssertionIdsTable;
+  management_tokens: ManagementTokensTable;
+}
+
+export interface ManagementTokensTable {
+  id_sha256: string;
+  username: string;
+  roles: string[];
+  issued_at: Timestamp;
+  expires_at: ColumnType<Date, Date, Date>;
+  last_used_at: Timestamp;
+  revoked_at: NullableTimestamp;
 }
 
 export interface ConsentsTable {

@@ -7,21 +7,7 @@ import type { Db } from '../db/database.ts';
 import type { UserRow } from '../db/types.ts';
 import { findUserByUsername, MAX_USERNAME_LENGTH, upgradePasswordHash } from '../store/users.ts';
 import { dummyHash, hashNeedsUpgrade, hashPassword, MAX_PASSWORD_BYTES, passwordParams, verifyPassword } from '../store/passwords.ts';
-import { clearLoginFailures, recordLoginFailure, reserveLoginAttempt, type AttemptReservation, type LockoutPolicy } from '../store/login-failures.ts';
-
-/** How long an attempt waits for other checks of the same account or address to finish. */
-const BUSY_WAIT_MS = 5000;
-
-/** A place in the window, waiting while it is taken only by checks still running. */
-async function reservePlace(db: Db, username: string, source: string, policy: LockoutPolicy): Promise<AttemptReservation> {
-  const deadline = Date.now() + BUSY_WAIT_MS;
-  for (;;) {
-    const attempt = await reserveLoginAttempt(db, username, source, policy);
-    if (attempt.outcome !== 'busy' || Date.now() > deadline) return attempt;
-    // A password check takes tens of milliseconds; jitter keeps waiters from moving in step.
-    await new Promise((resolve) => setTimeout(resolve, 10 + Math.random() * 20));
-  }
-}
+import { clearLoginFailures, recordLoginFailure, reserveLoginAttemptWhenFree } from '../store/login-failures.ts';
 
 /** Limits on what is typed into a username or password field (the store's own limits). */
 export const CREDENTIAL_MAX_BYTES = { username: MAX_USERNAME_LENGTH * 4, password: MAX_PASSWORD_BYTES } as const;
@@ -55,7 +41,7 @@ export async function signIn({ config, db, logger }: SignInDeps, { username, pas
 
   // The attempt takes its place in the window before any password is checked (see
   // src/store/login-failures.ts), so a burst of guesses cannot outrun the count.
-  const attempt = await reservePlace(db, username, source, policy);
+  const attempt = await reserveLoginAttemptWhenFree(db, username, source, policy);
   if (attempt.outcome !== 'reserved') {
     const reason = attempt.outcome === 'locked' ? attempt.reason : 'busy';
     logger.warn({ event: 'login.locked', reason, client_id: clientId, source }, 'sign-in refused: too many failed attempts');

@@ -145,6 +145,17 @@ export async function listClients(db: Db): Promise<ClientRow[]> {
   return db.selectFrom('clients').selectAll().orderBy('created_at').orderBy('client_id').execute();
 }
 
+/** One page of clients in client_id order, after the cursor (the last id of the previous page), and the total. */
+export async function listClientsPage(db: Db, { limit, after }: { limit: number; after?: string }): Promise<{ rows: ClientRow[]; total: number; more: boolean }> {
+  let query = db.selectFrom('clients').selectAll().orderBy('client_id').limit(limit + 1);
+  if (after !== undefined) query = query.where('client_id', '>', after);
+  const [rows, count] = await Promise.all([
+    query.execute(),
+    db.selectFrom('clients').select((e) => e.fn.countAll<string>().as('n')).executeTakeFirstOrThrow(),
+  ]);
+  return { rows: rows.slice(0, limit), total: Number(count.n), more: rows.length > limit };
+}
+
 /** Deletes the client; its tokens and certificates go with it (ON DELETE CASCADE). */
 export async function deleteClient(db: Db, clientId: string): Promise<boolean> {
   const result = await db.deleteFrom('clients').where('client_id', '=', clientId).executeTakeFirst();

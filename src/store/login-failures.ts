@@ -68,6 +68,20 @@ export async function reserveLoginAttempt(db: Db, username: string, sourceAddres
   });
 }
 
+/** How long an attempt waits for other checks of the same account or address to finish. */
+const BUSY_WAIT_MS = 5000;
+
+/** A place in the window, waiting (without holding a connection) while it is taken by checks still running. */
+export async function reserveLoginAttemptWhenFree(db: Db, username: string, sourceAddress: string, policy: LockoutPolicy): Promise<AttemptReservation> {
+  const deadline = Date.now() + BUSY_WAIT_MS;
+  for (;;) {
+    const attempt = await reserveLoginAttempt(db, username, sourceAddress, policy);
+    if (attempt.outcome !== 'busy' || Date.now() > deadline) return attempt;
+    // A password check takes tens of milliseconds; jitter keeps waiters from moving in step.
+    await new Promise((resolve) => setTimeout(resolve, 10 + Math.random() * 20));
+  }
+}
+
 /** The password was wrong: the attempt's row becomes a failure. */
 export async function recordLoginFailure(db: Db, id: string): Promise<void> {
   await db.updateTable('login_failures').set({ in_flight: false, failed_at: sql`clock_timestamp()` }).where('id', '=', id).execute();

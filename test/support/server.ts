@@ -46,6 +46,8 @@ export async function startTestServer(
       issuer: `http://127.0.0.1:${port}`,
       managementPort: 0,
       keysDir,
+      // Its own data directory: the development management admin's password file goes there.
+      dataDir: tempDir('km-data-'),
       databaseUrl,
       databasePoolSize: 4,
       logLevel: 'debug',

@@ -1,0 +1,122 @@
+// Who is calling the management API. Exactly one handler is engaged (management.auth):
+// - jwt: GET /management/login takes Basic credentials and returns {"AccessToken": JWT}; every
+//   other route takes that token as a bearer. A bearer counts only while its row in the shared
+//   token store is live (logout revokes it on every instance) and its user is still configured.
+// - basic: every route takes Basic credentials; there is no login or logout.
+// Failed credentials count towards the same lockout as user sign-ins.
+import { randomUUID } from 'node:crypto';
+import type { Context } from 'koa';
+import { jwtVerify, SignJWT } from 'jose';
+import type { Logger } from 'pino';
+import type { Config } from '../config/index.ts';
+import type { Db } from '../db/database.ts';
+import type { ManagementKey } from '../keys/management-key.ts';
+import { MANAGEMENT_TOKEN_ALG } from '../keys/management-key.ts';
+import { clearLoginFailures, recordLoginFailure, reserveLoginAttemptWhenFree } from '../store/login-failures.ts';
+import { dummyHash, passwordParams, verifyPassword } from '../store/passwords.ts';
+import { useManagementToken } from '../store/management-tokens.ts';
+import { unauthorized } from './errors.ts';
+import type { ManagementRole, ManagementUser } from './user-store.ts';
+
+/** `typ` of management tokens: no OAuth access token (`at+jwt`) can be taken for one. */
+export const MANAGEMENT_TOKEN_TYPE = 'km-management+jwt';
+const AUDIENCE = 'keymanager-management';
+
+export interface ManagementPrincipal {
+  username: string;
+  roles: ManagementRole[];
+}
+
+export interface ManagementAuthDeps {
+  config: Config;
+  db: Db;
+  logger: Logger;
+  users: Map<string, ManagementUser>;
+  key: ManagementKey;
+}
+
+/** RFC 7617 credentials (UTF-8), or undefined when the header is not a readable Basic one. */
+export function basicCredentials(header: string): { username: string; password: string } | undefined {
+  const match = /^Basic ([A-Za-z0-9+/]+={0,2})$/i.exec(header.trim());
+  if (!match) return undefined;
+  let decoded: string;
+  try {
+    decoded = new TextDecoder('utf-8', { fatal: true }).decode(Buffer.from(match[1]!, 'base64'));
+  } catch {
+    return undefined;
+  }
+  const colon = decoded.indexOf(':');
+  if (colon <= 0 || decoded.includes('\0')) return undefined;
+  return { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
+}
+
+/** The user when the credentials are right and the lockout allows a check; undefined otherwise. */
+async function checkCredentials(deps: ManagementAuthDeps, username: string, password: string, source: string): Promise<ManagementUser | undefined> {
+  const { config, db, logger, users } = deps;
+  const policy = { maxFailures: config.lockoutMaxFailures, maxFailuresPerAddress: config.lockoutMaxFailuresPerAddress, windowSeconds: config.lockoutWindow };
+  // Counted apart from OAuth users of the same name.
+  const account = `management:${username}`;
+  const attempt = await reserveLoginAttemptWhenFree(db, account, source, policy);
+  if (attempt.outcome !== 'reserved') {
+    logger.warn({ event: 'management.login.locked', reason: attempt.outcome === 'locked' ? attempt.reason : 'busy', source }, 'management sign-in refused: too many failed attempts');
+    return undefined;
+  }
+  const user = users.get(username);
+  // The same argon2 work whether the user exists or not.
+  const ok = await verifyPassword(user?.passwordHash ?? (await dummyHash(passwordParams(config))), password);
+  if (!user || !ok) {
+    await recordLoginFailure(db, attempt.id);
+    logger.warn({ event: 'management.login.failed', source, known_user: Boolean(user) }, 'management sign-in failed');
+    return undefined;
+  }
+  await clearLoginFailures(db, account, attempt.id);
+  return user;
+}
+
+/** Basic credentials of a management user, or a 401 with a Basic challenge. */
+export async function principalFromBasic(deps: ManagementAuthDeps, ctx: Context): Promise<ManagementPrincipal> {
+  if (deps.users.size === 0) throw unauthorized('no management users are configured', 'Basic');
+  const credentials = basicCredentials(ctx.get('authorization'));
+  if (!credentials) throw unauthorized('management user credentials are required (HTTP Basic)', 'Basic');
+  const user = await checkCredentials(deps, credentials.username, credentials.password, ctx.ip);
+  if (!user) throw unauthorized('invalid username or password', 'Basic');
+  return { username: user.username, roles: user.roles };
+}
+
+export async function signManagementToken(deps: ManagementAuthDeps, user: ManagementPrincipal): Promise<{ token: string; expiresAt: Date }> {
+  const now = Math.floor(Date.now() / 1000);
+  const exp = now + deps.config.managementTokenExpiry;
+  const token = await new SignJWT({ roles: user.roles })
+    .setProtectedHeader({ alg: MANAGEMENT_TOKEN_ALG, kid: deps.key.kid, typ: MANAGEMENT_TOKEN_TYPE })
+    .setIssuer(deps.config.issuer)
+    .setAudience(AUDIENCE)
+    .setSubject(user.username)
+    .setJti(randomUUID())
+    .setIssuedAt(now)
+    .setExpirationTime(exp)
+    .sign(deps.key.privateKey);
+  return { token, expiresAt: new Date(exp * 1000) };
+}
+
+export function bearerToken(ctx: Context): string | undefined {
+  const match = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/i.exec(ctx.get('authorization').trim());
+  return match?.[1];
+}
+
+/** A bearer that verifies with the management key, is live in the token store, and whose user is still configured. */
+export async function principalFromBearer(deps: ManagementAuthDeps, ctx: Context): Promise<ManagementPrincipal> {
+  const token = bearerToken(ctx);
+  if (!token) throw unauthorized('a management token is required: GET /management/login with Basic credentials', 'Bearer');
+  try {
+    await jwtVerify(token, deps.key.publicKey, {
+      algorithms: [MANAGEMENT_TOKEN_ALG], issuer: deps.config.issuer, audience: AUDIENCE, typ: MANAGEMENT_TOKEN_TYPE,
+    });
+  } catch {
+    throw unauthorized('the management token is not valid', 'Bearer');
+  }
+  const stored = await useManagementToken(deps.db, token);
+  const user = stored && deps.users.get(stored.username);
+  if (!user) throw unauthorized('the management token is not valid', 'Bearer');
+  // Roles as configured now: a change of the user store applies to live tokens too.
+  return { username: user.username, roles: user.roles };
+}

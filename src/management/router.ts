@@ -1,0 +1,53 @@
+// The management API under /management: login and logout (jwt handler only), then every
+// resource behind authentication and roles — admin does everything, auditor only reads.
+import Router from '@koa/router';
+import { revokeManagementToken, storeManagementToken } from '../store/management-tokens.ts';
+import { bearerToken, principalFromBasic, principalFromBearer, signManagementToken, type ManagementAuthDeps, type ManagementPrincipal } from './auth.ts';
+import { forbidden } from './errors.ts';
+import { addClientRoutes } from './clients.ts';
+
+const READS = new Set(['GET', 'HEAD']);
+
+/** The routers, in order: sessions (login, logout), then the authenticated resources. */
+export function managementRouters(deps: ManagementAuthDeps): Router[] {
+  const jwt = deps.config.managementAuth === 'jwt';
+  const session = new Router({ prefix: '/management', strict: true, sensitive: true });
+  if (jwt) {
+    session.get('/login', async (ctx) => {
+      const principal = await principalFromBasic(deps, ctx);
+      const { token, expiresAt } = await signManagementToken(deps, principal);
+      const stored = await storeManagementToken(deps.db, token, { ...principal, expiresAt }, {
+        maxSize: deps.config.managementTokenStoreMaxSize,
+        removeOldestOnOverflow: deps.config.managementTokenStoreRemoveOldest,
+      });
+      ctx.set('Cache-Control', 'no-store');
+      if (stored === 'full') {
+        // Not a 503: the database is fine; the store is full by configuration.
+        ctx.status = 507;
+        ctx.body = { error: 'token_store_full', error_description: 'the management token store is full (management.token_store.max_size): log out elsewhere or wait for tokens to expire' };
+        return;
+      }
+      deps.logger.info({ event: 'management.login', username: principal.username }, 'management user signed in');
+      ctx.body = { AccessToken: token };
+    });
+    session.get('/logout', async (ctx) => {
+      const principal = await principalFromBearer(deps, ctx);
+      await revokeManagementToken(deps.db, bearerToken(ctx)!);
+      deps.logger.info({ event: 'management.logout', username: principal.username }, 'management user signed out');
+      ctx.set('Cache-Control', 'no-store');
+      ctx.body = { Message: 'Logout successful' };
+    });
+  }
+
+  const resources = new Router({ prefix: '/management', strict: true, sensitive: true });
+  resources.use(async (ctx, next) => {
+    const principal: ManagementPrincipal = jwt ? await principalFromBearer(deps, ctx) : await principalFromBasic(deps, ctx);
+    if (!READS.has(ctx.method) && !principal.roles.includes('admin')) throw forbidden('the auditor role may only read');
+    ctx.state.principal = principal;
+    ctx.set('Cache-Control', 'no-store');
+    await next();
+  });
+  addClientRoutes(resources, deps.db);
+
+  return [session, resources];
+}

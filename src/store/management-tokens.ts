@@ -1,0 +1,66 @@
+// The management token store: one row per token issued by GET /management/login, by digest,
+// shared by every instance. Its size is bounded; a full store evicts the least recently used
+// token or refuses the login, as configured.
+import { sql } from 'kysely';
+import type { Db } from '../db/database.ts';
+import { tokenDigest } from './tokens.ts';
+
+export interface StoredManagementToken {
+  username: string;
+  roles: string[];
+}
+
+export interface TokenStorePolicy {
+  maxSize: number;
+  removeOldestOnOverflow: boolean;
+}
+
+/** Stores a new token; 'full' when the store is full and eviction is off. */
+export async function storeManagementToken(
+  db: Db,
+  token: string,
+  { username, roles, expiresAt }: StoredManagementToken & { expiresAt: Date },
+  policy: TokenStorePolicy,
+): Promise<'stored' | 'full'> {
+  return db.transaction().execute(async (trx) => {
+    // One login at a time decides what the store holds, across instances.
+    await sql`select pg_advisory_xact_lock(hashtextextended('km.management.token_store', 0))`.execute(trx);
+    const live = (eb: typeof trx) => eb.selectFrom('management_tokens')
+      .where('revoked_at', 'is', null).where('expires_at', '>', sql<Date>`now()`);
+    const { n } = await live(trx).select((e) => e.fn.countAll<string>().as('n')).executeTakeFirstOrThrow();
+    const overflow = Number(n) - policy.maxSize + 1;
+    if (overflow > 0) {
+      if (!policy.removeOldestOnOverflow) return 'full';
+      const oldest = await live(trx).select('id_sha256').orderBy('last_used_at').limit(overflow).execute();
+      await trx.updateTable('management_tokens').set({ revoked_at: sql`now()` })
+        .where('id_sha256', 'in', oldest.map((o) => o.id_sha256)).execute();
+    }
+    await trx.insertInto('management_tokens')
+      .values({ id_sha256: tokenDigest(token), username, roles, expires_at: expiresAt }).execute();
+    return 'stored';
+  });
+}
+
+/** The live token's holder, marking it used (for least-recently-used eviction); undefined otherwise. */
+export async function useManagementToken(db: Db, token: string): Promise<StoredManagementToken | undefined> {
+  return db.updateTable('management_tokens')
+    .set({ last_used_at: sql`now()` })
+    .where('id_sha256', '=', tokenDigest(token))
+    .where('revoked_at', 'is', null)
+    .where('expires_at', '>', sql<Date>`now()`)
+    .returning(['username', 'roles'])
+    .executeTakeFirst();
+}
+
+export async function revokeManagementToken(db: Db, token: string): Promise<boolean> {
+  const r = await db.updateTable('management_tokens').set({ revoked_at: sql`now()` })
+    .where('id_sha256', '=', tokenDigest(token)).where('revoked_at', 'is', null).executeTakeFirst();
+  return r.numUpdatedRows > 0n;
+}
+
+/** The cleanup task: deletes expired and revoked tokens. */
+export async function purgeManagementTokens(db: Db): Promise<number> {
+  const r = await db.deleteFrom('management_tokens')
+    .where((eb) => eb.or([eb('revoked_at', 'is not', null), eb('expires_at', '<=', sql<Date>`now()`)])).executeTakeFirst();
+  return Number(r.numDeletedRows);
+}

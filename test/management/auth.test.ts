@@ -1,0 +1,208 @@
+// The management API's authentication, as the WSO2 document describes it and better: HTTPS on
+// the management listener, GET /management/login (Basic) → {"AccessToken"}, the bearer on
+// every other route, logout revoking it on every instance (the token store is PostgreSQL),
+// a bounded store, the Basic handler, roles, and lockout of failed logins.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { decodeJwt, decodeProtectedHeader } from 'jose';
+import { sql } from 'kysely';
+import { createTestDatabase, type TestDatabase } from '../support/database.ts';
+import { freePort, startTestServer, tempDir, type TestServer } from '../support/server.ts';
+import { basicHeader } from '../support/http.ts';
+import { post } from '../mtls/support.ts';
+import { makeClient } from '../support/fixtures.ts';
+import { basicAuth, managementClient } from '../support/management.ts';
+import { hashPassword } from '../../src/store/passwords.ts';
+import { tokenDigest } from '../../src/store/tokens.ts';
+
+const FAST = { memoryCost: 8192, timeCost: 1, parallelism: 1 };
+
+describe('management API authentication (jwt handler)', () => {
+  let database: TestDatabase;
+  let one: TestServer;
+  let two: TestServer;
+  let call: ReturnType<typeof managementClient>;
+  let callTwo: ReturnType<typeof managementClient>;
+  const admin = basicAuth('ops', 'ops-password-1');
+  const auditor = basicAuth('watcher', 'watcher-password-1');
+
+  before(async () => {
+    database = await createTestDatabase();
+    const keysDir = tempDir('km-keys-');
+    const users = [
+      { username: 'ops', password_hash: await hashPassword('ops-password-1', FAST), roles: ['admin'] },
+      { username: 'watcher', password_hash: await hashPassword('watcher-password-1', FAST), roles: ['auditor'] },
+    ];
+    const start = async () => {
+      const port = await freePort();
+      return startTestServer(database.url, {
+        tls: true, port, issuer: 'https://localhost:9443', keysDir, managementUsers: users,
+        managementTokenStoreMaxSize: 3, lockoutMaxFailures: 3,
+      });
+    };
+    one = await start();
+    two = await start();
+    call = managementClient(one);
+    callTwo = managementClient(two);
+    await makeClient(database.db);
+  });
+  after(async () => {
+    await one?.stop();
+    await two?.stop();
+    await database?.drop();
+  });
+
+  const login = async (authorization = admin) => {
+    const res = await call('GET', '/management/login', { authorization });
+    assert.equal(res.status, 200, res.text);
+    return res.json.AccessToken as string;
+  };
+
+  it('serves HTTPS with the server certificate, health included', async () => {
+    assert.ok(one.managementUrl.startsWith('https://'));
+    const res = await call('GET', '/healthz');
+    assert.equal(res.status, 200);
+    assert.deepEqual(res.json, { status: 'ok' });
+  });
+
+  it('login: {"AccessToken"} signed with the management key, stored by digest only', async () => {
+    const token = await login();
+    assert.equal(decodeProtectedHeader(token).typ, 'km-management+jwt');
+    const claims = decodeJwt(token);
+    assert.equal(claims.sub, 'ops');
+    assert.deepEqual(claims.roles, ['admin']);
+    assert.equal((claims.exp as number) - (claims.iat as number), 3600);
+    const oauthKids = (JSON.parse(readFileSync(join(one.keysDir, 'signing-keys.json'), 'utf8')).keys as { jwk: { kid: string } }[]).map((k) => k.jwk.kid);
+    assert.ok(!oauthKids.includes(decodeProtectedHeader(token).kid as string), 'not an OAuth signing key');
+    const dump = await database.dumpAllTables();
+    assert.ok(!dump.includes(token), 'the token itself is not stored');
+    assert.ok(dump.includes(tokenDigest(token)), 'its digest is');
+  });
+
+  it('a resource needs the bearer: none, garbage or an OAuth token is 401 with a Bearer challenge', async () => {
+    const none = await call('GET', '/management/clients');
+    assert.equal(none.status, 401);
+    assert.equal(none.json.error, 'unauthorized');
+    assert.match(String(none.headers['www-authenticate']), /^Bearer realm="keymanager management"/);
+    for (const authorization of ['Bearer garbage', admin]) {
+      const res = await call('GET', '/management/clients', { authorization });
+      assert.equal(res.status, 401, authorization);
+    }
+  });
+
+  it('lists clients with the bearer, on either instance (shared store)', async () => {
+    const token = await login();
+    for (const c of [call, callTwo]) {
+      const res = await c('GET', '/management/clients?limit=10', { authorization: `Bearer ${token}` });
+      assert.equal(res.status, 200, res.text);
+      assert.equal(res.json.total, 1);
+      assert.equal(res.json.items.length, 1);
+      assert.equal(res.json.next_cursor, null);
+      assert.equal(res.headers['cache-control'], 'no-store');
+    }
+  });
+
+  it('logout revokes the token on every instance', async () => {
+    const token = await login();
+    const out = await call('GET', '/management/logout', { authorization: `Bearer ${token}` });
+    assert.equal(out.status, 200);
+    assert.deepEqual(out.json, { Message: 'Logout successful' });
+    for (const c of [call, callTwo]) assert.equal((await c('GET', '/management/clients', { authorization: `Bearer ${token}` })).status, 401);
+    assert.equal((await call('GET', '/management/logout', { authorization: `Bearer ${token}` })).status, 401);
+  });
+
+  it('an expired token is refused', async () => {
+    const token = await login();
+    await sql`update management_tokens set expires_at = now() - interval '1 second' where id_sha256 = ${tokenDigest(token)}`.execute(database.db);
+    assert.equal((await call('GET', '/management/clients', { authorization: `Bearer ${token}` })).status, 401);
+  });
+
+  it('a full store evicts the least recently used token (remove_oldest_on_overflow = true)', async () => {
+    await sql`delete from management_tokens`.execute(database.db);
+    const [a, b, c] = [await login(), await login(), await login()];
+    // a is used now, so b is the least recently used.
+    assert.equal((await call('GET', '/management/clients', { authorization: `Bearer ${a}` })).status, 200);
+    const d = await login();
+    assert.equal((await call('GET', '/management/clients', { authorization: `Bearer ${b}` })).status, 401, 'b was evicted');
+    for (const t of [a, c, d]) assert.equal((await call('GET', '/management/clients', { authorization: `Bearer ${t}` })).status, 200);
+  });
+
+  it('an auditor reads but cannot write (403)', async () => {
+    const token = await login(auditor);
+    assert.equal((await call('GET', '/management/clients', { authorization: `Bearer ${token}` })).status, 200);
+    const write = await call('DELETE', '/management/clients/anything', { authorization: `Bearer ${token}` });
+    assert.equal(write.status, 403);
+    assert.deepEqual(write.json, { error: 'forbidden', error_description: 'the auditor role may only read' });
+  });
+
+  it('a management token is not an OAuth token, nor an OAuth token a management one', async () => {
+    const token = await login();
+    const gateway = await makeClient(database.db, { introspectAny: true });
+    const ca = readFileSync(join(one.keysDir, 'tls', 'server.crt'), 'utf8');
+    const seen = await post(`${one.publicUrl}/introspect`, { token }, { ca, headers: { authorization: basicHeader(...gateway.basic) } });
+    assert.equal(seen.status, 200, seen.text);
+    assert.deepEqual(seen.json, { active: false });
+    const oauth = await post(`${one.publicUrl}/token`, { grant_type: 'client_credentials' }, { ca, headers: { authorization: basicHeader(...gateway.basic) } });
+    assert.equal(oauth.status, 200, oauth.text);
+    assert.equal((await call('GET', '/management/clients', { authorization: `Bearer ${oauth.json.access_token}` })).status, 401);
+  });
+
+  it('an admin disables, enables and deletes a client; unknown ids are 404', async () => {
+    const token = await login();
+    const target = await makeClient(database.db);
+    const auth = { authorization: `Bearer ${token}` };
+    assert.deepEqual((await call('POST', `/management/clients/${target.id}/disable`, auth)).json, { client_id: target.id, disabled: true });
+    assert.equal((await call('GET', `/management/clients/${target.id}`, auth)).json.disabled, true);
+    assert.deepEqual((await call('POST', `/management/clients/${target.id}/enable`, auth)).json, { client_id: target.id, disabled: false });
+    assert.deepEqual((await call('DELETE', `/management/clients/${target.id}`, auth)).json, { client_id: target.id, deleted: true });
+    const gone = await call('GET', `/management/clients/${target.id}`, auth);
+    assert.equal(gone.status, 404);
+    assert.deepEqual(gone.json, { error: 'not_found', error_description: `no client ${target.id}` });
+  });
+
+  it('wrong credentials: 401 with a Basic challenge; then the lockout refuses even the right password', async () => {
+    for (let i = 0; i < 3; i++) {
+      const res = await call('GET', '/management/login', { authorization: basicAuth('watcher', `wrong-${i}`) });
+      assert.equal(res.status, 401);
+      assert.deepEqual(res.json, { error: 'unauthorized', error_description: 'invalid username or password' });
+      assert.match(String(res.headers['www-authenticate']), /^Basic realm="keymanager management"/);
+    }
+    assert.equal((await call('GET', '/management/login', { authorization: auditor })).status, 401, 'locked');
+  });
+});
+
+describe('management API: basic handler, and the development admin', () => {
+  let database: TestDatabase;
+  let server: TestServer;
+  let call: ReturnType<typeof managementClient>;
+
+  before(async () => {
+    database = await createTestDatabase();
+    server = await startTestServer(database.url, { tls: true, port: await freePort(), issuer: 'https://localhost:9443', managementAuth: 'basic' });
+    call = managementClient(server);
+  });
+  after(async () => {
+    await server?.stop();
+    await database?.drop();
+  });
+
+  it('with no user configured, creates "admin" with a random password in a 0600 file', async () => {
+    const file = join(server.config.dataDir, 'management-admin.txt');
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+    const password = readFileSync(file, 'utf8').trim();
+    assert.ok(password.length >= 32);
+    const res = await call('GET', '/management/clients', { authorization: basicAuth('admin', password) });
+    assert.equal(res.status, 200, res.text);
+    assert.deepEqual(res.json, { items: [], next_cursor: null, total: 0 });
+  });
+
+  it('basic handler: no login or logout (404), and resources refuse missing credentials with a Basic challenge', async () => {
+    assert.equal((await call('GET', '/management/login', { authorization: basicAuth('admin', 'x') })).status, 404);
+    assert.equal((await call('GET', '/management/logout')).status, 404);
+    const res = await call('GET', '/management/clients');
+    assert.equal(res.status, 401);
+    assert.match(String(res.headers['www-authenticate']), /^Basic realm=/);
+  });
+});
