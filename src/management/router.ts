@@ -5,6 +5,7 @@ import { revokeManagementToken, storeManagementToken } from '../store/management
 import { bearerToken, principalFromBasic, principalFromBearer, signManagementToken, type ManagementAuthDeps, type ManagementPrincipal } from './auth.ts';
 import { forbidden } from './errors.ts';
 import { addClientRoutes } from './clients.ts';
+import { ManagementApi } from './api.ts';
 
 const READS = new Set(['GET', 'HEAD']);
 
@@ -47,7 +48,15 @@ export function managementRouters(deps: ManagementAuthDeps): Router[] {
     ctx.set('Cache-Control', 'no-store');
     await next();
   });
-  addClientRoutes(resources, deps.db);
+  const api = new ManagementApi();
+  addClientRoutes(api, resources, deps.db);
 
-  return [session, resources];
+  // The document of every route above, unauthenticated (as API descriptions usually are).
+  const openapi = new Router({ prefix: '/management', strict: true, sensitive: true });
+  const document = api.document({ auth: deps.config.managementAuth });
+  openapi.get('/openapi.json', (ctx) => {
+    ctx.body = document;
+  });
+
+  return [openapi, session, resources];
 }

@@ -137,6 +137,43 @@ export async function createClient(db: Db, input: NewClient): Promise<{ client: 
   return { client, clientSecret };
 }
 
+/** What an update may change: everything but the authentication method (and so the secret). */
+export type ClientChanges = Partial<Omit<NewClient, 'authMethod'>>;
+
+/** Applies the changes with the same rules as registration; undefined when there is no such client. */
+export async function updateClient(db: Db, clientId: string, changes: ClientChanges): Promise<ClientRow | undefined> {
+  const row = await findClientById(db, clientId);
+  if (!row) return undefined;
+  const merged: NewClient = {
+    name: changes.name ?? row.name,
+    grantTypes: changes.grantTypes ?? row.grant_types,
+    scope: changes.scope ?? row.scope.split(' ').filter(Boolean),
+    redirectUris: changes.redirectUris ?? row.redirect_uris,
+    tokenFormat: changes.tokenFormat ?? row.access_token_format,
+    authMethod: row.token_endpoint_auth_method as AuthMethod,
+    introspectAny: changes.introspectAny ?? row.introspect_any,
+    applicationType: changes.applicationType ?? row.application_type,
+    firstParty: changes.firstParty ?? row.first_party,
+    tlsSubjectDn: changes.tlsSubjectDn ?? row.tls_client_auth_subject_dn ?? undefined,
+    tlsSanDns: changes.tlsSanDns ?? row.tls_client_auth_san_dns ?? undefined,
+  };
+  validate(merged);
+  await assertScopesRegistered(db, merged.scope);
+  return db.updateTable('clients').set({
+    name: merged.name.trim(),
+    grant_types: [...new Set(merged.grantTypes)],
+    redirect_uris: [...new Set(merged.redirectUris ?? [])],
+    scope: [...new Set(merged.scope)].join(' '),
+    access_token_format: merged.tokenFormat ?? 'opaque',
+    introspect_any: merged.introspectAny ?? false,
+    application_type: merged.applicationType ?? 'web',
+    first_party: merged.firstParty ?? false,
+    tls_client_auth_subject_dn: merged.tlsSubjectDn ?? null,
+    tls_client_auth_san_dns: merged.tlsSanDns ?? null,
+    updated_at: new Date(),
+  }).where('client_id', '=', clientId).returningAll().executeTakeFirst();
+}
+
 export async function findClientById(db: Db, clientId: string): Promise<ClientRow | undefined> {
   return db.selectFrom('clients').selectAll().where('client_id', '=', clientId).executeTakeFirst();
 }
