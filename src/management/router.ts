@@ -5,6 +5,7 @@ import { revokeManagementToken, storeManagementToken } from '../store/management
 import { bearerToken, principalFromBasic, principalFromBearer, signManagementToken, type ManagementAuthDeps, type ManagementPrincipal } from './auth.ts';
 import { forbidden } from './errors.ts';
 import { addClientRoutes } from './clients.ts';
+import { addTokenRoutes } from './tokens.ts';
 import { ManagementApi } from './api.ts';
 
 const READS = new Set(['GET', 'HEAD']);
@@ -50,6 +51,7 @@ export function managementRouters(deps: ManagementAuthDeps): Router[] {
   });
   const api = new ManagementApi();
   addClientRoutes(api, resources, deps.db);
+  addTokenRoutes(api, resources, deps.db);
 
   // The document of every route above, unauthenticated (as API descriptions usually are).
   const openapi = new Router({ prefix: '/management', strict: true, sensitive: true });

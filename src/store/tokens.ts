@@ -2,9 +2,9 @@
 // JWT access tokens the server issues. Rows are keyed by the SHA-256 digest of the id, which
 // for tokens and codes is the token value itself: the value is never written anywhere.
 import { createHash } from 'node:crypto';
-import { sql } from 'kysely';
+import { sql, type ExpressionBuilder } from 'kysely';
 import type { Db } from '../db/database.ts';
-import type { TokenRow } from '../db/types.ts';
+import type { Database, TokenRow } from '../db/types.ts';
 
 export function tokenDigest(value: string): string {
   return createHash('sha256').update(value, 'utf8').digest('hex');
@@ -172,4 +172,55 @@ export async function revokeTokenByValue(db: Db, value: string): Promise<IssuedT
   const row = await findIssuedTokenByValue(db, value);
   if (row && !row.revoked_at) await revokeIssuedToken(db, row);
   return row;
+}
+
+/** Rows that still count: not revoked, not expired (consumed ones too: their grant may live on). */
+const liveRow = sql<boolean>`(tokens.revoked_at is null and (tokens.expires_at is null or tokens.expires_at > now()))`;
+
+/** Kinds that are tokens to whoever holds them; the count an operator is told about. */
+const COUNTED_KINDS: ReadonlySet<string> = new Set([...INTROSPECTABLE_KINDS, 'AuthorizationCode']);
+
+async function revokeLiveRowsWhere(db: Db, column: 'client_id' | 'account_id' | 'grant_id', value: string): Promise<number> {
+  const rows = await db.updateTable('tokens')
+    .set({ revoked_at: sql`now()` })
+    .where(column, '=', value)
+    .where(liveRow)
+    .returning('kind')
+    .execute();
+  return rows.filter((r) => COUNTED_KINDS.has(r.kind)).length;
+}
+
+/**
+ * Revokes every live token, code and grant issued to the client; undefined when there is no
+ * such client. Returns how many tokens and codes were revoked.
+ */
+export async function revokeTokensOfClient(db: Db, clientId: string): Promise<number | undefined> {
+  return db.transaction().execute(async (trx) => {
+    const client = await trx.selectFrom('clients').select('client_id').where('client_id', '=', clientId).forShare().executeTakeFirst();
+    if (!client) return undefined;
+    return revokeLiveRowsWhere(trx, 'client_id', clientId);
+  });
+}
+
+/** Revokes every live token, code and grant issued for the user (tokens.account_id is the user's id). */
+export async function revokeTokensOfAccount(db: Db, userId: string): Promise<number> {
+  return revokeLiveRowsWhere(db, 'account_id', userId);
+}
+
+/**
+ * Revokes the grant (oidc-provider's Grant row, keyed by the grant id) and every live row
+ * issued under it; undefined when no row ever belonged to it (an unknown grant, or one purged
+ * since). Returns how many tokens and codes were revoked.
+ */
+export async function revokeTokensOfGrant(db: Db, grantId: string): Promise<number | undefined> {
+  const ofGrant = (eb: ExpressionBuilder<Database, 'tokens'>) => eb.or([
+    eb('grant_id', '=', grantId),
+    eb.and([eb('kind', '=', 'Grant'), eb('id_sha256', '=', tokenDigest(grantId))]),
+  ]);
+  return db.transaction().execute(async (trx) => {
+    const known = await trx.selectFrom('tokens').select('kind').where(ofGrant).limit(1).executeTakeFirst();
+    if (!known) return undefined;
+    const rows = await trx.updateTable('tokens').set({ revoked_at: sql`now()` }).where(ofGrant).where(liveRow).returning('kind').execute();
+    return rows.filter((r) => COUNTED_KINDS.has(r.kind)).length;
+  });
 }
