@@ -4,6 +4,8 @@ import { ConfigError, loadConfig, type Config } from '../config/index.ts';
 import { connectDatabase } from '../db/connect.ts';
 import type { Db } from '../db/database.ts';
 import { migrate } from '../db/migrator.ts';
+import { hostname, userInfo } from 'node:os';
+import { recordAuditEvent } from '../store/audit.ts';
 
 export class CliError extends Error {}
 
@@ -16,15 +18,55 @@ export interface OutputOptions {
   json?: boolean;
 }
 
+/** The command being run, as the audit trail records it (set by keymgr before each action). */
+export interface RunningCommand {
+  /** `client create`, `user disable`, … */
+  name: string;
+  /** What it acts on: its first argument, unless that is a secret (a token value). */
+  resourceId: string | null;
+  /** The options given (names only, never values). */
+  options: string[];
+}
+
+let runningCommand: RunningCommand | undefined;
+
+export function noteRunningCommand(command: RunningCommand): void {
+  runningCommand = command;
+}
+
+const READ_ONLY = /(^| )(list|show)$/;
+
 /** Opens the database, brings the schema up to date, runs the command and closes it again. */
 export async function withDatabase<T>(run: (ctx: CommandContext) => Promise<T>): Promise<T> {
   const config = loadConfig();
   const handle = await connectDatabase(config, { applicationName: 'keymgr' });
   try {
     await migrate(handle.db);
-    return await run({ config, db: handle.db });
+    const command = runningCommand;
+    const audited = command && !READ_ONLY.test(command.name);
+    const audit = (outcome: 'success' | 'failure') => audited && recordAuditEvent(handle.db, {
+      actorType: 'cli', actor: operatingSystemUser(), source: hostname(), outcome,
+      action: `keymgr ${command.name}`, resourceType: command.name.split(' ')[0] ?? null, resourceId: command.resourceId,
+      changedFields: command.options,
+    }).catch(() => process.stderr.write('keymgr: warning: the audit event could not be recorded\n'));
+    try {
+      const result = await run({ config, db: handle.db });
+      await audit('success');
+      return result;
+    } catch (err) {
+      if (err instanceof CliError) await audit('failure');
+      throw err;
+    }
   } finally {
     await handle.close();
+  }
+}
+
+function operatingSystemUser(): string {
+  try {
+    return userInfo().username;
+  } catch {
+    return `uid ${process.getuid?.() ?? 'unknown'}`;
   }
 }
 

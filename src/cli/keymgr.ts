@@ -10,7 +10,7 @@ import { registerUserCommands } from './users.ts';
 import { registerScopeCommands } from './scopes.ts';
 import { registerCertificateCommands } from './certificates.ts';
 import { registerIdpCommands } from './idps.ts';
-import { reportError } from './context.ts';
+import { noteRunningCommand, reportError } from './context.ts';
 
 const json = process.argv.includes('--json');
 const program = new Command('keymgr')
@@ -19,6 +19,18 @@ const program = new Command('keymgr')
   // Scripts that ask for --json get usage errors as JSON on stderr too.
   .configureOutput({ outputError: (message, write) => write(json ? `${JSON.stringify({ error: message.replace(/^error: /, '').trim() })}\n` : message) })
   .exitOverride();
+
+// The audit trail records each command that changes something (src/cli/context.ts).
+program.hook('preAction', (_root, action) => {
+  const name = [action.parent?.name(), action.name()].filter((n) => n && n !== 'keymgr').join(' ');
+  const first = action.args[0];
+  noteRunningCommand({
+    name,
+    // A token value is a secret: `token revoke` records no resource id.
+    resourceId: name.startsWith('token ') || first === undefined ? null : first,
+    options: Object.keys(action.opts()).filter((o) => o !== 'json'),
+  });
+});
 
 registerMaintenanceCommands(program);
 registerClientCommands(program);

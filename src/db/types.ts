@@ -83,6 +83,20 @@ export interface Database {
   saml_identity_providers: SamlIdentityProvidersTable;
   saml_assertion_ids: SamlAssertionIdsTable;
   management_tokens: ManagementTokensTable;
+  audit_events: AuditEventsTable;
+}
+
+export interface AuditEventsTable {
+  id: Generated<string>;
+  occurred_at: Timestamp;
+  actor_type: 'management_user' | 'cli' | 'client' | 'system';
+  actor: string;
+  action: string;
+  resource_type: string | null;
+  resource_id: string | null;
+  source: string | null;
+  outcome: 'success' | 'failure';
+  changed_fields: ColumnType<string[], string[] | undefined, string[]>;
 }
 
 export interface ManagementTokensTable {

@@ -18,6 +18,7 @@ import { correctProviderErrors, errorMapper } from './errors.ts';
 import { onlyDocumentedEngineRoutes } from './engine-routes.ts';
 import { clientAddress } from './client-address.ts';
 import { stampRequestReceived } from '../oauth/request-time.ts';
+import { recordAuditEvent } from '../store/audit.ts';
 import { readForm } from './form-body.ts';
 import { inputGuard } from './input-guard.ts';
 
@@ -64,7 +65,11 @@ export function buildPublicApp({ config, db, provider, scopes, cookieKeys, certi
     const form = await readForm(ctx, config.maxBodyBytes);
     const caller = await authenticateClient(db, certificates, ctx, form, { allowPublic: true });
     const outcome = await revoke(db, caller, form);
-    if (outcome === 'revoked') logger.info({ client_id: caller.client_id }, 'token revoked');
+    if (outcome === 'revoked') {
+      logger.info({ client_id: caller.client_id }, 'token revoked');
+      await recordAuditEvent(db, { actorType: 'client', actor: caller.client_id, action: 'token.revoke', resourceType: 'token', outcome: 'success', source: ctx.ip })
+        .catch((err) => logger.error({ error: (err as Error).message }, 'audit event not recorded'));
+    }
     ctx.set('Cache-Control', 'no-store');
     ctx.status = 200;
     ctx.body = '';

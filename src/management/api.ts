@@ -65,7 +65,10 @@ export class ManagementApi {
       }
       let body: unknown;
       if (spec.body) {
-        const parsed = spec.body.safeParse(await readJson(ctx));
+        const raw = await readJson(ctx);
+        // For the audit trail: which fields a write carried (names only, never values).
+        if (raw && typeof raw === 'object' && !Array.isArray(raw)) ctx.state.changedFields = Object.keys(raw).slice(0, 50);
+        const parsed = spec.body.safeParse(raw);
         if (!parsed.success) throw badRequest(describeIssue(parsed.error));
         body = parsed.data;
       }

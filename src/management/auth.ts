@@ -15,6 +15,7 @@ import { MANAGEMENT_TOKEN_ALG } from '../keys/management-key.ts';
 import { clearLoginFailures, recordLoginFailure, reserveLoginAttemptWhenFree } from '../store/login-failures.ts';
 import { dummyHash, passwordParams, verifyPassword } from '../store/passwords.ts';
 import { useManagementToken } from '../store/management-tokens.ts';
+import { recordAuditEvent } from '../store/audit.ts';
 import { unauthorized } from './errors.ts';
 import type { ManagementRole, ManagementUser } from './user-store.ts';
 
@@ -57,8 +58,12 @@ async function checkCredentials(deps: ManagementAuthDeps, username: string, pass
   // Counted apart from OAuth users of the same name.
   const account = `management:${username}`;
   const attempt = await reserveLoginAttemptWhenFree(db, account, source, policy);
+  const audit = (action: string) => recordAuditEvent(db, {
+    actorType: 'management_user', actor: users.has(username) ? username : '(unknown user)', action, source, outcome: 'failure',
+  }).catch((err) => logger.error({ error: (err as Error).message }, 'audit event not recorded'));
   if (attempt.outcome !== 'reserved') {
     logger.warn({ event: 'management.login.locked', reason: attempt.outcome === 'locked' ? attempt.reason : 'busy', source }, 'management sign-in refused: too many failed attempts');
+    await audit('management.login.locked');
     return undefined;
   }
   const user = users.get(username);
@@ -67,6 +72,7 @@ async function checkCredentials(deps: ManagementAuthDeps, username: string, pass
   if (!user || !ok) {
     await recordLoginFailure(db, attempt.id);
     logger.warn({ event: 'management.login.failed', source, known_user: Boolean(user) }, 'management sign-in failed');
+    await audit('management.login.failed');
     return undefined;
   }
   await clearLoginFailures(db, account, attempt.id);

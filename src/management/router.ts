@@ -4,11 +4,24 @@ import Router from '@koa/router';
 import { revokeManagementToken, storeManagementToken } from '../store/management-tokens.ts';
 import { bearerToken, principalFromBasic, principalFromBearer, signManagementToken, type ManagementAuthDeps, type ManagementPrincipal } from './auth.ts';
 import { forbidden } from './errors.ts';
+import { recordAuditEvent } from '../store/audit.ts';
 import { addClientRoutes } from './clients.ts';
+import { addUserRoutes } from './users.ts';
+import { addRoleRoutes } from './roles.ts';
+import { addScopeRoutes } from './scopes.ts';
 import { addTokenRoutes } from './tokens.ts';
+import { addAuditEventRoutes } from './audit-events.ts';
 import { ManagementApi } from './api.ts';
 
 const READS = new Set(['GET', 'HEAD']);
+
+/** What a write acts on — `POST /clients/:clientId/disable` on clients/<id> — known before the route runs. */
+function auditedResource(router: Router, ctx: { method: string; path: string }) {
+  const layer = router.match(ctx.path, ctx.method).pathAndMethod.findLast((l) => l.methods.length > 0);
+  const route = String(layer?.path ?? ctx.path).replace(/^\/management/, '');
+  const firstParam = layer ? Object.values(layer.params(ctx.path, layer.captures(ctx.path), {}))[0] : undefined;
+  return { action: `${ctx.method} ${route}`, resourceType: route.split('/')[1] ?? null, resourceId: typeof firstParam === 'string' ? firstParam : null };
+}
 
 /** The routers, in order: sessions (login, logout), then the authenticated resources. */
 export function managementRouters(deps: ManagementAuthDeps): Router[] {
@@ -44,14 +57,32 @@ export function managementRouters(deps: ManagementAuthDeps): Router[] {
   const resources = new Router({ prefix: '/management', strict: true, sensitive: true });
   resources.use(async (ctx, next) => {
     const principal: ManagementPrincipal = jwt ? await principalFromBearer(deps, ctx) : await principalFromBasic(deps, ctx);
-    if (!READS.has(ctx.method) && !principal.roles.includes('admin')) throw forbidden('the auditor role may only read');
     ctx.state.principal = principal;
     ctx.set('Cache-Control', 'no-store');
-    await next();
+    if (READS.has(ctx.method)) return next();
+    // Every write attempt is audited, refused ones too; with field names, never values.
+    const target = auditedResource(resources, ctx);
+    const audit = (outcome: 'success' | 'failure') => recordAuditEvent(deps.db, {
+      ...target,
+      actorType: 'management_user', actor: principal.username, source: ctx.ip, outcome,
+      changedFields: (ctx.state.changedFields as string[] | undefined) ?? [],
+    }).catch((err) => deps.logger.error({ error: (err as Error).message }, 'audit event not recorded'));
+    try {
+      if (!principal.roles.includes('admin')) throw forbidden('the auditor role may only read');
+      await next();
+    } catch (err) {
+      await audit('failure');
+      throw err;
+    }
+    await audit(ctx.status < 400 ? 'success' : 'failure');
   });
   const api = new ManagementApi();
   addClientRoutes(api, resources, deps.db);
+  addUserRoutes(api, resources, deps);
+  addRoleRoutes(api, resources, deps.db);
+  addScopeRoutes(api, resources, deps.db);
   addTokenRoutes(api, resources, deps.db);
+  addAuditEventRoutes(api, resources, deps.db);
 
   // The document of every route above, unauthenticated (as API descriptions usually are).
   const openapi = new Router({ prefix: '/management', strict: true, sensitive: true });

@@ -9,6 +9,7 @@ import { createAdapterClass } from './adapter.ts';
 import { EXTRA_CLIENT_METADATA } from './client-metadata.ts';
 import { grantableOf, grantScopes, splitScope } from './scope-policy.ts';
 import { rolesOfUser } from '../store/users.ts';
+import { recordAuditEvent } from '../store/audit.ts';
 import type { ScopeLookup } from './scope-registry.ts';
 import { audienceOf, resourceServerFor } from './resource-server.ts';
 import { recordJwtAccessTokensWhenSaved } from './jwt-access-tokens.ts';
@@ -180,7 +181,13 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, cer
       const fields = { event, client_id: ctx.oidc?.client?.clientId, error: err.message, detail: err.error_detail };
       // A used refresh token or code coming back means it leaked: oidc-provider has just
       // revoked the whole grant. Operators need to see that (RFC 9700 §4.14.2, §4.5).
-      if (err.error_detail && REUSE_DETAILS.has(err.error_detail)) logger.warn({ ...fields, security: 'token_reuse' }, 'reuse detected; grant revoked');
+      if (err.error_detail && REUSE_DETAILS.has(err.error_detail)) {
+        logger.warn({ ...fields, security: 'token_reuse' }, 'reuse detected; grant revoked');
+        recordAuditEvent(db, {
+          actorType: 'client', actor: ctx.oidc?.client?.clientId ?? '(unknown client)', action: 'token.reuse_detected', outcome: 'success',
+          resourceType: err.error_detail.startsWith('refresh') ? 'refresh_token' : 'authorization_code', source: ctx.ip,
+        }).catch((e) => logger.error({ error: (e as Error).message }, 'audit event not recorded'));
+      }
       else logger.info(fields, 'request refused');
     });
   }

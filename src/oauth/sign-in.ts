@@ -8,6 +8,7 @@ import type { UserRow } from '../db/types.ts';
 import { findUserByUsername, MAX_USERNAME_LENGTH, upgradePasswordHash } from '../store/users.ts';
 import { dummyHash, hashNeedsUpgrade, hashPassword, MAX_PASSWORD_BYTES, passwordParams, verifyPassword } from '../store/passwords.ts';
 import { clearLoginFailures, recordLoginFailure, reserveLoginAttemptWhenFree } from '../store/login-failures.ts';
+import { recordAuditEvent } from '../store/audit.ts';
 
 /** Limits on what is typed into a username or password field (the store's own limits). */
 export const CREDENTIAL_MAX_BYTES = { username: MAX_USERNAME_LENGTH * 4, password: MAX_PASSWORD_BYTES } as const;
@@ -56,7 +57,13 @@ export async function signIn({ config, db, logger }: SignInDeps, { username, pas
     await recordLoginFailure(db, attempt.id);
     if (user && passwordOk) logger.info({ event: 'login.disabled', client_id: clientId, user_id: user.id }, 'sign-in refused: user disabled');
     else logger.info({ event: 'login.failed', client_id: clientId, source, known_user: Boolean(user) }, 'password sign-in failed');
-    if (attempt.lockedIfFails) logger.warn({ event: 'login.lockout', reason: attempt.lockedIfFails, source }, 'account or address locked after repeated failures');
+    if (attempt.lockedIfFails) {
+      logger.warn({ event: 'login.lockout', reason: attempt.lockedIfFails, source }, 'account or address locked after repeated failures');
+      await recordAuditEvent(db, {
+        actorType: 'system', actor: 'keymanager', action: 'login.lockout', outcome: 'success', source,
+        resourceType: attempt.lockedIfFails, resourceId: attempt.lockedIfFails === 'account' ? username : source,
+      }).catch((err) => logger.error({ error: (err as Error).message }, 'audit event not recorded'));
+    }
     return undefined;
   }
   await clearLoginFailures(db, username, attempt.id);

@@ -136,6 +136,7 @@ describe('management API: clients', () => {
   });
 
   it('every documented operation was exercised above', () => {
-    assert.deepEqual(conformance.unexercised(), []);
+    // Routes of clients.ts; revoke-tokens belongs to the tokens resource.
+    assert.deepEqual(conformance.unexercised((op) => / \/management\/clients/.test(op) && !op.endsWith('/revoke-tokens')), []);
   });
 });

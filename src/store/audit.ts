@@ -1,0 +1,55 @@
+// The audit trail (audit_events): appended by the management API, keymgr and the security
+// events of the server; read newest first. Never holds a secret value.
+import type { Db } from '../db/database.ts';
+
+export interface AuditEvent {
+  actorType: 'management_user' | 'cli' | 'client' | 'system';
+  actor: string;
+  action: string;
+  resourceType?: string | null;
+  resourceId?: string | null;
+  source?: string | null;
+  outcome: 'success' | 'failure';
+  changedFields?: string[];
+}
+
+export async function recordAuditEvent(db: Db, event: AuditEvent): Promise<void> {
+  await db.insertInto('audit_events').values({
+    actor_type: event.actorType,
+    actor: event.actor.slice(0, 255),
+    action: event.action,
+    resource_type: event.resourceType ?? null,
+    resource_id: event.resourceId?.slice(0, 255) ?? null,
+    source: event.source ?? null,
+    outcome: event.outcome,
+    changed_fields: event.changedFields ?? [],
+  }).execute();
+}
+
+/** One page, newest first, before the cursor (the id of the previous page's last event). */
+export async function listAuditEvents(db: Db, { limit, before, action }: { limit: number; before?: string; action?: string }) {
+  let query = db.selectFrom('audit_events').selectAll().orderBy('id', 'desc').limit(limit + 1);
+  let count = db.selectFrom('audit_events').select((e) => e.fn.countAll<string>().as('n'));
+  if (before !== undefined) query = query.where('id', '<', before);
+  if (action !== undefined) {
+    query = query.where('action', '=', action);
+    count = count.where('action', '=', action);
+  }
+  const [rows, total] = await Promise.all([query.execute(), count.executeTakeFirstOrThrow()]);
+  return { rows: rows.slice(0, limit), total: Number(total.n), more: rows.length > limit };
+}
+
+export function describeAuditEvent(row: Awaited<ReturnType<typeof listAuditEvents>>['rows'][number]) {
+  return {
+    id: String(row.id),
+    occurred_at: row.occurred_at.toISOString(),
+    actor_type: row.actor_type,
+    actor: row.actor,
+    action: row.action,
+    resource_type: row.resource_type,
+    resource_id: row.resource_id,
+    source: row.source,
+    outcome: row.outcome,
+    changed_fields: row.changed_fields,
+  };
+}

@@ -1,0 +1,138 @@
+// The audit trail: management API writes (refused ones too), keymgr writes, and the security
+// events of the server, read back through GET /management/audit-events; never a secret value.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { userInfo } from 'node:os';
+import { createTestDatabase, type TestDatabase } from '../support/database.ts';
+import { freePort, startTestServer, type TestServer } from '../support/server.ts';
+import { basicAuth, managementClient } from '../support/management.ts';
+import { conformanceChecker } from '../support/openapi.ts';
+import { runKeymgr } from '../support/cli.ts';
+import { basicHeader } from '../support/http.ts';
+import { post } from '../mtls/support.ts';
+import { makeClient, makeScope, makeUser } from '../support/fixtures.ts';
+import { hashPassword } from '../../src/store/passwords.ts';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+const FAST = { memoryCost: 8192, timeCost: 1, parallelism: 1 };
+
+describe('audit events', () => {
+  let database: TestDatabase;
+  let server: TestServer;
+  let call: ReturnType<typeof managementClient>;
+  let conformance: ReturnType<typeof conformanceChecker>;
+  let admin: string;
+  let auditor: string;
+  let ca: string;
+
+  before(async () => {
+    database = await createTestDatabase();
+    server = await startTestServer(database.url, {
+      tls: true, port: await freePort(), issuer: 'https://localhost:9443', lockoutMaxFailures: 2,
+      managementUsers: [
+        { username: 'ops', password_hash: await hashPassword('ops-password-1', FAST), roles: ['admin'] },
+        { username: 'watcher', password_hash: await hashPassword('watcher-password-1', FAST), roles: ['auditor'] },
+      ],
+    });
+    call = managementClient(server);
+    ca = readFileSync(join(server.keysDir, 'tls', 'server.crt'), 'utf8');
+    conformance = conformanceChecker((await call('GET', '/management/openapi.json')).json);
+    admin = `Bearer ${(await call('GET', '/management/login', { authorization: basicAuth('ops', 'ops-password-1') })).json.AccessToken}`;
+    auditor = `Bearer ${(await call('GET', '/management/login', { authorization: basicAuth('watcher', 'watcher-password-1') })).json.AccessToken}`;
+  });
+  after(async () => {
+    await server?.stop();
+    await database?.drop();
+  });
+
+  const events = async (action?: string) => {
+    const res = await call('GET', `/management/audit-events?limit=100${action ? `&action=${encodeURIComponent(action)}` : ''}`, { authorization: auditor });
+    assert.equal(res.status, 200, res.text);
+    conformance.check('GET', '/management/audit-events', 200, res.json);
+    return res.json.items as Record<string, unknown>[];
+  };
+
+  it('records an API write with who, what, where and the field names; a refused write as a failure', async () => {
+    const created = await call('POST', '/management/clients', { authorization: admin, body: { name: 'audited', introspect_any: true } });
+    assert.equal(created.status, 201);
+    const [event] = await events('POST /clients');
+    assert.equal(event!.actor_type, 'management_user');
+    assert.equal(event!.actor, 'ops');
+    assert.equal(event!.outcome, 'success');
+    assert.equal(event!.resource_type, 'clients');
+    assert.deepEqual(event!.changed_fields, ['name', 'introspect_any']);
+    assert.equal(event!.source, '127.0.0.1');
+    const refused = await call('POST', `/management/clients/${created.json.client_id}/disable`, { authorization: auditor });
+    assert.equal(refused.status, 403);
+    const [denied] = await events('POST /clients/:clientId/disable');
+    assert.deepEqual([denied!.actor, denied!.outcome, denied!.resource_id], ['watcher', 'failure', created.json.client_id]);
+    const dump = await database.dumpAllTables();
+    assert.ok(!dump.includes(created.json.client_secret), 'no secret in any table');
+  });
+
+  it('records failed management sign-ins and the lockout that follows', async () => {
+    for (let i = 0; i < 3; i++) await call('GET', '/management/login', { authorization: basicAuth('ops', `wrong-${i}`) });
+    const failed = await events('management.login.failed');
+    assert.equal(failed.length, 2);
+    assert.equal(failed[0]!.actor, 'ops');
+    assert.equal((await events('management.login.locked')).length, 1);
+  });
+
+  it('records keymgr writes with the OS user and the option names, never a token value', async () => {
+    const env = { DATABASE_URL: database.url, KM_KEYS_DIR: server.keysDir };
+    await makeScope(database.db, 'read');
+    const created = await runKeymgr(['client', 'create', '--name', 'from-cli', '--scope', 'read', '--json'], env);
+    assert.equal(created.code, 0, created.stderr);
+    const [event] = await events('keymgr client create');
+    assert.equal(event!.actor_type, 'cli');
+    assert.equal(event!.actor, userInfo().username);
+    assert.ok((event!.changed_fields as string[]).includes('name') && (event!.changed_fields as string[]).includes('scope'), String(event!.changed_fields));
+    assert.equal(event!.resource_id, null, 'client create has no argument');
+    const revoked = await runKeymgr(['token', 'revoke', '--json', '--', 'not-a-real-token-value-0123456789'], env);
+    assert.equal(revoked.code, 1);
+    const [revokeEvent] = await events('keymgr token revoke');
+    assert.deepEqual([revokeEvent!.outcome, revokeEvent!.resource_id], ['failure', null], 'no token value recorded');
+    assert.ok(!(await database.dumpAllTables()).includes('not-a-real-token-value-0123456789'));
+    const listed = await runKeymgr(['client', 'list', '--json'], env);
+    assert.equal(listed.code, 0);
+    assert.equal((await events('keymgr client list')).length, 0, 'reads are not recorded');
+  });
+
+  it('records security events: a password lockout, a revocation, a refresh token reused', async () => {
+    await makeScope(database.db, 'profile');
+    const app = await makeClient(database.db, { grantTypes: ['password', 'refresh_token'], scope: ['profile'] });
+    const user = await makeUser(database.db, 'rita');
+    const auth = { ca, headers: { authorization: basicHeader(...app.basic) } };
+    for (let i = 0; i < 2; i++) await post(`${server.publicUrl}/token`, { grant_type: 'password', username: 'rita', password: `wrong-${i}` }, auth);
+    const [lockout] = await events('login.lockout');
+    assert.deepEqual([lockout!.actor_type, lockout!.resource_type, lockout!.resource_id], ['system', 'account', 'rita']);
+    await database.db.deleteFrom('login_failures').execute();
+    const tokens = await post(`${server.publicUrl}/token`, { grant_type: 'password', username: 'rita', password: user.password, scope: 'profile' }, auth);
+    assert.equal(tokens.status, 200, tokens.text);
+    await post(`${server.publicUrl}/token`, { grant_type: 'refresh_token', refresh_token: tokens.json.refresh_token }, auth);
+    await post(`${server.publicUrl}/token`, { grant_type: 'refresh_token', refresh_token: tokens.json.refresh_token }, auth);
+    // Recorded from the engine's error event, which may finish just after the response.
+    let reuse: Record<string, unknown> | undefined;
+    for (const until = Date.now() + 20_000; !reuse && Date.now() < until; await new Promise((r) => setTimeout(r, 50))) {
+      [reuse] = await events('token.reuse_detected');
+    }
+    assert.deepEqual([reuse!.actor_type, reuse!.actor, reuse!.resource_type], ['client', app.id, 'refresh_token']);
+    const fresh = await post(`${server.publicUrl}/token`, { grant_type: 'password', username: 'rita', password: user.password, scope: 'profile' }, auth);
+    assert.equal((await post(`${server.publicUrl}/revoke`, { token: fresh.json.access_token }, auth)).status, 200);
+    const [revoked] = await events('token.revoke');
+    assert.deepEqual([revoked!.actor_type, revoked!.actor], ['client', app.id]);
+    const dump = await database.dumpAllTables();
+    for (const secret of [user.password, tokens.json.refresh_token, fresh.json.access_token]) assert.ok(!dump.includes(secret));
+  });
+
+  it('pages newest first with a cursor', async () => {
+    const first = await call('GET', '/management/audit-events?limit=2', { authorization: admin });
+    conformance.check('GET', '/management/audit-events', 200, first.json);
+    assert.equal(first.json.items.length, 2);
+    assert.ok(Number(first.json.items[0].id) > Number(first.json.items[1].id));
+    const next = await call('GET', `/management/audit-events?limit=2&cursor=${first.json.next_cursor}`, { authorization: admin });
+    assert.ok(Number(next.json.items[0].id) < Number(first.json.items[1].id));
+    assert.equal(next.json.total, first.json.total);
+  });
+});
