@@ -1,6 +1,6 @@
 // The scope registry: which scopes exist, what they mean, and which roles they are bound to.
 import type { Db } from '../db/database.ts';
-import { checkRoleName, UserInputError } from './users.ts';
+import { AlreadyExistsError, checkRoleName, UnknownRoleError, UserInputError } from './users.ts';
 
 const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]{1,200}$/; // RFC 6749 §3.3
 
@@ -15,11 +15,11 @@ export async function createScope(db: Db, name: string, description = '', roles:
   roles.forEach(checkRoleName);
   return db.transaction().execute(async (trx) => {
     const exists = await trx.selectFrom('scopes').select('name').where('name', '=', name).executeTakeFirst();
-    if (exists) throw new UserInputError(`scope "${name}" already exists`);
+    if (exists) throw new AlreadyExistsError(`scope "${name}" already exists`);
     await trx.insertInto('scopes').values({ name, description }).execute();
     for (const role of roles) {
       const known = await trx.selectFrom('roles').select('name').where('name', '=', role).executeTakeFirst();
-      if (!known) throw new UserInputError(`no role "${role}" (create it with: keymgr role create ${role})`);
+      if (!known) throw new UnknownRoleError(`no role "${role}" (create it with: keymgr role create ${role})`);
       await trx.insertInto('scope_roles').values({ scope_name: name, role_name: role }).execute();
     }
     return { name, description, roles };
@@ -52,4 +52,21 @@ export async function findScopes(db: Db, names: string[]): Promise<Map<string, R
 export async function deleteScope(db: Db, name: string): Promise<boolean> {
   const r = await db.deleteFrom('scopes').where('name', '=', name).executeTakeFirst();
   return r.numDeletedRows > 0n;
+}
+
+/** One page of scopes in name order, as listScopes describes them, after the scope `after`; and how many scopes there are. */
+export async function listScopesPage(db: Db, { limit, after }: { limit: number; after?: string }): Promise<{ rows: RegisteredScope[]; total: number; more: boolean }> {
+  let query = db.selectFrom('scopes').select(['name', 'description']).orderBy('name').limit(limit + 1);
+  if (after !== undefined) query = query.where('name', '>', after);
+  const [rows, count] = await Promise.all([
+    query.execute(),
+    db.selectFrom('scopes').select((e) => e.fn.countAll<string>().as('n')).executeTakeFirstOrThrow(),
+  ]);
+  const page = rows.slice(0, limit);
+  const found = await findScopes(db, page.map((s) => s.name));
+  return {
+    rows: page.map((s) => ({ ...s, roles: (found.get(s.name)?.roles ?? []).sort() })),
+    total: Number(count.n),
+    more: rows.length > limit,
+  };
 }

@@ -8,6 +8,14 @@ import type { UserRow } from '../db/types.ts';
 export class UserInputError extends Error {}
 /** JIT provisioning found the username taken by a user of another source. */
 export class UsernameTakenError extends UserInputError {}
+/** The user, role or scope to create exists already. */
+export class AlreadyExistsError extends UserInputError {}
+/** A user named by the input does not exist. */
+export class UnknownUserError extends UserInputError {}
+/** A role named by the input does not exist. */
+export class UnknownRoleError extends UserInputError {}
+/** The role cannot be deleted while scopes are bound to it. */
+export class RoleInUseError extends UserInputError {}
 
 const ROLE_NAME = /^[A-Za-z0-9_.:-]{1,100}$/;
 export const MAX_USERNAME_LENGTH = 255;
@@ -56,7 +64,7 @@ export async function createUser(db: Db, username: string, passwordHash: string,
     try {
       user = await trx.insertInto('users').values({ username, password_hash: passwordHash }).returningAll().executeTakeFirstOrThrow();
     } catch (err) {
-      if (isUniqueViolation(err)) throw new UserInputError(`user "${username}" already exists`);
+      if (isUniqueViolation(err)) throw new AlreadyExistsError(`user "${username}" already exists`);
       throw err;
     }
     for (const role of roles) await grantRoleTx(trx, user, role);
@@ -178,7 +186,7 @@ export async function createRole(db: Db, name: string, description = ''): Promis
   try {
     await db.insertInto('roles').values({ name, description }).execute();
   } catch (err) {
-    if (isUniqueViolation(err)) throw new UserInputError(`role "${name}" already exists`);
+    if (isUniqueViolation(err)) throw new AlreadyExistsError(`role "${name}" already exists`);
     throw err;
   }
 }
@@ -200,21 +208,21 @@ export async function listRoles(db: Db): Promise<{ name: string; description: st
 export async function deleteRole(db: Db, name: string): Promise<boolean> {
   const bound = await db.selectFrom('scope_roles').select('scope_name').where('role_name', '=', name).execute();
   if (bound.length > 0) {
-    throw new UserInputError(`role "${name}" restricts scope(s) ${bound.map((b) => b.scope_name).join(', ')}; delete or re-create those scopes first`);
+    throw new RoleInUseError(`role "${name}" restricts scope(s) ${bound.map((b) => b.scope_name).join(', ')}; delete or re-create those scopes first`);
   }
   try {
     const r = await db.deleteFrom('roles').where('name', '=', name).executeTakeFirst();
     return r.numDeletedRows > 0n;
   } catch (err) {
     // A binding added meanwhile: the foreign key refuses (ON DELETE RESTRICT).
-    if ((err as { code?: string }).code === '23503') throw new UserInputError(`role "${name}" is bound to a scope`);
+    if ((err as { code?: string }).code === '23503') throw new RoleInUseError(`role "${name}" is bound to a scope`);
     throw err;
   }
 }
 
 async function grantRoleTx(trx: Db, user: UserRow, role: string): Promise<void> {
   const exists = await trx.selectFrom('roles').select('name').where('name', '=', role).executeTakeFirst();
-  if (!exists) throw new UserInputError(`no role "${role}" (create it with: keymgr role create ${role})`);
+  if (!exists) throw new UnknownRoleError(`no role "${role}" (create it with: keymgr role create ${role})`);
   await trx.insertInto('user_roles').values({ user_id: user.id, role_name: role })
     .onConflict((oc) => oc.columns(['user_id', 'role_name']).doNothing()).execute();
 }
@@ -222,14 +230,14 @@ async function grantRoleTx(trx: Db, user: UserRow, role: string): Promise<void> 
 export async function grantRole(db: Db, username: string, role: string): Promise<void> {
   await db.transaction().execute(async (trx) => {
     const user = await findUserByUsername(trx, username);
-    if (!user) throw new UserInputError(`no user "${username}"`);
+    if (!user) throw new UnknownUserError(`no user "${username}"`);
     await grantRoleTx(trx, user, role);
   });
 }
 
 export async function revokeRole(db: Db, username: string, role: string): Promise<boolean> {
   const user = await findUserByUsername(db, username);
-  if (!user) throw new UserInputError(`no user "${username}"`);
+  if (!user) throw new UnknownUserError(`no user "${username}"`);
   const r = await db.deleteFrom('user_roles').where('user_id', '=', user.id).where('role_name', '=', role).executeTakeFirst();
   return r.numDeletedRows > 0n;
 }
@@ -244,5 +252,97 @@ export function describeUser(u: UserRow & { roles?: string[] }) {
     ...(u.roles ? { roles: u.roles } : {}),
     created_at: u.created_at.toISOString(),
     updated_at: u.updated_at.toISOString(),
+  };
+}
+
+/** The roles of each of these users, in name order: one query. */
+async function rolesOfUsers(db: Db, userIds: string[]): Promise<Map<string, string[]>> {
+  const roles = new Map<string, string[]>(userIds.map((id) => [id, []]));
+  if (userIds.length === 0) return roles;
+  const rows = await db.selectFrom('user_roles').select(['user_id', 'role_name']).where('user_id', 'in', userIds).orderBy('role_name').execute();
+  for (const r of rows) roles.get(r.user_id)?.push(r.role_name);
+  return roles;
+}
+
+/**
+ * One page of users in the order of `keymgr user list` (lower(username), unique), starting
+ * after the user named `after`, each with their roles; and how many users there are.
+ */
+export async function listUsersPage(db: Db, { limit, after }: { limit: number; after?: string }): Promise<{ rows: (UserRow & { roles: string[] })[]; total: number; more: boolean }> {
+  let query = db.selectFrom('users').selectAll().orderBy(sql`lower(username)`).limit(limit + 1);
+  if (after !== undefined) query = query.where(sql<string>`lower(username)`, '>', sql<string>`lower(${after})`);
+  const [rows, count] = await Promise.all([
+    query.execute(),
+    db.selectFrom('users').select((e) => e.fn.countAll<string>().as('n')).executeTakeFirstOrThrow(),
+  ]);
+  const page = rows.slice(0, limit);
+  const roles = await rolesOfUsers(db, page.map((u) => u.id));
+  return { rows: page.map((u) => ({ ...u, roles: roles.get(u.id) ?? [] })), total: Number(count.n), more: rows.length > limit };
+}
+
+/** The user (found as findUserByUsername does) with their roles. */
+export async function findUserWithRoles(db: Db, username: string): Promise<(UserRow & { roles: string[] }) | undefined> {
+  const user = await findUserByUsername(db, username);
+  return user && { ...user, roles: await rolesOfUser(db, user.id) };
+}
+
+/**
+ * Replaces the user's roles with exactly these (each must exist). Undefined for an unknown user.
+ */
+export async function setUserRoles(db: Db, username: string, roles: string[]): Promise<(UserRow & { roles: string[] }) | undefined> {
+  roles.forEach(checkRoleName);
+  return db.transaction().execute(async (trx) => {
+    const user = await trx.selectFrom('users').selectAll()
+      .where(sql<string>`lower(username)`, '=', sql<string>`lower(${username})`).forUpdate().executeTakeFirst();
+    if (!user) return undefined;
+    let removal = trx.deleteFrom('user_roles').where('user_id', '=', user.id);
+    if (roles.length > 0) removal = removal.where('role_name', 'not in', roles);
+    await removal.execute();
+    for (const role of roles) await grantRoleTx(trx, user, role);
+    const updated = await trx.updateTable('users').set({ updated_at: new Date() }).where('id', '=', user.id).returningAll().executeTakeFirstOrThrow();
+    return { ...updated, roles: await rolesOfUser(trx, user.id) };
+  });
+}
+
+/**
+ * Lifts a lockout: deletes every failed (and in-flight) sign-in counted against the account,
+ * keyed like the count by PostgreSQL's lower() of the username. Undefined for an unknown user;
+ * otherwise how many rows were deleted.
+ */
+export async function unlockUser(db: Db, username: string): Promise<{ user: UserRow; deleted: number } | undefined> {
+  const user = await findUserByUsername(db, username);
+  if (!user) return undefined;
+  const r = await db.deleteFrom('login_failures').where('username_lower', '=', sql<string>`lower(${user.username})`).executeTakeFirst();
+  return { user, deleted: Number(r.numDeletedRows) };
+}
+
+/** The role with how many users hold it, as listRoles describes it. */
+export async function findRole(db: Db, name: string): Promise<{ name: string; description: string; users: number } | undefined> {
+  const row = await db.selectFrom('roles')
+    .leftJoin('user_roles', 'user_roles.role_name', 'roles.name')
+    .select(['roles.name', 'roles.description', (eb) => eb.fn.count<string>('user_roles.user_id').as('users')])
+    .where('roles.name', '=', name)
+    .groupBy(['roles.name', 'roles.description'])
+    .executeTakeFirst();
+  return row && { name: row.name, description: row.description, users: Number(row.users) };
+}
+
+/** One page of roles in name order, as listRoles describes them, after the role `after`; and how many roles there are. */
+export async function listRolesPage(db: Db, { limit, after }: { limit: number; after?: string }): Promise<{ rows: { name: string; description: string; users: number }[]; total: number; more: boolean }> {
+  let query = db.selectFrom('roles')
+    .leftJoin('user_roles', 'user_roles.role_name', 'roles.name')
+    .select(['roles.name', 'roles.description', (eb) => eb.fn.count<string>('user_roles.user_id').as('users')])
+    .groupBy(['roles.name', 'roles.description'])
+    .orderBy('roles.name')
+    .limit(limit + 1);
+  if (after !== undefined) query = query.where('roles.name', '>', after);
+  const [rows, count] = await Promise.all([
+    query.execute(),
+    db.selectFrom('roles').select((e) => e.fn.countAll<string>().as('n')).executeTakeFirstOrThrow(),
+  ]);
+  return {
+    rows: rows.slice(0, limit).map((r) => ({ name: r.name, description: r.description, users: Number(r.users) })),
+    total: Number(count.n),
+    more: rows.length > limit,
   };
 }
