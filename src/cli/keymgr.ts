@@ -10,6 +10,7 @@ import { registerUserCommands } from './users.ts';
 import { registerScopeCommands } from './scopes.ts';
 import { registerCertificateCommands } from './certificates.ts';
 import { registerIdpCommands } from './idps.ts';
+import { registerManagementCommands } from './management.ts';
 import { noteRunningCommand, reportError } from './context.ts';
 
 const json = process.argv.includes('--json');
@@ -40,6 +41,7 @@ registerUserCommands(program);
 registerScopeCommands(program);
 registerCertificateCommands(program);
 registerIdpCommands(program);
+registerManagementCommands(program);
 
 let exitCode = 0;
 try {

@@ -10,7 +10,7 @@ import { asCliErrors, CliError, output, withDatabase, type OutputOptions } from 
 const list = (value: string) => value.split(',').map((s) => s.trim()).filter(Boolean);
 
 /** Reads the password from standard input (first line), so it never shows in `ps` or history. */
-async function readPasswordFromStdin(): Promise<string> {
+export async function readPasswordFromStdin(): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
   let text: string;

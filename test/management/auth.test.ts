@@ -4,7 +4,9 @@
 // a bounded store, the Basic handler, roles, and lockout of failed logins.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { runKeymgr } from '../support/cli.ts';
+import { ConfigError, loadConfig } from '../../src/config/index.ts';
 import { join } from 'node:path';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { sql } from 'kysely';
@@ -204,5 +206,49 @@ describe('management API: basic handler, and the development admin', () => {
     const res = await call('GET', '/management/clients');
     assert.equal(res.status, 401);
     assert.match(String(res.headers['www-authenticate']), /^Basic realm=/);
+  });
+});
+
+describe('management users from keymanager.toml', () => {
+  let database: TestDatabase;
+  const servers: TestServer[] = [];
+  before(async () => {
+    database = await createTestDatabase();
+  });
+  after(async () => {
+    for (const s of servers) await s.stop();
+    await database?.drop();
+  });
+
+  it('keymgr management hash-password makes a password_hash that signs in; password_file and password_env work too', async () => {
+    const hashed = await runKeymgr(['management', 'hash-password', '--json'], { DATABASE_URL: database.url }, 'a long management password\n');
+    assert.equal(hashed.code, 0, hashed.stderr);
+    assert.match(hashed.json.password_hash, /^\$argon2id\$v=19\$m=19456,t=2,p=1\$/);
+    const dir = tempDir('km-secrets-');
+    writeFileSync(join(dir, 'pw'), 'file password 123\n', { mode: 0o600 });
+    process.env.KM_TEST_MGMT_PASSWORD = 'env password 123';
+    const server = await startTestServer(database.url, {
+      tls: true, port: await freePort(), issuer: 'https://localhost:9443',
+      managementUsers: [
+        { username: 'hashed', password_hash: hashed.json.password_hash, roles: ['admin'] },
+        { username: 'filed', password_file: join(dir, 'pw'), roles: ['auditor'] },
+        { username: 'enved', password_env: 'KM_TEST_MGMT_PASSWORD', roles: ['auditor'] },
+      ],
+    });
+    servers.push(server);
+    const call = managementClient(server);
+    for (const [user, password] of [['hashed', 'a long management password'], ['filed', 'file password 123'], ['enved', 'env password 123']]) {
+      const res = await call('GET', '/management/login', { authorization: basicAuth(user!, password!) });
+      assert.equal(res.status, 200, `${user}: ${res.text}`);
+    }
+    const short = await runKeymgr(['management', 'hash-password'], { DATABASE_URL: database.url }, 'short\n');
+    assert.equal(short.code, 1);
+  });
+
+  it('production refuses a plain password in the user store', () => {
+    assert.throws(() => loadConfig({
+      env: { KM_ENV: 'production', KM_ISSUER: 'https://auth.example', DATABASE_URL: 'postgres://x@db/km' },
+      overrides: { managementUsers: [{ username: 'ops', password: 'plain', roles: ['admin'] }] },
+    }), (err: unknown) => err instanceof ConfigError && /management\.users: "ops" has a plain password/.test(err.message));
   });
 });
