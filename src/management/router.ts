@@ -10,6 +10,7 @@ import { addUserRoutes } from './users.ts';
 import { addRoleRoutes } from './roles.ts';
 import { addScopeRoutes } from './scopes.ts';
 import { addTokenRoutes } from './tokens.ts';
+import { addCertificateRoutes } from './certificates.ts';
 import { addAuditEventRoutes } from './audit-events.ts';
 import { ManagementApi } from './api.ts';
 
@@ -82,6 +83,7 @@ export function managementRouters(deps: ManagementAuthDeps): Router[] {
   addRoleRoutes(api, resources, deps.db);
   addScopeRoutes(api, resources, deps.db);
   addTokenRoutes(api, resources, deps.db);
+  addCertificateRoutes(api, resources, deps.db);
   addAuditEventRoutes(api, resources, deps.db);
 
   // The document of every route above, unauthenticated (as API descriptions usually are).

@@ -13,6 +13,13 @@ const revokeBody = z.object({ token: z.string().min(1).max(16 * 1024) }).strict(
 const revokedOne = z.object({ revoked: z.literal(true), kind: z.string(), client_id: z.string().nullable() }).meta({ id: 'RevokedToken' });
 const revokedCount = z.object({ revoked: z.number().int().min(0) }).meta({ id: 'RevokedCount' });
 
+/** The client, user or grant the path names; one nothing can be called (NUL, too long) is simply not found. */
+function param(ctx: { params: Record<string, string> }, name: 'clientId' | 'username' | 'grantId', what: string): string {
+  const value = ctx.params[name] ?? '';
+  if (!value || value.length > 1024 || /[\0\p{Cs}]/u.test(value)) throw notFound(`no ${what} ${value.replace(/[\0-\x1f]/g, '?').slice(0, 300)}`);
+  return value;
+}
+
 export function addTokenRoutes(api: ManagementApi, router: Router, db: Db): void {
   api.add(router, {
     method: 'post', path: '/tokens/revoke', summary: 'Revoke an access or refresh token by its value (a refresh token takes its grant with it)',
@@ -27,8 +34,9 @@ export function addTokenRoutes(api: ManagementApi, router: Router, db: Db): void
     method: 'post', path: '/clients/:clientId/revoke-tokens', summary: 'Revoke every token, code and grant issued to a client',
     responses: { 200: revokedCount },
     handler: async (ctx) => {
-      const revoked = await revokeTokensOfClient(db, ctx.params.clientId!);
-      if (revoked === undefined) throw notFound(`no client ${ctx.params.clientId}`);
+      const clientId = param(ctx, 'clientId', 'client');
+      const revoked = await revokeTokensOfClient(db, clientId);
+      if (revoked === undefined) throw notFound(`no client ${clientId}`);
       return { revoked };
     },
   });
@@ -36,8 +44,9 @@ export function addTokenRoutes(api: ManagementApi, router: Router, db: Db): void
     method: 'post', path: '/users/:username/revoke-tokens', summary: 'Revoke every token, code and grant issued for a user',
     responses: { 200: revokedCount },
     handler: async (ctx) => {
-      const user = await findUserByUsername(db, ctx.params.username!);
-      if (!user) throw notFound(`no user ${ctx.params.username}`);
+      const username = param(ctx, 'username', 'user');
+      const user = await findUserByUsername(db, username);
+      if (!user) throw notFound(`no user ${username}`);
       return { revoked: await revokeTokensOfAccount(db, user.id) };
     },
   });
@@ -45,8 +54,9 @@ export function addTokenRoutes(api: ManagementApi, router: Router, db: Db): void
     method: 'post', path: '/grants/:grantId/revoke', summary: 'Revoke a grant and every token issued under it',
     responses: { 200: revokedCount },
     handler: async (ctx) => {
-      const revoked = await revokeTokensOfGrant(db, ctx.params.grantId!);
-      if (revoked === undefined) throw notFound(`no grant ${ctx.params.grantId}`);
+      const grantId = param(ctx, 'grantId', 'grant');
+      const revoked = await revokeTokensOfGrant(db, grantId);
+      if (revoked === undefined) throw notFound(`no grant ${grantId}`);
       return { revoked };
     },
   });

@@ -173,3 +173,23 @@ export function describeCertificate(row: CertificateRow) {
     created_at: row.created_at.toISOString(),
   };
 }
+
+/**
+ * One page of the certificates `listCertificates` selects, in (client_id, alias) order, starting
+ * after the given pair; with the total of the selection.
+ */
+export async function listCertificatesPage(
+  db: Db,
+  { clientId, expiringWithinDays, limit, after }: { clientId?: string; expiringWithinDays?: number; limit: number; after?: [string, string] },
+): Promise<{ rows: CertificateRow[]; total: number; more: boolean }> {
+  let selection = db.selectFrom('client_certificates').where('removed_at', 'is', null);
+  if (clientId !== undefined) selection = selection.where('client_id', '=', clientId);
+  if (expiringWithinDays !== undefined) selection = selection.where('not_after', '<', sql<Date>`now() + make_interval(days => ${expiringWithinDays})`);
+  let page = selection.selectAll().orderBy('client_id').orderBy('alias').limit(limit + 1);
+  if (after) page = page.where(sql<boolean>`(client_id, alias) > (${after[0]}, ${after[1]})`);
+  const [rows, count] = await Promise.all([
+    page.execute(),
+    selection.select((e) => e.fn.countAll<string>().as('n')).executeTakeFirstOrThrow(),
+  ]);
+  return { rows: rows.slice(0, limit), total: Number(count.n), more: rows.length > limit };
+}
