@@ -11,6 +11,7 @@ import { addRoleRoutes } from './roles.ts';
 import { addScopeRoutes } from './scopes.ts';
 import { addTokenRoutes } from './tokens.ts';
 import { addCertificateRoutes } from './certificates.ts';
+import { addIdpRoutes } from './idps.ts';
 import { addAuditEventRoutes } from './audit-events.ts';
 import { ManagementApi } from './api.ts';
 
@@ -84,6 +85,7 @@ export function managementRouters(deps: ManagementAuthDeps): Router[] {
   addScopeRoutes(api, resources, deps.db);
   addTokenRoutes(api, resources, deps.db);
   addCertificateRoutes(api, resources, deps.db);
+  addIdpRoutes(api, resources, deps.db);
   addAuditEventRoutes(api, resources, deps.db);
 
   // The document of every route above, unauthenticated (as API descriptions usually are).

@@ -88,3 +88,14 @@ export function describeIdp(row: IdpRow) {
     updated_at: row.updated_at.toISOString(),
   };
 }
+
+/** One page of the registered IdPs in entity_id order, starting after the given one; with the total. */
+export async function listIdpsPage(db: Db, { limit, after }: { limit: number; after?: string }): Promise<{ rows: IdpRow[]; total: number; more: boolean }> {
+  let page = db.selectFrom('saml_identity_providers').selectAll().orderBy('entity_id').limit(limit + 1);
+  if (after !== undefined) page = page.where('entity_id', '>', after);
+  const [rows, count] = await Promise.all([
+    page.execute(),
+    db.selectFrom('saml_identity_providers').select((e) => e.fn.countAll<string>().as('n')).executeTakeFirstOrThrow(),
+  ]);
+  return { rows: rows.slice(0, limit), total: Number(count.n), more: rows.length > limit };
+}

@@ -128,6 +128,7 @@ describe('management API: tokens', () => {
     assert.deepEqual((await expect(200, 'POST', `/management/clients/${client.id}/revoke-tokens`)).json, { revoked: 0 });
     assert.equal(await active(await issueToken(other.url, client)), true);
     await expect(404, 'POST', '/management/clients/no-such-client/revoke-tokens');
+    await expect(404, 'POST', '/management/clients/a%00b/revoke-tokens');
   });
 
   it('revokes every token of a user, across clients, and nothing else', async () => {
@@ -145,6 +146,7 @@ describe('management API: tokens', () => {
     assert.deepEqual((await expect(200, 'POST', `/management/users/${user.username.toUpperCase()}/revoke-tokens`)).json, { revoked: 0 });
     assert.equal(await active((await signIn()).access_token), true, 'the user can sign in again');
     await expect(404, 'POST', '/management/users/nobody/revoke-tokens');
+    await expect(404, 'POST', '/management/users/a%00b/revoke-tokens');
   });
 
   it('revokes a grant: its tokens, not the user\'s others', async () => {
@@ -160,6 +162,7 @@ describe('management API: tokens', () => {
     assert.equal(await active(kept.refresh_token), true);
     assert.deepEqual((await expect(200, 'POST', `/management/grants/${encodeURIComponent(row.grant_id)}/revoke`)).json, { revoked: 0 });
     await expect(404, 'POST', '/management/grants/no-such-grant/revoke');
+    await expect(404, 'POST', '/management/grants/a%00b/revoke');
   });
 
   it('an auditor may not revoke (403) and nothing is revoked', async () => {
