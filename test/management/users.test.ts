@@ -227,6 +227,6 @@ describe('management API: users', () => {
 
   it('every documented users operation was exercised above', () => {
     // revoke-tokens is the tokens resource's (test/management/tokens.test.ts).
-    assert.deepEqual(conformance.unexercised().filter((op) => op.split(' ')[1]!.startsWith(PREFIX) && !op.endsWith('/revoke-tokens')), []);
+    assert.deepEqual(conformance.unexercised((op) => op.split(' ')[1]!.startsWith(PREFIX) && !op.endsWith('/revoke-tokens')), []);
   });
 });

@@ -1,0 +1,123 @@
+// /management/roles: every route's success and error cases, each response checked against
+// the served OpenAPI document.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { createTestDatabase, type TestDatabase } from '../support/database.ts';
+import { freePort, startTestServer, type TestServer } from '../support/server.ts';
+import { basicAuth, managementClient, type ManagementReply } from '../support/management.ts';
+import { conformanceChecker } from '../support/openapi.ts';
+import { hashPassword } from '../../src/store/passwords.ts';
+import { createScope } from '../../src/store/scopes.ts';
+import { createUser } from '../../src/store/users.ts';
+
+const FAST = { memoryCost: 8192, timeCost: 1, parallelism: 1 };
+const PREFIX = '/management/roles';
+
+describe('management API: roles', () => {
+  let database: TestDatabase;
+  let server: TestServer;
+  let call: ReturnType<typeof managementClient>;
+  let conformance: ReturnType<typeof conformanceChecker>;
+  let admin: string;
+  let auditor: string;
+
+  before(async () => {
+    database = await createTestDatabase();
+    server = await startTestServer(database.url, {
+      tls: true, port: await freePort(), issuer: 'https://localhost:9443',
+      managementUsers: [
+        { username: 'ops', password_hash: await hashPassword('ops-password-1', FAST), roles: ['admin'] },
+        { username: 'watcher', password_hash: await hashPassword('watcher-password-1', FAST), roles: ['auditor'] },
+      ],
+    });
+    call = managementClient(server);
+    const doc = await call('GET', '/management/openapi.json');
+    assert.equal(doc.status, 200);
+    conformance = conformanceChecker(doc.json);
+    admin = `Bearer ${(await call('GET', '/management/login', { authorization: basicAuth('ops', 'ops-password-1') })).json.AccessToken}`;
+    auditor = `Bearer ${(await call('GET', '/management/login', { authorization: basicAuth('watcher', 'watcher-password-1') })).json.AccessToken}`;
+  });
+  after(async () => {
+    await server?.stop();
+    await database?.drop();
+  });
+
+  const expect = async (status: number, method: string, path: string, opts: { authorization?: string; body?: unknown } = {}): Promise<ManagementReply> => {
+    const res = await call(method, path, { authorization: admin, ...opts });
+    assert.equal(res.status, status, `${method} ${path}: ${res.text}`);
+    conformance.check(method, path, status, res.json);
+    return res;
+  };
+
+  it('creates a role: 201; a duplicate is 409; bad names and descriptions are 400', async () => {
+    const res = await expect(201, 'POST', PREFIX, { body: { name: 'staff', description: 'everyone employed' } });
+    assert.deepEqual(res.json, { name: 'staff', description: 'everyone employed', users: 0 });
+    assert.equal(res.headers.location, `${PREFIX}/staff`);
+    assert.deepEqual((await expect(201, 'POST', PREFIX, { body: { name: 'finance' } })).json, { name: 'finance', description: '', users: 0 });
+    assert.equal((await expect(409, 'POST', PREFIX, { body: { name: 'staff' } })).json.error, 'conflict');
+    for (const [body, reason] of [
+      [{ name: 'bad role' }, /^name: /],
+      [{ name: '' }, /^name: /],
+      [{}, /^name: /],
+      [{ name: 'x', description: 'a\u0000b' }, /^description: /],
+      [{ name: 'x', description: 'd'.repeat(1001) }, /^description: /],
+      [{ name: 'x', users: 3 }, /users/],
+    ] as const) {
+      assert.match((await expect(400, 'POST', PREFIX, { body })).json.error_description, reason, JSON.stringify(body));
+    }
+  });
+
+  it('lists with a cursor and a total, with how many users hold each role (as keymgr role list --json)', async () => {
+    const hash = await hashPassword('user-password-1', FAST);
+    await createUser(database.db, 'alice', hash, ['staff', 'finance']);
+    await createUser(database.db, 'bob', hash, ['staff']);
+    for (const name of ['auditors', 'ops']) await expect(201, 'POST', PREFIX, { body: { name } });
+    const first = await expect(200, 'GET', `${PREFIX}?limit=3`);
+    assert.equal(first.json.total, 4);
+    const items = [...first.json.items];
+    let cursor = first.json.next_cursor as string | null;
+    while (cursor) {
+      const next = await expect(200, 'GET', `${PREFIX}?limit=3&cursor=${cursor}`);
+      items.push(...next.json.items);
+      cursor = next.json.next_cursor;
+    }
+    assert.deepEqual(items, [
+      { name: 'auditors', description: '', users: 0 },
+      { name: 'finance', description: '', users: 1 },
+      { name: 'ops', description: '', users: 0 },
+      { name: 'staff', description: 'everyone employed', users: 2 },
+    ]);
+    await expect(400, 'GET', `${PREFIX}?limit=0`);
+    await expect(400, 'GET', `${PREFIX}?cursor=AA`);
+  });
+
+  it('shows a role; unknown or impossible names are 404', async () => {
+    assert.deepEqual((await expect(200, 'GET', `${PREFIX}/staff`)).json, { name: 'staff', description: 'everyone employed', users: 2 });
+    await expect(404, 'GET', `${PREFIX}/nope`);
+    await expect(404, 'GET', `${PREFIX}/a%00b`);
+  });
+
+  it('deletes a role (users lose it); refused with 409 while a scope is bound to it; unknown is 404', async () => {
+    await createScope(database.db, 'payroll', '', ['finance']);
+    const refused = await expect(409, 'DELETE', `${PREFIX}/finance`);
+    assert.match(refused.json.error_description, /restricts scope\(s\) payroll/);
+    assert.deepEqual((await expect(200, 'DELETE', `${PREFIX}/staff`)).json, { name: 'staff', deleted: true });
+    const held = await database.db.selectFrom('user_roles').select('role_name').where('role_name', '=', 'staff').execute();
+    assert.equal(held.length, 0);
+    await expect(404, 'DELETE', `${PREFIX}/staff`);
+    await expect(404, 'DELETE', `${PREFIX}/bad%20role`);
+  });
+
+  it('an auditor reads, never writes', async () => {
+    await expect(200, 'GET', PREFIX, { authorization: auditor });
+    await expect(200, 'GET', `${PREFIX}/ops`, { authorization: auditor });
+    await expect(403, 'POST', PREFIX, { authorization: auditor, body: { name: 'mallory' } });
+    await expect(403, 'DELETE', `${PREFIX}/ops`, { authorization: auditor });
+    await expect(200, 'GET', `${PREFIX}/ops`);
+    await expect(401, 'GET', PREFIX, { authorization: 'Bearer nope' });
+  });
+
+  it('every documented roles operation was exercised above', () => {
+    assert.deepEqual(conformance.unexercised((op) => op.split(' ')[1]!.startsWith(PREFIX)), []);
+  });
+});
