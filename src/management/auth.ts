@@ -55,8 +55,8 @@ export function basicCredentials(header: string): { username: string; password: 
 async function checkCredentials(deps: ManagementAuthDeps, username: string, password: string, source: string): Promise<ManagementUser | undefined> {
   const { config, db, logger, users } = deps;
   const policy = { maxFailures: config.lockoutMaxFailures, maxFailuresPerAddress: config.lockoutMaxFailuresPerAddress, windowSeconds: config.lockoutWindow };
-  // Counted apart from OAuth users of the same name.
-  const account = `management:${username}`;
+  // Counted apart from OAuth users: their names cannot hold a control character (checkUsername).
+  const account = `\u0001management:${username}`;
   const attempt = await reserveLoginAttemptWhenFree(db, account, source, policy);
   const audit = (action: string) => recordAuditEvent(db, {
     actorType: 'management_user', actor: users.has(username) ? username : '(unknown user)', action, source, outcome: 'failure',

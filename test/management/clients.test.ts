@@ -95,6 +95,9 @@ describe('management API: clients', () => {
     assert.equal(ids.length, 5);
     assert.deepEqual(ids, [...ids].sort(), 'in client_id order');
     await expect(400, 'GET', '/management/clients?limit=0');
+    // A cursor no list made: decodes to a NUL the database cannot compare.
+    const forged = await expect(400, 'GET', `/management/clients?cursor=${Buffer.from('\0').toString('base64url')}`);
+    assert.deepEqual(forged.json, { error: 'invalid_request', error_description: 'cursor: not a cursor of this list' });
   });
 
   it('updates a client; an empty change or an unknown client is refused', async () => {
