@@ -252,3 +252,49 @@ describe('management users from keymanager.toml', () => {
     }), (err: unknown) => err instanceof ConfigError && /management\.users: "ops" has a plain password/.test(err.message));
   });
 });
+
+describe('management token store: refusal when full, and cleanup', () => {
+  let database: TestDatabase;
+  let server: TestServer;
+  let call: ReturnType<typeof managementClient>;
+  const ops = basicAuth('ops', 'ops-password-1');
+
+  before(async () => {
+    database = await createTestDatabase();
+    server = await startTestServer(database.url, {
+      tls: true, port: await freePort(), issuer: 'https://localhost:9443',
+      managementUsers: [{ username: 'ops', password_hash: await hashPassword('ops-password-1', FAST), roles: ['admin'] }],
+      managementTokenStoreMaxSize: 2, managementTokenStoreRemoveOldest: false, managementTokenStoreCleanupInterval: 1,
+    });
+    call = managementClient(server);
+  });
+  after(async () => {
+    await server?.stop();
+    await database?.drop();
+  });
+
+  it('a login into a full store is refused with a JSON error, and the live tokens keep working', async () => {
+    const a = (await call('GET', '/management/login', { authorization: ops })).json.AccessToken;
+    const b = (await call('GET', '/management/login', { authorization: ops })).json.AccessToken;
+    const full = await call('GET', '/management/login', { authorization: ops });
+    assert.equal(full.status, 507);
+    assert.equal(full.json.error, 'token_store_full');
+    assert.match(full.json.error_description, /management token store is full/);
+    for (const t of [a, b]) assert.equal((await call('GET', '/management/clients', { authorization: `Bearer ${t}` })).status, 200);
+    // Logging one out makes room again.
+    assert.equal((await call('GET', '/management/logout', { authorization: `Bearer ${a}` })).status, 200);
+    assert.equal((await call('GET', '/management/login', { authorization: ops })).status, 200);
+  });
+
+  it('the cleanup task deletes revoked and expired tokens', async () => {
+    // The store holds a revoked token and two live ones (the test above); let the live ones expire.
+    await sql`update management_tokens set expires_at = now() - interval '1 second' where revoked_at is null`.execute(database.db);
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const { n } = await database.db.selectFrom('management_tokens').select((e) => e.fn.countAll<string>().as('n')).executeTakeFirstOrThrow();
+      if (Number(n) === 0) break;
+      assert.ok(Date.now() < deadline, `${n} rows left`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  });
+});
