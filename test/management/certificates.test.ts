@@ -3,15 +3,13 @@
 // OpenAPI document.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createTestDatabase, type TestDatabase } from '../support/database.ts';
-import { freePort, startTestServer, type TestServer } from '../support/server.ts';
-import { basicAuth, managementClient, type ManagementReply } from '../support/management.ts';
+import type { TestDatabase } from '../support/database.ts';
+import type { TestServer } from '../support/server.ts';
+import { expectReply, managementClient, startManagementApi } from '../support/management.ts';
 import { conformanceChecker } from '../support/openapi.ts';
 import { makeClient, type TestClient } from '../support/fixtures.ts';
 import { createPki, issue, type Issued, type Pki } from '../mtls/support.ts';
-import { hashPassword } from '../../src/store/passwords.ts';
 
-const FAST = { memoryCost: 8192, timeCost: 1, parallelism: 1 };
 
 /** openssl ca date form, days from now. */
 const opensslDate = (days: number) => new Date(Date.now() + days * 86_400_000).toISOString().replace(/[-:T]/g, '').slice(0, 14) + 'Z';
@@ -31,20 +29,7 @@ describe('management API: client certificates', () => {
   let other: Issued;
 
   before(async () => {
-    database = await createTestDatabase();
-    server = await startTestServer(database.url, {
-      tls: true, port: await freePort(), issuer: 'https://localhost:9443',
-      managementUsers: [
-        { username: 'ops', password_hash: await hashPassword('ops-password-1', FAST), roles: ['admin'] },
-        { username: 'watcher', password_hash: await hashPassword('watcher-password-1', FAST), roles: ['auditor'] },
-      ],
-    });
-    call = managementClient(server);
-    const doc = await call('GET', '/management/openapi.json');
-    assert.equal(doc.status, 200);
-    conformance = conformanceChecker(doc.json);
-    admin = `Bearer ${(await call('GET', '/management/login', { authorization: basicAuth('ops', 'ops-password-1') })).json.AccessToken}`;
-    auditor = `Bearer ${(await call('GET', '/management/login', { authorization: basicAuth('watcher', 'watcher-password-1') })).json.AccessToken}`;
+    ({ database, server, call, conformance, admin, auditor } = await startManagementApi({}));
     gateway = await makeClient(database.db);
     partner = await makeClient(database.db);
     pki = createPki();
@@ -57,12 +42,7 @@ describe('management API: client certificates', () => {
     await database?.drop();
   });
 
-  const expect = async (status: number, method: string, path: string, opts: { authorization?: string; body?: unknown } = {}): Promise<ManagementReply> => {
-    const res = await call(method, path, { authorization: admin, ...opts });
-    assert.equal(res.status, status, `${method} ${path}: ${res.text}`);
-    conformance.check(method, path, status, res.json);
-    return res;
-  };
+  const expect = expectReply(() => ({ call, conformance, admin }));
 
   it('adds a certificate: 201 with the `keymgr cert --json` fields and a Location', async () => {
     const res = await expect(201, 'POST', '/management/certificates', { body: { client_id: gateway.id, alias: 'gw-2025', pem: gw.cert, tier: 'Gold' } });

@@ -2,15 +2,13 @@
 // the served OpenAPI document.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createTestDatabase, type TestDatabase } from '../support/database.ts';
-import { freePort, startTestServer, type TestServer } from '../support/server.ts';
-import { basicAuth, managementClient, type ManagementReply } from '../support/management.ts';
+import type { TestDatabase } from '../support/database.ts';
+import type { TestServer } from '../support/server.ts';
+import { expectReply, managementClient, startManagementApi } from '../support/management.ts';
 import { conformanceChecker } from '../support/openapi.ts';
 import { ensureScopes } from '../support/fixtures.ts';
-import { hashPassword } from '../../src/store/passwords.ts';
 import { hashClientSecret } from '../../src/store/clients.ts';
 
-const FAST = { memoryCost: 8192, timeCost: 1, parallelism: 1 };
 
 describe('management API: clients', () => {
   let database: TestDatabase;
@@ -21,21 +19,7 @@ describe('management API: clients', () => {
   let auditor: string;
 
   before(async () => {
-    database = await createTestDatabase();
-    server = await startTestServer(database.url, {
-      tls: true, port: await freePort(), issuer: 'https://localhost:9443',
-      managementUsers: [
-        { username: 'ops', password_hash: await hashPassword('ops-password-1', FAST), roles: ['admin'] },
-        { username: 'watcher', password_hash: await hashPassword('watcher-password-1', FAST), roles: ['auditor'] },
-      ],
-    });
-    call = managementClient(server);
-    const doc = await call('GET', '/management/openapi.json');
-    assert.equal(doc.status, 200);
-    assert.equal(doc.json.openapi, '3.1.0');
-    conformance = conformanceChecker(doc.json);
-    admin = `Bearer ${(await call('GET', '/management/login', { authorization: basicAuth('ops', 'ops-password-1') })).json.AccessToken}`;
-    auditor = `Bearer ${(await call('GET', '/management/login', { authorization: basicAuth('watcher', 'watcher-password-1') })).json.AccessToken}`;
+    ({ database, server, call, conformance, admin, auditor } = await startManagementApi({}));
     await ensureScopes(database.db, ['read', 'write']);
   });
   after(async () => {
@@ -44,12 +28,7 @@ describe('management API: clients', () => {
   });
 
   /** A call whose answer must be the expected status and conform to the document. */
-  const expect = async (status: number, method: string, path: string, opts: { authorization?: string; body?: unknown } = {}): Promise<ManagementReply> => {
-    const res = await call(method, path, { authorization: admin, ...opts });
-    assert.equal(res.status, status, `${method} ${path}: ${res.text}`);
-    conformance.check(method, path, status, res.json);
-    return res;
-  };
+  const expect = expectReply(() => ({ call, conformance, admin }));
 
   let created: { client_id: string; client_secret: string };
 

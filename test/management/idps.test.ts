@@ -2,15 +2,13 @@
 // cursor, show, enable/disable, remove; every response checked against the served OpenAPI document.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createTestDatabase, type TestDatabase } from '../support/database.ts';
-import { freePort, startTestServer, type TestServer } from '../support/server.ts';
-import { basicAuth, managementClient, type ManagementReply } from '../support/management.ts';
+import type { TestDatabase } from '../support/database.ts';
+import type { TestServer } from '../support/server.ts';
+import { expectReply, managementClient, startManagementApi } from '../support/management.ts';
 import { conformanceChecker } from '../support/openapi.ts';
 import { makeClient } from '../support/fixtures.ts';
 import { makeEcKeyPair, makeKeyPair, removeTempDirs, type KeyPair } from '../saml/support.ts';
-import { hashPassword } from '../../src/store/passwords.ts';
 
-const FAST = { memoryCost: 8192, timeCost: 1, parallelism: 1 };
 const ENTITY = 'https://idp.example.com/saml2/metadata';
 const path = (entityId: string, suffix = '') => `/management/idps/${encodeURIComponent(entityId)}${suffix}`;
 
@@ -26,20 +24,7 @@ describe('management API: SAML identity providers', () => {
   let clientId: string;
 
   before(async () => {
-    database = await createTestDatabase();
-    server = await startTestServer(database.url, {
-      tls: true, port: await freePort(), issuer: 'https://localhost:9443',
-      managementUsers: [
-        { username: 'ops', password_hash: await hashPassword('ops-password-1', FAST), roles: ['admin'] },
-        { username: 'watcher', password_hash: await hashPassword('watcher-password-1', FAST), roles: ['auditor'] },
-      ],
-    });
-    call = managementClient(server);
-    const doc = await call('GET', '/management/openapi.json');
-    assert.equal(doc.status, 200);
-    conformance = conformanceChecker(doc.json);
-    admin = `Bearer ${(await call('GET', '/management/login', { authorization: basicAuth('ops', 'ops-password-1') })).json.AccessToken}`;
-    auditor = `Bearer ${(await call('GET', '/management/login', { authorization: basicAuth('watcher', 'watcher-password-1') })).json.AccessToken}`;
+    ({ database, server, call, conformance, admin, auditor } = await startManagementApi({}));
     rsa = makeKeyPair('idp-rsa');
     ec = makeEcKeyPair('idp-ec');
     clientId = (await makeClient(database.db)).id;
@@ -51,12 +36,7 @@ describe('management API: SAML identity providers', () => {
     removeTempDirs();
   });
 
-  const expect = async (status: number, method: string, url: string, opts: { authorization?: string; body?: unknown } = {}): Promise<ManagementReply> => {
-    const res = await call(method, url, { authorization: admin, ...opts });
-    assert.equal(res.status, status, `${method} ${url}: ${res.text}`);
-    conformance.check(method, url, status, res.json);
-    return res;
-  };
+  const expect = expectReply(() => ({ call, conformance, admin }));
 
   it('adds an identity provider: 201 with the `keymgr idp --json` fields and a Location', async () => {
     const res = await expect(201, 'POST', '/management/idps', {

@@ -2,14 +2,12 @@
 // the served OpenAPI document.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createTestDatabase, type TestDatabase } from '../support/database.ts';
-import { freePort, startTestServer, type TestServer } from '../support/server.ts';
-import { basicAuth, managementClient, type ManagementReply } from '../support/management.ts';
+import type { TestDatabase } from '../support/database.ts';
+import type { TestServer } from '../support/server.ts';
+import { expectReply, managementClient, startManagementApi } from '../support/management.ts';
 import { conformanceChecker } from '../support/openapi.ts';
-import { hashPassword } from '../../src/store/passwords.ts';
 import { createRole } from '../../src/store/users.ts';
 
-const FAST = { memoryCost: 8192, timeCost: 1, parallelism: 1 };
 const PREFIX = '/management/scopes';
 
 describe('management API: scopes', () => {
@@ -21,20 +19,7 @@ describe('management API: scopes', () => {
   let auditor: string;
 
   before(async () => {
-    database = await createTestDatabase();
-    server = await startTestServer(database.url, {
-      tls: true, port: await freePort(), issuer: 'https://localhost:9443',
-      managementUsers: [
-        { username: 'ops', password_hash: await hashPassword('ops-password-1', FAST), roles: ['admin'] },
-        { username: 'watcher', password_hash: await hashPassword('watcher-password-1', FAST), roles: ['auditor'] },
-      ],
-    });
-    call = managementClient(server);
-    const doc = await call('GET', '/management/openapi.json');
-    assert.equal(doc.status, 200);
-    conformance = conformanceChecker(doc.json);
-    admin = `Bearer ${(await call('GET', '/management/login', { authorization: basicAuth('ops', 'ops-password-1') })).json.AccessToken}`;
-    auditor = `Bearer ${(await call('GET', '/management/login', { authorization: basicAuth('watcher', 'watcher-password-1') })).json.AccessToken}`;
+    ({ database, server, call, conformance, admin, auditor } = await startManagementApi({}));
     for (const role of ['staff', 'finance']) await createRole(database.db, role);
   });
   after(async () => {
@@ -42,12 +27,7 @@ describe('management API: scopes', () => {
     await database?.drop();
   });
 
-  const expect = async (status: number, method: string, path: string, opts: { authorization?: string; body?: unknown } = {}): Promise<ManagementReply> => {
-    const res = await call(method, path, { authorization: admin, ...opts });
-    assert.equal(res.status, status, `${method} ${path}: ${res.text}`);
-    conformance.check(method, path, status, res.json);
-    return res;
-  };
+  const expect = expectReply(() => ({ call, conformance, admin }));
 
   it('creates a scope, optionally bound to roles: 201; a duplicate is 409', async () => {
     const res = await expect(201, 'POST', PREFIX, { body: { name: 'payroll:read', description: 'read the payroll', roles: ['staff', 'finance', 'finance'] } });

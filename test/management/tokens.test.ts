@@ -6,14 +6,13 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createTestDatabase, type TestDatabase } from '../support/database.ts';
-import { freePort, startTestServer, type TestServer } from '../support/server.ts';
-import { basicAuth, managementClient, type ManagementReply } from '../support/management.ts';
+import type { TestDatabase } from '../support/database.ts';
+import { startTestServer, type TestServer } from '../support/server.ts';
+import { expectReply, managementClient, startManagementApi } from '../support/management.ts';
 import { conformanceChecker } from '../support/openapi.ts';
 import { issueToken, makeClient, makeScope, makeUser, type TestClient, type TestUser } from '../support/fixtures.ts';
 import { basicHeader, postForm } from '../support/http.ts';
 import { post as tlsPost } from '../mtls/support.ts';
-import { hashPassword } from '../../src/store/passwords.ts';
 import { tokenDigest } from '../../src/store/tokens.ts';
 
 const FAST = { memoryCost: 8192, timeCost: 1, parallelism: 1 };
@@ -32,21 +31,8 @@ describe('management API: tokens', () => {
   let user: TestUser;
 
   before(async () => {
-    database = await createTestDatabase();
-    server = await startTestServer(database.url, {
-      tls: true, port: await freePort(), issuer: 'https://localhost:9443',
-      managementUsers: [
-        { username: 'ops', password_hash: await hashPassword('ops-password-1', FAST), roles: ['admin'] },
-        { username: 'watcher', password_hash: await hashPassword('watcher-password-1', FAST), roles: ['auditor'] },
-      ],
-    });
+    ({ database, server, call, conformance, admin, auditor } = await startManagementApi({}));
     other = await startTestServer(database.url);
-    call = managementClient(server);
-    const doc = await call('GET', '/management/openapi.json');
-    assert.equal(doc.status, 200);
-    conformance = conformanceChecker(doc.json);
-    admin = `Bearer ${(await call('GET', '/management/login', { authorization: basicAuth('ops', 'ops-password-1') })).json.AccessToken}`;
-    auditor = `Bearer ${(await call('GET', '/management/login', { authorization: basicAuth('watcher', 'watcher-password-1') })).json.AccessToken}`;
     await makeScope(database.db, 'read');
     client = await makeClient(database.db, { grantTypes: ['client_credentials', 'password', 'refresh_token'], scope: ['read'] });
     second = await makeClient(database.db, { grantTypes: ['client_credentials', 'password', 'refresh_token'], scope: ['read'] });
@@ -58,12 +44,7 @@ describe('management API: tokens', () => {
     await database?.drop();
   });
 
-  const expect = async (status: number, method: string, path: string, opts: { authorization?: string; body?: unknown } = {}): Promise<ManagementReply> => {
-    const res = await call(method, path, { authorization: admin, ...opts });
-    assert.equal(res.status, status, `${method} ${path}: ${res.text}`);
-    conformance.check(method, path, status, res.json);
-    return res;
-  };
+  const expect = expectReply(() => ({ call, conformance, admin }));
 
   const signIn = async (by: TestClient = client) => {
     const res = await postForm(`${other.url}/token`, { grant_type: 'password', username: user.username, password: user.password, scope: 'read' }, { basic: by.basic });

@@ -3,15 +3,14 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { sql } from 'kysely';
-import { createTestDatabase, type TestDatabase } from '../support/database.ts';
-import { freePort, startTestServer, type TestServer } from '../support/server.ts';
-import { basicAuth, managementClient, type ManagementReply } from '../support/management.ts';
+import type { TestDatabase } from '../support/database.ts';
+import type { TestServer } from '../support/server.ts';
+import { expectReply, managementClient, startManagementApi } from '../support/management.ts';
 import { conformanceChecker } from '../support/openapi.ts';
-import { hashPassword, verifyPassword } from '../../src/store/passwords.ts';
+import { verifyPassword } from '../../src/store/passwords.ts';
 import { reserveLoginAttempt } from '../../src/store/login-failures.ts';
 import { createRole } from '../../src/store/users.ts';
 
-const FAST = { memoryCost: 8192, timeCost: 1, parallelism: 1 };
 const PREFIX = '/management/users';
 
 describe('management API: users', () => {
@@ -23,21 +22,7 @@ describe('management API: users', () => {
   let auditor: string;
 
   before(async () => {
-    database = await createTestDatabase();
-    server = await startTestServer(database.url, {
-      tls: true, port: await freePort(), issuer: 'https://localhost:9443',
-      passwordHashMemoryKib: 8192, passwordHashIterations: 1,
-      managementUsers: [
-        { username: 'ops', password_hash: await hashPassword('ops-password-1', FAST), roles: ['admin'] },
-        { username: 'watcher', password_hash: await hashPassword('watcher-password-1', FAST), roles: ['auditor'] },
-      ],
-    });
-    call = managementClient(server);
-    const doc = await call('GET', '/management/openapi.json');
-    assert.equal(doc.status, 200);
-    conformance = conformanceChecker(doc.json);
-    admin = `Bearer ${(await call('GET', '/management/login', { authorization: basicAuth('ops', 'ops-password-1') })).json.AccessToken}`;
-    auditor = `Bearer ${(await call('GET', '/management/login', { authorization: basicAuth('watcher', 'watcher-password-1') })).json.AccessToken}`;
+    ({ database, server, call, conformance, admin, auditor } = await startManagementApi({ passwordHashMemoryKib: 8192, passwordHashIterations: 1 }));
     for (const role of ['staff', 'finance', 'ops']) await createRole(database.db, role);
   });
   after(async () => {
@@ -45,12 +30,7 @@ describe('management API: users', () => {
     await database?.drop();
   });
 
-  const expect = async (status: number, method: string, path: string, opts: { authorization?: string; body?: unknown } = {}): Promise<ManagementReply> => {
-    const res = await call(method, path, { authorization: admin, ...opts });
-    assert.equal(res.status, status, `${method} ${path}: ${res.text}`);
-    conformance.check(method, path, status, res.json);
-    return res;
-  };
+  const expect = expectReply(() => ({ call, conformance, admin }));
   const storedHash = async (username: string) => (await database.db.selectFrom('users').select('password_hash')
     .where('username', '=', username).executeTakeFirstOrThrow()).password_hash;
 

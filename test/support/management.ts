@@ -2,7 +2,12 @@
 import { readFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { join } from 'node:path';
-import type { TestServer } from './server.ts';
+import assert from 'node:assert/strict';
+import type { Config } from '../../src/config/index.ts';
+import { hashPassword } from '../../src/store/passwords.ts';
+import { createTestDatabase } from './database.ts';
+import { conformanceChecker } from './openapi.ts';
+import { freePort, startTestServer, type TestServer } from './server.ts';
 
 export interface ManagementReply {
   status: number;
@@ -41,5 +46,38 @@ export function managementClient(server: TestServer) {
       req.on('error', reject);
       req.end(payload);
     });
+  };
+}
+
+/** A fresh database and an HTTPS server with an admin (`ops`) and an auditor (`watcher`), both signed in. */
+export async function startManagementApi(overrides: Partial<Record<keyof Config, unknown>> = {}) {
+  const fast = { memoryCost: 8192, timeCost: 1, parallelism: 1 };
+  const database = await createTestDatabase();
+  const server = await startTestServer(database.url, {
+    tls: true, port: await freePort(), issuer: 'https://localhost:9443',
+    managementUsers: [
+      { username: 'ops', password_hash: await hashPassword('ops-password-1', fast), roles: ['admin'] },
+      { username: 'watcher', password_hash: await hashPassword('watcher-password-1', fast), roles: ['auditor'] },
+    ],
+    ...overrides,
+  });
+  const call = managementClient(server);
+  const doc = await call('GET', '/management/openapi.json');
+  assert.equal(doc.status, 200);
+  assert.equal(doc.json.openapi, '3.1.0');
+  const conformance = conformanceChecker(doc.json);
+  const signIn = async (username: string, password: string) =>
+    `Bearer ${(await call('GET', '/management/login', { authorization: basicAuth(username, password) })).json.AccessToken}`;
+  return { database, server, call, conformance, admin: await signIn('ops', 'ops-password-1'), auditor: await signIn('watcher', 'watcher-password-1') };
+}
+
+/** A call (as the admin unless told otherwise) that must answer `status` and conform to the OpenAPI document. */
+export function expectReply(current: () => { call: ReturnType<typeof managementClient>; conformance: ReturnType<typeof conformanceChecker>; admin: string }) {
+  return async (status: number, method: string, path: string, opts: { authorization?: string; body?: unknown } = {}): Promise<ManagementReply> => {
+    const { call, conformance, admin } = current();
+    const res = await call(method, path, { authorization: admin, ...opts });
+    assert.equal(res.status, status, `${method} ${path}: ${res.text}`);
+    conformance.check(method, path, status, res.json);
+    return res;
   };
 }
