@@ -7,6 +7,9 @@ CREATE TABLE management_tokens (
   id_sha256     text PRIMARY KEY CHECK (id_sha256 ~ '^[0-9a-f]{64}$'),
   username      text NOT NULL,
   roles         text[] NOT NULL,
+  -- Digest of the user's credentials and roles when the token was issued: a token stops
+  -- counting when the user's password or roles change, or the user is removed and re-added.
+  credential_sha256 text NOT NULL CHECK (credential_sha256 ~ '^[0-9a-f]{64}$'),
   issued_at     timestamptz NOT NULL DEFAULT now(),
   expires_at    timestamptz NOT NULL,
   -- Least recently used goes first when a login finds the store full.

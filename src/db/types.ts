@@ -103,6 +103,7 @@ export interface ManagementTokensTable {
   id_sha256: string;
   username: string;
   roles: string[];
+  credential_sha256: string;
   issued_at: Timestamp;
   expires_at: ColumnType<Date, Date, Date>;
   last_used_at: Timestamp;

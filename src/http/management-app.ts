@@ -15,6 +15,18 @@ export function buildManagementApp({ db, logger, management }: { db: Db; logger:
   const router = new Router({ strict: true, sensitive: true });
   addHealthRoutes(router, db);
   app.use(errorMapper(logger, { realm: 'keymanager management' }));
+  app.use(async function refuseBrowsersFromElsewhere(ctx, next) {
+    // The management API is for operators' tools (curl, scripts), not for web pages: a request
+    // a browser sends on behalf of another site (Sec-Fetch-Site, Origin) could otherwise act
+    // with credentials the browser holds (Basic) — cross-site request forgery.
+    const site = ctx.get('sec-fetch-site');
+    if ((site && site !== 'same-origin' && site !== 'none') || ctx.get('origin')) {
+      ctx.status = 403;
+      ctx.body = { error: 'forbidden', error_description: 'cross-site requests are not accepted' };
+      return;
+    }
+    await next();
+  });
   app.use(router.routes());
   app.use(router.allowedMethods());
   for (const routes of managementRouters(management)) {

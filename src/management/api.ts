@@ -4,7 +4,7 @@
 import type Router from '@koa/router';
 import type { Context } from 'koa';
 import { z } from 'zod';
-import { badRequest, ManagementError } from './errors.ts';
+import { badRequest, ManagementError, notFound } from './errors.ts';
 
 type Method = 'get' | 'post' | 'put' | 'patch' | 'delete';
 
@@ -37,7 +37,8 @@ async function readJson(ctx: Context): Promise<unknown> {
   if (declared !== undefined && declared > MAX_JSON_BYTES) throw new ManagementError(413, 'invalid_request', 'request body is too large');
   const chunks: Buffer[] = [];
   let received = 0;
-  for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
+  // destroyOnReturn false: stopping early must not reset the connection before the 413 is sent.
+  for await (const chunk of ctx.req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
     received += chunk.length;
     if (received > MAX_JSON_BYTES) throw new ManagementError(413, 'invalid_request', 'request body is too large');
     chunks.push(chunk);
@@ -51,12 +52,37 @@ async function readJson(ctx: Context): Promise<unknown> {
   }
 }
 
+/** Text PostgreSQL cannot hold as given: NUL, or a lone surrogate (it would become U+FFFD). */
+function unstorable(text: string): boolean {
+  return text.includes('\0') || !text.isWellFormed();
+}
+
+/** The path of the first unstorable key or string in a JSON value, if any. */
+function unstorableAt(value: unknown, path: string[] = []): string | undefined {
+  if (typeof value === 'string') return unstorable(value) ? path.join('.') || 'body' : undefined;
+  if (Array.isArray(value)) {
+    for (const [i, item] of value.entries()) {
+      const at = unstorableAt(item, [...path, String(i)]);
+      if (at) return at;
+    }
+  } else if (value && typeof value === 'object') {
+    for (const [key, item] of Object.entries(value)) {
+      if (unstorable(key)) return [...path, '(a key)'].join('.');
+      const at = unstorableAt(item, [...path, key]);
+      if (at) return at;
+    }
+  }
+  return undefined;
+}
+
 export class ManagementApi {
   readonly routes: RouteSpec<z.ZodType | undefined, z.ZodObject | undefined>[] = [];
 
   add<B extends z.ZodType | undefined = undefined, Q extends z.ZodObject | undefined = undefined>(router: Router, spec: RouteSpec<B, Q>): void {
     this.routes.push(spec as unknown as RouteSpec<z.ZodType | undefined, z.ZodObject | undefined>);
     router[spec.method](spec.path, async (ctx) => {
+      // A path value no row can have is not found, before any lookup (DESIGN §2 rule 10).
+      if (Object.values(ctx.params ?? {}).some((v) => typeof v === 'string' && unstorable(v))) throw notFound('no such resource');
       let query: unknown;
       if (spec.query) {
         const parsed = spec.query.safeParse(ctx.query);
@@ -66,6 +92,8 @@ export class ManagementApi {
       let body: unknown;
       if (spec.body) {
         const raw = await readJson(ctx);
+        const bad = unstorableAt(raw);
+        if (bad) throw badRequest(`${bad}: must not contain NUL or invalid Unicode`);
         // For the audit trail: which fields a write carried (names only, never values).
         if (raw && typeof raw === 'object' && !Array.isArray(raw)) ctx.state.changedFields = Object.keys(raw).slice(0, 50);
         const parsed = spec.body.safeParse(raw);

@@ -5,6 +5,7 @@ import type { Db } from '../db/database.ts';
 import { describeAuditEvent, listAuditEvents } from '../store/audit.ts';
 import type { ManagementApi } from './api.ts';
 import { cursorAfter, pageOf, pageQuery, pageStart } from './paging.ts';
+import { badRequest } from './errors.ts';
 
 export const auditEventSchema = z.object({
   id: z.string(),
@@ -25,8 +26,9 @@ export function addAuditEventRoutes(api: ManagementApi, router: Router, db: Db):
     query: pageQuery.extend({ action: z.string().max(200).optional() }),
     responses: { 200: pageOf(auditEventSchema) },
     handler: async (_ctx, { query }) => {
-      const after = pageStart(query.cursor);
-      const { rows, total, more } = await listAuditEvents(db, { limit: query.limit, before: after && /^\d+$/.test(after) ? after : undefined, action: query.action });
+      const before = pageStart(query.cursor);
+      if (before !== undefined && !/^[1-9]\d{0,17}$/.test(before)) throw badRequest('cursor: not a cursor of this list');
+      const { rows, total, more } = await listAuditEvents(db, { limit: query.limit, before, action: query.action });
       return { items: rows.map(describeAuditEvent), next_cursor: more ? cursorAfter(String(rows.at(-1)!.id)) : null, total };
     },
   });

@@ -4,7 +4,7 @@
 //   token store is live (logout revokes it on every instance) and its user is still configured.
 // - basic: every route takes Basic credentials; there is no login or logout.
 // Failed credentials count towards the same lockout as user sign-ins.
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { Context } from 'koa';
 import { jwtVerify, SignJWT } from 'jose';
 import type { Logger } from 'pino';
@@ -26,6 +26,7 @@ const AUDIENCE = 'keymanager-management';
 export interface ManagementPrincipal {
   username: string;
   roles: ManagementRole[];
+  credentialSha256: string;
 }
 
 export interface ManagementAuthDeps {
@@ -54,7 +55,9 @@ export function basicCredentials(header: string): { username: string; password: 
 /** The user when the credentials are right and the lockout allows a check; undefined otherwise. */
 async function checkCredentials(deps: ManagementAuthDeps, username: string, password: string, source: string): Promise<ManagementUser | undefined> {
   const { config, db, logger, users } = deps;
-  const policy = { maxFailures: config.lockoutMaxFailures, maxFailuresPerAddress: config.lockoutMaxFailuresPerAddress, windowSeconds: config.lockoutWindow };
+  // Per account only: operators share a few addresses (a bastion, 127.0.0.1), and a limit per
+  // address would let anyone who reaches the port lock every operator out at once.
+  const policy = { maxFailures: config.lockoutMaxFailures, maxFailuresPerAddress: 1_000_000_000, windowSeconds: config.lockoutWindow };
   // Counted apart from OAuth users: their names cannot hold a control character (checkUsername).
   const account = `\u0001management:${username}`;
   const attempt = await reserveLoginAttemptWhenFree(db, account, source, policy);
@@ -79,6 +82,11 @@ async function checkCredentials(deps: ManagementAuthDeps, username: string, pass
   return user;
 }
 
+/** Digest of what a token was issued on: the user's name, password hash and roles. */
+export function credentialDigest(user: ManagementUser): string {
+  return createHash('sha256').update([user.username, user.passwordHash, [...user.roles].sort().join(',')].join('\0')).digest('hex');
+}
+
 /** Basic credentials of a management user, or a 401 with a Basic challenge. */
 export async function principalFromBasic(deps: ManagementAuthDeps, ctx: Context): Promise<ManagementPrincipal> {
   if (deps.users.size === 0) throw unauthorized('no management users are configured', 'Basic');
@@ -86,7 +94,7 @@ export async function principalFromBasic(deps: ManagementAuthDeps, ctx: Context)
   if (!credentials) throw unauthorized('management user credentials are required (HTTP Basic)', 'Basic');
   const user = await checkCredentials(deps, credentials.username, credentials.password, ctx.ip);
   if (!user) throw unauthorized('invalid username or password', 'Basic');
-  return { username: user.username, roles: user.roles };
+  return { username: user.username, roles: user.roles, credentialSha256: credentialDigest(user) };
 }
 
 export async function signManagementToken(deps: ManagementAuthDeps, user: ManagementPrincipal): Promise<{ token: string; expiresAt: Date }> {
@@ -122,7 +130,7 @@ export async function principalFromBearer(deps: ManagementAuthDeps, ctx: Context
   }
   const stored = await useManagementToken(deps.db, token);
   const user = stored && deps.users.get(stored.username);
-  if (!user) throw unauthorized('the management token is not valid', 'Bearer');
-  // Roles as configured now: a change of the user store applies to live tokens too.
-  return { username: user.username, roles: user.roles };
+  // Issued on other credentials or roles (changed, or the user removed and added again): void.
+  if (!user || stored.credentialSha256 !== credentialDigest(user)) throw unauthorized('the management token is not valid', 'Bearer');
+  return { username: user.username, roles: user.roles, credentialSha256: stored.credentialSha256 };
 }

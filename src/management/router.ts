@@ -3,7 +3,7 @@
 import Router from '@koa/router';
 import { revokeManagementToken, storeManagementToken } from '../store/management-tokens.ts';
 import { bearerToken, principalFromBasic, principalFromBearer, signManagementToken, type ManagementAuthDeps, type ManagementPrincipal } from './auth.ts';
-import { forbidden } from './errors.ts';
+import { forbidden, ManagementError } from './errors.ts';
 import { recordAuditEvent } from '../store/audit.ts';
 import { addClientRoutes } from './clients.ts';
 import { addUserRoutes } from './users.ts';
@@ -21,8 +21,17 @@ const READS = new Set(['GET', 'HEAD']);
 function auditedResource(router: Router, ctx: { method: string; path: string }) {
   const layer = router.match(ctx.path, ctx.method).pathAndMethod.findLast((l) => l.methods.length > 0);
   const route = String(layer?.path ?? ctx.path).replace(/^\/management/, '');
-  const firstParam = layer ? Object.values(layer.params(ctx.path, layer.captures(ctx.path), {}))[0] : undefined;
-  return { action: `${ctx.method} ${route}`, resourceType: route.split('/')[1] ?? null, resourceId: typeof firstParam === 'string' ? firstParam : null };
+  // Every path parameter: a role grant is user/role, a certificate client/alias.
+  const params = layer ? Object.values(layer.params(ctx.path, layer.captures(ctx.path), {})).filter((v) => typeof v === 'string') : [];
+  return { action: `${ctx.method} ${route}`, resourceType: route.split('/')[1] ?? null, resourceId: params.length ? params.join('/') : null };
+}
+
+/** What a create made, named by the response: the new client_id, username, name, entity id or alias. */
+function createdId(body: unknown): string | null {
+  if (!body || typeof body !== 'object') return null;
+  const b = body as Record<string, unknown>;
+  const id = b.client_id && b.alias ? `${b.client_id}/${b.alias}` : b.client_id ?? b.username ?? b.entity_id ?? b.name;
+  return typeof id === 'string' ? id : null;
 }
 
 /** The routers, in order: sessions (login, logout), then the authenticated resources. */
@@ -31,6 +40,8 @@ export function managementRouters(deps: ManagementAuthDeps): Router[] {
   const session = new Router({ prefix: '/management', strict: true, sensitive: true });
   if (jwt) {
     session.get('/login', async (ctx) => {
+      // HEAD would mint a token nobody sees, taking a place in the store.
+      if (ctx.method === 'HEAD') throw new ManagementError(405, 'invalid_request', 'use GET /management/login');
       const principal = await principalFromBasic(deps, ctx);
       const { token, expiresAt } = await signManagementToken(deps, principal);
       const stored = await storeManagementToken(deps.db, token, { ...principal, expiresAt }, {
@@ -45,12 +56,16 @@ export function managementRouters(deps: ManagementAuthDeps): Router[] {
         return;
       }
       deps.logger.info({ event: 'management.login', username: principal.username }, 'management user signed in');
+      await recordAuditEvent(deps.db, { actorType: 'management_user', actor: principal.username, action: 'management.login', source: ctx.ip, outcome: 'success' })
+        .catch((err) => deps.logger.error({ error: (err as Error).message }, 'audit event not recorded'));
       ctx.body = { AccessToken: token };
     });
     session.get('/logout', async (ctx) => {
       const principal = await principalFromBearer(deps, ctx);
       await revokeManagementToken(deps.db, bearerToken(ctx)!);
       deps.logger.info({ event: 'management.logout', username: principal.username }, 'management user signed out');
+      await recordAuditEvent(deps.db, { actorType: 'management_user', actor: principal.username, action: 'management.logout', source: ctx.ip, outcome: 'success' })
+        .catch((err) => deps.logger.error({ error: (err as Error).message }, 'audit event not recorded'));
       ctx.set('Cache-Control', 'no-store');
       ctx.body = { Message: 'Logout successful' };
     });
@@ -64,9 +79,12 @@ export function managementRouters(deps: ManagementAuthDeps): Router[] {
     if (READS.has(ctx.method)) return next();
     // Every write attempt is audited, refused ones too; with field names, never values.
     const target = auditedResource(resources, ctx);
+    // Read now: a request torn down mid-body has no address to ask for later.
+    const source = ctx.ip;
     const audit = (outcome: 'success' | 'failure') => recordAuditEvent(deps.db, {
       ...target,
-      actorType: 'management_user', actor: principal.username, source: ctx.ip, outcome,
+      resourceId: target.resourceId ?? (outcome === 'success' ? createdId(ctx.body) : null),
+      actorType: 'management_user', actor: principal.username, source, outcome,
       changedFields: (ctx.state.changedFields as string[] | undefined) ?? [],
     }).catch((err) => deps.logger.error({ error: (err as Error).message }, 'audit event not recorded'));
     try {

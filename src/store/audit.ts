@@ -13,16 +13,21 @@ export interface AuditEvent {
   changedFields?: string[];
 }
 
+/** What the caller sent, made storable: an audit event must be written whatever the input held. */
+function storable(text: string, max = 255): string {
+  return text.slice(0, max).replaceAll('\0', '\uFFFD').toWellFormed();
+}
+
 export async function recordAuditEvent(db: Db, event: AuditEvent): Promise<void> {
   await db.insertInto('audit_events').values({
     actor_type: event.actorType,
-    actor: event.actor.slice(0, 255),
-    action: event.action,
-    resource_type: event.resourceType ?? null,
-    resource_id: event.resourceId?.slice(0, 255) ?? null,
-    source: event.source ?? null,
+    actor: storable(event.actor),
+    action: storable(event.action, 500),
+    resource_type: event.resourceType == null ? null : storable(event.resourceType),
+    resource_id: event.resourceId == null ? null : storable(event.resourceId),
+    source: event.source == null ? null : storable(event.source),
     outcome: event.outcome,
-    changed_fields: event.changedFields ?? [],
+    changed_fields: (event.changedFields ?? []).map((f) => storable(f, 100)),
   }).execute();
 }
 

@@ -8,6 +8,8 @@ import { tokenDigest } from './tokens.ts';
 export interface StoredManagementToken {
   username: string;
   roles: string[];
+  /** Digest of the user's credentials and roles at issue (see 0008). */
+  credentialSha256: string;
 }
 
 export interface TokenStorePolicy {
@@ -19,7 +21,7 @@ export interface TokenStorePolicy {
 export async function storeManagementToken(
   db: Db,
   token: string,
-  { username, roles, expiresAt }: StoredManagementToken & { expiresAt: Date },
+  { username, roles, credentialSha256, expiresAt }: StoredManagementToken & { expiresAt: Date },
   policy: TokenStorePolicy,
 ): Promise<'stored' | 'full'> {
   return db.transaction().execute(async (trx) => {
@@ -31,12 +33,15 @@ export async function storeManagementToken(
     const overflow = Number(n) - policy.maxSize + 1;
     if (overflow > 0) {
       if (!policy.removeOldestOnOverflow) return 'full';
-      const oldest = await live(trx).select('id_sha256').orderBy('last_used_at').limit(overflow).execute();
+      // The user's own least recently used tokens go first, so that one user's logins (an
+      // auditor's, say) cannot push everybody else out; then everybody's.
+      const oldest = await live(trx).select('id_sha256')
+        .orderBy(sql`username = ${username}`, 'desc').orderBy('last_used_at').limit(overflow).execute();
       await trx.updateTable('management_tokens').set({ revoked_at: sql`now()` })
         .where('id_sha256', 'in', oldest.map((o) => o.id_sha256)).execute();
     }
     await trx.insertInto('management_tokens')
-      .values({ id_sha256: tokenDigest(token), username, roles, expires_at: expiresAt }).execute();
+      .values({ id_sha256: tokenDigest(token), username, roles, credential_sha256: credentialSha256, expires_at: expiresAt }).execute();
     return 'stored';
   });
 }
@@ -48,7 +53,7 @@ export async function useManagementToken(db: Db, token: string): Promise<StoredM
     .where('id_sha256', '=', tokenDigest(token))
     .where('revoked_at', 'is', null)
     .where('expires_at', '>', sql<Date>`now()`)
-    .returning(['username', 'roles'])
+    .returning(['username', 'roles', 'credential_sha256 as credentialSha256'])
     .executeTakeFirst();
 }
 

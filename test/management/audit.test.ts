@@ -126,6 +126,35 @@ describe('audit events', () => {
     for (const secret of [user.password, tokens.json.refresh_token, fresh.json.access_token]) assert.ok(!dump.includes(secret));
   });
 
+  it('names what a create made, and every path parameter of what a write acted on', async () => {
+    const created = await call('POST', '/management/clients', { authorization: admin, body: { name: 'named' } });
+    const [event] = await events('POST /clients');
+    assert.equal(event!.resource_id, created.json.client_id);
+  });
+
+  it('records writes whatever bytes they carry; an oversized chunked body is 413 and recorded', async () => {
+    const nul = await call('POST', '/management/clients/%00/disable', { authorization: auditor });
+    assert.equal(nul.status, 403);
+    const [denied] = await events('POST /clients/:clientId/disable');
+    assert.deepEqual([denied!.actor, denied!.outcome, denied!.resource_id], ['watcher', 'failure', '\uFFFD']);
+    const keyed = await call('POST', '/management/clients', { authorization: admin, body: '{"\\u0000": 1, "name": "x"}' });
+    assert.equal(keyed.status, 400);
+    assert.deepEqual(keyed.json, { error: 'invalid_request', error_description: '(a key): must not contain NUL or invalid Unicode' });
+    const lone = await call('POST', '/management/clients', { authorization: admin, body: '{"name": "\\ud800"}' });
+    assert.deepEqual(lone.json, { error: 'invalid_request', error_description: 'name: must not contain NUL or invalid Unicode' });
+    const before = (await events('POST /clients')).length;
+    assert.equal(before >= 3, true);
+    const huge = await call('POST', '/management/clients', { authorization: admin, body: { name: 'a'.repeat(70_000) }, chunked: true });
+    assert.equal(huge.status, 413, huge.text);
+    assert.deepEqual(huge.json, { error: 'invalid_request', error_description: 'request body is too large' });
+    const after = await events('POST /clients');
+    assert.equal(after.length, before + 1);
+    assert.equal(after[0]!.outcome, 'failure');
+    const forged = await call('GET', `/management/audit-events?cursor=${Buffer.from('99999999999999999999999').toString('base64url')}`, { authorization: auditor });
+    assert.equal(forged.status, 400);
+    assert.deepEqual(forged.json, { error: 'invalid_request', error_description: 'cursor: not a cursor of this list' });
+  });
+
   it('pages newest first with a cursor', async () => {
     const first = await call('GET', '/management/audit-events?limit=2', { authorization: admin });
     conformance.check('GET', '/management/audit-events', 200, first.json);

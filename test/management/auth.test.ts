@@ -131,6 +131,41 @@ describe('management API authentication (jwt handler)', () => {
     for (const t of [a, c, d]) assert.equal((await call('GET', '/management/clients', { authorization: `Bearer ${t}` })).status, 200);
   });
 
+  it('one user\'s logins into a full store evict that user\'s own tokens first, never an admin\'s', async () => {
+    await sql`delete from management_tokens`.execute(database.db);
+    const ops = await login();
+    for (let i = 0; i < 6; i++) await login(auditor);
+    assert.equal((await call('GET', '/management/clients', { authorization: `Bearer ${ops}` })).status, 200);
+  });
+
+  it('a token is void once its user\'s roles or password differ (a user removed and added again)', async () => {
+    const token = await login(auditor);
+    const port = await freePort();
+    const promoted = await startTestServer(database.url, {
+      tls: true, port, issuer: 'https://localhost:9443', keysDir: one.keysDir,
+      managementUsers: [{ username: 'watcher', password_hash: await hashPassword('watcher-password-1', FAST), roles: ['admin'] }],
+    });
+    try {
+      assert.equal((await managementClient(promoted)('GET', '/management/clients', { authorization: `Bearer ${token}` })).status, 401);
+    } finally {
+      await promoted.stop();
+    }
+  });
+
+  it('refuses requests a browser makes on behalf of another site (CSRF), and HEAD at login', async () => {
+    const token = await login();
+    for (const headers of [{ origin: 'https://evil.example' }, { 'sec-fetch-site': 'cross-site' }, { 'sec-fetch-site': 'same-site' }] as Record<string, string>[]) {
+      const res = await call('POST', '/management/clients/x/disable', { authorization: `Bearer ${token}`, headers });
+      assert.equal(res.status, 403);
+      assert.deepEqual(res.json, { error: 'forbidden', error_description: 'cross-site requests are not accepted' });
+    }
+    assert.equal((await call('GET', '/management/login', { authorization: admin, headers: { 'sec-fetch-site': 'cross-site' } })).status, 403);
+    const before = await database.db.selectFrom('management_tokens').select((e) => e.fn.countAll<string>().as('n')).executeTakeFirstOrThrow();
+    assert.equal((await call('HEAD', '/management/login', { authorization: admin })).status, 405);
+    const after = await database.db.selectFrom('management_tokens').select((e) => e.fn.countAll<string>().as('n')).executeTakeFirstOrThrow();
+    assert.equal(after.n, before.n, 'no token minted');
+  });
+
   it('an auditor reads but cannot write (403)', async () => {
     const token = await login(auditor);
     assert.equal((await call('GET', '/management/clients', { authorization: `Bearer ${token}` })).status, 200);

@@ -23,11 +23,15 @@ export function basicAuth(username: string, password: string): string {
 export function managementClient(server: TestServer) {
   const ca = readFileSync(join(server.keysDir, 'tls', 'server.crt'), 'utf8');
   const url = new URL(server.managementUrl);
-  return function call(method: string, path: string, { authorization, body }: { authorization?: string; body?: unknown } = {}): Promise<ManagementReply> {
-    const payload = body === undefined ? undefined : JSON.stringify(body);
-    const headers: Record<string, string> = { accept: 'application/json' };
+  return function call(method: string, path: string, { authorization, body, headers: extra, chunked }: { authorization?: string; body?: unknown; headers?: Record<string, string>; chunked?: boolean } = {}): Promise<ManagementReply> {
+    const payload = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
+    const headers: Record<string, string> = { accept: 'application/json', ...extra };
     if (authorization) headers.authorization = authorization;
-    if (payload !== undefined) Object.assign(headers, { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)) });
+    if (payload !== undefined) {
+      headers['content-type'] ??= 'application/json';
+      // Chunked: no declared length, so the size limit must be found while reading.
+      if (!chunked) headers['content-length'] = String(Buffer.byteLength(payload));
+    }
     return new Promise((resolve, reject) => {
       const req = request({ host: '127.0.0.1', port: url.port, path, method, headers, ca, servername: 'localhost', agent: false }, (res) => {
         let text = '';
