@@ -96,6 +96,12 @@ export async function clearLoginFailures(db: Db, username: string, ownAttemptId:
     .where((eb) => eb.or([eb('in_flight', '=', false), eb('id', '=', ownAttemptId)])).execute();
 }
 
+/** Unlocks an account: every row of the username goes, in flight or not. */
+export async function deleteAllLoginFailures(db: Db, username: string): Promise<number> {
+  const r = await db.deleteFrom('login_failures').where('username_lower', '=', sql<string>`lower(${username})`).executeTakeFirst();
+  return Number(r.numDeletedRows);
+}
+
 export async function purgeOldLoginFailures(db: Db, windowSeconds: number): Promise<number> {
   const r = await db.deleteFrom('login_failures')
     .where('failed_at', '<', sql<Date>`now() - make_interval(secs => ${windowSeconds})`).executeTakeFirst();

@@ -4,6 +4,7 @@
 import { sql } from 'kysely';
 import type { Db } from '../db/database.ts';
 import type { UserRow } from '../db/types.ts';
+import { deleteAllLoginFailures } from './login-failures.ts';
 
 export class UserInputError extends Error {}
 /** JIT provisioning found the username taken by a user of another source. */
@@ -72,9 +73,16 @@ export async function createUser(db: Db, username: string, passwordHash: string,
   });
 }
 
-/** Case-insensitive by PostgreSQL's lower(), the fold of the unique index and of the lockout count. */
+/**
+ * Usernames are case-insensitive by PostgreSQL's lower() — the fold of the unique index and of
+ * the lockout count — on both sides, never JavaScript's (they differ, e.g. on Greek final sigma).
+ */
+function sameUsername(username: string) {
+  return sql<boolean>`lower(username) = lower(${username})`;
+}
+
 export async function findUserByUsername(db: Db, username: string): Promise<UserRow | undefined> {
-  return db.selectFrom('users').selectAll().where(sql<string>`lower(username)`, '=', sql<string>`lower(${username})`).executeTakeFirst();
+  return db.selectFrom('users').selectAll().where(sameUsername(username)).executeTakeFirst();
 }
 
 /** The user a SAML IdP vouches for under this NameID (exact match), if any. */
@@ -123,7 +131,7 @@ export async function linkUser(db: Db, username: string, federation: Federation)
     const known = await trx.selectFrom('saml_identity_providers').select('entity_id').where('entity_id', '=', idp).executeTakeFirst();
     if (!known) throw new UserInputError(`no identity provider "${idp}"`);
     const user = await trx.selectFrom('users').selectAll()
-      .where(sql<string>`lower(username)`, '=', sql<string>`lower(${username})`).forUpdate().executeTakeFirst();
+      .where(sameUsername(username)).forUpdate().executeTakeFirst();
     if (!user) throw new UserInputError(`no user "${username}"`);
     if (user.federated_idp === idp && user.federated_name_id === nameId) {
       throw new UserInputError(`user "${user.username}" is already linked to NameID "${nameId}" of "${idp}"`);
@@ -172,13 +180,13 @@ export async function upgradePasswordHash(db: Db, userId: string, oldHash: strin
 
 export async function setUserDisabled(db: Db, username: string, disabled: boolean): Promise<boolean> {
   const r = await db.updateTable('users').set({ disabled, updated_at: new Date() })
-    .where(sql<string>`lower(username)`, '=', sql<string>`lower(${username})`).executeTakeFirst();
+    .where(sameUsername(username)).executeTakeFirst();
   return r.numUpdatedRows > 0n;
 }
 
 /** Deletes the user; tokens issued for them stop working (their account no longer resolves). */
 export async function deleteUser(db: Db, username: string): Promise<UserRow | undefined> {
-  return db.deleteFrom('users').where(sql<string>`lower(username)`, '=', sql<string>`lower(${username})`).returningAll().executeTakeFirst();
+  return db.deleteFrom('users').where(sameUsername(username)).returningAll().executeTakeFirst();
 }
 
 export async function createRole(db: Db, name: string, description = ''): Promise<void> {
@@ -293,7 +301,7 @@ export async function setUserRoles(db: Db, username: string, roles: string[]): P
   roles.forEach(checkRoleName);
   return db.transaction().execute(async (trx) => {
     const user = await trx.selectFrom('users').selectAll()
-      .where(sql<string>`lower(username)`, '=', sql<string>`lower(${username})`).forUpdate().executeTakeFirst();
+      .where(sameUsername(username)).forUpdate().executeTakeFirst();
     if (!user) return undefined;
     let removal = trx.deleteFrom('user_roles').where('user_id', '=', user.id);
     if (roles.length > 0) removal = removal.where('role_name', 'not in', roles);
@@ -312,8 +320,7 @@ export async function setUserRoles(db: Db, username: string, roles: string[]): P
 export async function unlockUser(db: Db, username: string): Promise<{ user: UserRow; deleted: number } | undefined> {
   const user = await findUserByUsername(db, username);
   if (!user) return undefined;
-  const r = await db.deleteFrom('login_failures').where('username_lower', '=', sql<string>`lower(${user.username})`).executeTakeFirst();
-  return { user, deleted: Number(r.numDeletedRows) };
+  return { user, deleted: await deleteAllLoginFailures(db, user.username) };
 }
 
 /** The role with how many users hold it, as listRoles describes it. */
