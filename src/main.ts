@@ -15,6 +15,7 @@ import { loadOrCreateSigningKeys } from './keys/signing-keys.ts';
 import { loadOrCreateTlsMaterial } from './keys/tls.ts';
 import { loadOrCreateCookieKeys } from './keys/cookie-keys.ts';
 import { buildProvider } from './oauth/provider.ts';
+import { createEngine, type Engine } from './oauth/engine.ts';
 import { buildPublicApp } from './http/public-app.ts';
 import { buildManagementApp } from './http/management-app.ts';
 import { createLogger } from './http/logger.ts';
@@ -43,6 +44,7 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     onPoolError: (err) => logger.warn({ error: err.message, code: (err as { code?: string }).code }, 'database connection lost'),
   });
   let changes: ChangeListener | undefined;
+  let engine: Engine | undefined;
   try {
     const applied = await migrate(database.db);
     for (const m of applied) logger.info({ migration: `${m.version}_${m.name}` }, 'migration applied');
@@ -58,8 +60,11 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     if (config.clientCaFile && !clientCaPem) throw new Error(`KM_CLIENT_CA: ${clientCaFile} does not exist`);
     const clientCaCertificates = clientCaPem ? splitPemBundle(clientCaPem) : [];
     const certificates = mtlsFeature({ config, logger, anchors: clientCaCertificates });
-    const provider = buildProvider({ config, db: database.db, signingKeys: keys, cookieKeys, scopes, certificates, logger });
-    const publicApp = buildPublicApp({ config, db: database.db, provider, scopes, cookieKeys, certificates, logger });
+    engine = createEngine({
+      keysDir: config.keysDir, initialKeys: keys, changes, logger,
+      build: (signingKeys) => buildProvider({ config, db: database.db, signingKeys, cookieKeys, scopes, certificates, logger }),
+    });
+    const publicApp = buildPublicApp({ config, db: database.db, engine, scopes, cookieKeys, certificates, logger });
     const { key: managementKey, created: managementKeyCreated } = await loadOrCreateManagementKey(config.keysDir, config.managementTokenKeySize);
     if (managementKeyCreated) logger.info({ keys_dir: config.keysDir, bits: managementKey.bits }, 'generated the management token signing key');
     else if (managementKey.bits !== config.managementTokenKeySize) {
@@ -67,7 +72,7 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     }
     const managementUsers = await loadManagementUsers(config, logger);
     const managementApp = buildManagementApp({
-      db: database.db, logger, management: { config, db: database.db, logger, users: managementUsers, key: managementKey },
+      db: database.db, logger, management: { config, db: database.db, logger, users: managementUsers, key: managementKey, reloadSigningKeys: engine.reload },
     });
 
     let publicServer: Server;
@@ -122,12 +127,14 @@ export async function startServer(config: Config, logger: Logger = createLogger(
       async stop() {
         clearInterval(purge);
         clearInterval(managementCleanup);
+        engine?.close();
         await Promise.all([close(publicServer), close(managementServer)]);
         await changes?.close();
         await database.close();
       },
     };
   } catch (err) {
+    engine?.close();
     await changes?.close();
     await database.close().catch(() => {});
     throw err;

@@ -10,6 +10,11 @@ export interface ChangeListener {
   readonly listening: boolean;
   /** Increases on every notice and every reconnect: a cache built at another generation is stale. */
   readonly generation: number;
+  /**
+   * Calls `listener` with each notice's payload (the changed table, or a topic such as
+   * `signing_keys`), and with undefined on every (re)connect: what was missed is unknown.
+   */
+  onNotice(listener: (payload: string | undefined) => void): void;
   close(): Promise<void>;
 }
 
@@ -20,15 +25,17 @@ export function listenForChanges(url: string, log: (message: string, err?: unkno
   let closed = false;
   let retryDelay = 500;
   let retryTimer: NodeJS.Timeout | undefined;
+  const listeners: ((payload: string | undefined) => void)[] = [];
 
-  const changed = () => {
+  const changed = (payload?: string) => {
     generation++;
+    for (const listener of listeners) listener(payload);
   };
 
   const connect = async () => {
     if (closed) return;
     const c = new pg.Client({ connectionString: url, application_name: 'keymanager-listener', connectionTimeoutMillis: 3000 });
-    c.on('notification', changed);
+    c.on('notification', (n) => changed(n.payload));
     c.on('error', (err) => drop(c, err));
     c.on('end', () => drop(c));
     try {
@@ -69,6 +76,9 @@ export function listenForChanges(url: string, log: (message: string, err?: unkno
     },
     get generation() {
       return generation;
+    },
+    onNotice(listener) {
+      listeners.push(listener);
     },
     async close() {
       closed = true;

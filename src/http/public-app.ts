@@ -2,8 +2,6 @@
 // metadata, and everything else handed to oidc-provider.
 import Koa from 'koa';
 import Router from '@koa/router';
-import mount from 'koa-mount';
-import type Provider from 'oidc-provider';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.ts';
 import type { Db } from '../db/database.ts';
@@ -12,6 +10,7 @@ import { authenticateClient, type CertificateCheck } from '../oauth/client-auth.
 import { introspect } from '../oauth/introspection.ts';
 import { revoke } from '../oauth/revocation.ts';
 import { ROUTES } from '../oauth/provider.ts';
+import type { Engine } from '../oauth/engine.ts';
 import { showStep, submitConsent, submitLogin, type InteractionDeps } from '../oauth/interactions/handlers.ts';
 import type { ScopeLookup } from '../oauth/scope-registry.ts';
 import { correctProviderErrors, errorMapper } from './errors.ts';
@@ -28,7 +27,8 @@ const POST_ONLY = new Set<string>([ROUTES.token, ROUTES.introspection, ROUTES.re
 export interface PublicAppDeps {
   config: Config;
   db: Db;
-  provider: Provider;
+  /** The protocol engine, rebuilt when the signing keys change (src/oauth/engine.ts). */
+  engine: Engine;
   scopes: ScopeLookup;
   /** Cookie-signing keys, shared with oidc-provider; the first also keys the forms' tokens. */
   cookieKeys: string[];
@@ -37,7 +37,7 @@ export interface PublicAppDeps {
   logger: Logger;
 }
 
-export function buildPublicApp({ config, db, provider, scopes, cookieKeys, certificates, logger }: PublicAppDeps): Koa {
+export function buildPublicApp({ config, db, engine, scopes, cookieKeys, certificates, logger }: PublicAppDeps): Koa {
   const app = new Koa();
   // Koa reads the origin and the client address from X-Forwarded-* only with proxy on; the
   // first middleware below decides what those headers say, so it is safe to turn on here.
@@ -57,7 +57,12 @@ export function buildPublicApp({ config, db, provider, scopes, cookieKeys, certi
     ctx.set('Cache-Control', 'no-store');
     ctx.body = await introspect(db, config.issuer, caller, form);
   });
-  const interactions: InteractionDeps = { config, db, scopes, provider, logger, formKey: cookieKeys[0]! };
+  const interactions: InteractionDeps = {
+    config, db, scopes, logger, formKey: cookieKeys[0]!,
+    get provider() {
+      return engine.provider;
+    },
+  };
   router.get('/interaction/:uid', (ctx) => showStep(interactions, ctx));
   router.post('/interaction/:uid/login', async (ctx) => submitLogin(interactions, ctx, await readForm(ctx, config.maxBodyBytes)));
   router.post('/interaction/:uid/consent', async (ctx) => submitConsent(interactions, ctx, await readForm(ctx, config.maxBodyBytes)));
@@ -125,6 +130,6 @@ export function buildPublicApp({ config, db, provider, scopes, cookieKeys, certi
     exact: [ROUTES.authorization, ROUTES.token, ROUTES.jwks, DISCOVERY_PATH],
     authorization: ROUTES.authorization,
   }));
-  app.use(mount(provider));
+  app.use(engine.middleware);
   return app;
 }

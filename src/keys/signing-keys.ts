@@ -67,6 +67,22 @@ function live(file: KeyFile, now = Date.now()): StoredKey[] {
   return file.keys.filter((k) => !k.retire_at || Date.parse(k.retire_at) > now);
 }
 
+/** A published key as operators see it: never the private parts. */
+export interface PublishedKey {
+  kid: string;
+  alg: string;
+  created_at: string;
+  /** When it leaves /jwks; null for the key that signs. */
+  retire_at: string | null;
+  signing: boolean;
+}
+
+function describe(keys: StoredKey[]): PublishedKey[] {
+  return keys.map((k) => ({
+    kid: k.jwk.kid as string, alg: (k.jwk.alg as string | undefined) ?? SIGNING_ALG, created_at: k.created_at, retire_at: k.retire_at, signing: k.retire_at === null,
+  }));
+}
+
 /** The private JWKS for oidc-provider: the signing key first, then keys still being retired. */
 export async function loadOrCreateSigningKeys(keysDir: string): Promise<{ keys: JWK[]; created: boolean }> {
   const path = signingKeysPath(keysDir);
@@ -77,9 +93,16 @@ export async function loadOrCreateSigningKeys(keysDir: string): Promise<{ keys: 
   return { keys: live(read(path)).map((k) => k.jwk), created: false };
 }
 
+/** The key set as it is now on disk (a rotation elsewhere shows here), and what is published. */
+export function readSigningKeys(keysDir: string): { keys: JWK[]; published: PublishedKey[] } {
+  const keys = live(read(signingKeysPath(keysDir)));
+  return { keys: keys.map((k) => k.jwk), published: describe(keys) };
+}
+
 /**
  * Adds a new signing key. The previous one stays published for `retireAfterSeconds` (the
- * longest lifetime of anything it signed), after which it is dropped from the file.
+ * longest lifetime of anything it signed), after which it is dropped from the file. Callers
+ * serialise rotations (src/store/signing-key-changes.ts).
  */
 export async function rotateSigningKeys(keysDir: string, retireAfterSeconds: number) {
   const path = signingKeysPath(keysDir);
@@ -88,8 +111,5 @@ export async function rotateSigningKeys(keysDir: string, retireAfterSeconds: num
   const kept = live(file).map((k) => (k.retire_at ? k : { ...k, retire_at: retireAt }));
   const added = await newKey();
   write(path, { keys: [added, ...kept] });
-  return {
-    kid: added.jwk.kid as string,
-    published: [added, ...kept].map((k) => ({ kid: k.jwk.kid as string, created_at: k.created_at, retire_at: k.retire_at })),
-  };
+  return { kid: added.jwk.kid as string, published: describe([added, ...kept]) };
 }

@@ -35,6 +35,8 @@ export interface ManagementAuthDeps {
   logger: Logger;
   users: Map<string, ManagementUser>;
   key: ManagementKey;
+  /** Makes this instance sign with the key set on disk now (the others follow the notice). */
+  reloadSigningKeys: () => Promise<void>;
 }
 
 /** RFC 7617 credentials (UTF-8), or undefined when the header is not a readable Basic one. */

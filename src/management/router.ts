@@ -13,6 +13,7 @@ import { addTokenRoutes } from './tokens.ts';
 import { addCertificateRoutes } from './certificates.ts';
 import { addIdpRoutes } from './idps.ts';
 import { addAuditEventRoutes } from './audit-events.ts';
+import { addSigningKeyRoutes } from './signing-keys.ts';
 import { ManagementApi } from './api.ts';
 
 const READS = new Set(['GET', 'HEAD']);
@@ -26,11 +27,11 @@ function auditedResource(router: Router, ctx: { method: string; path: string }) 
   return { action: `${ctx.method} ${route}`, resourceType: route.split('/')[1] ?? null, resourceId: params.length ? params.join('/') : null };
 }
 
-/** What a create made, named by the response: the new client_id, username, name, entity id or alias. */
+/** What a create made, named by the response: the new client_id, username, name, entity id, alias or key id. */
 function createdId(body: unknown): string | null {
   if (!body || typeof body !== 'object') return null;
   const b = body as Record<string, unknown>;
-  const id = b.client_id && b.alias ? `${b.client_id}/${b.alias}` : b.client_id ?? b.username ?? b.entity_id ?? b.name;
+  const id = b.client_id && b.alias ? `${b.client_id}/${b.alias}` : b.client_id ?? b.username ?? b.entity_id ?? b.name ?? b.kid;
   return typeof id === 'string' ? id : null;
 }
 
@@ -104,6 +105,7 @@ export function managementRouters(deps: ManagementAuthDeps): Router[] {
   addTokenRoutes(api, resources, deps.db);
   addCertificateRoutes(api, resources, deps.db);
   addIdpRoutes(api, resources, deps.db);
+  addSigningKeyRoutes(api, resources, deps);
   addAuditEventRoutes(api, resources, deps.db);
 
   // The document of every route above, unauthenticated (as API descriptions usually are).
