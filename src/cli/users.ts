@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import {
   createRole, createUser, deleteRole, deleteUser, describeUser, grantRole, listRoles, listUsers, revokeRole,
-  setPasswordHash, setUserDisabled, findUserByUsername, rolesOfUser, UserInputError, linkUser,
+  setPasswordHash, setUserDisabled, findUserByUsername, rolesOfUser, UserInputError, linkUser, unlockUser,
 } from '../store/users.ts';
 import { checkPasswordAcceptable, hashPassword, passwordParams, PasswordPolicyError } from '../store/passwords.ts';
 import { asCliErrors, CliError, output, withDatabase, type OutputOptions } from './context.ts';
@@ -72,6 +72,16 @@ export function registerUserCommands(program: Command): void {
     .action((username: string, opts: OutputOptions) => withDatabase(async ({ db }) => {
       if (!(await setUserDisabled(db, username, true))) throw new CliError(`no user "${username}"`);
       output(opts, { username, disabled: true }, () => `disabled ${username}`);
+    }));
+
+  user.command('unlock <username>')
+    .description('lift a lockout: forget the failed sign-ins counted against the account')
+    .option('--json', 'print JSON')
+    .action((username: string, opts: OutputOptions) => withDatabase(async ({ db }) => {
+      const result = await unlockUser(db, username);
+      if (!result) throw new CliError(`no user "${username}"`);
+      output(opts, { username: result.user.username, unlocked: true, login_failures_deleted: result.deleted },
+        (r) => `${r.username} unlocked (${r.login_failures_deleted} failed sign-ins forgotten)`);
     }));
 
   user.command('enable <username>')

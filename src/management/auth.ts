@@ -12,7 +12,7 @@ import type { Config } from '../config/index.ts';
 import type { Db } from '../db/database.ts';
 import type { ManagementKey } from '../keys/management-key.ts';
 import { MANAGEMENT_TOKEN_ALG } from '../keys/management-key.ts';
-import { clearLoginFailures, recordLoginFailure, reserveLoginAttemptWhenFree } from '../store/login-failures.ts';
+import { clearLoginFailures, managementAccountKey, recordLoginFailure, reserveLoginAttemptWhenFree } from '../store/login-failures.ts';
 import { dummyHash, passwordParams, verifyPassword } from '../store/passwords.ts';
 import { useManagementToken } from '../store/management-tokens.ts';
 import { recordAuditEvent } from '../store/audit.ts';
@@ -60,8 +60,7 @@ async function checkCredentials(deps: ManagementAuthDeps, username: string, pass
   // Per account only: operators share a few addresses (a bastion, 127.0.0.1), and a limit per
   // address would let anyone who reaches the port lock every operator out at once.
   const policy = { maxFailures: config.lockoutMaxFailures, maxFailuresPerAddress: 1_000_000_000, windowSeconds: config.lockoutWindow };
-  // Counted apart from OAuth users: their names cannot hold a control character (checkUsername).
-  const account = `\u0001management:${username}`;
+  const account = managementAccountKey(username);
   const attempt = await reserveLoginAttemptWhenFree(db, account, source, policy);
   const audit = (action: string) => recordAuditEvent(db, {
     actorType: 'management_user', actor: users.has(username) ? username : '(unknown user)', action, source, outcome: 'failure',

@@ -14,6 +14,7 @@ import { addCertificateRoutes } from './certificates.ts';
 import { addIdpRoutes } from './idps.ts';
 import { addAuditEventRoutes } from './audit-events.ts';
 import { addSigningKeyRoutes } from './signing-keys.ts';
+import { addManagementUserRoutes } from './management-users.ts';
 import { ManagementApi } from './api.ts';
 
 const READS = new Set(['GET', 'HEAD']);
@@ -106,6 +107,7 @@ export function managementRouters(deps: ManagementAuthDeps): Router[] {
   addCertificateRoutes(api, resources, deps.db);
   addIdpRoutes(api, resources, deps.db);
   addSigningKeyRoutes(api, resources, deps);
+  addManagementUserRoutes(api, resources, deps);
   addAuditEventRoutes(api, resources, deps.db);
 
   // The document of every route above, unauthenticated (as API descriptions usually are).

@@ -96,6 +96,22 @@ export async function clearLoginFailures(db: Db, username: string, ownAttemptId:
     .where((eb) => eb.or([eb('in_flight', '=', false), eb('id', '=', ownAttemptId)])).execute();
 }
 
+/**
+ * The lockout account of a management user: counted apart from OAuth users, whose names
+ * cannot hold a control character (checkUsername), so neither can lock out the other.
+ */
+export function managementAccountKey(username: string): string {
+  return `\u0001management:${username}`;
+}
+
+/** Failed sign-ins counted against an account within the window. */
+export async function countLoginFailures(db: Db, username: string, windowSeconds: number): Promise<number> {
+  const { n } = await db.selectFrom('login_failures').select((eb) => eb.fn.countAll<string>().as('n'))
+    .where('username_lower', '=', sql<string>`lower(${username})`).where('in_flight', '=', false)
+    .where('failed_at', '>', sql<Date>`clock_timestamp() - make_interval(secs => ${windowSeconds})`).executeTakeFirstOrThrow();
+  return Number(n);
+}
+
 /** Unlocks an account: every row of the username goes, in flight or not. */
 export async function deleteAllLoginFailures(db: Db, username: string): Promise<number> {
   const r = await db.deleteFrom('login_failures').where('username_lower', '=', sql<string>`lower(${username})`).executeTakeFirst();

@@ -63,6 +63,20 @@ export async function revokeManagementToken(db: Db, token: string): Promise<bool
   return r.numUpdatedRows > 0n;
 }
 
+/** Revokes every live token of a management user (an operator who left, a leaked token); how many. */
+export async function revokeManagementTokensOfUser(db: Db, username: string): Promise<number> {
+  const r = await db.updateTable('management_tokens').set({ revoked_at: sql`now()` })
+    .where('username', '=', username).where('revoked_at', 'is', null).where('expires_at', '>', sql<Date>`now()`).executeTakeFirst();
+  return Number(r.numUpdatedRows);
+}
+
+/** Live tokens per management user. */
+export async function countLiveManagementTokens(db: Db): Promise<Map<string, number>> {
+  const rows = await db.selectFrom('management_tokens').select(['username', (eb) => eb.fn.countAll<string>().as('n')])
+    .where('revoked_at', 'is', null).where('expires_at', '>', sql<Date>`now()`).groupBy('username').execute();
+  return new Map(rows.map((r) => [r.username, Number(r.n)]));
+}
+
 /** The cleanup task: deletes expired and revoked tokens. */
 export async function purgeManagementTokens(db: Db): Promise<number> {
   const r = await db.deleteFrom('management_tokens')

@@ -10,6 +10,7 @@ import { conformanceChecker } from '../support/openapi.ts';
 import { verifyPassword } from '../../src/store/passwords.ts';
 import { reserveLoginAttempt } from '../../src/store/login-failures.ts';
 import { createRole } from '../../src/store/users.ts';
+import { runKeymgr } from '../support/cli.ts';
 
 const PREFIX = '/management/users';
 
@@ -159,6 +160,18 @@ describe('management API: users', () => {
     const carol = await database.db.selectFrom('login_failures').select('id').where('username_lower', '=', 'carol').execute();
     assert.equal(carol.length, 2);
     await expect(404, 'POST', `${PREFIX}/nobody/unlock`);
+
+    // keymgr user unlock calls the same store function: three new failures and the attempt
+    // reserved just above (in flight) go.
+    await failures('ALICE', 3);
+    const env = { DATABASE_URL: database.url, KM_KEYS_DIR: server.keysDir, KM_LOG_LEVEL: 'silent' };
+    const cli = await runKeymgr(['user', 'unlock', 'alice', '--json'], env);
+    assert.equal(cli.code, 0, cli.stderr);
+    assert.deepEqual(cli.json, { username: 'Alice', unlocked: true, login_failures_deleted: 4 });
+    assert.equal((await reserveLoginAttempt(database.db, 'Alice', '192.0.2.9', policy)).outcome, 'reserved');
+    const unknown = await runKeymgr(['user', 'unlock', 'nobody', '--json'], env);
+    assert.equal(unknown.code, 1);
+    assert.deepEqual(JSON.parse(unknown.stderr), { error: 'no user "nobody"' });
   });
 
   it('grants and revokes roles; unknown users and roles are 404', async () => {
