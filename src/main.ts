@@ -26,6 +26,7 @@ import { listenForChanges, type ChangeListener } from './db/notifications.ts';
 import { createScopeRegistry } from './oauth/scope-registry.ts';
 import { loadOrCreateManagementKey } from './keys/management-key.ts';
 import { loadManagementUsers } from './management/user-store.ts';
+import { refusalAudit } from './management/refusal-audit.ts';
 import { purgeManagementTokens } from './store/management-tokens.ts';
 
 export interface RunningServer {
@@ -72,7 +73,10 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     }
     const managementUsers = await loadManagementUsers(config, logger);
     const managementApp = buildManagementApp({
-      db: database.db, logger, management: { config, db: database.db, logger, users: managementUsers, key: managementKey, reloadSigningKeys: engine.reload },
+      db: database.db, logger, management: {
+        config, db: database.db, logger, users: managementUsers, key: managementKey,
+        auditRefusal: refusalAudit(database.db, logger), reloadSigningKeys: engine.reload,
+      },
     });
 
     let publicServer: Server;

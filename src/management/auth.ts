@@ -15,7 +15,7 @@ import { MANAGEMENT_TOKEN_ALG } from '../keys/management-key.ts';
 import { clearLoginFailures, managementAccountKey, recordLoginFailure, reserveLoginAttemptWhenFree } from '../store/login-failures.ts';
 import { dummyHash, passwordParams, verifyPassword } from '../store/passwords.ts';
 import { useManagementToken } from '../store/management-tokens.ts';
-import { recordAuditEvent } from '../store/audit.ts';
+import type { RefusalAudit } from './refusal-audit.ts';
 import { unauthorized } from './errors.ts';
 import type { ManagementRole, ManagementUser } from './user-store.ts';
 
@@ -35,6 +35,8 @@ export interface ManagementAuthDeps {
   logger: Logger;
   users: Map<string, ManagementUser>;
   key: ManagementKey;
+  /** Records refused, unauthenticated attempts, rate-limited (src/management/refusal-audit.ts). */
+  auditRefusal: RefusalAudit;
   /** Makes this instance sign with the key set on disk now (the others follow the notice). */
   reloadSigningKeys: () => Promise<void>;
 }
@@ -62,9 +64,9 @@ async function checkCredentials(deps: ManagementAuthDeps, username: string, pass
   const policy = { maxFailures: config.lockoutMaxFailures, maxFailuresPerAddress: 1_000_000_000, windowSeconds: config.lockoutWindow };
   const account = managementAccountKey(username);
   const attempt = await reserveLoginAttemptWhenFree(db, account, source, policy);
-  const audit = (action: string) => recordAuditEvent(db, {
+  const audit = (action: string) => deps.auditRefusal({
     actorType: 'management_user', actor: users.has(username) ? username : '(unknown user)', action, source, outcome: 'failure',
-  }).catch((err) => logger.error({ error: (err as Error).message }, 'audit event not recorded'));
+  });
   if (attempt.outcome !== 'reserved') {
     logger.warn({ event: 'management.login.locked', reason: attempt.outcome === 'locked' ? attempt.reason : 'busy', source }, 'management sign-in refused: too many failed attempts');
     await audit('management.login.locked');

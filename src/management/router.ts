@@ -75,14 +75,22 @@ export function managementRouters(deps: ManagementAuthDeps): Router[] {
 
   const resources = new Router({ prefix: '/management', strict: true, sensitive: true });
   resources.use(async (ctx, next) => {
-    const principal: ManagementPrincipal = jwt ? await principalFromBearer(deps, ctx) : await principalFromBasic(deps, ctx);
-    ctx.state.principal = principal;
     ctx.set('Cache-Control', 'no-store');
-    if (READS.has(ctx.method)) return next();
-    // Every write attempt is audited, refused ones too; with field names, never values.
-    const target = auditedResource(resources, ctx);
+    const write = !READS.has(ctx.method);
     // Read now: a request torn down mid-body has no address to ask for later.
     const source = ctx.ip;
+    // Every write attempt is audited, refused ones too; with field names, never values.
+    const target = write ? auditedResource(resources, ctx) : undefined;
+    let principal: ManagementPrincipal;
+    try {
+      principal = jwt ? await principalFromBearer(deps, ctx) : await principalFromBasic(deps, ctx);
+    } catch (err) {
+      // A write nobody could be found behind: what was tried, from where (rate-limited).
+      if (target && err instanceof ManagementError && err.status === 401) await deps.auditRefusal({ ...target, actorType: 'management_user', actor: '(unauthenticated)', source, outcome: 'failure' });
+      throw err;
+    }
+    ctx.state.principal = principal;
+    if (!target) return next();
     const audit = (outcome: 'success' | 'failure') => recordAuditEvent(deps.db, {
       ...target,
       resourceId: target.resourceId ?? (outcome === 'success' ? createdId(ctx.body) : null),

@@ -165,3 +165,44 @@ describe('audit events', () => {
     assert.equal(next.json.total, first.json.total);
   });
 });
+
+describe('audit events: refused attempts without credentials', () => {
+  let database: TestDatabase;
+  let server: TestServer;
+  let call: ReturnType<typeof managementClient>;
+
+  before(async () => {
+    database = await createTestDatabase();
+    server = await startTestServer(database.url, {
+      tls: true, port: await freePort(), issuer: 'https://localhost:9443',
+      managementUsers: [{ username: 'ops', password_hash: await hashPassword('ops-password-1', FAST), roles: ['admin'] }],
+    });
+    call = managementClient(server);
+  });
+  after(async () => {
+    await server?.stop();
+    await database?.drop();
+  });
+
+  const rows = async () => (await database.db.selectFrom('audit_events')
+    .select(['actor_type', 'actor', 'action', 'resource_type', 'resource_id', 'source', 'outcome']).orderBy('id').execute());
+
+  it('records a write with no or a forged token as (unauthenticated); past 10 a minute from one address, one audit.suppressed row', async () => {
+    // The limit counts per minute (README): start well inside one, so that all 15 fall in it.
+    const second = new Date().getUTCSeconds();
+    if (second >= 40) await new Promise((r) => setTimeout(r, (61 - second) * 1000));
+    for (let i = 0; i < 15; i++) {
+      const authorization = i % 2 ? 'Bearer forged.token.value' : undefined;
+      const res = await call('POST', '/management/clients/c1/disable', { authorization });
+      assert.equal(res.status, 401);
+    }
+    const written = await rows();
+    const attempt = { actor_type: 'management_user', actor: '(unauthenticated)', action: 'POST /clients/:clientId/disable', resource_type: 'clients', resource_id: 'c1', source: '127.0.0.1', outcome: 'failure' };
+    assert.deepEqual(written, [
+      ...Array.from({ length: 10 }, () => attempt),
+      { actor_type: 'system', actor: 'keymanager', action: 'audit.suppressed', resource_type: 'POST /clients/:clientId/disable', resource_id: null, source: '127.0.0.1', outcome: 'failure' },
+    ]);
+    const logged = server.logs.filter((l) => l.includes('"event":"audit.suppressed"'));
+    assert.equal(logged.length, 5, 'every attempt past the limit is still logged');
+  });
+});
