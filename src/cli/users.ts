@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import {
   createRole, createUser, deleteRole, deleteUser, describeUser, grantRole, listRoles, listUsers, revokeRole,
-  setPasswordHash, setUserDisabled, findUserByUsername, rolesOfUser, UserInputError, linkUser, unlockUser,
+  setPasswordHash, setUserDisabled, findUserByUsername, rolesOfUser, UserInputError, linkUser, unlockUser, setRoleDescription,
 } from '../store/users.ts';
 import { checkPasswordAcceptable, hashPassword, passwordParams, PasswordPolicyError } from '../store/passwords.ts';
 import { asCliErrors, CliError, output, withDatabase, type OutputOptions } from './context.ts';
@@ -122,6 +122,15 @@ export function registerUserCommands(program: Command): void {
       await createRole(db, name, opts.description);
       output(opts, { name, description: opts.description }, () => `created role ${name}`);
     })));
+
+  role.command('update <name>')
+    .description('change a role\'s description')
+    .requiredOption('--description <text>', 'what the role is for')
+    .option('--json', 'print JSON')
+    .action((name: string, opts: OutputOptions & { description: string }) => withDatabase(async ({ db }) => {
+      if (!(await setRoleDescription(db, name, opts.description))) throw new CliError(`no role "${name}"`);
+      output(opts, { name, description: opts.description }, () => `updated role ${name}`);
+    }));
 
   role.command('list')
     .description('list roles')

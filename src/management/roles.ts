@@ -4,7 +4,7 @@ import type Router from '@koa/router';
 import type { Context } from 'koa';
 import { z } from 'zod';
 import type { Db } from '../db/database.ts';
-import { AlreadyExistsError, createRole, deleteRole, findRole, listRolesPage, RoleInUseError, UserInputError } from '../store/users.ts';
+import { AlreadyExistsError, createRole, deleteRole, findRole, listRolesPage, RoleInUseError, setRoleDescription, UserInputError } from '../store/users.ts';
 import type { ManagementApi } from './api.ts';
 import { badRequest, ManagementError, notFound } from './errors.ts';
 import { cursorAfter, pageOf, pageQuery, pageStart } from './paging.ts';
@@ -13,6 +13,7 @@ import { roleName, boundedText } from './users.ts';
 export const roleSchema = z.object({ name: z.string(), description: z.string(), users: z.number().int() }).meta({ id: 'Role' });
 
 const createBody = z.object({ name: roleName, description: boundedText(1000).default('') }).strict();
+const updateBody = z.object({ description: boundedText(1000) }).strict();
 const deleted = z.object({ name: z.string(), deleted: z.literal(true) });
 
 function nameParam(ctx: Context & { params: Record<string, string> }): string {
@@ -52,6 +53,13 @@ export function addRoleRoutes(api: ManagementApi, router: Router, db: Db): void 
       ctx.status = 201;
       ctx.set('Location', `/management/roles/${body.name}`);
       return { name: body.name, description: body.description, users: 0 };
+    },
+  });
+  api.add(router, {
+    method: 'patch', path: '/roles/:name', summary: 'Change a role\'s description', body: updateBody, responses: { 200: roleSchema },
+    handler: async (ctx, { body }) => {
+      if (!(await setRoleDescription(db, nameParam(ctx), body.description))) throw notFound(`no role "${nameParam(ctx)}"`);
+      return (await findRole(db, nameParam(ctx)))!;
     },
   });
   api.add(router, {

@@ -4,7 +4,7 @@ import type Router from '@koa/router';
 import type { Context } from 'koa';
 import { z } from 'zod';
 import type { Db } from '../db/database.ts';
-import { createScope, deleteScope, findScopes, listScopesPage } from '../store/scopes.ts';
+import { createScope, deleteScope, findScopes, listScopesPage, updateScope } from '../store/scopes.ts';
 import { AlreadyExistsError, UnknownRoleError, UserInputError } from '../store/users.ts';
 import type { ManagementApi } from './api.ts';
 import { badRequest, ManagementError, notFound } from './errors.ts';
@@ -20,6 +20,10 @@ const createBody = z.object({
   description: boundedText(1000).default(''),
   roles: z.array(roleName).max(100).default([]),
 }).strict();
+const updateBody = z.object({
+  description: boundedText(1000).optional(),
+  roles: z.array(roleName).max(100).optional(),
+}).strict().refine((b) => b.description !== undefined || b.roles !== undefined, 'give description and/or roles');
 const deleted = z.object({ name: z.string(), deleted: z.literal(true) });
 
 function nameParam(ctx: Context & { params: Record<string, string> }): string {
@@ -65,6 +69,16 @@ export function addScopeRoutes(api: ManagementApi, router: Router, db: Db): void
       ctx.status = 201;
       ctx.set('Location', `/management/scopes/${encodeURIComponent(body.name)}`);
       return created;
+    },
+  });
+  api.add(router, {
+    method: 'patch', path: '/scopes/:name',
+    summary: 'Change the description and/or replace the roles a scope is bound to (an empty list: no role needed); every instance applies it from the next request',
+    body: updateBody, responses: { 200: scopeSchema },
+    handler: async (ctx, { body }) => {
+      const updated = await updateScope(db, nameParam(ctx), body).catch(asApiError);
+      if (!updated) throw notFound(`no scope "${nameParam(ctx)}"`);
+      return updated;
     },
   });
   api.add(router, {

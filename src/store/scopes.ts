@@ -49,6 +49,30 @@ export async function findScopes(db: Db, names: string[]): Promise<Map<string, R
   return found;
 }
 
+/**
+ * Changes a scope's description and/or replaces its role bindings (an empty list: granted to
+ * every user the client may ask for it). Undefined for an unknown scope. The registry's change
+ * trigger tells every instance.
+ */
+export async function updateScope(db: Db, name: string, change: { description?: string; roles?: string[] }): Promise<RegisteredScope | undefined> {
+  change.roles?.forEach(checkRoleName);
+  return db.transaction().execute(async (trx) => {
+    const row = await trx.selectFrom('scopes').select(['name', 'description']).where('name', '=', name).forUpdate().executeTakeFirst();
+    if (!row) return undefined;
+    if (change.description !== undefined) await trx.updateTable('scopes').set({ description: change.description }).where('name', '=', name).execute();
+    if (change.roles !== undefined) {
+      const roles = [...new Set(change.roles)];
+      const known = roles.length ? await trx.selectFrom('roles').select('name').where('name', 'in', roles).forShare().execute() : [];
+      const unknown = roles.find((r) => !known.some((k) => k.name === r));
+      if (unknown) throw new UnknownRoleError(`no role "${unknown}" (create it with: keymgr role create ${unknown})`);
+      await trx.deleteFrom('scope_roles').where('scope_name', '=', name).execute();
+      if (roles.length) await trx.insertInto('scope_roles').values(roles.map((role) => ({ scope_name: name, role_name: role }))).execute();
+    }
+    const updated = (await findScopes(trx, [name])).get(name)!;
+    return { ...updated, roles: updated.roles.sort() };
+  });
+}
+
 export async function deleteScope(db: Db, name: string): Promise<boolean> {
   const r = await db.deleteFrom('scopes').where('name', '=', name).executeTakeFirst();
   return r.numDeletedRows > 0n;

@@ -199,6 +199,12 @@ export async function createRole(db: Db, name: string, description = ''): Promis
   }
 }
 
+/** Changes a role's description; false for an unknown role. */
+export async function setRoleDescription(db: Db, name: string, description: string): Promise<boolean> {
+  const r = await db.updateTable('roles').set({ description }).where('name', '=', name).executeTakeFirst();
+  return r.numUpdatedRows > 0n;
+}
+
 export async function listRoles(db: Db): Promise<{ name: string; description: string; users: number }[]> {
   const rows = await db.selectFrom('roles')
     .leftJoin('user_roles', 'user_roles.role_name', 'roles.name')

@@ -6,6 +6,7 @@ import type { TestDatabase } from '../support/database.ts';
 import type { TestServer } from '../support/server.ts';
 import { expectReply, managementClient, startManagementApi } from '../support/management.ts';
 import { conformanceChecker } from '../support/openapi.ts';
+import { runKeymgr } from '../support/cli.ts';
 import { hashPassword } from '../../src/store/passwords.ts';
 import { createScope } from '../../src/store/scopes.ts';
 import { createUser } from '../../src/store/users.ts';
@@ -77,6 +78,23 @@ describe('management API: roles', () => {
     assert.deepEqual((await expect(200, 'GET', `${PREFIX}/staff`)).json, { name: 'staff', description: 'everyone employed', users: 2 });
     await expect(404, 'GET', `${PREFIX}/nope`);
     await expect(404, 'GET', `${PREFIX}/a%00b`);
+  });
+
+  it('changes a role\'s description (API and keymgr role update); unknown is 404, a bad body 400', async () => {
+    const before = (await expect(200, 'GET', `${PREFIX}/ops`)).json;
+    assert.deepEqual((await expect(200, 'PATCH', `${PREFIX}/ops`, { body: { description: 'runs things' } })).json, { ...before, description: 'runs things' });
+    assert.match((await expect(400, 'PATCH', `${PREFIX}/ops`, { body: { description: 'x', name: 'renamed' } })).json.error_description, /name/);
+    assert.match((await expect(400, 'PATCH', `${PREFIX}/ops`, { body: {} })).json.error_description, /^description: /);
+    await expect(404, 'PATCH', `${PREFIX}/nope`, { body: { description: 'x' } });
+    await expect(403, 'PATCH', `${PREFIX}/ops`, { authorization: auditor, body: { description: 'mallory' } });
+    const env = { DATABASE_URL: database.url, KM_KEYS_DIR: server.keysDir, KM_LOG_LEVEL: 'silent' };
+    const cli = await runKeymgr(['role', 'update', 'ops', '--description', 'on call', '--json'], env);
+    assert.equal(cli.code, 0, cli.stderr);
+    assert.deepEqual(cli.json, { name: 'ops', description: 'on call' });
+    assert.deepEqual((await expect(200, 'GET', `${PREFIX}/ops`)).json, { ...before, description: 'on call' });
+    const unknown = await runKeymgr(['role', 'update', 'nope', '--description', 'x', '--json'], env);
+    assert.equal(unknown.code, 1);
+    assert.deepEqual(JSON.parse(unknown.stderr), { error: 'no role "nope"' });
   });
 
   it('deletes a role (users lose it); refused with 409 while a scope is bound to it; unknown is 404', async () => {

@@ -7,6 +7,7 @@ import type { TestServer } from '../support/server.ts';
 import { expectReply, managementClient, startManagementApi } from '../support/management.ts';
 import { conformanceChecker } from '../support/openapi.ts';
 import { createRole } from '../../src/store/users.ts';
+import { runKeymgr } from '../support/cli.ts';
 
 const PREFIX = '/management/scopes';
 
@@ -76,6 +77,34 @@ describe('management API: scopes', () => {
     await expect(404, 'GET', `${PREFIX}/nope`);
     await expect(404, 'GET', `${PREFIX}/a%00b`);
     await expect(404, 'GET', `${PREFIX}/two%20words`);
+  });
+
+  it('updates the description and replaces the role bindings (API and keymgr scope update); bad changes are 400 and change nothing', async () => {
+    const bindings = async () => (await database.db.selectFrom('scope_roles').select('role_name').where('scope_name', '=', 'profile').orderBy('role_name').execute()).map((r) => r.role_name);
+    assert.deepEqual((await expect(200, 'PATCH', `${PREFIX}/profile`, { body: { description: 'your profile' } })).json, { name: 'profile', description: 'your profile', roles: [] });
+    assert.deepEqual((await expect(200, 'PATCH', `${PREFIX}/profile`, { body: { roles: ['staff', 'finance', 'staff'] } })).json, { name: 'profile', description: 'your profile', roles: ['finance', 'staff'] });
+    for (const [body, reason] of [
+      [{}, /^body: give description and\/or roles$/],
+      [{ roles: ['nope'] }, /^roles: no role "nope"/],
+      [{ roles: ['bad role'] }, /^roles\.0: /],
+      [{ description: 'a\u0000b' }, /^description: /],
+      [{ name: 'renamed' }, /name/],
+    ] as const) {
+      assert.match((await expect(400, 'PATCH', `${PREFIX}/profile`, { body })).json.error_description, reason, JSON.stringify(body));
+    }
+    assert.deepEqual(await bindings(), ['finance', 'staff']);
+    await expect(404, 'PATCH', `${PREFIX}/nope`, { body: { description: 'x' } });
+    await expect(403, 'PATCH', `${PREFIX}/profile`, { authorization: auditor, body: { roles: [] } });
+    assert.deepEqual(await bindings(), ['finance', 'staff']);
+
+    const env = { DATABASE_URL: database.url, KM_KEYS_DIR: server.keysDir, KM_LOG_LEVEL: 'silent' };
+    const cli = await runKeymgr(['scope', 'update', 'profile', '--roles', '', '--json'], env);
+    assert.equal(cli.code, 0, cli.stderr);
+    assert.deepEqual(cli.json, { name: 'profile', description: 'your profile', roles: [] });
+    assert.deepEqual(await bindings(), []);
+    const refused = await runKeymgr(['scope', 'update', 'profile', '--json'], env);
+    assert.equal(refused.code, 1);
+    assert.deepEqual(JSON.parse(refused.stderr), { error: 'give --description and/or --roles' });
   });
 
   it('deletes a scope (its role bindings go with it); unknown is 404', async () => {
