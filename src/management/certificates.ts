@@ -5,7 +5,7 @@ import type Router from '@koa/router';
 import { z } from 'zod';
 import type { Db } from '../db/database.ts';
 import {
-  addCertificate, CertificateInputError, describeCertificate, findCertificate, listCertificatesPage, parseCertificatePem, removeCertificate,
+  addCertificate, CertificateClientNotFoundError, CertificateConflictError, CertificateInputError, describeCertificate, findCertificate, listCertificatesPage, parseCertificatePem, removeCertificate,
 } from '../store/certificates.ts';
 import { findClientById } from '../store/clients.ts';
 import type { ManagementApi } from './api.ts';
@@ -60,9 +60,8 @@ function pairAfter(cursor: string | undefined): [string, string] | undefined {
 
 function asInput(err: unknown): never {
   if (err instanceof CertificateInputError) {
-    // The store says "already registered" / "already has a certificate with alias": duplicates.
-    if (/\balready\b/.test(err.message)) throw new ManagementError(409, 'conflict', err.message);
-    if (/^no client /.test(err.message)) throw notFound(err.message);
+    if (err instanceof CertificateConflictError) throw new ManagementError(409, 'conflict', err.message);
+    if (err instanceof CertificateClientNotFoundError) throw notFound(err.message);
     throw badRequest(err.message);
   }
   throw err;

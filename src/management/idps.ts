@@ -5,7 +5,7 @@ import type Router from '@koa/router';
 import { z } from 'zod';
 import type { Db } from '../db/database.ts';
 import { CertificateInputError, singleCertificate } from '../store/certificates.ts';
-import { addIdp, describeIdp, findIdp, IdpInputError, listIdpsPage, removeIdp, setIdpEnabled } from '../store/idps.ts';
+import { addIdp, describeIdp, findIdp, IdpConflictError, IdpInputError, listIdpsPage, removeIdp, setIdpEnabled } from '../store/idps.ts';
 import type { ManagementApi } from './api.ts';
 import { badRequest, ManagementError, notFound } from './errors.ts';
 import { cursorAfter, pageOf, pageQuery, pageStart } from './paging.ts';
@@ -49,7 +49,7 @@ function entityIdParam(ctx: { params: Record<string, string> }): string {
 
 function asInput(err: unknown): never {
   if (err instanceof IdpInputError) {
-    if (/already registered/.test(err.message)) throw new ManagementError(409, 'conflict', err.message);
+    if (err instanceof IdpConflictError) throw new ManagementError(409, 'conflict', err.message);
     throw badRequest(err.message);
   }
   throw err;

@@ -9,6 +9,10 @@ import type { Selectable } from 'kysely';
 export type CertificateRow = Selectable<ClientCertificatesTable>;
 
 export class CertificateInputError extends Error {}
+/** The certificate or alias is already registered. */
+export class CertificateConflictError extends CertificateInputError {}
+/** The client named does not exist. */
+export class CertificateClientNotFoundError extends CertificateInputError {}
 
 export interface ParsedCertificate {
   pem: string;
@@ -97,7 +101,7 @@ function isUniqueViolation(err: unknown): boolean {
 export async function addCertificate(db: Db, clientId: string, alias: string, cert: ParsedCertificate, tier?: string): Promise<CertificateRow> {
   if (!/^[A-Za-z0-9_.:-]{1,100}$/.test(alias)) throw new CertificateInputError('alias must be 1-100 of A-Z a-z 0-9 _ . : -');
   const client = await db.selectFrom('clients').select('client_id').where('client_id', '=', clientId).executeTakeFirst();
-  if (!client) throw new CertificateInputError(`no client ${clientId}`);
+  if (!client) throw new CertificateClientNotFoundError(`no client ${clientId}`);
   try {
     return await db.insertInto('client_certificates').values({
       client_id: clientId,
@@ -116,7 +120,7 @@ export async function addCertificate(db: Db, clientId: string, alias: string, ce
     }).returningAll().executeTakeFirstOrThrow();
   } catch (err) {
     if (isUniqueViolation(err)) {
-      throw new CertificateInputError((err as { constraint?: string }).constraint?.includes('thumbprint')
+      throw new CertificateConflictError((err as { constraint?: string }).constraint?.includes('thumbprint')
         ? 'this certificate is already registered (a certificate belongs to one client only)'
         : `client ${clientId} already has a certificate with alias "${alias}"`);
     }

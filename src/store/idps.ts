@@ -4,6 +4,8 @@ import type { Db } from '../db/database.ts';
 import type { IdpRow } from '../db/types.ts';
 
 export class IdpInputError extends Error {}
+/** An identity provider with this entity ID is already registered. */
+export class IdpConflictError extends IdpInputError {}
 
 export interface NewIdp {
   entityId: string;
@@ -32,7 +34,7 @@ export async function addIdp(db: Db, idp: NewIdp): Promise<IdpRow> {
       allow_transient: idp.allowTransient ?? false,
     }).returningAll().executeTakeFirstOrThrow();
   } catch (err) {
-    if ((err as { code?: string }).code === '23505') throw new IdpInputError(`identity provider "${idp.entityId}" is already registered`);
+    if ((err as { code?: string }).code === '23505') throw new IdpConflictError(`identity provider "${idp.entityId}" is already registered`);
     throw err;
   }
 }

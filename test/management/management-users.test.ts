@@ -142,4 +142,8 @@ describe('management API: management users', () => {
       { actor_type: 'cli', action: 'keymgr management unlock', resource_id: 'nobody', outcome: 'failure' },
     ]);
   });
+
+  it('every documented operation under /management/management-users was exercised above', () => {
+    assert.deepEqual(conformance.unexercised((op) => op.split(' ')[1]!.startsWith('/management/management-users')), []);
+  });
 });

@@ -147,4 +147,8 @@ describe('management API: signing keys', () => {
     assert.deepEqual(listed.json.filter((k: { signing: boolean }) => k.signing).map((k: { kid: string }) => k.kid), [newKid]);
     assert.ok(!listed.stdout.includes('"d"'), 'private key material printed');
   });
+
+  it('every documented operation under /management/signing-keys was exercised above', () => {
+    assert.deepEqual(conformance.unexercised((op) => op.split(' ')[1]!.startsWith('/management/signing-keys')), []);
+  });
 });
