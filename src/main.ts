@@ -16,6 +16,8 @@ import { loadOrCreateTlsMaterial } from './keys/tls.ts';
 import { loadOrCreateCookieKeys } from './keys/cookie-keys.ts';
 import { buildProvider } from './oauth/provider.ts';
 import { createEngine, type Engine } from './oauth/engine.ts';
+import { createRevocationFeed, type RevocationFeed } from './gateway/revocation-feed.ts';
+import { purgeExpiredRevocationEvents } from './store/revocation-events.ts';
 import { buildPublicApp } from './http/public-app.ts';
 import { buildManagementApp } from './http/management-app.ts';
 import { createLogger } from './http/logger.ts';
@@ -46,6 +48,7 @@ export async function startServer(config: Config, logger: Logger = createLogger(
   });
   let changes: ChangeListener | undefined;
   let engine: Engine | undefined;
+  let feed: RevocationFeed | undefined;
   try {
     const applied = await migrate(database.db);
     for (const m of applied) logger.info({ migration: `${m.version}_${m.name}` }, 'migration applied');
@@ -65,7 +68,8 @@ export async function startServer(config: Config, logger: Logger = createLogger(
       keysDir: config.keysDir, initialKeys: keys, changes, logger,
       build: (signingKeys) => buildProvider({ config, db: database.db, signingKeys, cookieKeys, scopes, certificates, logger }),
     });
-    const publicApp = buildPublicApp({ config, db: database.db, engine, scopes, cookieKeys, certificates, logger });
+    feed = createRevocationFeed({ db: database.db, changes, logger, heartbeatSeconds: config.revocationFeedHeartbeat });
+    const publicApp = buildPublicApp({ config, db: database.db, engine, scopes, cookieKeys, certificates, feed, logger });
     const { key: managementKey, created: managementKeyCreated } = await loadOrCreateManagementKey(config.keysDir, config.managementTokenKeySize);
     if (managementKeyCreated) logger.info({ keys_dir: config.keysDir, bits: managementKey.bits }, 'generated the management token signing key');
     else if (managementKey.bits !== config.managementTokenKeySize) {
@@ -108,8 +112,9 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     await listen(managementServer, config.managementPort, config.managementHost);
 
     const purge = setInterval(() => {
-      Promise.all([purgeExpiredTokens(database.db), purgeOldLoginFailures(database.db, config.lockoutWindow), purgeExpiredAssertionIds(database.db)])
-        .then(([tokens, failures, assertions]) => (tokens || failures || assertions) && logger.info({ tokens, login_failures: failures, saml_assertion_ids: assertions }, 'purged expired rows'))
+      Promise.all([purgeExpiredTokens(database.db), purgeOldLoginFailures(database.db, config.lockoutWindow), purgeExpiredAssertionIds(database.db), purgeExpiredRevocationEvents(database.db)])
+        .then(([tokens, failures, assertions, revocations]) => (tokens || failures || assertions || revocations)
+          && logger.info({ tokens, login_failures: failures, saml_assertion_ids: assertions, revocation_events: revocations }, 'purged expired rows'))
         .catch((err) => logger.warn({ err }, 'purge failed'));
     }, config.purgeInterval * 1000);
     purge.unref();
@@ -132,6 +137,7 @@ export async function startServer(config: Config, logger: Logger = createLogger(
         clearInterval(purge);
         clearInterval(managementCleanup);
         engine?.close();
+        feed?.close();
         await Promise.all([close(publicServer), close(managementServer)]);
         await changes?.close();
         await database.close();
@@ -139,6 +145,7 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     };
   } catch (err) {
     engine?.close();
+    feed?.close();
     await changes?.close();
     await database.close().catch(() => {});
     throw err;

@@ -6,6 +6,7 @@ import { migrate } from '../db/migrator.ts';
 import { purgeExpiredTokens } from '../store/tokens.ts';
 import { purgeOldLoginFailures } from '../store/login-failures.ts';
 import { purgeExpiredAssertionIds } from '../store/idps.ts';
+import { purgeExpiredRevocationEvents } from '../store/revocation-events.ts';
 import { output, withDatabase, type OutputOptions } from './context.ts';
 
 export function registerMaintenanceCommands(program: Command): void {
@@ -29,7 +30,8 @@ export function registerMaintenanceCommands(program: Command): void {
       const deleted = await purgeExpiredTokens(db);
       const loginFailures = await purgeOldLoginFailures(db, config.lockoutWindow);
       const assertionIds = await purgeExpiredAssertionIds(db);
-      output(opts, { deleted, login_failures_deleted: loginFailures, saml_assertion_ids_deleted: assertionIds },
-        (r) => `deleted ${r.deleted} expired rows, ${r.login_failures_deleted} old failed sign-ins and ${r.saml_assertion_ids_deleted} expired SAML assertion ids`);
+      const revocationEvents = await purgeExpiredRevocationEvents(db);
+      output(opts, { deleted, login_failures_deleted: loginFailures, saml_assertion_ids_deleted: assertionIds, revocation_events_deleted: revocationEvents },
+        (r) => `deleted ${r.deleted} expired rows, ${r.login_failures_deleted} old failed sign-ins, ${r.saml_assertion_ids_deleted} expired SAML assertion ids and ${r.revocation_events_deleted} revocation events of expired tokens`);
     }));
 }

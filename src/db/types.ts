@@ -15,6 +15,8 @@ export interface ClientsTable {
   scope: ColumnType<string, string | undefined, string>;
   access_token_format: ColumnType<'opaque' | 'jwt', 'opaque' | 'jwt' | undefined, 'opaque' | 'jwt'>;
   introspect_any: ColumnType<boolean, boolean | undefined, boolean>;
+  /** A gateway limited to tokens of these audiences; null: any (0010). */
+  introspect_audiences: ColumnType<string[] | null, string[] | null | undefined, string[] | null>;
   tls_client_auth_subject_dn: string | null;
   tls_client_auth_san_dns: string | null;
   disabled: ColumnType<boolean, boolean | undefined, boolean>;
@@ -84,6 +86,19 @@ export interface Database {
   saml_assertion_ids: SamlAssertionIdsTable;
   management_tokens: ManagementTokensTable;
   audit_events: AuditEventsTable;
+  revocation_events: RevocationEventsTable;
+}
+
+/** Written only by triggers on tokens (0010). */
+export interface RevocationEventsTable {
+  id: Generated<string>;
+  occurred_at: Timestamp;
+  token_sha256: string;
+  jti: string | null;
+  client_id: string | null;
+  audience: string | null;
+  expires_at: ColumnType<Date, Date, Date>;
+  reason: 'revoked' | 'deleted';
 }
 
 export interface AuditEventsTable {

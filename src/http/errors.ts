@@ -15,12 +15,14 @@ interface ExposedError {
   error_description?: string;
   error_detail?: string;
   challenge?: string;
+  /** RFC 6750 §3: the scope an insufficient_scope challenge names. */
+  challenge_scope?: string;
 }
 
 /** RFC 6749 §5.2 / RFC 7235: the challenge of a refused client authentication. */
-export function authChallenge(scheme: string, realm: string, error: string, description: string | undefined): string {
+export function authChallenge(scheme: string, realm: string, error: string, description: string | undefined, scope?: string): string {
   const quoted = (v: string) => `"${v.replace(/["\\]/g, '')}"`;
-  return `${scheme} realm=${quoted(realm)}, error=${quoted(error)}${description ? `, error_description=${quoted(description)}` : ''}`;
+  return `${scheme} realm=${quoted(realm)}, error=${quoted(error)}${description ? `, error_description=${quoted(description)}` : ''}${scope ? `, scope=${quoted(scope)}` : ''}`;
 }
 
 export function errorMapper(logger: Logger, { realm }: { realm: string }): Middleware {
@@ -48,8 +50,10 @@ export function errorMapper(logger: Logger, { realm }: { realm: string }): Middl
         logger.info({ path: ctx.path, error: err.error, detail: err.error_detail }, 'request refused');
         ctx.status = status;
         if (err.challenge) {
-          ctx.status = 401;
-          ctx.set('WWW-Authenticate', authChallenge(err.challenge, realm, err.error, err.error_description));
+          // RFC 6750 §3.1: a Bearer challenge also comes with 400 (invalid_request) and 403
+          // (insufficient_scope); every other challenge is a 401.
+          if (status !== 400 && status !== 403) ctx.status = 401;
+          ctx.set('WWW-Authenticate', authChallenge(err.challenge, realm, err.error, err.error_description, err.challenge_scope));
         }
         ctx.body = { error: err.error, ...(err.error_description ? { error_description: err.error_description } : {}) };
         return;

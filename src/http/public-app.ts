@@ -7,7 +7,9 @@ import type { Config } from '../config/index.ts';
 import type { Db } from '../db/database.ts';
 import { addHealthRoutes } from './health.ts';
 import { authenticateClient, type CertificateCheck } from '../oauth/client-auth.ts';
-import { introspect } from '../oauth/introspection.ts';
+import { addGatewayRoutes } from '../gateway/routes.ts';
+import { introspectionSigner } from '../gateway/introspection-response.ts';
+import type { RevocationFeed } from '../gateway/revocation-feed.ts';
 import { revoke } from '../oauth/revocation.ts';
 import { ROUTES } from '../oauth/provider.ts';
 import type { Engine } from '../oauth/engine.ts';
@@ -34,10 +36,12 @@ export interface PublicAppDeps {
   cookieKeys: string[];
   /** Client-certificate checks, the same oidc-provider uses at /token. */
   certificates: CertificateCheck;
+  /** The revocation feed of this instance (GET /revocations). */
+  feed: RevocationFeed;
   logger: Logger;
 }
 
-export function buildPublicApp({ config, db, engine, scopes, cookieKeys, certificates, logger }: PublicAppDeps): Koa {
+export function buildPublicApp({ config, db, engine, scopes, cookieKeys, certificates, feed, logger }: PublicAppDeps): Koa {
   const app = new Koa();
   // Koa reads the origin and the client address from X-Forwarded-* only with proxy on; the
   // first middleware below decides what those headers say, so it is safe to turn on here.
@@ -51,11 +55,8 @@ export function buildPublicApp({ config, db, engine, scopes, cookieKeys, certifi
   // Our routes match exactly, as the engine's are made to below: one spelling per endpoint.
   const router = new Router({ strict: true, sensitive: true });
   addHealthRoutes(router, db);
-  router.post(ROUTES.introspection, async (ctx) => {
-    const form = await readForm(ctx, config.maxBodyBytes);
-    const caller = await authenticateClient(db, certificates, ctx, form);
-    ctx.set('Cache-Control', 'no-store');
-    ctx.body = await introspect(db, config.issuer, caller, form);
+  addGatewayRoutes(router, { introspection: ROUTES.introspection, revocations: ROUTES.revocations }, {
+    config, db, certificates, scopes, feed, signer: introspectionSigner(() => engine.signingKey),
   });
   const interactions: InteractionDeps = {
     config, db, scopes, logger, formKey: cookieKeys[0]!,

@@ -15,6 +15,8 @@ import { SIGNING_KEYS_TOPIC } from '../store/signing-key-changes.ts';
 export interface Engine {
   /** The provider new requests go to. */
   readonly provider: Provider;
+  /** The private JWK that signs now (the first of the published set). */
+  readonly signingKey: JWK;
   /** Hands each request to the provider current when it arrives. */
   readonly middleware: Koa.Middleware;
   /** Re-reads the key file; builds and swaps in a new provider if the published set changed. */
@@ -42,6 +44,7 @@ export function createEngine({ keysDir, initialKeys, build, changes, logger, rec
   let provider = build(initialKeys);
   let mounted = mount(provider as unknown as Koa);
   let current = setOf(initialKeys);
+  let signingKey = initialKeys[0]!;
   let pending: Promise<void> = Promise.resolve();
 
   const swapIfChanged = () => {
@@ -52,6 +55,7 @@ export function createEngine({ keysDir, initialKeys, build, changes, logger, rec
     provider = built;
     mounted = mount(built as unknown as Koa);
     current = next;
+    signingKey = keys[0]!;
     logger.info({ signing_kid: keys[0]?.kid, published: keys.length }, 'signing keys reloaded');
   };
 
@@ -72,6 +76,9 @@ export function createEngine({ keysDir, initialKeys, build, changes, logger, rec
   return {
     get provider() {
       return provider;
+    },
+    get signingKey() {
+      return signingKey;
     },
     middleware: (ctx, next) => mounted(ctx, next),
     reload,

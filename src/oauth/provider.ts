@@ -15,7 +15,7 @@ import { audienceOf, resourceServerFor } from './resource-server.ts';
 import { recordJwtAccessTokensWhenSaved } from './jwt-access-tokens.ts';
 import { registerGrants } from './grants/index.ts';
 import { findActiveAccount, userTokenClaims } from './accounts.ts';
-import { ID_TOKEN_TTL } from '../keys/signing-keys.ts';
+import { ID_TOKEN_TTL, SIGNING_ALG } from '../keys/signing-keys.ts';
 import { loadExistingGrant } from './interactions/consent.ts';
 import { interactionPolicyWithLiveAccounts } from './interactions/policy.ts';
 import type { mtlsFeature } from './mtls.ts';
@@ -27,6 +27,8 @@ export const ROUTES = {
   jwks: '/jwks',
   introspection: '/introspect',
   revocation: '/revoke',
+  /** The gateways' revocation feed (src/gateway/revocation-feed.ts). */
+  revocations: '/revocations',
 } as const;
 
 const REUSE_DETAILS = new Set(['refresh token already used', 'authorization code already consumed']);
@@ -147,6 +149,8 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, cer
     discovery: {
       introspection_endpoint: endpoint(ROUTES.introspection),
       introspection_endpoint_auth_methods_supported: [...SECRET_CLIENT_AUTH_METHODS, 'tls_client_auth', 'self_signed_tls_client_auth'],
+      // RFC 9701 §7: JWT introspection responses (Accept: application/token-introspection+jwt).
+      introspection_signing_alg_values_supported: [SIGNING_ALG],
       revocation_endpoint: endpoint(ROUTES.revocation),
       // RFC 7009 §2.1: a public client revokes its own tokens with its client_id alone.
       revocation_endpoint_auth_methods_supported: [...SECRET_CLIENT_AUTH_METHODS, 'tls_client_auth', 'self_signed_tls_client_auth', 'none'],

@@ -441,7 +441,7 @@ describe('keymgr CLI', () => {
 
       const r = await keymgr('purge', '--json');
       ok(r);
-      assert.deepEqual(Object.keys(r.json).sort(), ['deleted', 'login_failures_deleted', 'saml_assertion_ids_deleted']);
+      assert.deepEqual(Object.keys(r.json).sort(), ['deleted', 'login_failures_deleted', 'revocation_events_deleted', 'saml_assertion_ids_deleted']);
       assert.equal(r.json.deleted, expiredRows);
 
       const remaining = await database.db.selectFrom('tokens').select('id_sha256')
@@ -451,7 +451,7 @@ describe('keymgr CLI', () => {
 
       const again = await keymgr('purge', '--json');
       ok(again);
-      assert.deepEqual(again.json, { deleted: 0, login_failures_deleted: 0, saml_assertion_ids_deleted: 0 });
+      assert.deepEqual(again.json, { deleted: 0, login_failures_deleted: 0, saml_assertion_ids_deleted: 0, revocation_events_deleted: 0 });
     });
   });
 });

@@ -56,15 +56,18 @@ describe('metadata advertises what is offered', () => {
     const doc = await metadata();
     assert.deepEqual(doc.revocation_endpoint_auth_methods_supported, ['client_secret_basic', 'client_secret_post', 'tls_client_auth', 'self_signed_tls_client_auth', 'none']);
     assert.deepEqual(doc.introspection_endpoint_auth_methods_supported, ['client_secret_basic', 'client_secret_post', 'tls_client_auth', 'self_signed_tls_client_auth']);
+    // RFC 9701 §7: JWT introspection responses are signed with RS256, the server's key type.
+    assert.deepEqual(doc.introspection_signing_alg_values_supported, ['RS256']);
   });
 
   it('scopes_supported lists the registered scopes, and follows the registry', async () => {
-    assert.deepEqual(await metadata().then((m) => m.scopes_supported), ['openid', 'offline_access', 'orders:read']);
+    // `introspect` is registered by the server itself (migration 0010, README "API gateways").
+    assert.deepEqual(await metadata().then((m) => m.scopes_supported), ['openid', 'offline_access', 'introspect', 'orders:read']);
     await createScope(database.db, 'orders:write');
     await eventually('a new scope appears', async () => ((await metadata()).scopes_supported as string[]).includes('orders:write'));
     await deleteScope(database.db, 'orders:read');
     await eventually('a deleted scope disappears', async () => !((await metadata()).scopes_supported as string[]).includes('orders:read'));
-    assert.deepEqual((await metadata()).scopes_supported, ['openid', 'offline_access', 'orders:write']);
+    assert.deepEqual((await metadata()).scopes_supported, ['openid', 'offline_access', 'introspect', 'orders:write']);
   });
 
   it('a DPoP header is ignored: the token is a Bearer token, as advertised', async () => {

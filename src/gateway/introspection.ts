@@ -1,6 +1,7 @@
 // Token introspection (RFC 7662). One indexed lookup by digest answers for opaque and JWT
-// access tokens and for refresh tokens alike. A client sees its own tokens; a client flagged
-// introspect_any (a resource server or gateway) sees every token. Anything else, and any
+// access tokens and for refresh tokens alike. A client sees its own tokens; a gateway (a
+// client flagged introspect_any, or a bearer token with the introspect scope) sees every
+// token, or only those of its audiences when it is limited to some. Anything else, and any
 // token that is unknown, expired, revoked or already used, is exactly {"active": false}.
 import { errors } from 'oidc-provider';
 import type { Db } from '../db/database.ts';
@@ -16,12 +17,28 @@ export function isTokenActive(row: IssuedTokenRow | undefined, now = Date.now())
   return row.expires_at !== null && row.expires_at.getTime() > now;
 }
 
-export async function introspect(db: Db, issuer: string, caller: ClientRow, form: URLSearchParams): Promise<IntrospectionResponse> {
+/** Who asks: the client (its own, or the bearer token's), and what it may see. */
+export interface IntrospectionCaller {
+  client: ClientRow;
+  /** Every client's tokens (introspect_any, or a bearer with the introspect scope). */
+  anyToken: boolean;
+  /** Only tokens for these audiences; null: any. */
+  audiences: string[] | null;
+}
+
+export function audiencesOf(payload: Record<string, unknown>): string[] {
+  const aud = payload.aud;
+  return typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud.filter((a): a is string => typeof a === 'string') : [];
+}
+
+export async function introspect(db: Db, issuer: string, caller: IntrospectionCaller, form: URLSearchParams): Promise<IntrospectionResponse> {
   const token = form.get('token');
   if (!token) throw new errors.InvalidRequest("missing required parameter 'token'");
   const row = await findIssuedTokenByValue(db, token);
   if (!isTokenActive(row)) return { active: false };
-  if (row.client_id !== caller.client_id && !caller.introspect_any) return { active: false };
+  if (row.client_id !== caller.client.client_id && !caller.anyToken) return { active: false };
+  const limit = caller.audiences;
+  if (limit && !audiencesOf(row.payload as Record<string, unknown>).some((a) => limit.includes(a))) return { active: false };
 
   const p = row.payload as Record<string, unknown> & { extra?: Record<string, unknown> };
   const iat = typeof p.iat === 'number' ? p.iat : Math.floor(row.issued_at.getTime() / 1000);

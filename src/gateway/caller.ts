@@ -1,0 +1,92 @@
+// Who calls /introspect and /revocations: a client authenticating itself (Basic, body, mutual
+// TLS), or — RFC 7662 §2.1 — a bearer access token carrying the `introspect` scope, as the
+// WSO2 document secures introspection "with Basic or OAuth2". A bearer must be active, not a
+// refresh token, come with the certificate it is bound to, and carry the scope; a user's token
+// counts only while the user holds a role bound to `introspect`. Refusals are RFC 6750 §3:
+// 401 invalid_token, 403 insufficient_scope, 400 invalid_request, each with its challenge.
+import type { Context } from 'koa';
+import type { Db } from '../db/database.ts';
+import type { ClientRow } from '../db/types.ts';
+import { authenticateClient, type CertificateCheck } from '../oauth/client-auth.ts';
+import type { ScopeLookup } from '../oauth/scope-registry.ts';
+import { certificateThumbprint } from '../store/certificates.ts';
+import { findClientById } from '../store/clients.ts';
+import { findIssuedTokenByValue } from '../store/tokens.ts';
+import { rolesOfUser } from '../store/users.ts';
+import { isTokenActive, type IntrospectionCaller } from './introspection.ts';
+
+/** The scope a gateway's bearer token must carry (registered by migration 0010). */
+export const INTROSPECT_SCOPE = 'introspect';
+
+/** RFC 6750 §3.1 errors, mapped with their Bearer challenge by the surface's error mapper. */
+export class BearerTokenError extends Error {
+  readonly expose = true;
+  readonly challenge = 'Bearer';
+  readonly status: number;
+  readonly error: string;
+  readonly error_description: string;
+  readonly challenge_scope?: string;
+
+  constructor(status: 400 | 401 | 403, error: 'invalid_request' | 'invalid_token' | 'insufficient_scope', description: string, scope?: string) {
+    super(description);
+    this.status = status;
+    this.error = error;
+    this.error_description = description;
+    this.challenge_scope = scope;
+  }
+}
+
+const invalidToken = (description: string) => new BearerTokenError(401, 'invalid_token', description);
+
+/** RFC 6750 §2.1 b64token. */
+const BEARER = /^Bearer ([A-Za-z0-9\-._~+/]+=*)$/i;
+
+export interface GatewayCallerDeps {
+  db: Db;
+  certificates: CertificateCheck;
+  scopes: ScopeLookup;
+}
+
+function callerFor(client: ClientRow, anyToken: boolean): IntrospectionCaller {
+  return { client, anyToken, audiences: client.introspect_audiences };
+}
+
+export async function authenticateGateway({ db, certificates, scopes }: GatewayCallerDeps, ctx: Context, form: URLSearchParams): Promise<IntrospectionCaller> {
+  const authorization = ctx.get('authorization');
+  if (!/^Bearer(\s|$)/i.test(authorization)) {
+    const client = await authenticateClient(db, certificates, ctx, form);
+    return callerFor(client, client.introspect_any);
+  }
+  // RFC 6749 §2.3: one way of authenticating per request.
+  if (form.has('client_id') || form.has('client_secret')) {
+    throw new BearerTokenError(400, 'invalid_request', 'authenticate with a bearer token or client credentials, not both');
+  }
+  const value = BEARER.exec(authorization.trim())?.[1];
+  if (!value) throw new BearerTokenError(400, 'invalid_request', 'malformed Authorization header (RFC 6750 §2.1)');
+
+  const row = await findIssuedTokenByValue(db, value);
+  if (!isTokenActive(row) || row.kind === 'RefreshToken') throw invalidToken('the access token is not active');
+  const payload = row.payload as Record<string, unknown>;
+  // RFC 8705 §3: a certificate-bound token counts only with its certificate.
+  const bound = payload['x5t#S256'];
+  if (typeof bound === 'string') {
+    const presented = certificates.getCertificate(ctx);
+    if (!presented || certificateThumbprint(presented) !== bound) throw invalidToken('the access token is bound to a client certificate that was not presented');
+  }
+  if (typeof payload.jkt === 'string') throw invalidToken('DPoP-bound access tokens are not accepted here');
+
+  if (!(row.scope ?? '').split(' ').includes(INTROSPECT_SCOPE)) {
+    throw new BearerTokenError(403, 'insufficient_scope', `the access token lacks the ${INTROSPECT_SCOPE} scope`, INTROSPECT_SCOPE);
+  }
+  if (row.account_id) {
+    // A user's token speaks for the user: only while they hold a role bound to the scope.
+    const bindings = (await scopes.find([INTROSPECT_SCOPE])).get(INTROSPECT_SCOPE)?.roles ?? [];
+    const held = await rolesOfUser(db, row.account_id);
+    if (!bindings.some((r) => held.includes(r))) {
+      throw new BearerTokenError(403, 'insufficient_scope', `the user no longer holds a role bound to the ${INTROSPECT_SCOPE} scope`, INTROSPECT_SCOPE);
+    }
+  }
+  const client = row.client_id ? await findClientById(db, row.client_id) : undefined;
+  if (!client || client.disabled) throw invalidToken('the access token is not active');
+  return callerFor(client, true);
+}

@@ -1,0 +1,51 @@
+// The public routes gateways use: POST /introspect (client credentials or an introspect-scoped
+// bearer; JSON or an RFC 9701 JWT; with a cache hint) and GET /revocations (the event feed).
+import type Router from '@koa/router';
+import { errors } from 'oidc-provider';
+import type { Config } from '../config/index.ts';
+import { readForm } from '../http/form-body.ts';
+import { authenticateGateway, type GatewayCallerDeps } from './caller.ts';
+import { introspect } from './introspection.ts';
+import { cacheHint, INTROSPECTION_JWT_MEDIA_TYPE, signIntrospection, wantsJwt, type IntrospectionSigner } from './introspection-response.ts';
+import type { RevocationFeed } from './revocation-feed.ts';
+
+export interface GatewayRouteDeps extends GatewayCallerDeps {
+  config: Config;
+  signer: IntrospectionSigner;
+  feed: RevocationFeed;
+}
+
+/** 403 for an authenticated client that is no gateway (RFC 6749 §5.2's unauthorized_client). */
+class NotAGateway extends errors.UnauthorizedClient {
+  constructor() {
+    super('only gateways may follow the revocation feed: a client with introspect_any, or a bearer token with the introspect scope');
+    this.status = 403;
+    this.statusCode = 403;
+  }
+}
+
+export function addGatewayRoutes(router: Router, paths: { introspection: string; revocations: string }, deps: GatewayRouteDeps): void {
+  const { config, db } = deps;
+  router.post(paths.introspection, async (ctx) => {
+    const form = await readForm(ctx, config.maxBodyBytes);
+    const caller = await authenticateGateway(deps, ctx, form);
+    const result = await introspect(db, config.issuer, caller, form);
+    ctx.set('Cache-Control', cacheHint(result, config.introspectionCacheMaxAge));
+    ctx.vary('Accept');
+    if (wantsJwt(ctx)) {
+      ctx.type = INTROSPECTION_JWT_MEDIA_TYPE;
+      ctx.body = await signIntrospection(deps.signer, config.issuer, caller.client.client_id, result);
+      return;
+    }
+    ctx.body = result;
+  });
+  router.get(paths.revocations, async (ctx) => {
+    // A GET has no body: a client authenticating by certificate names itself in the query. A
+    // secret never goes in a URL (logs keep them), so only client_id is taken from there.
+    const form = new URLSearchParams();
+    if (typeof ctx.query.client_id === 'string') form.set('client_id', ctx.query.client_id);
+    const caller = await authenticateGateway(deps, ctx, form);
+    if (!caller.anyToken) throw new NotAGateway();
+    await deps.feed.subscribe(ctx, caller);
+  });
+}
