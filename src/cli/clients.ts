@@ -17,6 +17,7 @@ interface CreateOptions extends OutputOptions {
   tokenFormat: string;
   authMethod: string;
   introspectAny?: boolean;
+  introspectAudience?: string[];
   public?: boolean;
   native?: boolean;
   firstParty?: boolean;
@@ -36,6 +37,7 @@ export function registerClientCommands(program: Command): void {
     .option('--token-format <format>', `access token format: ${TOKEN_FORMATS.join('|')}`, 'opaque')
     .option('--auth-method <method>', `token endpoint authentication: ${SUPPORTED_AUTH_METHODS.join('|')}`, 'client_secret_basic')
     .option('--introspect-any', 'may introspect tokens of any client (resource servers, gateways)')
+    .option('--introspect-audience <list>', 'comma-separated audiences: as a gateway, sees only tokens for these (others introspect as inactive)', list)
     .option('--public', 'a public client (no secret; --auth-method none): browser or native apps using PKCE')
     .option('--native', 'a native application: loopback redirect URIs match on any port (RFC 8252)')
     .option('--first-party', 'a client of your own: users are not asked for consent')
@@ -58,6 +60,7 @@ export function registerClientCommands(program: Command): void {
           tokenFormat: opts.tokenFormat as TokenFormat,
           authMethod: opts.authMethod as AuthMethod,
           introspectAny: opts.introspectAny ?? false,
+          introspectAudiences: opts.introspectAudience ?? null,
           applicationType: opts.native ? 'native' : 'web',
           firstParty: opts.firstParty ?? false,
           tlsSubjectDn: opts.tlsSubjectDn,

@@ -189,3 +189,8 @@ function checkSafety(config: Config): void {
     throw new ConfigError(`config: management.users: "${plain.username}" has a plain password; production needs password_hash, password_file or password_env`);
   }
 }
+
+/** The audience (aud) of access tokens requested without a resource parameter. */
+export function tokenAudience(config: Pick<Config, 'defaultAudience' | 'issuer'>): string {
+  return config.defaultAudience ?? config.issuer;
+}

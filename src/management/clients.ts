@@ -22,6 +22,7 @@ export const clientSchema = z.object({
   token_endpoint_auth_method: z.string(),
   access_token_format: z.enum(TOKEN_FORMATS),
   introspect_any: z.boolean(),
+  introspect_audiences: z.array(z.string()).nullable(),
   application_type: z.enum(['web', 'native']),
   first_party: z.boolean(),
   tls_client_auth_subject_dn: z.string().optional(),
@@ -39,6 +40,7 @@ const writable = {
   redirect_uris: z.array(z.string().max(2000)).max(50),
   access_token_format: z.enum(TOKEN_FORMATS),
   introspect_any: z.boolean(),
+  introspect_audiences: z.array(z.string().min(1).max(2000)).max(50).nullable(),
   application_type: z.enum(['web', 'native']),
   first_party: z.boolean(),
   tls_client_auth_subject_dn: z.string().min(1).max(1000),
@@ -52,6 +54,7 @@ const createBody = z.object({
   redirect_uris: writable.redirect_uris.optional(),
   access_token_format: writable.access_token_format.optional(),
   introspect_any: writable.introspect_any.optional(),
+  introspect_audiences: writable.introspect_audiences.optional(),
   application_type: writable.application_type.optional(),
   first_party: writable.first_party.optional(),
   tls_client_auth_subject_dn: writable.tls_client_auth_subject_dn.optional(),
@@ -98,7 +101,7 @@ export function addClientRoutes(api: ManagementApi, router: Router, db: Db): voi
     handler: async (ctx, { body }) => {
       const { client, clientSecret } = await createClient(db, {
         name: body.name, grantTypes: body.grant_types, scope: split(body.scope) ?? [], redirectUris: body.redirect_uris,
-        tokenFormat: body.access_token_format, authMethod: body.token_endpoint_auth_method, introspectAny: body.introspect_any,
+        tokenFormat: body.access_token_format, authMethod: body.token_endpoint_auth_method, introspectAny: body.introspect_any, introspectAudiences: body.introspect_audiences,
         applicationType: body.application_type, firstParty: body.first_party,
         tlsSubjectDn: body.tls_client_auth_subject_dn, tlsSanDns: body.tls_client_auth_san_dns,
       }).catch(asInput);
@@ -112,7 +115,7 @@ export function addClientRoutes(api: ManagementApi, router: Router, db: Db): voi
     handler: async (ctx, { body }) => {
       const row = await updateClient(db, clientId(ctx), {
         name: body.name, grantTypes: body.grant_types, scope: split(body.scope), redirectUris: body.redirect_uris,
-        tokenFormat: body.access_token_format, introspectAny: body.introspect_any, applicationType: body.application_type,
+        tokenFormat: body.access_token_format, introspectAny: body.introspect_any, introspectAudiences: body.introspect_audiences, applicationType: body.application_type,
         firstParty: body.first_party, tlsSubjectDn: body.tls_client_auth_subject_dn, tlsSanDns: body.tls_client_auth_san_dns,
       }).catch(asInput);
       if (!row) throw notFound(`no client ${clientId(ctx)}`);

@@ -1,11 +1,11 @@
 // The one resource server this key manager issues for today: the configured audience. Every
 // access token names it in `aud`; the client's token format decides opaque or JWT.
 import type { Client, ResourceServer } from 'oidc-provider';
-import type { Config } from '../config/index.ts';
+import { tokenAudience, type Config } from '../config/index.ts';
 import { SIGNING_ALG } from '../keys/signing-keys.ts';
 
 export function audienceOf(config: Config): string {
-  return config.defaultAudience ?? config.issuer;
+  return tokenAudience(config);
 }
 
 export function resourceServerFor(config: Config, client: Client, scope: string): ResourceServer {

@@ -29,6 +29,8 @@ export interface NewClient {
   tokenFormat?: TokenFormat;
   authMethod?: AuthMethod;
   introspectAny?: boolean;
+  /** A gateway limited to tokens for these audiences (introspection and the revocation feed); null or absent: any. */
+  introspectAudiences?: string[] | null;
   /** native: loopback redirect URIs match on any port (RFC 8252 §7.3). */
   applicationType?: 'web' | 'native';
   /** First-party clients skip the consent page. */
@@ -96,6 +98,11 @@ function validate(input: NewClient): void {
   if (method !== 'tls_client_auth' && (input.tlsSubjectDn || input.tlsSanDns)) {
     throw new ClientInputError('a certificate subject or SAN only applies to tls_client_auth');
   }
+  const audiences = input.introspectAudiences ?? [];
+  if (audiences.length > 50) throw new ClientInputError('at most 50 introspection audiences');
+  for (const a of audiences) {
+    if (!a || a.length > 2000 || /[\x00-\x20\x7f]/.test(a)) throw new ClientInputError(`invalid introspection audience "${a}" (1-2000 characters, no spaces or control characters)`);
+  }
   if (input.grantTypes.includes('authorization_code') && !input.redirectUris?.length) {
     throw new ClientInputError('the authorization_code grant needs at least one redirect URI');
   }
@@ -127,6 +134,7 @@ export async function createClient(db: Db, input: NewClient): Promise<{ client: 
       scope: [...new Set(input.scope)].join(' '),
       access_token_format: input.tokenFormat ?? 'opaque',
       introspect_any: input.introspectAny ?? false,
+      introspect_audiences: input.introspectAudiences?.length ? [...new Set(input.introspectAudiences)] : null,
       application_type: input.applicationType ?? 'web',
       first_party: input.firstParty ?? false,
       tls_client_auth_subject_dn: input.tlsSubjectDn ?? null,
@@ -152,6 +160,7 @@ export async function updateClient(db: Db, clientId: string, changes: ClientChan
     tokenFormat: changes.tokenFormat ?? row.access_token_format,
     authMethod: row.token_endpoint_auth_method as AuthMethod,
     introspectAny: changes.introspectAny ?? row.introspect_any,
+    introspectAudiences: changes.introspectAudiences !== undefined ? changes.introspectAudiences : row.introspect_audiences,
     applicationType: changes.applicationType ?? row.application_type,
     firstParty: changes.firstParty ?? row.first_party,
     tlsSubjectDn: changes.tlsSubjectDn ?? row.tls_client_auth_subject_dn ?? undefined,
@@ -166,6 +175,7 @@ export async function updateClient(db: Db, clientId: string, changes: ClientChan
     scope: [...new Set(merged.scope)].join(' '),
     access_token_format: merged.tokenFormat ?? 'opaque',
     introspect_any: merged.introspectAny ?? false,
+    introspect_audiences: merged.introspectAudiences?.length ? [...new Set(merged.introspectAudiences)] : null,
     application_type: merged.applicationType ?? 'web',
     first_party: merged.firstParty ?? false,
     tls_client_auth_subject_dn: merged.tlsSubjectDn ?? null,
@@ -238,6 +248,7 @@ export function describeClient(row: ClientRow) {
     token_endpoint_auth_method: row.token_endpoint_auth_method,
     access_token_format: row.access_token_format,
     introspect_any: row.introspect_any,
+    introspect_audiences: row.introspect_audiences,
     application_type: row.application_type,
     first_party: row.first_party,
     ...(row.tls_client_auth_subject_dn ? { tls_client_auth_subject_dn: row.tls_client_auth_subject_dn } : {}),
