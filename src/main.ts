@@ -18,6 +18,7 @@ import { buildProvider } from './oauth/provider.ts';
 import { createEngine, type Engine } from './oauth/engine.ts';
 import { createRevocationFeed, type RevocationFeed } from './gateway/revocation-feed.ts';
 import { purgeExpiredRevocationEvents } from './store/revocation-events.ts';
+import { purgeOldAuditEvents } from './store/audit.ts';
 import { buildPublicApp } from './http/public-app.ts';
 import { buildManagementApp } from './http/management-app.ts';
 import { createLogger } from './http/logger.ts';
@@ -112,9 +113,12 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     await listen(managementServer, config.managementPort, config.managementHost);
 
     const purge = setInterval(() => {
-      Promise.all([purgeExpiredTokens(database.db), purgeOldLoginFailures(database.db, config.lockoutWindow), purgeExpiredAssertionIds(database.db), purgeExpiredRevocationEvents(database.db)])
-        .then(([tokens, failures, assertions, revocations]) => (tokens || failures || assertions || revocations)
-          && logger.info({ tokens, login_failures: failures, saml_assertion_ids: assertions, revocation_events: revocations }, 'purged expired rows'))
+      Promise.all([
+        purgeExpiredTokens(database.db), purgeOldLoginFailures(database.db, config.lockoutWindow), purgeExpiredAssertionIds(database.db),
+        purgeExpiredRevocationEvents(database.db), purgeOldAuditEvents(database.db, config.auditRetentionDays),
+      ])
+        .then(([tokens, failures, assertions, revocations, audit]) => (tokens || failures || assertions || revocations || audit)
+          && logger.info({ tokens, login_failures: failures, saml_assertion_ids: assertions, revocation_events: revocations, audit_events: audit }, 'purged expired rows'))
         .catch((err) => logger.warn({ err }, 'purge failed'));
     }, config.purgeInterval * 1000);
     purge.unref();

@@ -7,6 +7,7 @@ import { purgeExpiredTokens } from '../store/tokens.ts';
 import { purgeOldLoginFailures } from '../store/login-failures.ts';
 import { purgeExpiredAssertionIds } from '../store/idps.ts';
 import { purgeExpiredRevocationEvents } from '../store/revocation-events.ts';
+import { purgeOldAuditEvents } from '../store/audit.ts';
 import { output, withDatabase, type OutputOptions } from './context.ts';
 
 export function registerMaintenanceCommands(program: Command): void {
@@ -31,7 +32,11 @@ export function registerMaintenanceCommands(program: Command): void {
       const loginFailures = await purgeOldLoginFailures(db, config.lockoutWindow);
       const assertionIds = await purgeExpiredAssertionIds(db);
       const revocationEvents = await purgeExpiredRevocationEvents(db);
-      output(opts, { deleted, login_failures_deleted: loginFailures, saml_assertion_ids_deleted: assertionIds, revocation_events_deleted: revocationEvents },
-        (r) => `deleted ${r.deleted} expired rows, ${r.login_failures_deleted} old failed sign-ins, ${r.saml_assertion_ids_deleted} expired SAML assertion ids and ${r.revocation_events_deleted} revocation events of expired tokens`);
+      const auditEvents = await purgeOldAuditEvents(db, config.auditRetentionDays);
+      output(opts, {
+        deleted, login_failures_deleted: loginFailures, saml_assertion_ids_deleted: assertionIds,
+        revocation_events_deleted: revocationEvents, audit_events_deleted: auditEvents,
+      }, (r) => `deleted ${r.deleted} expired rows, ${r.login_failures_deleted} old failed sign-ins, ${r.saml_assertion_ids_deleted} expired SAML assertion ids, `
+        + `${r.revocation_events_deleted} revocation events of expired tokens and ${r.audit_events_deleted} audit events past audit_retention_days`);
     }));
 }

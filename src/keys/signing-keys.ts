@@ -45,7 +45,8 @@ function read(path: string): KeyFile {
 function write(path: string, file: KeyFile, { onlyIfAbsent = false } = {}): boolean {
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   // Write a temporary file first, so that a server starting meanwhile never reads half a file.
-  const tmp = `${path}.${process.pid}.tmp`;
+  // Unique per writer: containers sharing the directory often have the same pid.
+  const tmp = `${path}.${randomUUID()}.tmp`;
   writeFileSync(tmp, JSON.stringify(file, null, 2), { mode: 0o600 });
   if (!onlyIfAbsent) {
     renameSync(tmp, path);

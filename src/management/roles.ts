@@ -58,8 +58,11 @@ export function addRoleRoutes(api: ManagementApi, router: Router, db: Db): void 
   api.add(router, {
     method: 'patch', path: '/roles/:name', summary: 'Change a role\'s description', body: updateBody, responses: { 200: roleSchema },
     handler: async (ctx, { body }) => {
-      if (!(await setRoleDescription(db, nameParam(ctx), body.description))) throw notFound(`no role "${nameParam(ctx)}"`);
-      return (await findRole(db, nameParam(ctx)))!;
+      const changed = await setRoleDescription(db, nameParam(ctx), body.description);
+      // Deleted meanwhile (between the update and this read): gone, as a later GET would say.
+      const role = changed ? await findRole(db, nameParam(ctx)) : undefined;
+      if (!role) throw notFound(`no role "${nameParam(ctx)}"`);
+      return role;
     },
   });
   api.add(router, {

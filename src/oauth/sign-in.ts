@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/index.ts';
 import type { Db } from '../db/database.ts';
 import type { UserRow } from '../db/types.ts';
-import { findUserByUsername, MAX_USERNAME_LENGTH, upgradePasswordHash } from '../store/users.ts';
+import { findUserByUsername, isPossibleUsername, MAX_USERNAME_LENGTH, upgradePasswordHash } from '../store/users.ts';
 import { dummyHash, hashNeedsUpgrade, hashPassword, MAX_PASSWORD_BYTES, passwordParams, verifyPassword } from '../store/passwords.ts';
 import { clearLoginFailures, recordLoginFailure, reserveLoginAttemptWhenFree } from '../store/login-failures.ts';
 import { recordAuditEvent } from '../store/audit.ts';
@@ -35,9 +35,18 @@ export interface SignInAttempt {
   clientId?: string;
 }
 
+/**
+ * Where a name no user can have is counted. The lockout is keyed by what was typed; a name
+ * with control characters could otherwise reach accounts this surface must never touch
+ * (management operators are counted as "\u0001management:<name>"). Such names share one
+ * count of their own, which locks nobody out; the per-address count applies as usual.
+ */
+const IMPOSSIBLE_USERNAME_ACCOUNT = '\u0002impossible-username';
+
 /** The user when the password is right and the account usable; undefined for any refusal. */
-export async function signIn({ config, db, logger }: SignInDeps, { username, password, source, clientId }: SignInAttempt): Promise<UserRow | undefined> {
+export async function signIn({ config, db, logger }: SignInDeps, { username: typed, password, source, clientId }: SignInAttempt): Promise<UserRow | undefined> {
   const params = passwordParams(config);
+  const username = isPossibleUsername(typed) ? typed : IMPOSSIBLE_USERNAME_ACCOUNT;
   const policy = { maxFailures: config.lockoutMaxFailures, maxFailuresPerAddress: config.lockoutMaxFailuresPerAddress, windowSeconds: config.lockoutWindow };
 
   // The attempt takes its place in the window before any password is checked (see

@@ -1,5 +1,6 @@
 // The audit trail (audit_events): appended by the management API, keymgr and the security
 // events of the server; read newest first. Never holds a secret value.
+import { sql } from 'kysely';
 import type { Db } from '../db/database.ts';
 
 export interface AuditEvent {
@@ -57,4 +58,12 @@ export function describeAuditEvent(row: Awaited<ReturnType<typeof listAuditEvent
     outcome: row.outcome,
     changed_fields: row.changed_fields,
   };
+}
+
+/** Deletes events older than the retention period (days; 0 keeps everything). */
+export async function purgeOldAuditEvents(db: Db, retentionDays: number): Promise<number> {
+  if (retentionDays <= 0) return 0;
+  const r = await db.deleteFrom('audit_events')
+    .where('occurred_at', '<', sql<Date>`now() - make_interval(days => ${retentionDays})`).executeTakeFirst();
+  return Number(r.numDeletedRows);
 }

@@ -27,6 +27,16 @@ export async function hashPassword(password: string, params: PasswordParams): Pr
   return inPhcOrder(await argon2.hash(password, { type: argon2.argon2id, ...params }));
 }
 
+/**
+ * A hash whose salt is given rather than random, for a secret that several processes hash
+ * independently and must agree on (a management user's password read from a file or the
+ * environment: every instance must derive the same hash, or a token one issued would look
+ * issued on other credentials to the next).
+ */
+export async function hashPasswordWithSalt(password: string, params: PasswordParams, salt: Buffer): Promise<string> {
+  return inPhcOrder(await argon2.hash(password, { type: argon2.argon2id, ...params, salt }));
+}
+
 export async function verifyPassword(hash: string, password: string): Promise<boolean> {
   try {
     return await argon2.verify(hash, password);

@@ -31,6 +31,17 @@ export function checkUsername(username: string): void {
   }
 }
 
+/** Whether a user could have this name (checkUsername without the error). */
+export function isPossibleUsername(username: string): boolean {
+  try {
+    checkUsername(username);
+    return true;
+  } catch (err) {
+    if (err instanceof UserInputError) return false;
+    throw err;
+  }
+}
+
 export const MAX_NAME_ID_LENGTH = 256;
 const MAX_ENTITY_ID_LENGTH = 1024;
 // Controls and lone surrogates: nothing to compare exactly, and nothing the database can hold.
@@ -228,8 +239,10 @@ export async function deleteRole(db: Db, name: string): Promise<boolean> {
     const r = await db.deleteFrom('roles').where('name', '=', name).executeTakeFirst();
     return r.numDeletedRows > 0n;
   } catch (err) {
-    // A binding added meanwhile: the foreign key refuses (ON DELETE RESTRICT).
-    if ((err as { code?: string }).code === '23503') throw new RoleInUseError(`role "${name}" is bound to a scope`);
+    // A binding added meanwhile: the foreign key refuses (ON DELETE RESTRICT raises
+    // restrict_violation, 23001; a deferred check would raise foreign_key_violation, 23503).
+    const code = (err as { code?: string }).code;
+    if (code === '23001' || code === '23503') throw new RoleInUseError(`role "${name}" is bound to a scope`);
     throw err;
   }
 }

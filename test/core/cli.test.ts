@@ -439,10 +439,26 @@ describe('keymgr CLI', () => {
         .executeTakeFirstOrThrow();
       assert.ok(expiredRows >= 1);
 
+      // An audit event past the default retention (365 days, README) and one inside it; a
+      // revocation event of a token that has expired since and one of a live token.
+      await sql`insert into audit_events (occurred_at, actor_type, actor, action, outcome) values
+        (now() - interval '366 days', 'system', 'keymanager', 'test.old', 'success'), (now() - interval '364 days', 'system', 'keymanager', 'test.recent', 'success')`.execute(database.db);
+      const revokedLater = await issueToken(server.url, client, 'a');
+      const revokedNow = await issueToken(server.url, client, 'a');
+      await sql`update tokens set revoked_at = now() where id_sha256 in (${sha256hex(revokedLater)}, ${sha256hex(revokedNow)})`.execute(database.db);
+      await sql`update revocation_events set expires_at = now() - interval '1 second' where token_sha256 = ${sha256hex(revokedLater)}`.execute(database.db);
+
       const r = await keymgr('purge', '--json');
       ok(r);
-      assert.deepEqual(Object.keys(r.json).sort(), ['deleted', 'login_failures_deleted', 'revocation_events_deleted', 'saml_assertion_ids_deleted']);
+      assert.deepEqual(Object.keys(r.json).sort(), ['audit_events_deleted', 'deleted', 'login_failures_deleted', 'revocation_events_deleted', 'saml_assertion_ids_deleted']);
       assert.equal(r.json.deleted, expiredRows);
+      assert.equal(r.json.audit_events_deleted, 1);
+      assert.equal(r.json.revocation_events_deleted, 1);
+      const audit = await sql<{ action: string }>`select action from audit_events where action like 'test.%'`.execute(database.db);
+      assert.deepEqual(audit.rows.map((e) => e.action), ['test.recent']);
+      const feed = await sql<{ token_sha256: string }>`select token_sha256 from revocation_events
+        where token_sha256 in (${sha256hex(revokedLater)}, ${sha256hex(revokedNow)})`.execute(database.db);
+      assert.deepEqual(feed.rows.map((e) => e.token_sha256), [sha256hex(revokedNow)]);
 
       const remaining = await database.db.selectFrom('tokens').select('id_sha256')
         .where('id_sha256', 'in', [sha256hex(expired), sha256hex(live)]).execute();
@@ -451,7 +467,7 @@ describe('keymgr CLI', () => {
 
       const again = await keymgr('purge', '--json');
       ok(again);
-      assert.deepEqual(again.json, { deleted: 0, login_failures_deleted: 0, saml_assertion_ids_deleted: 0, revocation_events_deleted: 0 });
+      assert.deepEqual(again.json, { deleted: 0, login_failures_deleted: 0, saml_assertion_ids_deleted: 0, revocation_events_deleted: 0, audit_events_deleted: 0 });
     });
   });
 });

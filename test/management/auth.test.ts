@@ -17,6 +17,8 @@ import { post } from '../mtls/support.ts';
 import { makeClient } from '../support/fixtures.ts';
 import { basicAuth, managementClient } from '../support/management.ts';
 import { hashPassword } from '../../src/store/passwords.ts';
+import { loadManagementUsers, ManagementUserStoreError } from '../../src/management/user-store.ts';
+import pino from 'pino';
 import { tokenDigest } from '../../src/store/tokens.ts';
 
 const FAST = { memoryCost: 8192, timeCost: 1, parallelism: 1 };
@@ -285,6 +287,58 @@ describe('management users from keymanager.toml', () => {
       env: { KM_ENV: 'production', KM_ISSUER: 'https://auth.example', DATABASE_URL: 'postgres://x@db/km' },
       overrides: { managementUsers: [{ username: 'ops', password: 'plain', roles: ['admin'] }] },
     }), (err: unknown) => err instanceof ConfigError && /management\.users: "ops" has a plain password/.test(err.message));
+  });
+});
+
+describe('management user store across instances', () => {
+  let database: TestDatabase;
+  let one: TestServer;
+  let two: TestServer;
+  const env = 'KM_TEST_MANAGEMENT_ENVOP_PASSWORD';
+
+  before(async () => {
+    database = await createTestDatabase();
+    process.env[env] = 'envop-password-1';
+    const keysDir = tempDir('km-keys-');
+    const passwordFile = join(tempDir('km-secret-'), 'fileop.txt');
+    writeFileSync(passwordFile, 'fileop-password-1\n', { mode: 0o600 });
+    const users = [
+      { username: 'envop', password_env: env, roles: ['admin'] },
+      { username: 'fileop', password_file: passwordFile, roles: ['auditor'] },
+    ];
+    const start = async () => startTestServer(database.url, { tls: true, port: await freePort(), issuer: 'https://localhost:9443', keysDir, managementUsers: users });
+    one = await start();
+    two = await start();
+  });
+  after(async () => {
+    delete process.env[env];
+    await one?.stop();
+    await two?.stop();
+    await database?.drop();
+  });
+
+  it('a token issued on one instance works on another for passwords from the environment or a file (each instance hashes them alike)', async () => {
+    for (const [user, password] of [['envop', 'envop-password-1'], ['fileop', 'fileop-password-1']]) {
+      const login = await managementClient(one)('GET', '/management/login', { authorization: basicAuth(user!, password!) });
+      assert.equal(login.status, 200, login.text);
+      const res = await managementClient(two)('GET', '/management/clients', { authorization: `Bearer ${login.json.AccessToken}` });
+      assert.equal(res.status, 200, `${user}: ${res.text}`);
+    }
+  });
+
+  it('refuses a user store with two names that differ only in case (they would share one lockout count)', async () => {
+    const config = loadConfig({
+      env: {},
+      overrides: {
+        databaseUrl: database.url,
+        managementUsers: [
+          { username: 'ops', password_hash: await hashPassword('ops-password-1', FAST), roles: ['admin'] },
+          { username: 'Ops', password_hash: await hashPassword('ops-password-2', FAST), roles: ['auditor'] },
+        ],
+      },
+    });
+    await assert.rejects(loadManagementUsers(config, pino({ level: 'silent' })),
+      (err: unknown) => err instanceof ManagementUserStoreError && err.message === 'management.users: "Ops" is listed twice (names differ only in case count as one)');
   });
 });
 

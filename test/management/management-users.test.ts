@@ -4,7 +4,7 @@
 // OpenAPI document.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { sql } from 'kysely';
 import type { TestDatabase } from '../support/database.ts';
@@ -13,6 +13,9 @@ import { basicAuth, expectReply, managementClient, startManagementApi } from '..
 import { conformanceChecker } from '../support/openapi.ts';
 import { hashPassword } from '../../src/store/passwords.ts';
 import { runKeymgr } from '../support/cli.ts';
+import { makeClient } from '../support/fixtures.ts';
+import { basicHeader } from '../support/http.ts';
+import { post as tlsPost } from '../mtls/support.ts';
 
 const FAST = { memoryCost: 8192, timeCost: 1, parallelism: 1 };
 const LOCKOUT_AFTER = 3;
@@ -108,6 +111,21 @@ describe('management API: management users', () => {
     assert.equal((await callOther('GET', '/management/clients', { authorization: admin })).status, 200);
     assert.equal((await callOther('GET', '/management/clients', { authorization: auditor })).status, 200);
     await expect(404, 'POST', '/management/management-users/nobody/revoke-tokens');
+  });
+
+  it('sign-ins at the public surface never count against an operator (a username carrying the management lockout key)', async () => {
+    const client = await makeClient(database.db, { grantTypes: ['password'], scope: ['read'] });
+    const ca = readFileSync(join(server.keysDir, 'tls', 'server.crt'), 'utf8');
+    for (let i = 0; i < LOCKOUT_AFTER + 2; i++) {
+      const res = await tlsPost(`${other.url}/token`, { grant_type: 'password', username: '\u0001management:ops', password: `guess-${i}` },
+        { ca, headers: { authorization: basicHeader(...client.basic) } });
+      assert.equal(res.status, 400, res.text);
+      assert.equal((res.json as { error: string }).error, 'invalid_grant');
+    }
+    const shown = await expect(200, 'GET', '/management/management-users/ops');
+    assert.equal(shown.json.locked, false);
+    assert.equal(shown.json.failed_sign_ins, 0);
+    assert.equal(typeof await login('ops', 'ops-password-1'), 'string');
   });
 
   it('keymgr management unlock and revoke-tokens do the same, audited as the OS user', async () => {

@@ -7,6 +7,7 @@ import type { TestServer } from '../support/server.ts';
 import { expectReply, managementClient, startManagementApi } from '../support/management.ts';
 import { conformanceChecker } from '../support/openapi.ts';
 import { runKeymgr } from '../support/cli.ts';
+import pg from 'pg';
 import { hashPassword } from '../../src/store/passwords.ts';
 import { createScope } from '../../src/store/scopes.ts';
 import { createUser } from '../../src/store/users.ts';
@@ -56,7 +57,8 @@ describe('management API: roles', () => {
     await createUser(database.db, 'bob', hash, ['staff']);
     for (const name of ['auditors', 'ops']) await expect(201, 'POST', PREFIX, { body: { name } });
     const first = await expect(200, 'GET', `${PREFIX}?limit=3`);
-    assert.equal(first.json.total, 4);
+    // Four made here, and `introspector`, which migration 0010 creates (README "API gateways").
+    assert.equal(first.json.total, 5);
     const items = [...first.json.items];
     let cursor = first.json.next_cursor as string | null;
     while (cursor) {
@@ -67,6 +69,7 @@ describe('management API: roles', () => {
     assert.deepEqual(items, [
       { name: 'auditors', description: '', users: 0 },
       { name: 'finance', description: '', users: 1 },
+      { name: 'introspector', description: 'may introspect any token and follow the revocation feed with a user token carrying the introspect scope', users: 0 },
       { name: 'ops', description: '', users: 0 },
       { name: 'staff', description: 'everyone employed', users: 2 },
     ]);
@@ -106,6 +109,35 @@ describe('management API: roles', () => {
     assert.equal(held.length, 0);
     await expect(404, 'DELETE', `${PREFIX}/staff`);
     await expect(404, 'DELETE', `${PREFIX}/bad%20role`);
+  });
+
+  it('a scope bound to the role while it is being deleted: 409, never a 500, and the role stays', async () => {
+    await expect(201, 'POST', PREFIX, { body: { name: 'contested' } });
+    await createScope(database.db, 'contested:scope');
+    // A binding written by a transaction that commits only once the DELETE has passed its own
+    // check and waits on the row: the foreign key's RESTRICT is what refuses it then.
+    const binder = new pg.Client({ connectionString: database.url });
+    await binder.connect();
+    try {
+      await binder.query('begin');
+      await binder.query("insert into scope_roles (scope_name, role_name) values ('contested:scope', 'contested')");
+      const deletion = call('DELETE', `${PREFIX}/contested`, { authorization: admin });
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        const { rows } = await binder.query("select count(*)::int as n from pg_locks l join pg_stat_activity a using (pid) where not l.granted and a.query ilike 'delete from \"roles\"%'");
+        if (rows[0].n > 0) break;
+        assert.ok(Date.now() < deadline, 'the DELETE never waited on the binding');
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      await binder.query('commit');
+      const res = await deletion;
+      assert.equal(res.status, 409, res.text);
+      conformance.check('DELETE', `${PREFIX}/{name}`, 409, res.json);
+      assert.deepEqual(res.json, { error: 'conflict', error_description: 'role "contested" is bound to a scope' });
+    } finally {
+      await binder.end();
+    }
+    await expect(200, 'GET', `${PREFIX}/contested`);
   });
 
   it('an auditor reads, never writes', async () => {

@@ -1,27 +1,40 @@
 // The programs the tests drive that npm cannot provide: Debian's chromium (the browser test
-// of the sign-in pages, through playwright-core) and xmlsec1 (one of the two independent
-// signers of SAML test assertions). `npm test` obtains them itself, so that the README's two
-// commands are all a fresh machine needs: installed with apt-get when missing and running as
-// root, otherwise the run stops with one line naming what is missing. No test is skipped.
+// of the sign-in pages, through playwright-core), xmlsec1 (one of the two independent
+// signers of SAML test assertions), and Apache httpd with the two stock OAuth modules that
+// stand in front of keymanager as gateways (test/gateway). `npm test` obtains them itself, so
+// that the README's two commands are all a fresh machine needs: installed with apt-get when
+// missing and running as root, otherwise the run stops with one line naming what is missing.
+// No test is skipped.
 import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 
-interface SystemPackage {
-  command: string;
-  debianPackage: string;
-}
+/** A package is present when its command is on PATH, or when its file exists (for what lives outside PATH). */
+type SystemPackage = { debianPackage: string } & ({ command: string } | { file: string });
+
+/** Debian's httpd binary: in /usr/sbin, which is not on every user's PATH. */
+export const APACHE_BINARY = '/usr/sbin/apache2';
+/** Where Debian's apache2-bin and the libapache2-mod-* packages put their modules. */
+export const APACHE_MODULES_DIR = '/usr/lib/apache2/modules';
 
 export const SYSTEM_PACKAGES: SystemPackage[] = [
   { command: 'chromium', debianPackage: 'chromium' },
   { command: 'xmlsec1', debianPackage: 'xmlsec1' },
+  { file: APACHE_BINARY, debianPackage: 'apache2' },
+  { file: `${APACHE_MODULES_DIR}/mod_auth_openidc.so`, debianPackage: 'libapache2-mod-auth-openidc' },
+  { file: `${APACHE_MODULES_DIR}/mod_oauth2.so`, debianPackage: 'libapache2-mod-oauth2' },
 ];
 
 function onPath(command: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' }).status === 0;
 }
 
+function isPresent(p: SystemPackage): boolean {
+  return 'command' in p ? onPath(p.command) : existsSync(p.file);
+}
+
 /** Installs what is missing, or returns the one line to print when that is not possible. */
 export function ensureSystemPackages(): string | undefined {
-  const missing = SYSTEM_PACKAGES.filter((p) => !onPath(p.command)).map((p) => p.debianPackage);
+  const missing = SYSTEM_PACKAGES.filter((p) => !isPresent(p)).map((p) => p.debianPackage);
   if (missing.length === 0) return undefined;
   const manual = `npm test needs ${missing.join(' and ')}: install with 'apt-get install -y ${missing.join(' ')}' (as root), then run npm test again`;
   if (process.getuid?.() !== 0 || !onPath('apt-get')) return manual;
@@ -35,6 +48,6 @@ export function ensureSystemPackages(): string | undefined {
   } catch {
     return `${manual} (apt-get install failed; see above)`;
   }
-  const still = SYSTEM_PACKAGES.filter((p) => !onPath(p.command)).map((p) => p.debianPackage);
+  const still = SYSTEM_PACKAGES.filter((p) => !isPresent(p)).map((p) => p.debianPackage);
   return still.length ? `npm test: ${still.join(' and ')} still missing after apt-get install` : undefined;
 }
