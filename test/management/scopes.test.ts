@@ -58,7 +58,8 @@ describe('management API: scopes', () => {
   it('lists with a cursor and a total (as keymgr scope list --json)', async () => {
     for (const name of ['a', 'b', 'c']) await expect(201, 'POST', PREFIX, { body: { name } });
     const first = await expect(200, 'GET', `${PREFIX}?limit=2`);
-    assert.equal(first.json.total, 5);
+    // Five made here, and `introspect`, which migration 0010 registers (README "API gateways").
+    assert.equal(first.json.total, 6);
     const items = [...first.json.items];
     let cursor = first.json.next_cursor as string | null;
     while (cursor) {
@@ -66,8 +67,9 @@ describe('management API: scopes', () => {
       items.push(...next.json.items);
       cursor = next.json.next_cursor;
     }
-    assert.deepEqual(items.map((s) => s.name), ['a', 'b', 'c', 'payroll:read', 'profile']);
-    assert.deepEqual(items[3].roles, ['finance', 'staff']);
+    assert.deepEqual(items.map((s) => s.name), ['a', 'b', 'c', 'introspect', 'payroll:read', 'profile']);
+    assert.deepEqual(items[3].roles, ['introspector']);
+    assert.deepEqual(items[4].roles, ['finance', 'staff']);
     await expect(400, 'GET', `${PREFIX}?limit=0`);
     await expect(400, 'GET', `${PREFIX}?cursor=AA`);
   });
