@@ -62,7 +62,7 @@ export async function authenticateGateway({ db, certificates, scopes }: GatewayC
     throw new BearerTokenError(400, 'invalid_request', 'authenticate with a bearer token or client credentials, not both');
   }
   const value = BEARER.exec(authorization.trim())?.[1];
-  if (!value) throw new BearerTokenError(400, 'invalid_request', 'malformed Authorization header (RFC 6750 §2.1)');
+  if (!value) throw new BearerTokenError(400, 'invalid_request', 'malformed Authorization header (RFC 6750 section 2.1)');
 
   const row = await findIssuedTokenByValue(db, value);
   if (!isTokenActive(row) || row.kind === 'RefreshToken') throw invalidToken('the access token is not active');

@@ -21,7 +21,8 @@ interface ExposedError {
 
 /** RFC 6749 §5.2 / RFC 7235: the challenge of a refused client authentication. */
 export function authChallenge(scheme: string, realm: string, error: string, description: string | undefined, scope?: string): string {
-  const quoted = (v: string) => `"${v.replace(/["\\]/g, '')}"`;
+  // RFC 6750 §3: error_description is %x20-21 / %x23-5B / %x5D-7E (no quote, backslash or non-ASCII).
+  const quoted = (v: string) => `"${v.replace(/[^\x20\x21\x23-\x5b\x5d-\x7e]/g, '')}"`;
   return `${scheme} realm=${quoted(realm)}, error=${quoted(error)}${description ? `, error_description=${quoted(description)}` : ''}${scope ? `, scope=${quoted(scope)}` : ''}`;
 }
 
