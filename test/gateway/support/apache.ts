@@ -1,8 +1,8 @@
 // A real Apache httpd (Debian's) in front of keymanager, the way an operator runs a stock
 // gateway: one generated httpd.conf in a temporary ServerRoot, listening on a free loopback
-// port, serving a small static "backend" under /api that the module under test protects.
-// Every instance is started in the foreground as a child of the test process and stopped by
-// its pid; a start that fails throws with Apache's own error log in the message.
+// port, serving a small static "backend" under each location that the module under test
+// protects. Every instance is started in the foreground as a child of the test process and
+// stopped by its pid; a start that fails throws with Apache's own error log in the message.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
@@ -13,28 +13,38 @@ import { APACHE_BINARY, APACHE_MODULES_DIR } from '../../support/system-packages
 
 /** What the backend behind the gateway answers, so that a test can tell it was reached. */
 export const BACKEND_BODY = 'backend content: the gateway let this request through\n';
-/** The path of the protected backend resource on every gateway. */
-export const BACKEND_PATH = '/api/resource.txt';
+/** The file every protected location serves: GET <location>/resource.txt. */
+export const BACKEND_FILE = 'resource.txt';
+
+export interface ProtectedLocation {
+  /** An absolute path such as /api: the backend answers at <path>/resource.txt. */
+  path: string;
+  /** Directives inside its <Location>: the module's AuthType, how it verifies, what it requires. */
+  directives: string[];
+}
 
 export interface ApacheSite {
   /** Module files loaded on top of the base set, e.g. ['mod_auth_openidc.so']. */
   modules: string[];
   /** Files written (mode 0644) into the instance's conf directory, e.g. a CA bundle: name → content. */
   files?: Record<string, string>;
-  /** Server-wide directives: the module's connection to keymanager; given the conf directory holding `files`. */
-  serverConfig: (confDir: string) => string[];
-  /** Directives inside <Location /api>: the module's AuthType and what it requires. */
-  protectedConfig: string[];
-  /** LogLevel directive arguments; module debug output lands in the error log the tests print. */
+  /** Server-wide directives, given the conf directory that holds `files`. */
+  serverConfig?: (confDir: string) => string[];
+  locations: ProtectedLocation[];
+  /** LogLevel arguments; module debug output lands in the error log that failure messages show. */
   logLevel?: string;
 }
 
 export interface RunningApache {
   /** http://127.0.0.1:PORT */
   url: string;
+  /** The backend resource behind a protected location. */
+  backendUrl(path: string): string;
   /** The generated configuration, for failure messages. */
   config: string;
   errorLog(): string;
+  /** The last lines of the error log, for failure messages. */
+  errorLogTail(lines?: number): string;
   stop(): Promise<void>;
 }
 
@@ -97,12 +107,14 @@ function renderConfig(root: string, port: number, site: ApacheSite): string {
     `<Directory ${quoted(join(root, 'htdocs'))}>`,
     '  Require all granted',
     '</Directory>',
-    ...site.serverConfig(join(root, 'conf')),
-    '<Location /api>',
-    ...site.protectedConfig.map((line) => `  ${line}`),
-    // Who the module says the caller is: the backend sees it as REMOTE_USER.
-    '  Header always set X-Remote-User "expr=%{REMOTE_USER}"',
-    '</Location>',
+    ...(site.serverConfig?.(join(root, 'conf')) ?? []),
+    ...site.locations.flatMap((location) => [
+      `<Location ${quoted(location.path)}>`,
+      ...location.directives.map((line) => `  ${line}`),
+      // Who the module says the caller is (REMOTE_USER), shown to the test on success.
+      '  Header set X-Remote-User "expr=%{REMOTE_USER}"',
+      '</Location>',
+    ]),
     '',
   ].join('\n');
 }
@@ -134,12 +146,29 @@ process.once('exit', () => {
   for (const child of running) killGroup(child);
 });
 
+/** Thrown when the free port was taken between choosing it and httpd binding it: worth another try. */
+class PortTakenError extends Error {}
+
 export async function startApache(site: ApacheSite): Promise<RunningApache> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce(site);
+    } catch (err) {
+      if (!(err instanceof PortTakenError) || attempt === 3) throw err;
+    }
+  }
+}
+
+async function startOnce(site: ApacheSite): Promise<RunningApache> {
   const root = tempDir('km-apache-');
-  for (const dir of ['run', 'logs', 'conf', 'htdocs/api']) mkdirSync(join(root, dir), { recursive: true });
+  for (const dir of ['run', 'logs', 'conf', 'htdocs']) mkdirSync(join(root, dir), { recursive: true });
   // The workers run as nobody when the tests run as root: they must be able to read what they serve and use.
-  for (const dir of [root, join(root, 'conf'), join(root, 'htdocs'), join(root, 'htdocs/api')]) chmodSync(dir, 0o755);
-  writeFileSync(join(root, 'htdocs', BACKEND_PATH), BACKEND_BODY, { mode: 0o644 });
+  for (const dir of [root, join(root, 'conf'), join(root, 'htdocs')]) chmodSync(dir, 0o755);
+  for (const { path } of site.locations) {
+    if (!/^(\/[\w-]+)+$/.test(path)) throw new Error(`apache.ts: bad location ${path}`);
+    mkdirSync(join(root, 'htdocs', path), { recursive: true, mode: 0o755 });
+    writeFileSync(join(root, 'htdocs', path, BACKEND_FILE), BACKEND_BODY, { mode: 0o644 });
+  }
   for (const [name, content] of Object.entries(site.files ?? {})) {
     if (!/^[\w.-]+$/.test(name)) throw new Error(`apache.ts: bad file name ${name}`);
     writeFileSync(join(root, 'conf', name), content, { mode: 0o644 });
@@ -176,11 +205,18 @@ export async function startApache(site: ApacheSite): Promise<RunningApache> {
     });
   });
 
-  const fail = (why: string) => new Error(`Apache httpd ${why}\n--- output ---\n${output}\n--- error log ---\n${errorLog()}\n--- httpd.conf ---\n${config}`);
+  const fail = (why: string) => {
+    const error = new (/Address already in use/.test(output + errorLog()) ? PortTakenError : Error)(`Apache httpd ${why}\n--- output ---\n${output}\n--- error log ---\n${errorLog()}\n--- httpd.conf ---\n${config}`);
+    rmSync(root, { recursive: true, force: true });
+    return error;
+  };
+  // Up when the port answers and httpd has written its pid file (after binding): the port is ours.
+  const pidFile = join(root, 'run', 'httpd.pid');
+  const ours = () => existsSync(pidFile) && readFileSync(pidFile, 'utf8').trim() === String(child.pid);
   const deadline = Date.now() + 15_000;
   for (;;) {
     if (exited) throw fail(`did not start (${exited})`);
-    if (await portOpen(port)) break;
+    if (ours() && await portOpen(port)) break;
     if (Date.now() > deadline) {
       killGroup(child);
       await exit;
@@ -191,8 +227,10 @@ export async function startApache(site: ApacheSite): Promise<RunningApache> {
 
   return {
     url: `http://127.0.0.1:${port}`,
+    backendUrl: (path: string) => `http://127.0.0.1:${port}${path}/${BACKEND_FILE}`,
     config,
     errorLog,
+    errorLogTail: (lines = 150) => errorLog().split('\n').slice(-lines - 1).join('\n'),
     async stop() {
       if (!exited) {
         // SIGTERM: httpd stops its workers and removes its pid file; SIGKILL if it hangs.
