@@ -1,0 +1,252 @@
+// GET /revocations: Server-Sent Events for gateways. A revocation made on one instance reaches
+// a subscriber of another; every way a live access token stops being valid early raises one
+// event (revoke, reuse detection, user or client disabled or deleted, admin revocation); a
+// subscriber that reconnects with Last-Event-ID gets exactly what it missed; only gateways may
+// subscribe; an audience-limited gateway sees only its audiences; idle streams get heartbeats.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { decodeJwt } from 'jose';
+import { createParser, type EventSourceMessage } from 'eventsource-parser';
+import { createTestDatabase, type TestDatabase } from '../support/database.ts';
+import { startTestServer, type TestServer } from '../support/server.ts';
+import { basicHeader, postForm, toReply } from '../support/http.ts';
+import { issueToken, makeClient, makeUser, type TestClient } from '../support/fixtures.ts';
+import { deleteClient, setClientDisabled } from '../../src/store/clients.ts';
+import { setUserDisabled } from '../../src/store/users.ts';
+import { revokeTokensOfClient } from '../../src/store/tokens.ts';
+
+const FAST = { memoryCost: 8192, timeCost: 1, parallelism: 1 };
+const sha256 = (value: string) => createHash('sha256').update(value, 'utf8').digest('hex');
+
+interface Feed {
+  /** The first frame's id: where the stream starts. */
+  start: string;
+  events: (EventSourceMessage & { json: Record<string, unknown> })[];
+  comments: string[];
+  /** Waits (polling, generous deadline) until `n` events have arrived. */
+  waitFor(n: number): Promise<void>;
+  close(): void;
+}
+
+async function openFeed(url: string, headers: Record<string, string>): Promise<Feed> {
+  const abort = new AbortController();
+  const res = await fetch(`${url}/revocations`, { headers: { accept: 'text/event-stream', ...headers }, signal: abort.signal });
+  if (res.status !== 200) assert.fail(`GET /revocations: ${res.status} ${await res.text()}`);
+  assert.equal(res.headers.get('content-type'), 'text/event-stream; charset=utf-8');
+  assert.equal(res.headers.get('cache-control'), 'no-store');
+  const feed: Feed = {
+    start: '',
+    events: [],
+    comments: [],
+    async waitFor(n) {
+      const deadline = Date.now() + 15_000;
+      while (feed.events.length < n) {
+        assert.ok(Date.now() < deadline, `only ${feed.events.length} of ${n} events arrived: ${JSON.stringify(feed.events)}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    },
+    close: () => abort.abort(),
+  };
+  let started!: () => void;
+  const firstFrame = new Promise<void>((resolve) => { started = resolve; });
+  const parser = createParser({
+    onEvent(e) {
+      if (!feed.start && e.event === undefined && e.data === '') return;
+      feed.events.push({ ...e, json: JSON.parse(e.data) });
+    },
+    onComment: (c) => feed.comments.push(c),
+    onRetry: () => {},
+  });
+  // The first frame carries only `retry` and `id` (no data): read it off the raw text.
+  const reader = res.body!.getReader();
+  const decoder = new TextDecoder();
+  let head = '';
+  void (async () => {
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        const text = decoder.decode(value, { stream: true });
+        if (!feed.start) {
+          head += text;
+          const m = /^retry: \d+\nid: (\d+)\n\n/.exec(head);
+          if (!m) continue;
+          feed.start = m[1]!;
+          started();
+          parser.feed(head.slice(m[0].length));
+          continue;
+        }
+        parser.feed(text);
+      }
+    } catch { /* aborted */ }
+  })();
+  await firstFrame;
+  return feed;
+}
+
+describe('revocation feed', () => {
+  let database: TestDatabase;
+  let a: TestServer;
+  let b: TestServer;
+  let app: TestClient;
+  let jwtApp: TestClient;
+  let gateway: TestClient;
+  const feeds: Feed[] = [];
+
+  before(async () => {
+    database = await createTestDatabase();
+    a = await startTestServer(database.url);
+    b = await startTestServer(database.url, { revocationFeedHeartbeat: 1 });
+    app = await makeClient(database.db, { scope: ['read'], grantTypes: ['client_credentials', 'password', 'refresh_token'] });
+    jwtApp = await makeClient(database.db, { scope: ['read'], tokenFormat: 'jwt' });
+    gateway = await makeClient(database.db, { introspectAny: true, scope: ['introspect'] });
+  });
+  after(async () => {
+    for (const f of feeds) f.close();
+    await a?.stop();
+    await b?.stop();
+    await database?.drop();
+  });
+
+  const subscribe = async (server: TestServer, headers: Record<string, string> = { authorization: basicHeader(...gateway.basic) }) => {
+    const feed = await openFeed(server.url, headers);
+    feeds.push(feed);
+    return feed;
+  };
+  const revoke = async (token: string, by: TestClient) => assert.equal((await postForm(`${a.url}/revoke`, { token }, { basic: by.basic })).status, 200);
+
+  it('only gateways subscribe: no credentials 401, a forged bearer 401, a client that is no gateway 403', async () => {
+    const anonymous = await toReply(await fetch(`${b.url}/revocations`));
+    assert.equal(anonymous.status, 401);
+    assert.deepEqual(anonymous.json, { error: 'invalid_client', error_description: 'no client authentication mechanism provided' });
+    const forged = await toReply(await fetch(`${b.url}/revocations`, { headers: { authorization: 'Bearer forged' } }));
+    assert.equal(forged.status, 401);
+    assert.equal(forged.json.error, 'invalid_token');
+    assert.equal(forged.headers.get('www-authenticate'), `Bearer realm="${b.config.issuer}", error="invalid_token", error_description="the access token is not active"`);
+    const notGateway = await toReply(await fetch(`${b.url}/revocations`, { headers: { authorization: basicHeader(...app.basic) } }));
+    assert.equal(notGateway.status, 403);
+    assert.equal(notGateway.json.error, 'unauthorized_client');
+    // A bearer with the introspect scope is a gateway.
+    const bearer = await issueToken(a.url, gateway, 'introspect');
+    const feed = await subscribe(b, { authorization: `Bearer ${bearer}` });
+    assert.match(feed.start, /^\d+$/);
+    feed.close();
+  });
+
+  it('a token revoked on one instance reaches a subscriber of the other: sha256 of the value, client_id, exp; jti for a JWT', async () => {
+    const feed = await subscribe(b);
+    const opaque = await issueToken(a.url, app, 'read');
+    const jwt = await issueToken(a.url, jwtApp, 'read');
+    const opaqueExp = (await postForm(`${a.url}/introspect`, { token: opaque }, { basic: gateway.basic })).json.exp;
+    const revokedAt = Date.now();
+    await revoke(opaque, app);
+    await feed.waitFor(1);
+    const latency = Date.now() - revokedAt;
+    await revoke(jwt, jwtApp);
+    await feed.waitFor(2);
+    const [first, second] = feed.events;
+    assert.equal(first!.event, 'revocation');
+    assert.ok(BigInt(first!.id!) > BigInt(feed.start) && BigInt(second!.id!) > BigInt(first!.id!));
+    assert.deepEqual(first!.json, { sha256: sha256(opaque), client_id: app.id, exp: opaqueExp, reason: 'revoked' });
+    const claims = decodeJwt(jwt);
+    assert.deepEqual(second!.json, { sha256: sha256(jwt), jti: claims.jti, client_id: jwtApp.id, exp: claims.exp, reason: 'revoked' });
+    assert.ok(!JSON.stringify(feed.events).includes(opaque), 'a token value was sent');
+    process.stderr.write(`revocation feed: first event ${latency} ms after /revoke answered\n`);
+    feed.close();
+  });
+
+  it('every other way a live access token ends early raises one event each; refresh tokens and expired tokens none', async () => {
+    const feed = await subscribe(b);
+    // A refresh token used twice: the engine revokes the grant, and with it the access tokens.
+    const user = await makeUser(database.db, 'feed-user', { params: FAST });
+    const signIn = await postForm(`${a.url}/token`, { grant_type: 'password', username: user.username, password: user.password, scope: 'read' }, { basic: app.basic });
+    assert.equal(signIn.status, 200, signIn.text);
+    const refreshed = await postForm(`${a.url}/token`, { grant_type: 'refresh_token', refresh_token: signIn.json.refresh_token }, { basic: app.basic });
+    assert.equal(refreshed.status, 200, refreshed.text);
+    const reused = await postForm(`${a.url}/token`, { grant_type: 'refresh_token', refresh_token: signIn.json.refresh_token }, { basic: app.basic });
+    assert.equal(reused.json.error, 'invalid_grant');
+    await feed.waitFor(2);
+    assert.deepEqual(new Set(feed.events.map((e) => e.json.sha256)), new Set([sha256(signIn.json.access_token), sha256(refreshed.json.access_token)]));
+
+    // A user disabled: the access token of their new sign-in.
+    const again = await postForm(`${a.url}/token`, { grant_type: 'password', username: user.username, password: user.password, scope: 'read' }, { basic: app.basic });
+    await setUserDisabled(database.db, user.username, true);
+    await feed.waitFor(3);
+    assert.equal(feed.events[2]!.json.sha256, sha256(again.json.access_token));
+
+    // Administrative revocation of a client's tokens, a client disabled, a client deleted.
+    const other = await makeClient(database.db, { scope: ['read'] });
+    const t1 = await issueToken(a.url, other, 'read');
+    await revokeTokensOfClient(database.db, other.id);
+    await feed.waitFor(4);
+    assert.deepEqual(feed.events[3]!.json, { ...feed.events[3]!.json, sha256: sha256(t1), reason: 'revoked' });
+    const t2 = await issueToken(a.url, other, 'read');
+    await setClientDisabled(database.db, other.id, true);
+    await feed.waitFor(5);
+    assert.equal(feed.events[4]!.json.sha256, sha256(t2));
+    const doomed = await makeClient(database.db, { scope: ['read'] });
+    const t3 = await issueToken(a.url, doomed, 'read');
+    await deleteClient(database.db, doomed.id);
+    await feed.waitFor(6);
+    assert.deepEqual(feed.events[5]!.json, { ...feed.events[5]!.json, sha256: sha256(t3), client_id: doomed.id, reason: 'deleted' });
+
+    // None for an expired token revoked later, nor for a refresh token.
+    const expired = await issueToken(a.url, app, 'read');
+    await database.db.updateTable('tokens').set({ expires_at: new Date(Date.now() - 1000) }).where('id_sha256', '=', sha256(expired)).execute();
+    await revoke(expired, app);
+    await revoke(refreshed.json.refresh_token, app);
+    const marker = await issueToken(a.url, app, 'read');
+    await revoke(marker, app);
+    await feed.waitFor(7);
+    assert.equal(feed.events[6]!.json.sha256, sha256(marker), 'the next event is the marker, not the expired or refresh token');
+    assert.equal(feed.events.length, 7);
+    feed.close();
+  });
+
+  it('resumes with Last-Event-ID: exactly the events missed, in order', async () => {
+    const feed = await subscribe(b);
+    const t0 = await issueToken(a.url, app, 'read');
+    await revoke(t0, app);
+    await feed.waitFor(1);
+    const lastSeen = feed.events[0]!.id!;
+    feed.close();
+    const missed = [await issueToken(a.url, app, 'read'), await issueToken(a.url, app, 'read')];
+    for (const t of missed) await revoke(t, app);
+    const resumed = await subscribe(b, { authorization: basicHeader(...gateway.basic), 'last-event-id': lastSeen });
+    await resumed.waitFor(2);
+    assert.deepEqual(resumed.events.map((e) => e.json.sha256), missed.map(sha256));
+    assert.ok(BigInt(resumed.events[0]!.id!) > BigInt(lastSeen));
+    // A Last-Event-ID that is not one of ours starts from now, like no header.
+    const fresh = await subscribe(b, { authorization: basicHeader(...gateway.basic), 'last-event-id': 'garbage' });
+    assert.equal(fresh.start, resumed.events[1]!.id);
+    resumed.close();
+    fresh.close();
+  });
+
+  it('an idle stream gets heartbeats (revocation_feed_heartbeat)', async () => {
+    const feed = await subscribe(b);
+    const deadline = Date.now() + 10_000;
+    while (!feed.comments.includes('keepalive')) {
+      assert.ok(Date.now() < deadline, 'no heartbeat');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    feed.close();
+  });
+
+  it('a gateway limited to other audiences gets no events of these tokens', async () => {
+    const blind = await makeClient(database.db, { introspectAny: true, introspectAudiences: ['https://other.example/api'], scope: [] });
+    const seeing = await makeClient(database.db, { introspectAny: true, introspectAudiences: [a.config.issuer, b.config.issuer], scope: [] });
+    const blindFeed = await subscribe(b, { authorization: basicHeader(...blind.basic) });
+    const seeingFeed = await subscribe(b, { authorization: basicHeader(...seeing.basic) });
+    const t = await issueToken(a.url, app, 'read');
+    await revoke(t, app);
+    await seeingFeed.waitFor(1);
+    assert.equal(seeingFeed.events[0]!.json.sha256, sha256(t));
+    // One instance hands an event to all its subscribers at once: had it been visible to the
+    // blind one, it would be there by now.
+    assert.equal(blindFeed.events.length, 0);
+    blindFeed.close();
+    seeingFeed.close();
+  });
+});
