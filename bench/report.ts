@@ -51,6 +51,12 @@ export function renderTable(scenarios: Scenario[], measurements: Measurement[], 
       out.push(`  ${c.scenario}: ${fmt(c.keymanagerCpuMicrosPerRequest)} µs vs ${fmt(c.bareCpuMicrosPerRequest)} µs  ratio ${fmt(c.cpuRatio, 2)}x`);
     }
   }
+  // Introspection by bearer (f) against introspection with Basic (c), both keymanager, same run.
+  const basicCpu = measurements.find((m) => m.scenario === 'c' && m.target === 'keymanager')?.serverCpuMicrosPerRequest;
+  const bearerCpu = measurements.find((m) => m.scenario === 'f' && m.target === 'keymanager')?.serverCpuMicrosPerRequest;
+  if (basicCpu && bearerCpu) {
+    out.push('', `introspection by bearer vs by Basic (keymanager): f ${fmt(bearerCpu)} µs vs c ${fmt(basicCpu)} µs  ratio ${fmt(bearerCpu / basicCpu, 2)}x`);
+  }
   // Grants that act for a user: the bare provider has no such path, so their own units.
   const counted = scenarios.filter((s) => s.unit);
   if (counted.length) {

@@ -12,6 +12,7 @@ import { openBenchDatabase, type BenchDatabase } from './database.ts';
 import { measure, type LoadSettings, type Measurement, type Scenario, type Target } from './load.ts';
 import { clockTicksPerSecond, freePort, runCommand, startChild, waitForHttp, type Child } from './processes.ts';
 import { compare, failures, renderTable, writeJson } from './report.ts';
+import { measureFeedLatency, renderFeedLatency } from './feed-latency.ts';
 import { bareTarget, introspectScenario, keymanagerTarget, passwordScenario, refreshScenario, tokenScenario, type Credentials } from './targets.ts';
 
 const benchDir = dirname(fileURLToPath(import.meta.url));
@@ -38,7 +39,7 @@ const settings: LoadSettings = {
 const passwordConnections = intEnv('BENCH_PASSWORD_CONNECTIONS', 4, 1, 64);
 
 // BENCH_SCENARIOS=a,c runs a subset (e.g. to profile one path); checked before anything starts.
-const SCENARIO_IDS = ['a', 'b', 'c', 'd', 'e'] as const;
+const SCENARIO_IDS = ['a', 'b', 'c', 'd', 'e', 'f', 'g'] as const;
 type ScenarioId = (typeof SCENARIO_IDS)[number];
 const only = process.env.BENCH_SCENARIOS?.split(',').map((x) => x.trim()).filter(Boolean) ?? [];
 const unknownIds = only.filter((id) => !(SCENARIO_IDS as readonly string[]).includes(id));
@@ -121,8 +122,9 @@ async function main(): Promise<number> {
       const { client_id, client_secret } = JSON.parse(out) as { client_id: string; client_secret: string };
       return { clientId: client_id, clientSecret: client_secret };
     };
-    const [opaque, jwt, gateway, app] = await Promise.all([
+    const [opaque, jwt, gateway, app, bearerGateway] = await Promise.all([
       client(), client('--token-format', 'jwt'), client('--introspect-any'), client('--grant-types', 'password,refresh_token'),
+      client('--scope', 'introspect'),
     ]);
     const user = { username: 'bench-user', password: randomBytes(18).toString('base64url') };
     await runCommand(join(root, 'src/cli/keymgr.ts'), ['user', 'create', '--username', user.username, '--password-stdin', '--json'], kmEnv, scratch, user.password);
@@ -148,6 +150,7 @@ async function main(): Promise<number> {
       { id: 'c', target: bareTargetInfo, scenario: () => introspectScenario('c', bareCredentials, bareTargetInfo, bareCredentials) },
       { id: 'd', target: kmTarget, scenario: async () => passwordScenario(app, user, passwordConnections) },
       { id: 'e', target: kmTarget, scenario: async () => refreshScenario(app, user) },
+      { id: 'f', target: kmTarget, scenario: () => introspectScenario('f', bearerGateway, kmTarget, opaque) },
     ];
 
     const selected = only.length ? plan.filter((p) => only.includes(p.id)) : plan;
@@ -164,9 +167,15 @@ async function main(): Promise<number> {
       measurements.push(m);
     }
 
+    // g: how long a revocation takes to reach a subscriber of the revocation feed.
+    const feedLatency = !only.length || only.includes('g')
+      ? await measureFeedLatency(kmTarget.baseUrl, gateway, opaque, intEnv('BENCH_FEED_REVOCATIONS', 200, 10, 10_000), log)
+      : undefined;
+
     const scenarios = [...scenarioById.values()];
     const comparisons = compare(scenarios, measurements);
     process.stdout.write(`\n${renderTable(scenarios, measurements, comparisons)}\n`);
+    if (feedLatency) process.stdout.write(`\n${renderFeedLatency(feedLatency)}\n`);
     const failed = measurements.filter((m) => failures(m) > 0);
     const resultsFile = join(benchDir, 'results', 'latest.json');
     writeJson(resultsFile, {
@@ -174,6 +183,7 @@ async function main(): Promise<number> {
       scenarios: scenarios.map(({ id, title, path, unit }) => ({ id, title, path, ...(unit ? { unit } : {}) })),
       measurements,
       comparisons,
+      ...(feedLatency ? { feedLatency } : {}),
       ok: failed.length === 0,
     });
     log(`results written to ${resultsFile}`);

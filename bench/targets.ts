@@ -14,6 +14,7 @@ const TITLES: Record<string, string> = {
   c: 'POST /introspect (opaque token)',
   d: 'POST /token password (argon2id)',
   e: 'POST /token refresh_token (rotating)',
+  f: 'POST /introspect by bearer (introspect scope)',
 };
 
 export function keymanagerTarget(port: number, pid: number, db: BenchDatabase): Target {
@@ -54,14 +55,26 @@ export function tokenScenario(id: 'a' | 'b', client: Credentials): Scenario {
   };
 }
 
-/** Issues a token to `owner` first, so that every request of the run introspects a live one. */
-export async function introspectScenario(id: 'c', caller: Credentials, target: Target, owner: Credentials): Promise<Scenario> {
-  const issue = formRequest(owner, TOKEN_PARAMS);
-  const issued = await fetch(new URL('/token', target.baseUrl), { method: 'POST', ...issue });
+async function issue(target: Target, owner: Credentials, params: Record<string, string>): Promise<string> {
+  const issued = await fetch(new URL('/token', target.baseUrl), { method: 'POST', ...formRequest(owner, params) });
   const { access_token: token } = (await issued.json()) as { access_token?: string };
-  if (!issued.ok || !token) throw new Error(`${target.name}: could not issue a token to introspect (HTTP ${issued.status})`);
+  if (!issued.ok || !token) throw new Error(`${target.name}: could not issue a token (HTTP ${issued.status})`);
+  return token;
+}
 
-  const request = formRequest(caller, { token, token_type_hint: 'access_token' });
+/**
+ * Issues a token to `owner` first, so that every request of the run introspects a live one.
+ * The caller authenticates with its client credentials (c), or — f — with a bearer token
+ * carrying the introspect scope that it got by client credentials.
+ */
+export async function introspectScenario(id: 'c' | 'f', caller: Credentials, target: Target, owner: Credentials): Promise<Scenario> {
+  const token = await issue(target, owner, TOKEN_PARAMS);
+  const request = id === 'f'
+    ? {
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Bearer ${await issue(target, caller, { grant_type: 'client_credentials', scope: 'introspect' })}` },
+      body: new URLSearchParams({ token, token_type_hint: 'access_token' }).toString(),
+    }
+    : formRequest(caller, { token, token_type_hint: 'access_token' });
   const scenario: Scenario = {
     id,
     title: TITLES[id]!,

@@ -19,7 +19,7 @@ export function isTokenActive(row: IssuedTokenRow | undefined, now = Date.now())
 
 /** Who asks: the client (its own, or the bearer token's), and what it may see. */
 export interface IntrospectionCaller {
-  client: ClientRow;
+  client: Pick<ClientRow, 'client_id'>;
   /** Every client's tokens (introspect_any, or a bearer with the introspect scope). */
   anyToken: boolean;
   /** Only tokens for these audiences; null: any. */
@@ -31,10 +31,16 @@ export function audiencesOf(payload: Record<string, unknown>): string[] {
   return typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud.filter((a): a is string => typeof a === 'string') : [];
 }
 
-export async function introspect(db: Db, issuer: string, caller: IntrospectionCaller, form: URLSearchParams): Promise<IntrospectionResponse> {
+/**
+ * `known`: rows already read in the caller's authentication (a bearer and the token asked
+ * about are read in one round trip); the token is looked up only if it is not among them.
+ */
+export async function introspect(
+  db: Db, issuer: string, caller: IntrospectionCaller, form: URLSearchParams, known?: Map<string, IssuedTokenRow | undefined>,
+): Promise<IntrospectionResponse> {
   const token = form.get('token');
   if (!token) throw new errors.InvalidRequest("missing required parameter 'token'");
-  const row = await findIssuedTokenByValue(db, token);
+  const row = known?.has(token) ? known.get(token) : await findIssuedTokenByValue(db, token);
   if (!isTokenActive(row)) return { active: false };
   if (row.client_id !== caller.client.client_id && !caller.anyToken) return { active: false };
   const limit = caller.audiences;

@@ -28,8 +28,8 @@ export function addGatewayRoutes(router: Router, paths: { introspection: string;
   const { config, db } = deps;
   router.post(paths.introspection, async (ctx) => {
     const form = await readForm(ctx, config.maxBodyBytes);
-    const caller = await authenticateGateway(deps, ctx, form);
-    const result = await introspect(db, config.issuer, caller, form);
+    const { caller, known } = await authenticateGateway(deps, ctx, form, form.get('token') ?? undefined);
+    const result = await introspect(db, config.issuer, caller, form, known);
     ctx.set('Cache-Control', cacheHint(result, config.introspectionCacheMaxAge));
     ctx.vary('Accept');
     if (wantsJwt(ctx)) {
@@ -44,7 +44,7 @@ export function addGatewayRoutes(router: Router, paths: { introspection: string;
     // secret never goes in a URL (logs keep them), so only client_id is taken from there.
     const form = new URLSearchParams();
     if (typeof ctx.query.client_id === 'string') form.set('client_id', ctx.query.client_id);
-    const caller = await authenticateGateway(deps, ctx, form);
+    const { caller } = await authenticateGateway(deps, ctx, form);
     if (!caller.anyToken) throw new NotAGateway();
     await deps.feed.subscribe(ctx, caller);
   });
