@@ -6,7 +6,7 @@
 // missing and running as root, otherwise the run stops with one line naming what is missing.
 // No test is skipped.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 
 /** A package is present when its command is on PATH, or when its file exists (for what lives outside PATH). */
 type SystemPackage = { debianPackage: string } & ({ command: string } | { file: string });
@@ -42,11 +42,19 @@ export function ensureSystemPackages(): string | undefined {
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
   // Another apt run may hold the lock (a second test run starting at the same time): wait.
   const lock = ['-o', 'DPkg::Lock::Timeout=300'];
+  // Installing apache2 would start it as a system service on port 80: the tests run their own
+  // httpd. Debian's invoke-rc.d asks /usr/sbin/policy-rc.d first; exit 101 means "do not
+  // start". Put one in place for the install if the machine has none (containers usually do).
+  const policy = '/usr/sbin/policy-rc.d';
+  const ownPolicy = !existsSync(policy);
+  if (ownPolicy) writeFileSync(policy, '#!/bin/sh\n# npm test: no services started while it installs packages\nexit 101\n', { mode: 0o755 });
   try {
     execFileSync('apt-get', [...lock, 'update', '-qq'], { env, stdio: ['ignore', 'ignore', 'inherit'] });
     execFileSync('apt-get', [...lock, 'install', '-y', '-qq', ...missing], { env, stdio: ['ignore', 'ignore', 'inherit'] });
   } catch {
     return `${manual} (apt-get install failed; see above)`;
+  } finally {
+    if (ownPolicy) rmSync(policy, { force: true });
   }
   const still = SYSTEM_PACKAGES.filter((p) => !isPresent(p)).map((p) => p.debianPackage);
   return still.length ? `npm test: ${still.join(' and ')} still missing after apt-get install` : undefined;
