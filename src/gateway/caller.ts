@@ -10,6 +10,7 @@ import { authenticateClient, type CertificateCheck } from '../oauth/client-auth.
 import type { ScopeLookup } from '../oauth/scope-registry.ts';
 import { certificateThumbprint } from '../store/certificates.ts';
 import { findIssuedTokensByValue, type IssuedTokenRow } from '../store/tokens.ts';
+import { findClientById } from '../store/clients.ts';
 import { rolesOfUser } from '../store/users.ts';
 import { isTokenActive, type IntrospectionCaller } from './introspection.ts';
 
@@ -49,6 +50,12 @@ export interface AuthenticatedGateway {
   caller: IntrospectionCaller;
   /** Tokens read along with the bearer (the one asked about), for introspect() to reuse. */
   known?: Map<string, IssuedTokenRow | undefined>;
+  /**
+   * Whether the credentials would still be accepted now: a long-lived connection (the
+   * revocation feed) asks this again and again, and ends when the answer is no — the bearer
+   * revoked or expired, the client disabled, its secret rotated or its gateway flag removed.
+   */
+  stillAuthorized(): Promise<boolean>;
 }
 
 /**
@@ -56,12 +63,19 @@ export interface AuthenticatedGateway {
  * round trip as a bearer, so that bearer introspection costs no more statements than Basic.
  */
 export async function authenticateGateway(
-  { db, certificates, scopes }: GatewayCallerDeps, ctx: Context, form: URLSearchParams, alsoRead?: string,
+  deps: GatewayCallerDeps, ctx: Context, form: URLSearchParams, alsoRead?: string,
 ): Promise<AuthenticatedGateway> {
+  const { db, certificates } = deps;
   const authorization = ctx.get('authorization');
   if (!/^Bearer(\s|$)/i.test(authorization)) {
     const client = await authenticateClient(db, certificates, ctx, form);
-    return { caller: { client, anyToken: client.introspect_any, audiences: client.introspect_audiences } };
+    return {
+      caller: { client, anyToken: client.introspect_any, audiences: client.introspect_audiences },
+      async stillAuthorized() {
+        const now = await findClientById(db, client.client_id);
+        return Boolean(now && !now.disabled && now.introspect_any === client.introspect_any && now.secret_sha256 === client.secret_sha256);
+      },
+    };
   }
   // RFC 6749 §2.3: one way of authenticating per request.
   if (form.has('client_id') || form.has('client_secret')) {
@@ -69,16 +83,36 @@ export async function authenticateGateway(
   }
   const value = BEARER.exec(authorization.trim())?.[1];
   if (!value) throw new BearerTokenError(400, 'invalid_request', 'malformed Authorization header (RFC 6750 section 2.1)');
+  const presented = certificates.getCertificate(ctx);
+  const thumbprint = presented ? certificateThumbprint(presented) : undefined;
+  const { caller, known } = await bearerCaller(deps, value, thumbprint, alsoRead);
+  return {
+    caller,
+    known,
+    async stillAuthorized() {
+      try {
+        await bearerCaller(deps, value, thumbprint);
+        return true;
+      } catch (err) {
+        if (err instanceof BearerTokenError) return false;
+        throw err;
+      }
+    },
+  };
+}
 
+/** The checks of a bearer: active access token, its certificate, the scope, the user's role. */
+async function bearerCaller(
+  { db, scopes }: GatewayCallerDeps, value: string, presentedThumbprint: string | undefined, alsoRead?: string,
+): Promise<{ caller: IntrospectionCaller; known: Map<string, IssuedTokenRow | undefined> }> {
   const known = await findIssuedTokensByValue(db, alsoRead && alsoRead !== value ? [value, alsoRead] : [value]);
   const row = known.get(value);
   if (!isTokenActive(row) || row.kind === 'RefreshToken') throw invalidToken('the access token is not active');
   const payload = row.payload as Record<string, unknown>;
   // RFC 8705 §3: a certificate-bound token counts only with its certificate.
   const bound = payload['x5t#S256'];
-  if (typeof bound === 'string') {
-    const presented = certificates.getCertificate(ctx);
-    if (!presented || certificateThumbprint(presented) !== bound) throw invalidToken('the access token is bound to a client certificate that was not presented');
+  if (typeof bound === 'string' && presentedThumbprint !== bound) {
+    throw invalidToken('the access token is bound to a client certificate that was not presented');
   }
   if (typeof payload.jkt === 'string') throw invalidToken('DPoP-bound access tokens are not accepted here');
 
@@ -95,8 +129,5 @@ export async function authenticateGateway(
   }
   // isTokenActive has checked the client exists and is enabled (owners_stand_behind).
   if (!row.client_id || row.client_disabled !== false) throw invalidToken('the access token is not active');
-  return {
-    caller: { client: { client_id: row.client_id }, anyToken: true, audiences: row.client_introspect_audiences },
-    known,
-  };
+  return { caller: { client: { client_id: row.client_id }, anyToken: true, audiences: row.client_introspect_audiences }, known };
 }

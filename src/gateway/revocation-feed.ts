@@ -24,11 +24,14 @@ interface Subscriber {
   /** Live events held back while the backlog is being sent. */
   held: RevocationEvent[] | null;
   stream: PassThrough;
+  /** Asked every heartbeat: the stream ends once the gateway's credentials no longer count. */
+  stillAuthorized: () => Promise<boolean>;
+  end: () => void;
 }
 
 export interface RevocationFeed {
   /** Turns the request into an event stream for an authenticated gateway. */
-  subscribe(ctx: Context, caller: IntrospectionCaller): Promise<void>;
+  subscribe(ctx: Context, caller: IntrospectionCaller, stillAuthorized: () => Promise<boolean>): Promise<void>;
   close(): void;
 }
 
@@ -118,24 +121,42 @@ export function createRevocationFeed({ db, changes, logger, heartbeatSeconds }: 
     if (!changes?.listening && subscribers.size > 0) void pump();
   }, POLL_WHILE_UNLISTENED_MS);
   poll.unref();
+  let checking = false;
   const heartbeat = setInterval(() => {
     for (const s of subscribers) if (!s.held) s.stream.write(': keepalive\n\n');
+    if (checking) return;
+    checking = true;
+    // One subscriber after another (not a burst of queries). A check that cannot be made (the
+    // database is down) ends the stream too: the gateway then stops caching until it is back.
+    void (async () => {
+      for (const s of [...subscribers]) {
+        const allowed = await s.stillAuthorized().catch(() => false);
+        if (!allowed) {
+          logger.info({ client_id: s.caller.client.client_id }, 'revocation feed closed: the gateway\'s credentials no longer count');
+          s.end();
+        }
+      }
+    })().finally(() => {
+      checking = false;
+    });
   }, heartbeatSeconds * 1000);
   heartbeat.unref();
 
   return {
-    async subscribe(ctx, caller) {
+    async subscribe(ctx, caller, stillAuthorized) {
       if (subscribers.size >= MAX_SUBSCRIBERS) throw new FeedFullError();
       const latest = BigInt(await latestRevocationEventId(db));
       seen ??= latest;
       const resume = resumePoint(ctx.get('last-event-id'));
       const stream = new PassThrough();
-      const subscriber: Subscriber = { caller, position: resume !== undefined && resume < latest ? resume : latest, held: [], stream };
-      subscribers.add(subscriber);
       const drop = () => {
         subscribers.delete(subscriber);
         stream.end();
       };
+      const subscriber: Subscriber = {
+        caller, position: resume !== undefined && resume < latest ? resume : latest, held: [], stream, stillAuthorized, end: drop,
+      };
+      subscribers.add(subscriber);
       ctx.req.once('close', drop);
 
       ctx.status = 200;

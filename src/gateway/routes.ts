@@ -44,8 +44,8 @@ export function addGatewayRoutes(router: Router, paths: { introspection: string;
     // secret never goes in a URL (logs keep them), so only client_id is taken from there.
     const form = new URLSearchParams();
     if (typeof ctx.query.client_id === 'string') form.set('client_id', ctx.query.client_id);
-    const { caller } = await authenticateGateway(deps, ctx, form);
-    if (!caller.anyToken) throw new NotAGateway();
-    await deps.feed.subscribe(ctx, caller);
+    const gateway = await authenticateGateway(deps, ctx, form);
+    if (!gateway.caller.anyToken) throw new NotAGateway();
+    await deps.feed.subscribe(ctx, gateway.caller, gateway.stillAuthorized);
   });
 }

@@ -12,7 +12,7 @@ import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { basicHeader, postForm, toReply } from '../support/http.ts';
 import { issueToken, makeClient, makeUser, type TestClient } from '../support/fixtures.ts';
-import { deleteClient, setClientDisabled } from '../../src/store/clients.ts';
+import { deleteClient, rotateClientSecret, setClientDisabled } from '../../src/store/clients.ts';
 import { setUserDisabled } from '../../src/store/users.ts';
 import { revokeTokensOfClient } from '../../src/store/tokens.ts';
 
@@ -24,6 +24,8 @@ interface Feed {
   start: string;
   events: (EventSourceMessage & { json: Record<string, unknown> })[];
   comments: string[];
+  /** Set when the server ended the stream. */
+  ended: boolean;
   /** Waits (polling, generous deadline) until `n` events have arrived. */
   waitFor(n: number): Promise<void>;
   close(): void;
@@ -39,6 +41,7 @@ async function openFeed(url: string, headers: Record<string, string>): Promise<F
     start: '',
     events: [],
     comments: [],
+    ended: false,
     async waitFor(n) {
       const deadline = Date.now() + 15_000;
       while (feed.events.length < n) {
@@ -66,7 +69,10 @@ async function openFeed(url: string, headers: Record<string, string>): Promise<F
     try {
       for (;;) {
         const { done, value } = await reader.read();
-        if (done) break;
+        if (done) {
+          feed.ended = true;
+          break;
+        }
         const text = decoder.decode(value, { stream: true });
         if (!feed.start) {
           head += text;
@@ -232,6 +238,33 @@ describe('revocation feed', () => {
       await new Promise((r) => setTimeout(r, 50));
     }
     feed.close();
+  });
+
+  it('a stream ends once the gateway\'s credentials no longer count: bearer revoked, client disabled, secret rotated', async () => {
+    const ended = async (feed: Feed) => {
+      const deadline = Date.now() + 15_000;
+      while (!feed.ended) {
+        assert.ok(Date.now() < deadline, 'the stream was not ended');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    };
+    const bearer = await issueToken(a.url, gateway, 'introspect');
+    const byBearer = await subscribe(b, { authorization: `Bearer ${bearer}` });
+    const bySecret = await subscribe(b);
+    await revoke(bearer, gateway);
+    await ended(byBearer);
+    assert.equal(bySecret.ended, false, 'the other gateway stream goes on');
+
+    const disabled = await makeClient(database.db, { introspectAny: true, scope: [] });
+    const rotated = await makeClient(database.db, { introspectAny: true, scope: [] });
+    const feedOfDisabled = await subscribe(b, { authorization: basicHeader(...disabled.basic) });
+    const feedOfRotated = await subscribe(b, { authorization: basicHeader(...rotated.basic) });
+    await setClientDisabled(database.db, disabled.id, true);
+    await rotateClientSecret(database.db, rotated.id);
+    await ended(feedOfDisabled);
+    await ended(feedOfRotated);
+    assert.equal(bySecret.ended, false);
+    bySecret.close();
   });
 
   it('a gateway limited to other audiences gets no events of these tokens', async () => {
