@@ -27,8 +27,10 @@ program.hook('preAction', (_root, action) => {
   const first = action.args[0];
   noteRunningCommand({
     name,
-    // A token value is a secret: `token revoke` records no resource id.
-    resourceId: name.startsWith('token ') || first === undefined ? null : first,
+    // A token value is a secret: `token revoke` records no resource id; `token issue` records
+    // the client it issued for.
+    resourceId: name === 'token issue' ? (action.opts() as { client?: string }).client ?? null
+      : name.startsWith('token ') || first === undefined ? null : first,
     options: Object.keys(action.opts()).filter((o) => o !== 'json'),
   });
 });

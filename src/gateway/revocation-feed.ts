@@ -15,7 +15,15 @@ import type { IntrospectionCaller } from './introspection.ts';
 const BATCH = 500;
 /** Beyond this many open streams per instance, new ones are refused (503) rather than starve the rest. */
 const MAX_SUBSCRIBERS = 1000;
+/** … and beyond this many for one client: one gateway cannot take every place. */
+const MAX_SUBSCRIBERS_PER_CLIENT = 20;
+/** A subscriber that has this much unread in its buffer has stopped reading: it is dropped (it resumes with Last-Event-ID). */
+const MAX_UNREAD_BYTES = 1024 * 1024;
+/** Live events held for a subscriber while its backlog is sent; more means it cannot keep up. */
+const MAX_HELD_EVENTS = 10_000;
 const POLL_WHILE_UNLISTENED_MS = 1000;
+/** How long a backlog waits for the subscriber to read what was sent before sending more. */
+const DRAIN_TIMEOUT_MS = 30_000;
 
 interface Subscriber {
   caller: IntrospectionCaller;
@@ -26,7 +34,7 @@ interface Subscriber {
   stream: PassThrough;
   /** Asked every heartbeat: the stream ends once the gateway's credentials no longer count. */
   stillAuthorized: () => Promise<boolean>;
-  end: () => void;
+  end: (why?: string) => void;
 }
 
 export interface RevocationFeed {
@@ -35,11 +43,17 @@ export interface RevocationFeed {
   close(): void;
 }
 
+/** 503: the instance has no room for another stream; not a database failure. */
 export class FeedFullError extends Error {
   readonly expose = true;
   readonly status = 503;
+  readonly overload = true;
   readonly error = 'temporarily_unavailable';
-  readonly error_description = 'too many revocation feed subscribers on this instance; retry on another';
+  readonly error_description: string;
+  constructor(description: string) {
+    super(description);
+    this.error_description = description;
+  }
 }
 
 /** An event's wire form: hex SHA-256 of the token (never the token), jti for JWTs, client, expiry. */
@@ -73,18 +87,50 @@ export function createRevocationFeed({ db, changes, logger, heartbeatSeconds }: 
   let pumping: Promise<void> | undefined;
   let again = false;
 
+  /** Each event is serialised once, whoever it goes to. */
+  const frames = new WeakMap<RevocationEvent, string>();
+  const frameOf = (e: RevocationEvent) => {
+    let f = frames.get(e);
+    if (f === undefined) frames.set(e, (f = frame(e)));
+    return f;
+  };
+
   const offer = (s: Subscriber, e: RevocationEvent) => {
     const id = BigInt(e.id);
     if (id <= s.position) return;
     s.position = id;
-    if (visibleTo(s.caller, e)) s.stream.write(frame(e));
+    if (!visibleTo(s.caller, e)) return;
+    // Never buffer without bound for a reader that does not read.
+    if (s.stream.writableLength > MAX_UNREAD_BYTES) s.end('it stopped reading');
+    else s.stream.write(frameOf(e));
   };
 
   const deliver = (e: RevocationEvent) => {
     for (const s of subscribers) {
-      if (s.held) s.held.push(e);
-      else offer(s, e);
+      if (!s.held) offer(s, e);
+      else if (s.held.length < MAX_HELD_EVENTS) s.held.push(e);
+      else s.end('it could not catch up');
     }
+  };
+
+  /** What a subscriber missed since its Last-Event-ID, sent as it reads, then the live events. */
+  const catchUp = async (s: Subscriber) => {
+    for (;;) {
+      const batch = await revocationEventsAfter(db, s.position.toString(), BATCH);
+      for (const e of batch) offer(s, e);
+      if (!subscribers.has(s)) return;
+      if (s.stream.writableNeedDrain) {
+        const drained = await Promise.race([
+          new Promise<boolean>((resolve) => s.stream.once('drain', () => resolve(true))),
+          new Promise<boolean>((resolve) => setTimeout(() => resolve(false), DRAIN_TIMEOUT_MS).unref()),
+        ]);
+        if (!drained) return s.end('it stopped reading');
+      }
+      if (batch.length < BATCH) break;
+    }
+    const held = s.held ?? [];
+    s.held = null;
+    for (const e of held) offer(s, e);
   };
 
   /** Reads the outbox past `seen`, in order, until it is exhausted; one run at a time. */
@@ -102,11 +148,14 @@ export function createRevocationFeed({ db, changes, logger, heartbeatSeconds }: 
           for (const e of batch) deliver(e);
           if (batch.length) seen = BigInt(batch.at(-1)!.id);
           if (batch.length < BATCH) break;
+          // A burst (a large client disabled): let requests in between the batches.
+          await new Promise((resolve) => setImmediate(resolve));
         }
       } while (again);
     })().catch((err: unknown) => {
-      logger.warn({ error: err instanceof Error ? err.message : String(err) }, 'revocation feed could not read new events; retrying');
+      logger.warn({ error: err instanceof Error ? err.message : String(err) }, 'revocation feed could not read new events; retrying in a second');
       again = false;
+      setTimeout(() => void pump(), POLL_WHILE_UNLISTENED_MS).unref();
     }).finally(() => {
       pumping = undefined;
     });
@@ -123,7 +172,11 @@ export function createRevocationFeed({ db, changes, logger, heartbeatSeconds }: 
   poll.unref();
   let checking = false;
   const heartbeat = setInterval(() => {
-    for (const s of subscribers) if (!s.held) s.stream.write(': keepalive\n\n');
+    for (const s of [...subscribers]) {
+      if (s.held) continue;
+      if (s.stream.writableLength > MAX_UNREAD_BYTES) s.end('it stopped reading');
+      else s.stream.write(': keepalive\n\n');
+    }
     if (checking) return;
     checking = true;
     // One subscriber after another (not a burst of queries). A check that cannot be made (the
@@ -131,10 +184,7 @@ export function createRevocationFeed({ db, changes, logger, heartbeatSeconds }: 
     void (async () => {
       for (const s of [...subscribers]) {
         const allowed = await s.stillAuthorized().catch(() => false);
-        if (!allowed) {
-          logger.info({ client_id: s.caller.client.client_id }, 'revocation feed closed: the gateway\'s credentials no longer count');
-          s.end();
-        }
+        if (!allowed) s.end('the gateway\'s credentials no longer count');
       }
     })().finally(() => {
       checking = false;
@@ -144,20 +194,36 @@ export function createRevocationFeed({ db, changes, logger, heartbeatSeconds }: 
 
   return {
     async subscribe(ctx, caller, stillAuthorized) {
-      if (subscribers.size >= MAX_SUBSCRIBERS) throw new FeedFullError();
+      // A connection closed before now (while the caller was authenticated, say) has already
+      // said so; one closed later says it through the listener. Neither is ever kept.
+      const socket = ctx.req.socket;
+      let gone = socket.destroyed;
+      let subscriber: Subscriber | undefined;
+      ctx.res.once('close', () => {
+        gone = true;
+        subscriber?.end();
+      });
+      if (gone) return;
+      if (subscribers.size >= MAX_SUBSCRIBERS) throw new FeedFullError('too many revocation feed subscribers on this instance; retry on another');
+      const clientId = caller.client.client_id;
+      if ([...subscribers].filter((s) => s.caller.client.client_id === clientId).length >= MAX_SUBSCRIBERS_PER_CLIENT) {
+        throw new FeedFullError(`too many revocation feed subscribers of this client on this instance (at most ${MAX_SUBSCRIBERS_PER_CLIENT})`);
+      }
       const latest = BigInt(await latestRevocationEventId(db));
+      if (gone || socket.destroyed) return;
       seen ??= latest;
       const resume = resumePoint(ctx.get('last-event-id'));
       const stream = new PassThrough();
-      const drop = () => {
-        subscribers.delete(subscriber);
-        stream.end();
+      const s: Subscriber = {
+        caller, position: resume !== undefined && resume < latest ? resume : latest, held: [], stream, stillAuthorized,
+        end(why) {
+          if (!subscribers.delete(s)) return;
+          if (why) logger.info({ client_id: clientId, why }, 'revocation feed stream ended');
+          stream.end();
+        },
       };
-      const subscriber: Subscriber = {
-        caller, position: resume !== undefined && resume < latest ? resume : latest, held: [], stream, stillAuthorized, end: drop,
-      };
-      subscribers.add(subscriber);
-      ctx.req.once('close', drop);
+      subscriber = s;
+      subscribers.add(s);
 
       ctx.status = 200;
       ctx.type = 'text/event-stream';
@@ -166,22 +232,14 @@ export function createRevocationFeed({ db, changes, logger, heartbeatSeconds }: 
       ctx.set('X-Accel-Buffering', 'no');
       ctx.body = stream;
       // Where this stream starts: a client that reconnects sends it back as Last-Event-ID.
-      stream.write(`retry: 1000\nid: ${subscriber.position}\n\n`);
-      try {
-        // What was missed since Last-Event-ID, while live events wait in `held`.
-        for (;;) {
-          const batch = await revocationEventsAfter(db, subscriber.position.toString(), BATCH);
-          for (const e of batch) offer(subscriber, e);
-          if (batch.length < BATCH) break;
-        }
-      } catch (err) {
-        drop();
-        throw err;
-      }
-      const held = subscriber.held ?? [];
-      subscriber.held = null;
-      for (const e of held) offer(subscriber, e);
-      logger.info({ client_id: caller.client.client_id, from: subscriber.position.toString() }, 'revocation feed subscribed');
+      stream.write(`retry: 1000\nid: ${s.position}\n\n`);
+      // The backlog goes out once the response is flowing (after this returns), at the pace
+      // the subscriber reads it; live events wait in `held` meanwhile.
+      void catchUp(s).catch((err: unknown) => {
+        logger.warn({ error: err instanceof Error ? err.message : String(err) }, 'revocation feed could not send the backlog');
+        s.end();
+      });
+      logger.info({ client_id: clientId, from: s.position.toString() }, 'revocation feed subscribed');
     },
     close() {
       clearInterval(poll);

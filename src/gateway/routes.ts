@@ -24,15 +24,29 @@ class NotAGateway extends errors.UnauthorizedClient {
   }
 }
 
+/** 406: a JWT answer asked for by a caller that is no gateway. */
+class JwtAnswerRefused extends errors.InvalidRequest {
+  constructor() {
+    super('JWT introspection responses are for gateways: a client with introspect_any, or a bearer token with the introspect scope');
+    this.status = 406;
+    this.statusCode = 406;
+  }
+}
+
 export function addGatewayRoutes(router: Router, paths: { introspection: string; revocations: string }, deps: GatewayRouteDeps): void {
   const { config, db } = deps;
   router.post(paths.introspection, async (ctx) => {
     const form = await readForm(ctx, config.maxBodyBytes);
     const { caller, known } = await authenticateGateway(deps, ctx, form, form.get('token') ?? undefined);
+    const jwt = wantsJwt(ctx);
+    // A signed statement by the server is for resource servers that need one, not for any
+    // client about its own token: the fewer such JWTs exist, the less a careless verifier (one
+    // that checks neither typ nor aud) can be shown.
+    if (jwt && !caller.anyToken) throw new JwtAnswerRefused();
     const result = await introspect(db, config.issuer, caller, form, known);
     ctx.set('Cache-Control', cacheHint(result, config.introspectionCacheMaxAge));
     ctx.vary('Accept');
-    if (wantsJwt(ctx)) {
+    if (jwt) {
       ctx.type = INTROSPECTION_JWT_MEDIA_TYPE;
       ctx.body = await signIntrospection(deps.signer, config.issuer, caller.client.client_id, result);
       return;

@@ -17,6 +17,8 @@ interface ExposedError {
   challenge?: string;
   /** RFC 6750 §3: the scope an insufficient_scope challenge names. */
   challenge_scope?: string;
+  /** A 503 because this instance is at capacity (not because the database is unreachable). */
+  overload?: boolean;
 }
 
 /** RFC 6749 §5.2 / RFC 7235: the challenge of a refused client authentication. */
@@ -33,6 +35,13 @@ export function errorMapper(logger: Logger, { realm }: { realm: string }): Middl
     } catch (thrown) {
       const err = thrown as ExposedError;
       ctx.set('Cache-Control', 'no-store');
+      if (err.overload && err.error && err.error_description) {
+        logger.warn({ path: ctx.path, detail: err.error_description }, 'refused: at capacity');
+        ctx.status = 503;
+        ctx.set('Retry-After', '5');
+        ctx.body = { error: err.error, error_description: err.error_description };
+        return;
+      }
       if (isDatabaseUnreachable(thrown) || err.error === 'temporarily_unavailable') {
         logger.error({ err: thrown, path: ctx.path }, 'database unreachable');
         ctx.status = 503;

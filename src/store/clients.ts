@@ -134,7 +134,8 @@ export async function createClient(db: Db, input: NewClient): Promise<{ client: 
       scope: [...new Set(input.scope)].join(' '),
       access_token_format: input.tokenFormat ?? 'opaque',
       introspect_any: input.introspectAny ?? false,
-      introspect_audiences: input.introspectAudiences?.length ? [...new Set(input.introspectAudiences)] : null,
+      // An empty list limits the gateway to no audience at all (never read as "any").
+      introspect_audiences: input.introspectAudiences == null ? null : [...new Set(input.introspectAudiences)],
       application_type: input.applicationType ?? 'web',
       first_party: input.firstParty ?? false,
       tls_client_auth_subject_dn: input.tlsSubjectDn ?? null,
@@ -175,7 +176,7 @@ export async function updateClient(db: Db, clientId: string, changes: ClientChan
     scope: [...new Set(merged.scope)].join(' '),
     access_token_format: merged.tokenFormat ?? 'opaque',
     introspect_any: merged.introspectAny ?? false,
-    introspect_audiences: merged.introspectAudiences?.length ? [...new Set(merged.introspectAudiences)] : null,
+    introspect_audiences: merged.introspectAudiences == null ? null : [...new Set(merged.introspectAudiences)],
     application_type: merged.applicationType ?? 'web',
     first_party: merged.firstParty ?? false,
     tls_client_auth_subject_dn: merged.tlsSubjectDn ?? null,

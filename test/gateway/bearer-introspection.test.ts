@@ -168,6 +168,10 @@ describe('bearer-authenticated introspection', () => {
     assert.equal(json.json.token_type, 'Bearer');
     assert.equal(json.json.expires_in, 600);
 
+    const audited = await sql<{ action: string; resource_id: string | null }>`
+      select action, resource_id from audit_events where action = 'keymgr token issue' order by id limit 1`.execute(database.db);
+    assert.deepEqual(audited.rows, [{ action: 'keymgr token issue', resource_id: gateway.id }]);
+
     for (const [args, message] of [
       [['--client', 'nope', '--scope', 'introspect', '--ttl', '60'], 'no client nope'],
       [['--client', app.id, '--scope', 'introspect', '--ttl', '60'], `client ${app.id} is not allowed the scope(s) introspect (its allow-list: read)`],
@@ -189,6 +193,11 @@ describe('bearer-authenticated introspection', () => {
     const seeing = await postForm(`${server.url}/introspect`, { token: target }, { basic: here.basic });
     assert.equal(seeing.json.active, true);
     assert.equal(seeing.json.aud, server.config.issuer);
+    // An empty list is no audience at all, never "any".
+    const none = await makeClient(database.db, { introspectAny: true, introspectAudiences: [], scope: [] });
+    const stored = await database.db.selectFrom('clients').select('introspect_audiences').where('client_id', '=', none.id).executeTakeFirstOrThrow();
+    assert.deepEqual(stored.introspect_audiences, []);
+    assert.deepEqual((await postForm(`${server.url}/introspect`, { token: target }, { basic: none.basic })).json, { active: false });
   });
 });
 

@@ -87,6 +87,14 @@ describe('JWT introspection responses (RFC 9701)', () => {
     assert.equal((payload.token_introspection as { client_id: string }).client_id, app.id);
   });
 
+  it('is for gateways only: a client asking about its own token gets 406, JSON', async () => {
+    const token = await issueToken(server.url, app, 'read');
+    const res = await ask(token, { accept: JWT_TYPE }, app);
+    assert.equal(res.status, 406, res.text);
+    assert.deepEqual(res.json, { error: 'invalid_request', error_description: 'JWT introspection responses are for gateways: a client with introspect_any, or a bearer token with the introspect scope' });
+    assert.equal((await ask(token, { accept: 'application/json' }, app)).json.active, true);
+  });
+
   it('refusals stay JSON errors', async () => {
     const res = await postForm(`${server.url}/introspect`, { token: 'x' }, { basic: [gateway.id, 'wrong'], headers: { accept: JWT_TYPE } });
     assert.equal(res.status, 401);

@@ -15,6 +15,7 @@ import { issueToken, makeClient, makeUser, type TestClient } from '../support/fi
 import { deleteClient, rotateClientSecret, setClientDisabled } from '../../src/store/clients.ts';
 import { setUserDisabled } from '../../src/store/users.ts';
 import { revokeTokensOfClient } from '../../src/store/tokens.ts';
+import { sql } from 'kysely';
 
 const FAST = { memoryCost: 8192, timeCost: 1, parallelism: 1 };
 const sha256 = (value: string) => createHash('sha256').update(value, 'utf8').digest('hex');
@@ -265,6 +266,52 @@ describe('revocation feed', () => {
     await ended(feedOfRotated);
     assert.equal(bySecret.ended, false);
     bySecret.close();
+  });
+
+  it('a connection closed while subscribing is not kept; one client gets at most 20 streams per instance (then 503)', async () => {
+    const { connect } = await import('node:net');
+    const port = Number(new URL(b.url).port);
+    const crowd = await makeClient(database.db, { introspectAny: true, scope: [] });
+    // Gone before the server has finished subscribing them.
+    await Promise.all(Array.from({ length: 25 }, () => new Promise<void>((resolve) => {
+      const socket = connect(port, '127.0.0.1', () => {
+        socket.write(`GET /revocations HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: ${basicHeader(...crowd.basic)}\r\n\r\n`, () => {
+          socket.destroy();
+          resolve();
+        });
+      });
+    })));
+    await new Promise((r) => setTimeout(r, 500));
+    const open: Feed[] = [];
+    for (let i = 0; i < 20; i++) open.push(await subscribe(b, { authorization: basicHeader(...crowd.basic) }));
+    const refused = await toReply(await fetch(`${b.url}/revocations`, { headers: { authorization: basicHeader(...crowd.basic) } }));
+    assert.equal(refused.status, 503);
+    assert.deepEqual(refused.json, { error: 'temporarily_unavailable', error_description: 'too many revocation feed subscribers of this client on this instance (at most 20)' });
+    assert.equal(refused.headers.get('retry-after'), '5');
+    assert.ok(!b.logs.some((l) => l.includes('database unreachable')), 'a full feed is not a database failure');
+    for (const f of open) f.close();
+  });
+
+  it('a subscriber that stops reading is dropped instead of buffered without bound; the others are served', async () => {
+    const reader = await subscribe(b);
+    const abort = new AbortController();
+    const stalled = await fetch(`${b.url}/revocations`, { headers: { authorization: basicHeader(...gateway.basic) }, signal: abort.signal });
+    assert.equal(stalled.status, 200); // and never read
+    // 80 000 live tokens of one client revoked at once (a large client disabled): ~15 MB of events.
+    const bulk = await makeClient(database.db, { scope: ['read'] });
+    await database.db.executeQuery(sql`
+      insert into tokens (id_sha256, kind, client_id, scope, expires_at, payload)
+      select encode(sha256(convert_to(${bulk.id} || g::text, 'UTF8')), 'hex'), 'ClientCredentials', ${bulk.id}, 'read', now() + interval '1 hour', '{}'::jsonb
+      from generate_series(1, 80000) g`.compile(database.db));
+    await revokeTokensOfClient(database.db, bulk.id);
+    const deadline = Date.now() + 60_000;
+    while (!b.logs.some((l) => l.includes('it stopped reading'))) {
+      assert.ok(Date.now() < deadline, 'the stalled subscriber was never dropped');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await reader.waitFor(80_000);
+    abort.abort();
+    reader.close();
   });
 
   it('a gateway limited to other audiences gets no events of these tokens', async () => {
