@@ -27,6 +27,8 @@ import { purgeOldLoginFailures } from './store/login-failures.ts';
 import { purgeExpiredAssertionIds } from './store/idps.ts';
 import { listenForChanges, type ChangeListener } from './db/notifications.ts';
 import { createScopeRegistry } from './oauth/scope-registry.ts';
+import { createClientDirectory } from './oauth/client-directory.ts';
+import { createTokenCache } from './gateway/token-cache.ts';
 import { loadOrCreateManagementKey } from './keys/management-key.ts';
 import { loadManagementUsers } from './management/user-store.ts';
 import { refusalAudit } from './management/refusal-audit.ts';
@@ -65,12 +67,16 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     if (config.clientCaFile && !clientCaPem) throw new Error(`KM_CLIENT_CA: ${clientCaFile} does not exist`);
     const clientCaCertificates = clientCaPem ? splitPemBundle(clientCaPem) : [];
     const certificates = mtlsFeature({ config, logger, anchors: clientCaCertificates });
+    const clients = createClientDirectory(database.db, changes);
     engine = createEngine({
       keysDir: config.keysDir, initialKeys: keys, changes, logger,
-      build: (signingKeys) => buildProvider({ config, db: database.db, signingKeys, cookieKeys, scopes, certificates, logger }),
+      build: (signingKeys) => buildProvider({ config, db: database.db, signingKeys, cookieKeys, scopes, certificates, clients, logger }),
     });
     feed = createRevocationFeed({ db: database.db, changes, logger, heartbeatSeconds: config.revocationFeedHeartbeat });
-    const publicApp = buildPublicApp({ config, db: database.db, engine, scopes, cookieKeys, certificates, feed, logger });
+    const tokens = createTokenCache(database.db, changes);
+    const listener = changes;
+    const syncInstances = () => listener.sync();
+    const publicApp = buildPublicApp({ config, db: database.db, engine, scopes, cookieKeys, certificates, feed, clients, tokens, syncInstances, logger });
     const { key: managementKey, created: managementKeyCreated } = await loadOrCreateManagementKey(config.keysDir, config.managementTokenKeySize);
     if (managementKeyCreated) logger.info({ keys_dir: config.keysDir, bits: managementKey.bits }, 'generated the management token signing key');
     else if (managementKey.bits !== config.managementTokenKeySize) {
@@ -80,7 +86,7 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     const managementApp = buildManagementApp({
       db: database.db, logger, management: {
         config, db: database.db, logger, users: managementUsers, key: managementKey,
-        auditRefusal: refusalAudit(database.db, logger), reloadSigningKeys: engine.reload,
+        auditRefusal: refusalAudit(database.db, logger), reloadSigningKeys: engine.reload, syncInstances,
       },
     });
 

@@ -6,6 +6,7 @@ import type { Db } from '../db/database.ts';
 import { migrate } from '../db/migrator.ts';
 import { hostname, userInfo } from 'node:os';
 import { recordAuditEvent } from '../store/audit.ts';
+import { listenForChanges } from '../db/notifications.ts';
 
 export class CliError extends Error {}
 
@@ -52,6 +53,7 @@ export async function withDatabase<T>(run: (ctx: CommandContext) => Promise<T>):
     try {
       const result = await run({ config, db: handle.db });
       await audit('success');
+      if (audited) await syncRunningInstances(handle.url);
       return result;
     } catch (err) {
       if (err instanceof CliError) await audit('failure');
@@ -59,6 +61,22 @@ export async function withDatabase<T>(run: (ctx: CommandContext) => Promise<T>):
     }
   } finally {
     await handle.close();
+  }
+}
+
+/**
+ * A change is done when every running server has dropped what it cached of the old state
+ * (a revoked token, a rotated secret, a disabled client): the command returns only then, or
+ * after a short wait when some server does not confirm (it is then not trusting its caches).
+ */
+async function syncRunningInstances(url: string): Promise<void> {
+  const listener = listenForChanges(url, () => {});
+  try {
+    const deadline = Date.now() + 3000;
+    while (!listener.listening && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    if (listener.listening) await listener.sync(2000);
+  } finally {
+    await listener.close();
   }
 }
 

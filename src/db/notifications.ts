@@ -1,9 +1,23 @@
 // LISTEN on the channel the change triggers notify (see km_notify_change in the migrations).
 // Caches built on it must not be trusted while `listening` is false: a notice sent while the
-// connection was down is lost, so they drop everything on every (re)connect.
+// connection was down is lost, so they drop everything on every (re)connect. The connection is
+// pinged every second; one that does not answer within two is taken for lost, so that an
+// instance cut off from PostgreSQL never goes on answering from its caches.
+//
+// sync() is how a change is made visible everywhere before its request answers: it asks every
+// instance's listener (they are the `keymanager-listener` sessions of this database) to
+// acknowledge a notice sent after the change committed. Notices reach each listener in commit
+// order and are handled in order, so an acknowledgement means the change's own notice has been
+// handled — its caches dropped — on that instance.
+import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 
 export const CHANGES_CHANNEL = 'km_changes';
+const ACKS_CHANNEL = 'km_acks';
+const LISTENER_APPLICATION_NAME = 'keymanager-listener';
+const SYNC_PREFIX = 'sync:';
+const PING_EVERY_MS = 1000;
+const PING_TIMEOUT_MS = 2000;
 
 export interface ChangeListener {
   /** True while a LISTEN connection is up; false means "do not trust any cache". */
@@ -15,39 +29,87 @@ export interface ChangeListener {
    * `signing_keys`), and with undefined on every (re)connect: what was missed is unknown.
    */
   onNotice(listener: (payload: string | undefined) => void): void;
+  /**
+   * Waits until every instance listening on this database has handled the notices of what
+   * committed before the call (up to `timeoutMs`). False when some did not confirm in time
+   * (or this instance is not listening): they are either gone or not trusting their caches.
+   */
+  sync(timeoutMs?: number): Promise<boolean>;
   close(): Promise<void>;
+}
+
+interface SyncWaiter {
+  expected: Set<number>;
+  done: () => void;
 }
 
 export function listenForChanges(url: string, log: (message: string, err?: unknown) => void): ChangeListener {
   let client: pg.Client | undefined;
+  let ownPid: number | undefined;
   let listening = false;
   let generation = 0;
   let closed = false;
   let retryDelay = 500;
   let retryTimer: NodeJS.Timeout | undefined;
+  let pingTimer: NodeJS.Timeout | undefined;
   const listeners: ((payload: string | undefined) => void)[] = [];
+  const waiters = new Map<string, SyncWaiter>();
 
   const changed = (payload?: string) => {
     generation++;
     for (const listener of listeners) listener(payload);
   };
 
+  const onNotification = (c: pg.Client, n: pg.Notification) => {
+    if (n.channel === ACKS_CHANNEL) {
+      const [nonce, pid] = (n.payload ?? '').split(':');
+      const waiter = waiters.get(nonce ?? '');
+      if (waiter && waiter.expected.delete(Number(pid)) && waiter.expected.size === 0) waiter.done();
+      return;
+    }
+    if (n.payload?.startsWith(SYNC_PREFIX)) {
+      // Everything notified before this has been handled above (notices arrive in order).
+      c.query('select pg_notify($1, $2)', [ACKS_CHANNEL, `${n.payload.slice(SYNC_PREFIX.length)}:${ownPid}`]).catch(() => {});
+      return;
+    }
+    changed(n.payload);
+  };
+
   const connect = async () => {
     if (closed) return;
-    const c = new pg.Client({ connectionString: url, application_name: 'keymanager-listener', connectionTimeoutMillis: 3000 });
-    c.on('notification', (n) => changed(n.payload));
+    const c = new pg.Client({ connectionString: url, application_name: LISTENER_APPLICATION_NAME, connectionTimeoutMillis: 3000 });
+    c.on('notification', (n) => onNotification(c, n));
     c.on('error', (err) => drop(c, err));
     c.on('end', () => drop(c));
     try {
       await c.connect();
       await c.query(`LISTEN ${CHANGES_CHANNEL}`);
+      await c.query(`LISTEN ${ACKS_CHANNEL}`);
+      ownPid = (await c.query<{ pid: number }>('select pg_backend_pid() as pid')).rows[0]!.pid;
       client = c;
       listening = true;
       retryDelay = 500;
       changed(); // whatever happened while we were not listening is unknown
+      ping(c);
     } catch (err) {
       drop(c, err);
     }
+  };
+
+  /** A connection that stops answering (a network cut the kernel has not noticed) is dropped. */
+  const ping = (c: pg.Client) => {
+    pingTimer = setTimeout(() => {
+      if (client !== c) return;
+      const timeout = setTimeout(() => drop(c, new Error(`no answer to a ping within ${PING_TIMEOUT_MS} ms`)), PING_TIMEOUT_MS);
+      c.query('select 1').then(() => {
+        clearTimeout(timeout);
+        ping(c);
+      }, (err: unknown) => {
+        clearTimeout(timeout);
+        drop(c, err);
+      });
+    }, PING_EVERY_MS);
+    pingTimer.unref();
   };
 
   const drop = (c: pg.Client, err?: unknown) => {
@@ -80,10 +142,37 @@ export function listenForChanges(url: string, log: (message: string, err?: unkno
     onNotice(listener) {
       listeners.push(listener);
     },
+    async sync(timeoutMs = 2000) {
+      const c = client;
+      if (!c || !listening) return false;
+      const nonce = randomUUID();
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        const { rows } = await c.query<{ pid: number }>(
+          'select pid from pg_stat_activity where application_name = $1 and datname = current_database()', [LISTENER_APPLICATION_NAME]);
+        const expected = new Set(rows.map((r) => r.pid));
+        const confirmed = new Promise<boolean>((resolve) => {
+          waiters.set(nonce, { expected, done: () => resolve(true) });
+          timer = setTimeout(() => resolve(false), timeoutMs);
+        });
+        await c.query('select pg_notify($1, $2)', [CHANGES_CHANNEL, `${SYNC_PREFIX}${nonce}`]);
+        const ok = await confirmed;
+        if (!ok) log(`not every instance confirmed a change within ${timeoutMs} ms (still waiting for listener pid ${[...expected].join(', ')})`);
+        return ok;
+      } catch (err) {
+        log('could not confirm a change with the other instances', err);
+        return false;
+      } finally {
+        clearTimeout(timer);
+        waiters.delete(nonce);
+      }
+    },
     async close() {
       closed = true;
       if (retryTimer) clearTimeout(retryTimer);
+      if (pingTimer) clearTimeout(pingTimer);
       listening = false;
+      for (const w of waiters.values()) w.done();
       await client?.end().catch(() => {});
     },
   };

@@ -8,8 +8,9 @@ import type { Context } from 'koa';
 import type { Db } from '../db/database.ts';
 import { authenticateClient, type CertificateCheck } from '../oauth/client-auth.ts';
 import type { ScopeLookup } from '../oauth/scope-registry.ts';
+import type { ClientDirectory } from '../oauth/client-directory.ts';
+import type { TokenLookup } from './token-cache.ts';
 import { certificateThumbprint } from '../store/certificates.ts';
-import { findIssuedTokensByValue, type IssuedTokenRow } from '../store/tokens.ts';
 import { findClientById } from '../store/clients.ts';
 import { rolesOfUser } from '../store/users.ts';
 import { isTokenActive, type IntrospectionCaller } from './introspection.ts';
@@ -42,14 +43,15 @@ const BEARER = /^Bearer ([A-Za-z0-9\-._~+/]+=*)$/i;
 
 export interface GatewayCallerDeps {
   db: Db;
+  clients: ClientDirectory;
+  /** Token rows (cached, src/gateway/token-cache.ts): a gateway's bearer is read like any token. */
+  tokens: TokenLookup;
   certificates: CertificateCheck;
   scopes: ScopeLookup;
 }
 
 export interface AuthenticatedGateway {
   caller: IntrospectionCaller;
-  /** Tokens read along with the bearer (the one asked about), for introspect() to reuse. */
-  known?: Map<string, IssuedTokenRow | undefined>;
   /**
    * Whether the credentials would still be accepted now: a long-lived connection (the
    * revocation feed) asks this again and again, and ends when the answer is no — the bearer
@@ -58,17 +60,11 @@ export interface AuthenticatedGateway {
   stillAuthorized(): Promise<boolean>;
 }
 
-/**
- * `alsoRead`: a token value the request is about (introspection's `token`): read in the same
- * round trip as a bearer, so that bearer introspection costs no more statements than Basic.
- */
-export async function authenticateGateway(
-  deps: GatewayCallerDeps, ctx: Context, form: URLSearchParams, alsoRead?: string,
-): Promise<AuthenticatedGateway> {
-  const { db, certificates } = deps;
+export async function authenticateGateway(deps: GatewayCallerDeps, ctx: Context, form: URLSearchParams): Promise<AuthenticatedGateway> {
+  const { db, certificates, clients } = deps;
   const authorization = ctx.get('authorization');
   if (!/^Bearer(\s|$)/i.test(authorization)) {
-    const client = await authenticateClient(db, certificates, ctx, form);
+    const client = await authenticateClient(clients, certificates, ctx, form);
     return {
       caller: { client, anyToken: client.introspect_any, audiences: client.introspect_audiences },
       async stillAuthorized() {
@@ -85,10 +81,9 @@ export async function authenticateGateway(
   if (!value) throw new BearerTokenError(400, 'invalid_request', 'malformed Authorization header (RFC 6750 section 2.1)');
   const presented = certificates.getCertificate(ctx);
   const thumbprint = presented ? certificateThumbprint(presented) : undefined;
-  const { caller, known } = await bearerCaller(deps, value, thumbprint, alsoRead);
+  const caller = await bearerCaller(deps, value, thumbprint);
   return {
     caller,
-    known,
     async stillAuthorized() {
       try {
         await bearerCaller(deps, value, thumbprint);
@@ -102,11 +97,8 @@ export async function authenticateGateway(
 }
 
 /** The checks of a bearer: active access token, its certificate, the scope, the user's role. */
-async function bearerCaller(
-  { db, scopes }: GatewayCallerDeps, value: string, presentedThumbprint: string | undefined, alsoRead?: string,
-): Promise<{ caller: IntrospectionCaller; known: Map<string, IssuedTokenRow | undefined> }> {
-  const known = await findIssuedTokensByValue(db, alsoRead && alsoRead !== value ? [value, alsoRead] : [value]);
-  const row = known.get(value);
+async function bearerCaller({ db, scopes, tokens, clients }: GatewayCallerDeps, value: string, presentedThumbprint: string | undefined): Promise<IntrospectionCaller> {
+  const row = await tokens.find(value);
   if (!isTokenActive(row) || row.kind === 'RefreshToken') throw invalidToken('the access token is not active');
   const payload = row.payload as Record<string, unknown>;
   // RFC 8705 §3: a certificate-bound token counts only with its certificate.
@@ -127,7 +119,7 @@ async function bearerCaller(
       throw new BearerTokenError(403, 'insufficient_scope', `the user no longer holds a role bound to the ${INTROSPECT_SCOPE} scope`, INTROSPECT_SCOPE);
     }
   }
-  // isTokenActive has checked the client exists and is enabled (owners_stand_behind).
-  if (!row.client_id || row.client_disabled !== false) throw invalidToken('the access token is not active');
-  return { caller: { client: { client_id: row.client_id }, anyToken: true, audiences: row.client_introspect_audiences }, known };
+  const client = row.client_id ? await clients.find(row.client_id) : undefined;
+  if (!client || client.row.disabled) throw invalidToken('the access token is not active');
+  return { client: { client_id: client.row.client_id }, anyToken: true, audiences: client.row.introspect_audiences };
 }

@@ -6,7 +6,8 @@
 import { errors } from 'oidc-provider';
 import type { Db } from '../db/database.ts';
 import type { ClientRow } from '../db/types.ts';
-import { findIssuedTokenByValue, type IssuedTokenRow } from '../store/tokens.ts';
+import type { IssuedTokenRow } from '../store/tokens.ts';
+import type { TokenLookup } from './token-cache.ts';
 import { findActiveCertificateByThumbprint } from '../store/certificates.ts';
 
 export type IntrospectionResponse = { active: false } | ({ active: true } & Record<string, unknown>);
@@ -31,16 +32,12 @@ export function audiencesOf(payload: Record<string, unknown>): string[] {
   return typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud.filter((a): a is string => typeof a === 'string') : [];
 }
 
-/**
- * `known`: rows already read in the caller's authentication (a bearer and the token asked
- * about are read in one round trip); the token is looked up only if it is not among them.
- */
 export async function introspect(
-  db: Db, issuer: string, caller: IntrospectionCaller, form: URLSearchParams, known?: Map<string, IssuedTokenRow | undefined>,
+  db: Db, tokens: TokenLookup, issuer: string, caller: IntrospectionCaller, form: URLSearchParams,
 ): Promise<IntrospectionResponse> {
   const token = form.get('token');
   if (!token) throw new errors.InvalidRequest("missing required parameter 'token'");
-  const row = known?.has(token) ? known.get(token) : await findIssuedTokenByValue(db, token);
+  const row = await tokens.find(token);
   if (!isTokenActive(row)) return { active: false };
   if (row.client_id !== caller.client.client_id && !caller.anyToken) return { active: false };
   const limit = caller.audiences;

@@ -37,13 +37,13 @@ export function addGatewayRoutes(router: Router, paths: { introspection: string;
   const { config, db } = deps;
   router.post(paths.introspection, async (ctx) => {
     const form = await readForm(ctx, config.maxBodyBytes);
-    const { caller, known } = await authenticateGateway(deps, ctx, form, form.get('token') ?? undefined);
+    const { caller } = await authenticateGateway(deps, ctx, form);
     const jwt = wantsJwt(ctx);
     // A signed statement by the server is for resource servers that need one, not for any
     // client about its own token: the fewer such JWTs exist, the less a careless verifier (one
     // that checks neither typ nor aud) can be shown.
     if (jwt && !caller.anyToken) throw new JwtAnswerRefused();
-    const result = await introspect(db, config.issuer, caller, form, known);
+    const result = await introspect(db, deps.tokens, config.issuer, caller, form);
     ctx.set('Cache-Control', cacheHint(result, config.introspectionCacheMaxAge));
     ctx.vary('Accept');
     if (jwt) {

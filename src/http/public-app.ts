@@ -13,6 +13,8 @@ import type { RevocationFeed } from '../gateway/revocation-feed.ts';
 import { revoke } from '../oauth/revocation.ts';
 import { ROUTES } from '../oauth/provider.ts';
 import type { Engine } from '../oauth/engine.ts';
+import type { ClientDirectory } from '../oauth/client-directory.ts';
+import type { TokenLookup } from '../gateway/token-cache.ts';
 import { showStep, submitConsent, submitLogin, type InteractionDeps } from '../oauth/interactions/handlers.ts';
 import type { ScopeLookup } from '../oauth/scope-registry.ts';
 import { correctProviderErrors, errorMapper } from './errors.ts';
@@ -38,10 +40,16 @@ export interface PublicAppDeps {
   certificates: CertificateCheck;
   /** The revocation feed of this instance (GET /revocations). */
   feed: RevocationFeed;
+  /** Client rows, cached while changes are announced. */
+  clients: ClientDirectory;
+  /** Token rows for introspection, cached while changes are announced. */
+  tokens: TokenLookup;
+  /** Waits until every instance has handled the changes committed so far (caches dropped). */
+  syncInstances: () => Promise<boolean>;
   logger: Logger;
 }
 
-export function buildPublicApp({ config, db, engine, scopes, cookieKeys, certificates, feed, logger }: PublicAppDeps): Koa {
+export function buildPublicApp({ config, db, engine, scopes, cookieKeys, certificates, feed, clients, tokens, syncInstances, logger }: PublicAppDeps): Koa {
   const app = new Koa();
   // Koa reads the origin and the client address from X-Forwarded-* only with proxy on; the
   // first middleware below decides what those headers say, so it is safe to turn on here.
@@ -56,7 +64,7 @@ export function buildPublicApp({ config, db, engine, scopes, cookieKeys, certifi
   const router = new Router({ strict: true, sensitive: true });
   addHealthRoutes(router, db);
   addGatewayRoutes(router, { introspection: ROUTES.introspection, revocations: ROUTES.revocations }, {
-    config, db, certificates, scopes, feed, signer: introspectionSigner(() => engine.signingKey),
+    config, db, clients, tokens, certificates, scopes, feed, signer: introspectionSigner(() => engine.signingKey),
   });
   const interactions: InteractionDeps = {
     config, db, scopes, logger, formKey: cookieKeys[0]!,
@@ -69,9 +77,12 @@ export function buildPublicApp({ config, db, engine, scopes, cookieKeys, certifi
   router.post('/interaction/:uid/consent', async (ctx) => submitConsent(interactions, ctx, await readForm(ctx, config.maxBodyBytes)));
   router.post(ROUTES.revocation, async (ctx) => {
     const form = await readForm(ctx, config.maxBodyBytes);
-    const caller = await authenticateClient(db, certificates, ctx, form, { allowPublic: true });
+    const caller = await authenticateClient(clients, certificates, ctx, form, { allowPublic: true });
     const outcome = await revoke(db, caller, form);
     if (outcome === 'revoked') {
+      // Answered only once every instance has dropped what it cached of the token: from the
+      // next request on, none of them reports it active (src/db/notifications.ts, sync).
+      await syncInstances();
       logger.info({ client_id: caller.client_id }, 'token revoked');
       await recordAuditEvent(db, { actorType: 'client', actor: caller.client_id, action: 'token.revoke', resourceType: 'token', outcome: 'success', source: ctx.ip })
         .catch((err) => logger.error({ error: (err as Error).message }, 'audit event not recorded'));

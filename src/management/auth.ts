@@ -37,6 +37,8 @@ export interface ManagementAuthDeps {
   key: ManagementKey;
   /** Records refused, unauthenticated attempts, rate-limited (src/management/refusal-audit.ts). */
   auditRefusal: RefusalAudit;
+  /** Waits until every instance has handled the changes committed so far (caches dropped). */
+  syncInstances: () => Promise<boolean>;
   /** Makes this instance sign with the key set on disk now (the others follow the notice). */
   reloadSigningKeys: () => Promise<void>;
 }

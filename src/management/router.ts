@@ -104,6 +104,10 @@ export function managementRouters(deps: ManagementAuthDeps): Router[] {
       await audit('failure');
       throw err;
     }
+    // A change answers once every instance has dropped what it cached of the old state (a
+    // revoked token, a rotated secret, a disabled client), so it counts everywhere from the
+    // next request.
+    if (ctx.status < 400) await deps.syncInstances();
     await audit(ctx.status < 400 ? 'success' : 'failure');
   });
   const api = new ManagementApi();

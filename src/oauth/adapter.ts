@@ -4,8 +4,7 @@
 import type { Adapter, AdapterPayload } from 'oidc-provider';
 import { errors } from 'oidc-provider';
 import type { Db } from '../db/database.ts';
-import { findClientById } from '../store/clients.ts';
-import { usableCertificatesOfClient } from '../store/certificates.ts';
+import type { ClientDirectory } from './client-directory.ts';
 import {
   consumeModel, findLiveModel, findLiveModelByUid, revokeByGrantId, revokeModel, upsertModel,
 } from '../store/tokens.ts';
@@ -14,7 +13,7 @@ import { clientMetadataFromRow } from './client-metadata.ts';
 import { databaseUnavailable } from './errors.ts';
 import { requestReceivedAt } from './request-time.ts';
 
-export function createAdapterClass(db: Db) {
+export function createAdapterClass(db: Db, clients: ClientDirectory) {
   return class PostgresAdapter implements Adapter {
     readonly model: string;
 
@@ -40,13 +39,11 @@ export function createAdapterClass(db: Db) {
 
     async find(id: string): Promise<AdapterPayload | undefined> {
       if (this.model === 'Client') {
-        const row = await guard(() => findClientById(db, id));
-        if (!row || row.disabled) return undefined;
-        // Read on every request: a certificate added or removed counts from the next one.
-        const certificates = row.token_endpoint_auth_method === 'self_signed_tls_client_auth'
-          ? await guard(() => usableCertificatesOfClient(db, row.client_id))
-          : [];
-        return clientMetadataFromRow(row, certificates);
+        // Cached while changes are announced: a certificate added or removed, a secret rotated
+        // or a client disabled counts from the next request (src/oauth/client-directory.ts).
+        const entry = await guard(() => clients.find(id));
+        if (!entry || entry.row.disabled) return undefined;
+        return clientMetadataFromRow(entry.row, entry.certificates);
       }
       const row = await guard(() => findLiveModel(db, this.model, id));
       return row ? toPayload(row, id) : undefined;

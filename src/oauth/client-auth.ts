@@ -3,10 +3,10 @@
 // by Basic or in the body (oidc-provider treats the two as one family), the secret is compared
 // as a digest in constant time, and every failure looks the same.
 import { errors } from 'oidc-provider';
-import type { Db } from '../db/database.ts';
 import type { ClientRow } from '../db/types.ts';
-import { clientSecretMatches, findClientById, usesSecret } from '../store/clients.ts';
-import { certificateThumbprint, usableCertificatesOfClient } from '../store/certificates.ts';
+import { clientSecretMatches, usesSecret } from '../store/clients.ts';
+import { certificateThumbprint, type CertificateRow } from '../store/certificates.ts';
+import type { ClientDirectory } from './client-directory.ts';
 import type { mtlsFeature } from './mtls.ts';
 import type { Context } from 'koa';
 
@@ -96,12 +96,12 @@ export function presentedCredentials(authorization: string | undefined, form: UR
 /** The certificate checks of RFC 8705 §2 (src/oauth/mtls.ts), shared with /token. */
 export type CertificateCheck = ReturnType<typeof mtlsFeature>;
 
-async function certificateAuthenticates(db: Db, client: ClientRow, check: CertificateCheck, ctx: Context): Promise<boolean> {
+function certificateAuthenticates(client: ClientRow, registered: CertificateRow[], check: CertificateCheck, ctx: Context): boolean {
   const cert = check.getCertificate(ctx);
   if (!cert) return false;
   if (client.token_endpoint_auth_method === 'self_signed_tls_client_auth') {
     const thumbprint = certificateThumbprint(cert);
-    return (await usableCertificatesOfClient(db, client.client_id)).some((c) => c.thumbprint_sha256 === thumbprint);
+    return registered.some((c) => c.thumbprint_sha256 === thumbprint);
   }
   if (client.token_endpoint_auth_method === 'tls_client_auth') {
     if (!check.certificateAuthorized(ctx)) return false;
@@ -121,7 +121,7 @@ export interface ClientAuthOptions {
 }
 
 export async function authenticateClient(
-  db: Db,
+  clients: ClientDirectory,
   check: CertificateCheck,
   ctx: Context,
   form: URLSearchParams,
@@ -131,10 +131,11 @@ export async function authenticateClient(
   const fail = presented.method === 'client_secret_basic'
     ? () => new BasicAuthInvalidClient('client authentication failed')
     : () => new ClientAuthFailed();
-  const client = await findClientById(db, presented.clientId);
+  const entry = await clients.find(presented.clientId);
+  const client = entry?.row;
   if (presented.method === 'client_id') {
-    if (!client || client.disabled) throw fail();
-    const ok = client.token_endpoint_auth_method === 'none' ? allowPublic : await certificateAuthenticates(db, client, check, ctx);
+    if (!entry || !client || client.disabled) throw fail();
+    const ok = client.token_endpoint_auth_method === 'none' ? allowPublic : certificateAuthenticates(client, entry.certificates, check, ctx);
     if (!ok) throw fail();
     return client;
   }

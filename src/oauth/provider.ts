@@ -6,6 +6,7 @@ import type { Config } from '../config/index.ts';
 import type { Db } from '../db/database.ts';
 import { clientSecretMatches } from '../store/clients.ts';
 import { createAdapterClass } from './adapter.ts';
+import type { ClientDirectory } from './client-directory.ts';
 import { EXTRA_CLIENT_METADATA } from './client-metadata.ts';
 import { grantableOf, grantScopes, splitScope } from './scope-policy.ts';
 import { rolesOfUser } from '../store/users.ts';
@@ -51,15 +52,17 @@ export interface ProviderDeps {
   scopes: ScopeLookup;
   /** Client-certificate checks (src/oauth/mtls.ts). */
   certificates: ReturnType<typeof mtlsFeature>;
+  /** Client rows as the engine reads them (cached, src/oauth/client-directory.ts). */
+  clients: ClientDirectory;
   logger: Logger;
 }
 
-export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, certificates, logger }: ProviderDeps): Provider {
+export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, certificates, clients, logger }: ProviderDeps): Provider {
   const audience = audienceOf(config);
   const endpoint = (path: string) => new URL(path, `${config.issuer.replace(/\/$/, '')}/`).href.replace(/\/$/, '');
 
   const configuration: Configuration = {
-    adapter: createAdapterClass(db),
+    adapter: createAdapterClass(db, clients),
     clients: [],
     jwks: { keys: signingKeys as Configuration['jwks'] extends { keys: infer K } ? K : never },
     routes: {

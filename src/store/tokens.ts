@@ -141,31 +141,6 @@ export async function findIssuedTokenByValue(db: Db, value: string): Promise<Iss
     .executeTakeFirst();
 }
 
-export type IssuedTokenWithClient = IssuedTokenRow & {
-  /** The client the token was issued to, as far as gateway checks need it (null: no such client). */
-  client_disabled: boolean | null;
-  client_introspect_audiences: string[] | null;
-};
-
-/**
- * Several presented tokens in one round trip — a gateway's bearer and the token it asks
- * about — each with what is needed of its client. Every value asked for is a key of the
- * result; undefined where there is no such token.
- */
-export async function findIssuedTokensByValue(db: Db, values: string[]): Promise<Map<string, IssuedTokenWithClient | undefined>> {
-  const digests = new Map(values.map((v) => [tokenDigest(v), v]));
-  const rows = await db.selectFrom('tokens')
-    .leftJoin('clients', 'clients.client_id', 'tokens.client_id')
-    .selectAll('tokens')
-    .select([ownersStandBehind.as('owners_stand_behind'), 'clients.disabled as client_disabled', 'clients.introspect_audiences as client_introspect_audiences'])
-    .where('tokens.id_sha256', 'in', [...digests.keys()])
-    .where('tokens.kind', 'in', [...INTROSPECTABLE_KINDS])
-    .execute();
-  const found = new Map<string, IssuedTokenWithClient | undefined>(values.map((v) => [v, undefined]));
-  for (const row of rows) found.set(digests.get(row.id_sha256)!, row as IssuedTokenWithClient);
-  return found;
-}
-
 /** Revokes one token and, for a refresh token, its whole grant (RFC 7009 §2.1). */
 export async function revokeIssuedToken(db: Db, row: TokenRow): Promise<void> {
   await db.transaction().execute(async (trx) => {

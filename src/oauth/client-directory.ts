@@ -1,0 +1,64 @@
+// Client rows, with the certificates a self_signed_tls_client_auth client may present, as the
+// token, introspection and revocation endpoints read them: held in a bounded LRU while this
+// instance listens for changes, so that a request costs no statement for its client. Any
+// change to clients or client_certificates (a secret rotated, a client disabled or deleted, a
+// certificate added or removed) is announced by a trigger (0011) and drops the whole cache at
+// once; while the listener is down the cache is not used at all. An entry lives at most a
+// minute, and never past the expiry of a certificate it holds.
+import { LRUCache } from 'lru-cache';
+import type { Db } from '../db/database.ts';
+import type { ChangeListener } from '../db/notifications.ts';
+import type { ClientRow } from '../db/types.ts';
+import { usableCertificatesOfClient, type CertificateRow } from '../store/certificates.ts';
+import { findClientById } from '../store/clients.ts';
+
+export interface DirectoryEntry {
+  row: ClientRow;
+  /** Usable (valid now, not removed) certificates; read only for self_signed_tls_client_auth. */
+  certificates: CertificateRow[];
+}
+
+export interface ClientDirectory {
+  find(clientId: string): Promise<DirectoryEntry | undefined>;
+}
+
+const MAX_ENTRIES = 10_000;
+const MAX_AGE_MS = 60_000;
+const TOPICS = new Set(['clients', 'client_certificates']);
+
+export function createClientDirectory(db: Db, changes: ChangeListener | undefined): ClientDirectory {
+  const cache = new LRUCache<string, DirectoryEntry>({ max: MAX_ENTRIES, ttl: MAX_AGE_MS, ttlAutopurge: false });
+  /** Bumped by every relevant notice and reconnect: a read that spans one is not kept. */
+  let generation = 0;
+  changes?.onNotice((topic) => {
+    if (topic === undefined || TOPICS.has(topic)) {
+      generation++;
+      cache.clear();
+    }
+  });
+
+  const read = async (clientId: string): Promise<DirectoryEntry | undefined> => {
+    const row = await findClientById(db, clientId);
+    if (!row) return undefined;
+    const certificates = row.token_endpoint_auth_method === 'self_signed_tls_client_auth'
+      ? await usableCertificatesOfClient(db, row.client_id)
+      : [];
+    return { row, certificates };
+  };
+
+  return {
+    async find(clientId) {
+      if (!changes?.listening) return read(clientId);
+      const hit = cache.get(clientId);
+      if (hit) return hit;
+      const startedAt = generation;
+      const entry = await read(clientId);
+      // Unknown ids are not kept: anyone can make them up, and they would crowd out real clients.
+      if (entry && changes.listening && startedAt === generation) {
+        const firstExpiry = Math.min(...entry.certificates.map((c) => c.not_after.getTime()));
+        cache.set(clientId, entry, { ttl: Math.max(1, Math.min(MAX_AGE_MS, firstExpiry - Date.now())) });
+      }
+      return entry;
+    },
+  };
+}
