@@ -22,7 +22,7 @@ import { purgeOldAuditEvents } from './store/audit.ts';
 import { buildPublicApp } from './http/public-app.ts';
 import { buildManagementApp } from './http/management-app.ts';
 import { createLogger } from './http/logger.ts';
-import { purgeExpiredTokens } from './store/tokens.ts';
+import { createTokenWriter, purgeExpiredTokens } from './store/tokens.ts';
 import { purgeOldLoginFailures } from './store/login-failures.ts';
 import { purgeExpiredAssertionIds } from './store/idps.ts';
 import { listenForChanges, type ChangeListener } from './db/notifications.ts';
@@ -68,9 +68,11 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     const clientCaCertificates = clientCaPem ? splitPemBundle(clientCaPem) : [];
     const certificates = mtlsFeature({ config, logger, anchors: clientCaCertificates });
     const clients = createClientDirectory(database.db, changes);
+    // One writer per instance, shared by every provider the engine builds: its batches span them.
+    const writer = createTokenWriter(database.db);
     engine = createEngine({
       keysDir: config.keysDir, initialKeys: keys, changes, logger,
-      build: (signingKeys) => buildProvider({ config, db: database.db, signingKeys, cookieKeys, scopes, certificates, clients, logger }),
+      build: (signingKeys) => buildProvider({ config, db: database.db, signingKeys, cookieKeys, scopes, certificates, clients, writer, logger }),
     });
     feed = createRevocationFeed({ db: database.db, changes, logger, heartbeatSeconds: config.revocationFeedHeartbeat });
     const tokens = createTokenCache(database.db, changes);

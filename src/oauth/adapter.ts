@@ -6,14 +6,14 @@ import { errors } from 'oidc-provider';
 import type { Db } from '../db/database.ts';
 import type { ClientDirectory } from './client-directory.ts';
 import {
-  consumeModel, findLiveModel, findLiveModelByUid, revokeByGrantId, revokeModel, upsertModel,
+  consumeModel, findLiveModel, findLiveModelByUid, revokeByGrantId, revokeModel, type TokenWriter,
 } from '../store/tokens.ts';
 import type { TokenRow } from '../db/types.ts';
 import { clientMetadataFromRow } from './client-metadata.ts';
-import { databaseUnavailable } from './errors.ts';
+import { guardStorage } from './errors.ts';
 import { requestReceivedAt } from './request-time.ts';
 
-export function createAdapterClass(db: Db, clients: ClientDirectory) {
+export function createAdapterClass(db: Db, clients: ClientDirectory, writer: TokenWriter) {
   return class PostgresAdapter implements Adapter {
     readonly model: string;
 
@@ -24,7 +24,8 @@ export function createAdapterClass(db: Db, clients: ClientDirectory) {
     async upsert(id: string, payload: AdapterPayload, expiresIn: number): Promise<void> {
       if (this.model === 'Client') throw new Error('clients are managed with keymgr, not by the protocol engine');
       const { jti: _value, ...rest } = payload;
-      await guard(() => upsertModel(db, id, {
+      // Group-committed with the other rows being written (src/store/tokens.ts, createTokenWriter).
+      await guard(() => writer.upsert(id, {
         kind: this.model,
         clientId: payload.clientId ?? null,
         accountId: payload.accountId ?? null,
@@ -81,10 +82,4 @@ function toPayload(row: TokenRow, id: string | undefined): AdapterPayload {
   return payload;
 }
 
-async function guard<T>(op: () => Promise<T>): Promise<T> {
-  try {
-    return await op();
-  } catch (err) {
-    throw databaseUnavailable(err);
-  }
-}
+const guard = guardStorage;

@@ -47,3 +47,12 @@ export function databaseUnavailable(err: unknown): unknown {
   if (isClientGone(err)) return new ClientGone(err);
   return err;
 }
+
+/** Runs a storage operation of the protocol engine's path, its failures mapped as above. */
+export async function guardStorage<T>(op: () => Promise<T>): Promise<T> {
+  try {
+    return await op();
+  } catch (err) {
+    throw databaseUnavailable(err);
+  }
+}

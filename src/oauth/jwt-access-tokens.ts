@@ -7,8 +7,7 @@
 // to the URL of the request.
 import type Provider from 'oidc-provider';
 import { decodeJwt } from 'jose';
-import type { Db } from '../db/database.ts';
-import { upsertModel } from '../store/tokens.ts';
+import type { TokenWriter } from '../store/tokens.ts';
 import { databaseUnavailable } from './errors.ts';
 import { requestReceivedAt } from './request-time.ts';
 
@@ -24,11 +23,11 @@ interface SavedToken {
   jkt?: string;
 }
 
-async function recordJwtAccessToken(db: Db, value: string, token: SavedToken): Promise<void> {
+async function recordJwtAccessToken(writer: TokenWriter, value: string, token: SavedToken): Promise<void> {
   // The claims as signed are the record; the model adds what the JWT leaves out.
   const claims = decodeJwt(value);
   try {
-    await upsertModel(db, value, {
+    await writer.upsert(value, {
       kind: token.kind,
       format: 'jwt',
       clientId: token.clientId ?? null,
@@ -60,13 +59,13 @@ async function recordJwtAccessToken(db: Db, value: string, token: SavedToken): P
 }
 
 /** Makes the save of every access-token model (user and client-credentials) record JWTs. */
-export function recordJwtAccessTokensWhenSaved(provider: Provider, db: Db): void {
+export function recordJwtAccessTokensWhenSaved(provider: Provider, writer: TokenWriter): void {
   for (const Model of [provider.AccessToken, provider.ClientCredentials]) {
     const save = Model.prototype.save as (this: SavedToken) => Promise<string>;
     Model.prototype.save = async function saveAndRecord(this: SavedToken): Promise<string> {
       const value = await save.call(this);
       // The engine decides the format while saving (from the resource server).
-      if (this.format === 'jwt') await recordJwtAccessToken(db, value, this);
+      if (this.format === 'jwt') await recordJwtAccessToken(writer, value, this);
       return value;
     };
   }

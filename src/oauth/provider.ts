@@ -7,6 +7,7 @@ import type { Db } from '../db/database.ts';
 import { clientSecretMatches } from '../store/clients.ts';
 import { createAdapterClass } from './adapter.ts';
 import type { ClientDirectory } from './client-directory.ts';
+import type { TokenWriter } from '../store/tokens.ts';
 import { EXTRA_CLIENT_METADATA } from './client-metadata.ts';
 import { grantableOf, grantScopes, splitScope } from './scope-policy.ts';
 import { rolesOfUser } from '../store/users.ts';
@@ -15,6 +16,7 @@ import type { ScopeLookup } from './scope-registry.ts';
 import { audienceOf, resourceServerFor } from './resource-server.ts';
 import { recordJwtAccessTokensWhenSaved } from './jwt-access-tokens.ts';
 import { registerGrants } from './grants/index.ts';
+import { guardStorage } from './errors.ts';
 import { findActiveAccount, userTokenClaims } from './accounts.ts';
 import { ID_TOKEN_TTL, SIGNING_ALG } from '../keys/signing-keys.ts';
 import { loadExistingGrant } from './interactions/consent.ts';
@@ -54,15 +56,17 @@ export interface ProviderDeps {
   certificates: ReturnType<typeof mtlsFeature>;
   /** Client rows as the engine reads them (cached, src/oauth/client-directory.ts). */
   clients: ClientDirectory;
+  /** Writes token rows, group-committed (src/store/tokens.ts). */
+  writer: TokenWriter;
   logger: Logger;
 }
 
-export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, certificates, clients, logger }: ProviderDeps): Provider {
+export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, certificates, clients, writer, logger }: ProviderDeps): Provider {
   const audience = audienceOf(config);
   const endpoint = (path: string) => new URL(path, `${config.issuer.replace(/\/$/, '')}/`).href.replace(/\/$/, '');
 
   const configuration: Configuration = {
-    adapter: createAdapterClass(db, clients),
+    adapter: createAdapterClass(db, clients, writer),
     clients: [],
     jwks: { keys: signingKeys as Configuration['jwks'] extends { keys: infer K } ? K : never },
     routes: {
@@ -95,8 +99,8 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, cer
     // offline_access, and not tied to the browser session that signed the user in.
     issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
     expiresWithSession: async () => false,
-    findAccount: async (_ctx, sub) => findActiveAccount(db, sub),
-    extraTokenClaims: async (ctx, token) => userTokenClaims(db, ctx, 'accountId' in token ? token.accountId : undefined),
+    findAccount: async (_ctx, sub) => guardStorage(() => findActiveAccount(db, sub)),
+    extraTokenClaims: async (ctx, token) => guardStorage(() => userTokenClaims(db, ctx, 'accountId' in token ? token.accountId : undefined)),
     extraClientMetadata: {
       properties: [...EXTRA_CLIENT_METADATA],
     },
@@ -137,7 +141,7 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, cer
             // Every token that acts for a user (code redemption, refresh) re-applies the
             // policy when it is issued: a scope whose role the user lost, or that was
             // unregistered, is not carried by it, whatever the grant or consent held.
-            const stillGrantable = await grantableOf(scopes, allowed, splitScope(allowed), await rolesOfUser(db, accountId));
+            const stillGrantable = await grantableOf(scopes, allowed, splitScope(allowed), await guardStorage(() => rolesOfUser(db, accountId)));
             return resourceServerFor(config, client, stillGrantable.join(' '));
           }
           if (ctx.oidc.params?.grant_type !== 'client_credentials') {
@@ -179,7 +183,7 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, cer
 
   registerGrants(provider, { config, db, scopes, certificates, logger });
 
-  recordJwtAccessTokensWhenSaved(provider, db);
+  recordJwtAccessTokensWhenSaved(provider, writer);
   provider.on('server_error', (ctx: KoaContextWithOIDC, err: Error) => {
     logger.error({ err, path: ctx.path, method: ctx.method }, 'server error in protocol engine');
   });

@@ -4,6 +4,7 @@
 import type { Db } from '../db/database.ts';
 import type { ChangeListener } from '../db/notifications.ts';
 import { findScopes, listScopes, type RegisteredScope } from '../store/scopes.ts';
+import { guardStorage } from './errors.ts';
 
 export interface ScopeLookup {
   find(names: string[]): Promise<Map<string, RegisteredScope>>;
@@ -22,7 +23,7 @@ export function createScopeRegistry(db: Db, changes: ChangeListener | undefined)
   const registry = async (): Promise<Map<string, RegisteredScope>> => {
     if (cache && changes?.listening && cachedAt === changes.generation) return cache;
     const generation = changes?.generation;
-    const all = new Map((await listScopes(db)).map((s) => [s.name, s]));
+    const all = new Map((await guardStorage(() => listScopes(db))).map((s) => [s.name, s]));
     // Keep it only if nothing changed while it was being read.
     if (changes?.listening && generation === changes.generation) {
       cache = all;
@@ -34,7 +35,7 @@ export function createScopeRegistry(db: Db, changes: ChangeListener | undefined)
   return {
     async find(names) {
       if (names.length === 0) return new Map();
-      if (!changes?.listening) return findScopes(db, names);
+      if (!changes?.listening) return guardStorage(() => findScopes(db, names));
       return pick(await registry(), names);
     },
     async all() {

@@ -28,8 +28,8 @@ export interface StoredModel {
   issuedAt?: Date;
 }
 
-export async function upsertModel(db: Db, id: string, model: StoredModel): Promise<void> {
-  const row = {
+function rowOf(id: string, model: StoredModel) {
+  return {
     id_sha256: tokenDigest(id),
     kind: model.kind,
     format: model.format ?? 'opaque',
@@ -42,18 +42,83 @@ export async function upsertModel(db: Db, id: string, model: StoredModel): Promi
     payload: JSON.stringify(model.payload),
     ...(model.issuedAt ? { issued_at: model.issuedAt } : {}),
   };
+}
+
+/** Writes rows, a row written again replacing what changes (one statement for all of them). */
+async function upsertRows(db: Db, rows: ReturnType<typeof rowOf>[]): Promise<void> {
   await db.insertInto('tokens')
-    .values(row)
-    .onConflict((oc) => oc.column('id_sha256').doUpdateSet({
-      client_id: row.client_id,
-      account_id: row.account_id,
-      grant_id: row.grant_id,
-      uid: row.uid,
-      scope: row.scope,
-      expires_at: row.expires_at,
-      payload: row.payload,
-    }))
+    .values(rows)
+    .onConflict((oc) => oc.column('id_sha256').doUpdateSet((eb) => ({
+      client_id: eb.ref('excluded.client_id'),
+      account_id: eb.ref('excluded.account_id'),
+      grant_id: eb.ref('excluded.grant_id'),
+      uid: eb.ref('excluded.uid'),
+      scope: eb.ref('excluded.scope'),
+      expires_at: eb.ref('excluded.expires_at'),
+      payload: eb.ref('excluded.payload'),
+    })))
     .execute();
+}
+
+export async function upsertModel(db: Db, id: string, model: StoredModel): Promise<void> {
+  await upsertRows(db, [rowOf(id, model)]);
+}
+
+/** Most rows one statement of the writer below carries. */
+const MAX_BATCH = 256;
+
+export interface TokenWriter {
+  /** Resolves once the row is committed (or rejects with why it is not). */
+  upsert(id: string, model: StoredModel): Promise<void>;
+}
+
+/**
+ * Group commit for new tokens: rows written while a statement is in flight wait and then go
+ * together, as one multi-row INSERT — one round trip and one commit instead of one each. No
+ * delay is added when nothing is in flight. Each caller's promise settles only after its row
+ * is committed. When a statement fails, its rows are retried one by one, so that each caller
+ * gets its own outcome (one client deleted meanwhile does not fail the others), and a
+ * database that is unreachable fails every one of them.
+ */
+export function createTokenWriter(db: Db): TokenWriter {
+  let queue: { row: ReturnType<typeof rowOf>; settle: (err?: unknown) => void }[] = [];
+  let writing = false;
+
+  const flush = async () => {
+    writing = true;
+    while (queue.length) {
+      // A key twice in one statement is refused by PostgreSQL: a second write of it waits.
+      const seen = new Set<string>();
+      const batch: typeof queue = [];
+      const rest: typeof queue = [];
+      for (const item of queue) {
+        if (batch.length < MAX_BATCH && !seen.has(item.row.id_sha256)) {
+          seen.add(item.row.id_sha256);
+          batch.push(item);
+        } else rest.push(item);
+      }
+      queue = rest;
+      try {
+        await upsertRows(db, batch.map((b) => b.row));
+        for (const b of batch) b.settle();
+      } catch (err) {
+        if (batch.length === 1) batch[0]!.settle(err);
+        else {
+          await Promise.all(batch.map((b) => upsertRows(db, [b.row]).then(() => b.settle(), (e: unknown) => b.settle(e))));
+        }
+      }
+    }
+    writing = false;
+  };
+
+  return {
+    upsert(id, model) {
+      return new Promise<void>((resolve, reject) => {
+        queue.push({ row: rowOf(id, model), settle: (err) => (err === undefined ? resolve() : reject(err)) });
+        if (!writing) void flush();
+      });
+    },
+  };
 }
 
 /**
