@@ -75,3 +75,57 @@ export function writeJson(file: string, value: unknown): void {
   mkdirSync(dirname(file), { recursive: true });
   writeFileSync(file, `${JSON.stringify(value, null, 2)}\n`);
 }
+
+export interface TargetLine {
+  scenario: string;
+  measured: string;
+  target: string;
+  met: boolean | null;
+}
+
+/** Issue 13's targets, each with what this run measured and whether it is met. */
+export function targets(measurements: Measurement[], calibration: { signatureMicros: number; argon2HashMicros: number } | undefined): TargetLine[] {
+  const km = (id: string) => measurements.find((m) => m.scenario === id && m.target === 'keymanager');
+  const bare = (id: string) => measurements.find((m) => m.scenario === id && m.target === 'bare');
+  const lines: TargetLine[] = [];
+  const a = km('a');
+  const ratio = (id: string) => {
+    const k = km(id)?.serverCpuMicrosPerRequest;
+    const b = bare(id)?.serverCpuMicrosPerRequest;
+    return k && b ? k / b : null;
+  };
+  const ra = ratio('a');
+  if (ra !== null) lines.push({ scenario: 'a', measured: `${ra.toFixed(2)}x bare`, target: '<= 1.6x bare server CPU', met: ra <= 1.6 });
+  if (a?.databaseCpuMicrosPerRequest != null) {
+    lines.push({ scenario: 'a', measured: `${a.databaseCpuMicrosPerRequest.toFixed(0)} µs PostgreSQL CPU per token`, target: '<= 100 µs', met: a.databaseCpuMicrosPerRequest <= 100 });
+  }
+  const rc = ratio('c');
+  if (rc !== null) lines.push({ scenario: 'c', measured: `${rc.toFixed(2)}x bare`, target: '<= 1.15x bare server CPU', met: rc <= 1.15 });
+  const b = km('b');
+  if (b?.serverCpuMicrosPerRequest && a?.serverCpuMicrosPerRequest && calibration) {
+    const limit = a.serverCpuMicrosPerRequest + calibration.signatureMicros;
+    lines.push({ scenario: 'b', measured: `${b.serverCpuMicrosPerRequest.toFixed(0)} µs`, target: `<= a + one RS256 signature = ${limit.toFixed(0)} µs`, met: b.serverCpuMicrosPerRequest <= limit });
+  }
+  const e = km('e');
+  if (e?.serverCpuMicrosPerRequest && a?.serverCpuMicrosPerRequest) {
+    const r = e.serverCpuMicrosPerRequest / a.serverCpuMicrosPerRequest;
+    lines.push({ scenario: 'e', measured: `${r.toFixed(2)}x a`, target: '<= 2x a server CPU', met: r <= 2 });
+  }
+  const d = km('d');
+  if (d?.requestsPerCoreSecond && calibration) {
+    const limit = 1e6 / calibration.argon2HashMicros;
+    const share = d.requestsPerCoreSecond / limit;
+    lines.push({ scenario: 'd', measured: `${d.requestsPerCoreSecond.toFixed(1)} logins/core-s = ${(100 * share).toFixed(0)} % of the argon2 limit (${limit.toFixed(1)})`, target: '>= 90 %', met: share >= 0.9 });
+  }
+  for (const m of measurements.filter((x) => x.target === 'keymanager' && x.scenario !== 'd')) {
+    lines.push({ scenario: m.scenario, measured: `p99 ${m.latencyP99Ms.toFixed(1)} ms (at full load, not 70 % of peak)`, target: 'p99 < 20 ms at 70 % of the peak rate', met: null });
+  }
+  return lines;
+}
+
+export function renderTargets(lines: TargetLine[]): string {
+  if (!lines.length) return '';
+  const out = ['targets (issue 13):'];
+  for (const l of lines) out.push(`  ${l.scenario}: ${l.measured}   target ${l.target}   ${l.met === null ? 'not measured as specified' : l.met ? 'MET' : 'NOT MET'}`);
+  return out.join('\n');
+}

@@ -11,7 +11,8 @@ import { fileURLToPath } from 'node:url';
 import { openBenchDatabase, type BenchDatabase } from './database.ts';
 import { measure, type LoadSettings, type Measurement, type Scenario, type Target } from './load.ts';
 import { clockTicksPerSecond, freePort, runCommand, startChild, waitForHttp, type Child } from './processes.ts';
-import { compare, failures, renderTable, writeJson } from './report.ts';
+import { compare, failures, renderTable, renderTargets, targets, writeJson } from './report.ts';
+import { calibrate } from './calibrate.ts';
 import { measureFeedLatency, renderFeedLatency } from './feed-latency.ts';
 import { bareTarget, introspectScenario, keymanagerTarget, passwordScenario, refreshScenario, tokenScenario, type Credentials } from './targets.ts';
 
@@ -174,8 +175,13 @@ async function main(): Promise<number> {
 
     const scenarios = [...scenarioById.values()];
     const comparisons = compare(scenarios, measurements);
+    // The reference costs of the targets, measured in this process (the servers are idle now).
+    const calibration = await calibrate();
+    const targetLines = targets(measurements, calibration);
     process.stdout.write(`\n${renderTable(scenarios, measurements, comparisons)}\n`);
     if (feedLatency) process.stdout.write(`\n${renderFeedLatency(feedLatency)}\n`);
+    process.stdout.write(`\none RS256 signature: ${calibration.signatureMicros.toFixed(0)} µs CPU; one argon2id hash (m=19456, t=2, p=1): ${(calibration.argon2HashMicros / 1000).toFixed(1)} ms CPU\n`);
+    process.stdout.write(`\n${renderTargets(targetLines)}\n`);
     const failed = measurements.filter((m) => failures(m) > 0);
     const resultsFile = join(benchDir, 'results', 'latest.json');
     writeJson(resultsFile, {
@@ -184,6 +190,8 @@ async function main(): Promise<number> {
       measurements,
       comparisons,
       ...(feedLatency ? { feedLatency } : {}),
+      calibration,
+      targets: targetLines,
       ok: failed.length === 0,
     });
     log(`results written to ${resultsFile}`);
