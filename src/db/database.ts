@@ -23,6 +23,12 @@ export function createDatabase({ url, poolSize, applicationName, onPoolError }: 
   });
   // An idle client losing its connection must not crash the process; the next query reconnects.
   pool.on('error', (err) => onPoolError?.(err));
+  // Nor may a client that is checked out when its connection ends (PostgreSQL restarting, an
+  // administrator terminating the session): pg emits 'error' on it, which unhandled would end
+  // the process. The query in flight fails on its own (a 503), and the pool drops the client.
+  pool.on('connect', (client) => {
+    client.on('error', (err) => onPoolError?.(err));
+  });
   return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
 }
 

@@ -16,8 +16,15 @@ export const CHANGES_CHANNEL = 'km_changes';
 const ACKS_CHANNEL = 'km_acks';
 const LISTENER_APPLICATION_NAME = 'keymanager-listener';
 const SYNC_PREFIX = 'sync:';
-const PING_EVERY_MS = 1000;
-const PING_TIMEOUT_MS = 2000;
+const PING_EVERY_MS = 500;
+const PING_TIMEOUT_MS = 1000;
+/**
+ * Caches are trusted only while the last ping answered this recently: an instance silently cut
+ * off from PostgreSQL stops answering from them within this time, which is shorter than the
+ * wait of sync(), so an instance that did not confirm a change no longer trusts its caches.
+ */
+const TRUST_FOR_MS = 1500;
+const SYNC_TIMEOUT_MS = 2000;
 
 export interface ChangeListener {
   /** True while a LISTEN connection is up; false means "do not trust any cache". */
@@ -47,6 +54,7 @@ export function listenForChanges(url: string, log: (message: string, err?: unkno
   let client: pg.Client | undefined;
   let ownPid: number | undefined;
   let listening = false;
+  let lastAnswerAt = 0;
   let generation = 0;
   let closed = false;
   let retryDelay = 500;
@@ -77,7 +85,10 @@ export function listenForChanges(url: string, log: (message: string, err?: unkno
 
   const connect = async () => {
     if (closed) return;
-    const c = new pg.Client({ connectionString: url, application_name: LISTENER_APPLICATION_NAME, connectionTimeoutMillis: 3000 });
+    // Its name is how sync() finds the listeners: one in the URL must not replace it.
+    const listenerUrl = new URL(url);
+    listenerUrl.searchParams.delete('application_name');
+    const c = new pg.Client({ connectionString: listenerUrl.href, application_name: LISTENER_APPLICATION_NAME, connectionTimeoutMillis: 3000 });
     c.on('notification', (n) => onNotification(c, n));
     c.on('error', (err) => drop(c, err));
     c.on('end', () => drop(c));
@@ -88,6 +99,7 @@ export function listenForChanges(url: string, log: (message: string, err?: unkno
       ownPid = (await c.query<{ pid: number }>('select pg_backend_pid() as pid')).rows[0]!.pid;
       client = c;
       listening = true;
+      lastAnswerAt = Date.now();
       retryDelay = 500;
       changed(); // whatever happened while we were not listening is unknown
       ping(c);
@@ -103,6 +115,7 @@ export function listenForChanges(url: string, log: (message: string, err?: unkno
       const timeout = setTimeout(() => drop(c, new Error(`no answer to a ping within ${PING_TIMEOUT_MS} ms`)), PING_TIMEOUT_MS);
       c.query('select 1').then(() => {
         clearTimeout(timeout);
+        lastAnswerAt = Date.now();
         ping(c);
       }, (err: unknown) => {
         clearTimeout(timeout);
@@ -134,7 +147,7 @@ export function listenForChanges(url: string, log: (message: string, err?: unkno
 
   return {
     get listening() {
-      return listening;
+      return listening && Date.now() - lastAnswerAt < TRUST_FOR_MS;
     },
     get generation() {
       return generation;
@@ -142,15 +155,19 @@ export function listenForChanges(url: string, log: (message: string, err?: unkno
     onNotice(listener) {
       listeners.push(listener);
     },
-    async sync(timeoutMs = 2000) {
+    async sync(timeoutMs = SYNC_TIMEOUT_MS) {
       const c = client;
       if (!c || !listening) return false;
       const nonce = randomUUID();
       let timer: NodeJS.Timeout | undefined;
       try {
+        // Live listeners ping every half second: a session of that name idle for longer (an
+        // instance that crashed but whose session lingers, a stray client) is not waited for.
         const { rows } = await c.query<{ pid: number }>(
-          'select pid from pg_stat_activity where application_name = $1 and datname = current_database()', [LISTENER_APPLICATION_NAME]);
+          `select pid from pg_stat_activity where application_name = $1 and datname = current_database()
+             and (state = 'active' or (state = 'idle' and state_change > now() - make_interval(secs => $2)))`, [LISTENER_APPLICATION_NAME, TRUST_FOR_MS / 1000]);
         const expected = new Set(rows.map((r) => r.pid));
+        expected.add(ownPid!);
         const confirmed = new Promise<boolean>((resolve) => {
           waiters.set(nonce, { expected, done: () => resolve(true) });
           timer = setTimeout(() => resolve(false), timeoutMs);

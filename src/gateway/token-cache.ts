@@ -3,8 +3,9 @@
 // read are kept, by the digest of the token (never the value), until the token expires or a
 // minute passes. Whatever could end a token early drops the whole cache at once: a revocation
 // (the revocation_events trigger announces every revoked or deleted access token, including
-// those of a user or client disabled or deleted) and any change to clients (0011). While the
-// listener is down the cache is not used at all.
+// those of a user or client disabled or deleted), any change to clients (0011), an access
+// token's row changed or the table truncated, and a user disabled or deleted (0012). While
+// the listener is down the cache is not used at all.
 import { LRUCache } from 'lru-cache';
 import type { Db } from '../db/database.ts';
 import type { ChangeListener } from '../db/notifications.ts';
@@ -18,7 +19,7 @@ export interface TokenLookup {
 const MAX_ENTRIES = 100_000;
 const MAX_AGE_MS = 60_000;
 const CACHED_KINDS = new Set(['AccessToken', 'ClientCredentials']);
-const TOPICS = new Set(['revocation_events', 'clients']);
+const TOPICS = new Set(['revocation_events', 'clients', 'tokens', 'users']);
 
 export function createTokenCache(db: Db, changes: ChangeListener | undefined): TokenLookup {
   const cache = new LRUCache<string, IssuedTokenRow>({ max: MAX_ENTRIES, ttl: MAX_AGE_MS, ttlAutopurge: false });

@@ -10,7 +10,7 @@ import pg from 'pg';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { startTestServer, tempDir, type TestServer } from '../support/server.ts';
 import { postForm } from '../support/http.ts';
-import { issueToken, makeClient, type TestClient } from '../support/fixtures.ts';
+import { issueToken, makeClient, makeUser, type TestClient } from '../support/fixtures.ts';
 import { runKeymgr } from '../support/cli.ts';
 import { tokenDigest } from '../../src/store/tokens.ts';
 
@@ -113,5 +113,100 @@ describe('caches across instances', () => {
     const fresh = await issueToken(a.url, owner, 'read');
     assert.equal(await active(b, fresh), true);
     assert.equal(await active(b, fresh), true);
+  });
+
+  it('an access token ended with plain SQL otherwise than by revocation (expired, truncated) is dropped from B\'s cache', async () => {
+    const gone = async (token: string) => {
+      const deadline = Date.now() + 10_000;
+      while (await active(b, token)) {
+        assert.ok(Date.now() < deadline, 'B kept reporting the token active');
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    };
+    const expired = await issueToken(a.url, owner, 'read');
+    assert.equal(await active(b, expired), true);
+    await sql`update tokens set expires_at = now() - interval '1 second' where id_sha256 = ${tokenDigest(expired)}`.execute(database.db);
+    await gone(expired);
+  });
+
+  it('a user disabled by a transaction that was open while their token was issued: B drops the token when it commits', async () => {
+    const app = await makeClient(database.db, { grantTypes: ['password'], scope: ['read'] });
+    // The server's own hash parameters: a rehash on sign-in would wait on the admin's row lock.
+    const user = await makeUser(database.db, 'slow-disable');
+    const admin = new pg.Client({ connectionString: database.url });
+    await admin.connect();
+    try {
+      await admin.query('begin');
+      await admin.query('update users set disabled = true where id = $1', [user.id]);
+      const signIn = await postForm(`${a.url}/token`, { grant_type: 'password', username: user.username, password: user.password, scope: 'read' }, { basic: app.basic });
+      assert.equal(signIn.status, 200, signIn.text);
+      assert.equal(await active(b, signIn.json.access_token), true);
+      await admin.query('commit');
+      const deadline = Date.now() + 10_000;
+      while (await active(b, signIn.json.access_token)) {
+        assert.ok(Date.now() < deadline, 'B kept reporting the disabled user\'s token active');
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    } finally {
+      await admin.end();
+    }
+  });
+
+  it('a stray session named like a listener (a crashed instance\'s, say) is not waited for', async () => {
+    const stray = new pg.Client({ connectionString: database.url, application_name: 'keymanager-listener' });
+    await stray.connect();
+    try {
+      await new Promise((r) => setTimeout(r, 1600)); // idle for longer than a live listener ever is
+      const before = a.logs.length;
+      const token = await issueToken(a.url, owner, 'read');
+      assert.equal((await postForm(`${a.url}/revoke`, { token }, { basic: owner.basic })).status, 200);
+      assert.equal(await active(b, token), false);
+      assert.ok(!a.logs.slice(before).some((l) => l.includes('not every instance confirmed')), 'the stray session was waited for');
+    } finally {
+      await stray.end();
+    }
+  });
+});
+
+describe('a database session ending under a running request', () => {
+  let database: TestDatabase;
+  let server: TestServer;
+  let owner: TestClient;
+
+  before(async () => {
+    database = await createTestDatabase();
+    server = await startTestServer(database.url);
+    owner = await makeClient(database.db, { scope: ['read'] });
+  });
+  after(async () => {
+    await server?.stop();
+    await database?.drop();
+  });
+
+  it('does not end the process: sessions terminated during a load answer 503 at worst, and the server goes on', async () => {
+    let stop = false;
+    const statuses = new Set<number>();
+    const loops = Array.from({ length: 8 }, async () => {
+      while (!stop) {
+        const r = await postForm(`${server.url}/token`, { grant_type: 'client_credentials', scope: 'read' }, { basic: owner.basic }).catch(() => ({ status: 0 }));
+        statuses.add(r.status);
+      }
+    });
+    const admin = new pg.Client({ connectionString: database.url });
+    await admin.connect();
+    try {
+      for (let i = 0; i < 10; i++) {
+        await admin.query("select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'keymanager' and datname = current_database()");
+        await new Promise((r) => setTimeout(r, 30));
+      }
+    } finally {
+      stop = true;
+      await Promise.all(loops);
+      await admin.end();
+    }
+    assert.deepEqual([...statuses].filter((s) => s !== 200 && s !== 503), [], `unexpected statuses ${[...statuses]}`);
+    const health = await fetch(`${server.url}/healthz`);
+    assert.equal(health.status, 200);
+    assert.equal((await postForm(`${server.url}/token`, { grant_type: 'client_credentials', scope: 'read' }, { basic: owner.basic })).status, 200);
   });
 });
