@@ -22,7 +22,8 @@ export function isDatabaseUnreachable(err: unknown): boolean {
     return /^08/.test(code) || /^57P0[123]$/.test(code);
   }
   // node-postgres's own errors (no SQLSTATE): the pool could not connect or lost the connection.
-  return /timeout exceeded when trying to connect|Connection terminated|connect ECONNREFUSED/.test(err.message);
+  // "not queryable": a pooled client whose connection ended while it was checked out.
+  return /timeout exceeded when trying to connect|Connection terminated|connect ECONNREFUSED|encountered a connection error and is not queryable/.test(err.message);
 }
 
 /** SQLSTATEs of values PostgreSQL cannot store: NUL or bytes not in UTF-8 (22021), \u0000 in jsonb (22P05). */

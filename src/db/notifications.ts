@@ -45,6 +45,13 @@ export interface ChangeListener {
   close(): Promise<void>;
 }
 
+/** Calls `drop` on every notice about one of `topics`, and on every (re)connect. */
+export function dropOnNotices(changes: ChangeListener | undefined, topics: ReadonlySet<string>, drop: () => void): void {
+  changes?.onNotice((topic) => {
+    if (topic === undefined || topics.has(topic)) drop();
+  });
+}
+
 interface SyncWaiter {
   expected: Set<number>;
   done: () => void;

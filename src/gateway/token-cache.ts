@@ -8,7 +8,7 @@
 // the listener is down the cache is not used at all.
 import { LRUCache } from 'lru-cache';
 import type { Db } from '../db/database.ts';
-import type { ChangeListener } from '../db/notifications.ts';
+import { dropOnNotices, type ChangeListener } from '../db/notifications.ts';
 import { findIssuedTokenByValue, tokenDigest, type IssuedTokenRow } from '../store/tokens.ts';
 import { isTokenActive } from './introspection.ts';
 
@@ -24,11 +24,9 @@ const TOPICS = new Set(['revocation_events', 'clients', 'tokens', 'users']);
 export function createTokenCache(db: Db, changes: ChangeListener | undefined): TokenLookup {
   const cache = new LRUCache<string, IssuedTokenRow>({ max: MAX_ENTRIES, ttl: MAX_AGE_MS, ttlAutopurge: false });
   let generation = 0;
-  changes?.onNotice((topic) => {
-    if (topic === undefined || TOPICS.has(topic)) {
-      generation++;
-      cache.clear();
-    }
+  dropOnNotices(changes, TOPICS, () => {
+    generation++;
+    cache.clear();
   });
   return {
     async find(value) {

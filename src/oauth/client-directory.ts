@@ -7,7 +7,7 @@
 // minute, and never past the expiry of a certificate it holds.
 import { LRUCache } from 'lru-cache';
 import type { Db } from '../db/database.ts';
-import type { ChangeListener } from '../db/notifications.ts';
+import { dropOnNotices, type ChangeListener } from '../db/notifications.ts';
 import type { ClientRow } from '../db/types.ts';
 import { usableCertificatesOfClient, type CertificateRow } from '../store/certificates.ts';
 import { findClientById } from '../store/clients.ts';
@@ -30,11 +30,9 @@ export function createClientDirectory(db: Db, changes: ChangeListener | undefine
   const cache = new LRUCache<string, DirectoryEntry>({ max: MAX_ENTRIES, ttl: MAX_AGE_MS, ttlAutopurge: false });
   /** Bumped by every relevant notice and reconnect: a read that spans one is not kept. */
   let generation = 0;
-  changes?.onNotice((topic) => {
-    if (topic === undefined || TOPICS.has(topic)) {
-      generation++;
-      cache.clear();
-    }
+  dropOnNotices(changes, TOPICS, () => {
+    generation++;
+    cache.clear();
   });
 
   const read = async (clientId: string): Promise<DirectoryEntry | undefined> => {

@@ -204,7 +204,8 @@ describe('a database session ending under a running request', () => {
       await Promise.all(loops);
       await admin.end();
     }
-    assert.deepEqual([...statuses].filter((s) => s !== 200 && s !== 503), [], `unexpected statuses ${[...statuses]}`);
+    assert.deepEqual([...statuses].filter((s) => s !== 200 && s !== 503), [],
+      `unexpected statuses ${[...statuses]}: ${server.logs.filter((l) => /"level":50/.test(l)).slice(0, 2).join('\n')}`);
     const health = await fetch(`${server.url}/healthz`);
     assert.equal(health.status, 200);
     assert.equal((await postForm(`${server.url}/token`, { grant_type: 'client_credentials', scope: 'read' }, { basic: owner.basic })).status, 200);

@@ -24,7 +24,7 @@ import { basicHeader } from '../support/http.ts';
 import type { TestClient } from '../support/fixtures.ts';
 import { runKeymgr, type KeymgrResult } from '../support/cli.ts';
 import { post } from '../mtls/support.ts';
-import { BACKEND_BODY, quoted, startApache, type ApacheSite, type RunningApache } from './support/apache.ts';
+import { BACKEND_BODY, callGateway, quoted, startApache, type ApacheSite, type GatewayReply, type RunningApache } from './support/apache.ts';
 
 const API = '/api';
 const REALM = 'keymanager-gateway';
@@ -92,24 +92,7 @@ describe('Apache httpd with mod_auth_openidc 2.4.12.3 in front of keymanager (be
     return apache;
   }
 
-  interface GatewayReply {
-    status: number;
-    body: string;
-    challenge: string | null;
-    remoteUser: string | null;
-    /** For assertion messages: what came back and what the module logged. */
-    explain: string;
-  }
-
-  async function callBackend(apache: RunningApache, token?: string): Promise<GatewayReply> {
-    const res = await fetch(apache.backendUrl(API), { headers: token === undefined ? {} : { authorization: `Bearer ${token}` } });
-    const body = await res.text();
-    const challenge = res.headers.get('www-authenticate');
-    return {
-      status: res.status, body, challenge, remoteUser: res.headers.get('x-remote-user'),
-      explain: `${res.status} ${challenge ?? ''}\n${body}\n--- Apache error log (end) ---\n${apache.errorLogTail()}`,
-    };
-  }
+  const callBackend = (apache: RunningApache, token?: string) => callGateway(apache, API, token);
 
   function assertPassed(reply: GatewayReply, clientId: string): void {
     assert.equal(reply.status, 200, reply.explain);

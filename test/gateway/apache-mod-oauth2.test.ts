@@ -22,7 +22,7 @@ import { startTestServer, type TestServer } from '../support/server.ts';
 import { getJson, postForm } from '../support/http.ts';
 import { issueToken, type TestClient } from '../support/fixtures.ts';
 import { runKeymgr, type KeymgrResult } from '../support/cli.ts';
-import { BACKEND_BODY, quoted, startApache, type RunningApache } from './support/apache.ts';
+import { BACKEND_BODY, callGateway, quoted, startApache, type GatewayReply, type RunningApache } from './support/apache.ts';
 
 const INTROSPECT = '/introspected';
 const METADATA = '/jwt-metadata';
@@ -55,23 +55,7 @@ describe('Apache httpd with mod_oauth2 3.3.1 in front of keymanager', () => {
     return { id: json.client_id, secret: json.client_secret, basic: [json.client_id, json.client_secret] };
   }
 
-  interface GatewayReply {
-    status: number;
-    body: string;
-    challenge: string | null;
-    remoteUser: string | null;
-    explain: string;
-  }
-
-  async function callBackend(path: string, token?: string): Promise<GatewayReply> {
-    const res = await fetch(gateway.backendUrl(path), { headers: token === undefined ? {} : { authorization: `Bearer ${token}` } });
-    const body = await res.text();
-    const challenge = res.headers.get('www-authenticate');
-    return {
-      status: res.status, body, challenge, remoteUser: res.headers.get('x-remote-user'),
-      explain: `${path}: ${res.status} ${challenge ?? ''}\n${body}\n--- Apache error log (end) ---\n${gateway.errorLogTail()}`,
-    };
-  }
+  const callBackend = (path: string, token?: string) => callGateway(gateway, path, token);
 
   function assertPassed(reply: GatewayReply, clientId: string): void {
     assert.equal(reply.status, 200, reply.explain);

@@ -243,3 +243,23 @@ async function startOnce(site: ApacheSite): Promise<RunningApache> {
     },
   };
 }
+
+/** What a request through the gateway got back, and for failed assertions what Apache logged. */
+export interface GatewayReply {
+  status: number;
+  body: string;
+  challenge: string | null;
+  remoteUser: string | null;
+  explain: string;
+}
+
+/** A request to a protected location, with the token as a bearer when one is given. */
+export async function callGateway(apache: RunningApache, path: string, token?: string): Promise<GatewayReply> {
+  const res = await fetch(apache.backendUrl(path), { headers: token === undefined ? {} : { authorization: `Bearer ${token}` } });
+  const body = await res.text();
+  const challenge = res.headers.get('www-authenticate');
+  return {
+    status: res.status, body, challenge, remoteUser: res.headers.get('x-remote-user'),
+    explain: `${path}: ${res.status} ${challenge ?? ''}\n${body}\n--- Apache error log (end) ---\n${apache.errorLogTail()}`,
+  };
+}
