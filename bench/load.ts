@@ -3,7 +3,7 @@
 // figure that matters (DESIGN.md §5); requests/s also depends on the load generator, which
 // shares the machine.
 import autocannon, { type Client, type Result } from 'autocannon';
-import { processCpuMicros } from './processes.ts';
+import { processCpuMicros, processTreeCpuMicros } from './processes.ts';
 
 export interface Scenario {
   id: string;
@@ -42,7 +42,7 @@ export interface Chain {
 }
 
 export interface Target {
-  name: 'keymanager' | 'bare';
+  name: 'keymanager' | 'bare' | 'keymanager 2 workers';
   baseUrl: string;
   pid: number;
   /** PostgreSQL backends serving this target, when their CPU is readable from here. */
@@ -136,13 +136,13 @@ export async function measure(scenario: Scenario, target: Target, settings: Load
   const chains = await startChains(scenario, target, connections);
 
   const dbBefore = await databaseCpu(target);
-  const serverBefore = processCpuMicros(target.pid);
+  const serverBefore = processTreeCpuMicros(target.pid);
   const ownBefore = process.cpuUsage();
   const wallBefore = process.hrtime.bigint();
   const result: Result = await fire(scenario, target, connections, settings.seconds, chains);
   const wallMicros = Number(process.hrtime.bigint() - wallBefore) / 1000;
   const own = process.cpuUsage(ownBefore);
-  const serverAfter = processCpuMicros(target.pid);
+  const serverAfter = processTreeCpuMicros(target.pid);
   const dbAfter = await databaseCpu(target);
 
   if (serverBefore === undefined || serverAfter === undefined) throw new Error(`${target.name} (pid ${target.pid}) exited during ${scenario.id}`);

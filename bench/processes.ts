@@ -126,4 +126,17 @@ export function processCpuMicros(pid: number): number | undefined {
   return ((utime + stime) * 1e6) / CLOCK_TICKS;
 }
 
+/** A process's CPU time with its direct children's (the workers of a KM_WORKERS>1 server). */
+export function processTreeCpuMicros(pid: number): number | undefined {
+  const own = processCpuMicros(pid);
+  if (own === undefined) return undefined;
+  let children: number[] = [];
+  try {
+    children = execFileSync('ps', ['--ppid', String(pid), '-o', 'pid='], { encoding: 'utf8' }).split('\n').map((l) => Number(l.trim())).filter(Boolean);
+  } catch {
+    // no children
+  }
+  return children.reduce((sum, child) => sum + (processCpuMicros(child) ?? 0), own);
+}
+
 export const clockTicksPerSecond = CLOCK_TICKS;

@@ -40,7 +40,7 @@ const settings: LoadSettings = {
 const passwordConnections = intEnv('BENCH_PASSWORD_CONNECTIONS', 4, 1, 64);
 
 // BENCH_SCENARIOS=a,c runs a subset (e.g. to profile one path); checked before anything starts.
-const SCENARIO_IDS = ['a', 'b', 'c', 'd', 'e', 'f', 'g'] as const;
+const SCENARIO_IDS = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'w'] as const;
 type ScenarioId = (typeof SCENARIO_IDS)[number];
 const only = process.env.BENCH_SCENARIOS?.split(',').map((x) => x.trim()).filter(Boolean) ?? [];
 const unknownIds = only.filter((id) => !(SCENARIO_IDS as readonly string[]).includes(id));
@@ -166,6 +166,23 @@ async function main(): Promise<number> {
       const m = await measure(scenario, target, settings);
       log(`  ${m.requestsPerSecond.toFixed(0)} req/s, ${m.serverCpuMicrosPerRequest?.toFixed(0) ?? '-'} µs server CPU per request, ${failures(m)} failed`);
       measurements.push(m);
+    }
+
+    // w: a and c again, against a second server with KM_WORKERS=2 (CPU summed over its workers).
+    if (!only.length || only.includes('w')) {
+      const [port2, management2] = [await freePort(), await freePort()];
+      const env2 = { ...kmEnv, KM_PORT: String(port2), KM_ISSUER: `http://127.0.0.1:${port2}`, KM_MANAGEMENT_PORT: String(management2), KM_WORKERS: '2' };
+      const km2 = startChild('keymanager (2 workers)', join(root, 'src/main.ts'), env2, scratch, []);
+      children.push(km2);
+      await waitForHttp(`http://127.0.0.1:${port2}/healthz`, km2);
+      const twoWorkers: Target = { name: 'keymanager 2 workers', baseUrl: `http://127.0.0.1:${port2}`, pid: km2.pid };
+      for (const scenario of [tokenScenario('a', opaque), await introspectScenario('c', gateway, twoWorkers, opaque)]) {
+        log(`${scenario.id} ${scenario.title} → ${twoWorkers.name}`);
+        const m = await measure(scenario, twoWorkers, settings);
+        log(`  ${m.requestsPerSecond.toFixed(0)} req/s, ${m.serverCpuMicrosPerRequest?.toFixed(0) ?? '-'} µs server CPU per request, ${failures(m)} failed`);
+        measurements.push(m);
+        scenarioById.set(scenario.id, scenario);
+      }
     }
 
     // g: how long a revocation takes to reach a subscriber of the revocation feed.
