@@ -248,6 +248,8 @@ async function runPrimary(config: Config, logger: Logger, workers: number): Prom
     await loadOrCreateSigningKeys(config.keysDir);
     loadOrCreateCookieKeys(config.keysDir);
     await loadOrCreateManagementKey(config.keysDir, config.managementTokenKeySize);
+    // Creates the development admin's password file, if needed, before the workers read it.
+    await loadManagementUsers(config, logger);
     if (config.tls) {
       await loadOrCreateTlsMaterial(
         config.tlsCertFile ?? join(config.keysDir, 'tls', 'server.crt'), config.tlsKeyFile ?? join(config.keysDir, 'tls', 'server.key'), config.env !== 'production');
