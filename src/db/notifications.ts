@@ -11,6 +11,7 @@
 // handled — its caches dropped — on that instance.
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
+import { LRUCache } from 'lru-cache';
 
 export const CHANGES_CHANNEL = 'km_changes';
 const ACKS_CHANNEL = 'km_acks';
@@ -45,11 +46,41 @@ export interface ChangeListener {
   close(): Promise<void>;
 }
 
-/** Calls `drop` on every notice about one of `topics`, and on every (re)connect. */
-export function dropOnNotices(changes: ChangeListener | undefined, topics: ReadonlySet<string>, drop: () => void): void {
+/**
+ * A bounded read-through cache that never lies across instances: used only while `changes`
+ * is listening, emptied by every notice about one of `topics` (and every reconnect), and a
+ * read that spans such a notice is not kept. `keepFor` says how long a value may stay, in
+ * milliseconds, or undefined to not keep it (unknown ids, inactive tokens).
+ */
+export function noticeDroppedCache<V extends {}>(
+  changes: ChangeListener | undefined,
+  { topics, max, read, keepFor }: {
+    topics: ReadonlySet<string>;
+    max: number;
+    read: (key: string) => Promise<V | undefined>;
+    keepFor: (value: V) => number | undefined;
+  },
+): (key: string, cacheKey?: string) => Promise<V | undefined> {
+  const cache = new LRUCache<string, V>({ max, ttlAutopurge: false });
+  let generation = 0;
   changes?.onNotice((topic) => {
-    if (topic === undefined || topics.has(topic)) drop();
+    if (topic === undefined || topics.has(topic)) {
+      generation++;
+      cache.clear();
+    }
   });
+  return async (key, cacheKey = key) => {
+    if (!changes?.listening) return read(key);
+    const hit = cache.get(cacheKey);
+    if (hit) return hit;
+    const startedAt = generation;
+    const value = await read(key);
+    const ttl = value === undefined ? undefined : keepFor(value);
+    if (value !== undefined && ttl !== undefined && changes.listening && startedAt === generation) {
+      cache.set(cacheKey, value, { ttl: Math.max(1, ttl) });
+    }
+    return value;
+  };
 }
 
 interface SyncWaiter {

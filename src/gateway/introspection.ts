@@ -27,7 +27,7 @@ export interface IntrospectionCaller {
   audiences: string[] | null;
 }
 
-export function audiencesOf(payload: Record<string, unknown>): string[] {
+function audiencesOf(payload: Record<string, unknown>): string[] {
   const aud = payload.aud;
   return typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud.filter((a): a is string => typeof a === 'string') : [];
 }

@@ -6,9 +6,8 @@
 // those of a user or client disabled or deleted), any change to clients (0011), an access
 // token's row changed or the table truncated, and a user disabled or deleted (0012). While
 // the listener is down the cache is not used at all.
-import { LRUCache } from 'lru-cache';
 import type { Db } from '../db/database.ts';
-import { dropOnNotices, type ChangeListener } from '../db/notifications.ts';
+import { noticeDroppedCache, type ChangeListener } from '../db/notifications.ts';
 import { findIssuedTokenByValue, tokenDigest, type IssuedTokenRow } from '../store/tokens.ts';
 import { isTokenActive } from './introspection.ts';
 
@@ -22,24 +21,12 @@ const CACHED_KINDS = new Set(['AccessToken', 'ClientCredentials']);
 const TOPICS = new Set(['revocation_events', 'clients', 'tokens', 'users']);
 
 export function createTokenCache(db: Db, changes: ChangeListener | undefined): TokenLookup {
-  const cache = new LRUCache<string, IssuedTokenRow>({ max: MAX_ENTRIES, ttl: MAX_AGE_MS, ttlAutopurge: false });
-  let generation = 0;
-  dropOnNotices(changes, TOPICS, () => {
-    generation++;
-    cache.clear();
+  const find = noticeDroppedCache<IssuedTokenRow>(changes, {
+    topics: TOPICS,
+    max: MAX_ENTRIES,
+    read: (value) => findIssuedTokenByValue(db, value),
+    keepFor: (row) => (CACHED_KINDS.has(row.kind) && isTokenActive(row) ? Math.min(MAX_AGE_MS, row.expires_at!.getTime() - Date.now()) : undefined),
   });
-  return {
-    async find(value) {
-      if (!changes?.listening) return findIssuedTokenByValue(db, value);
-      const digest = tokenDigest(value);
-      const hit = cache.get(digest);
-      if (hit) return hit;
-      const startedAt = generation;
-      const row = await findIssuedTokenByValue(db, value);
-      if (row && CACHED_KINDS.has(row.kind) && isTokenActive(row) && changes.listening && startedAt === generation) {
-        cache.set(digest, row, { ttl: Math.max(1, Math.min(MAX_AGE_MS, row.expires_at!.getTime() - Date.now())) });
-      }
-      return row;
-    },
-  };
+  // Keyed by the digest: the cache never holds a token value.
+  return { find: (value) => find(value, tokenDigest(value)) };
 }

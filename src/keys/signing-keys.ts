@@ -91,7 +91,7 @@ export async function loadOrCreateSigningKeys(keysDir: string): Promise<{ keys: 
     const file = { keys: [await newKey()] };
     if (write(path, file, { onlyIfAbsent: true })) return { keys: file.keys.map((k) => k.jwk), created: true };
   }
-  return { keys: live(read(path)).map((k) => k.jwk), created: false };
+  return { keys: readSigningKeys(keysDir).keys, created: false };
 }
 
 /** The key set as it is now on disk (a rotation elsewhere shows here), and what is published. */

@@ -5,9 +5,8 @@
 // certificate added or removed) is announced by a trigger (0011) and drops the whole cache at
 // once; while the listener is down the cache is not used at all. An entry lives at most a
 // minute, and never past the expiry of a certificate it holds.
-import { LRUCache } from 'lru-cache';
 import type { Db } from '../db/database.ts';
-import { dropOnNotices, type ChangeListener } from '../db/notifications.ts';
+import { noticeDroppedCache, type ChangeListener } from '../db/notifications.ts';
 import type { ClientRow } from '../db/types.ts';
 import { usableCertificatesOfClient, type CertificateRow } from '../store/certificates.ts';
 import { findClientById } from '../store/clients.ts';
@@ -27,36 +26,19 @@ const MAX_AGE_MS = 60_000;
 const TOPICS = new Set(['clients', 'client_certificates']);
 
 export function createClientDirectory(db: Db, changes: ChangeListener | undefined): ClientDirectory {
-  const cache = new LRUCache<string, DirectoryEntry>({ max: MAX_ENTRIES, ttl: MAX_AGE_MS, ttlAutopurge: false });
-  /** Bumped by every relevant notice and reconnect: a read that spans one is not kept. */
-  let generation = 0;
-  dropOnNotices(changes, TOPICS, () => {
-    generation++;
-    cache.clear();
-  });
-
-  const read = async (clientId: string): Promise<DirectoryEntry | undefined> => {
-    const row = await findClientById(db, clientId);
-    if (!row) return undefined;
-    const certificates = row.token_endpoint_auth_method === 'self_signed_tls_client_auth'
-      ? await usableCertificatesOfClient(db, row.client_id)
-      : [];
-    return { row, certificates };
-  };
-
-  return {
-    async find(clientId) {
-      if (!changes?.listening) return read(clientId);
-      const hit = cache.get(clientId);
-      if (hit) return hit;
-      const startedAt = generation;
-      const entry = await read(clientId);
-      // Unknown ids are not kept: anyone can make them up, and they would crowd out real clients.
-      if (entry && changes.listening && startedAt === generation) {
-        const firstExpiry = Math.min(...entry.certificates.map((c) => c.not_after.getTime()));
-        cache.set(clientId, entry, { ttl: Math.max(1, Math.min(MAX_AGE_MS, firstExpiry - Date.now())) });
-      }
-      return entry;
+  const find = noticeDroppedCache<DirectoryEntry>(changes, {
+    topics: TOPICS,
+    max: MAX_ENTRIES,
+    async read(clientId) {
+      const row = await findClientById(db, clientId);
+      if (!row) return undefined;
+      const certificates = row.token_endpoint_auth_method === 'self_signed_tls_client_auth'
+        ? await usableCertificatesOfClient(db, row.client_id)
+        : [];
+      return { row, certificates };
     },
-  };
+    // Unknown ids are never kept (read gives undefined): anyone can make them up.
+    keepFor: (entry) => Math.min(MAX_AGE_MS, ...entry.certificates.map((c) => c.not_after.getTime() - Date.now())),
+  });
+  return { find: (clientId) => find(clientId) };
 }

@@ -5,6 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Db } from '../db/database.ts';
 import { findClientById } from './clients.ts';
+import { findScopes } from './scopes.ts';
 import { upsertModel } from './tokens.ts';
 
 export class DirectTokenError extends Error {}
@@ -29,8 +30,8 @@ export async function issueDirectToken(
   const allowed = new Set(client.scope.split(' ').filter(Boolean));
   const notAllowed = requested.filter((s) => !allowed.has(s));
   if (notAllowed.length) throw new DirectTokenError(`client ${clientId} is not allowed the scope(s) ${notAllowed.join(', ')} (its allow-list: ${client.scope || 'empty'})`);
-  const registered = await db.selectFrom('scopes').select('name').where('name', 'in', requested).execute();
-  const unregistered = requested.filter((s) => !registered.some((r) => r.name === s));
+  const registered = await findScopes(db, requested);
+  const unregistered = requested.filter((s) => !registered.has(s));
   if (unregistered.length) throw new DirectTokenError(`scope not registered: ${unregistered.join(', ')}`);
 
   // The form of the engine's opaque tokens: 256 random bits, base64url.
