@@ -95,14 +95,17 @@ export function createRevocationFeed({ db, changes, logger, heartbeatSeconds }: 
     return f;
   };
 
+  /** Never buffers without bound for a reader that does not read: such a one is dropped. */
+  const send = (s: Subscriber, text: string) => {
+    if (s.stream.writableLength > MAX_UNREAD_BYTES) s.end('it stopped reading');
+    else s.stream.write(text);
+  };
+
   const offer = (s: Subscriber, e: RevocationEvent) => {
     const id = BigInt(e.id);
     if (id <= s.position) return;
     s.position = id;
-    if (!visibleTo(s.caller, e)) return;
-    // Never buffer without bound for a reader that does not read.
-    if (s.stream.writableLength > MAX_UNREAD_BYTES) s.end('it stopped reading');
-    else s.stream.write(frameOf(e));
+    if (visibleTo(s.caller, e)) send(s, frameOf(e));
   };
 
   const deliver = (e: RevocationEvent) => {
@@ -172,11 +175,7 @@ export function createRevocationFeed({ db, changes, logger, heartbeatSeconds }: 
   poll.unref();
   let checking = false;
   const heartbeat = setInterval(() => {
-    for (const s of [...subscribers]) {
-      if (s.held) continue;
-      if (s.stream.writableLength > MAX_UNREAD_BYTES) s.end('it stopped reading');
-      else s.stream.write(': keepalive\n\n');
-    }
+    for (const s of [...subscribers]) if (!s.held) send(s, ': keepalive\n\n');
     if (checking) return;
     checking = true;
     // One subscriber after another (not a burst of queries). A check that cannot be made (the
