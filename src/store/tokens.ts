@@ -224,12 +224,27 @@ export async function revokeIssuedToken(db: Db, row: TokenRow): Promise<void> {
   });
 }
 
-/** Deletes rows past their expiry (and revoked or consumed ones once expired). */
-export async function purgeExpiredTokens(db: Db, graceSeconds = 0): Promise<number> {
-  const result = await db.deleteFrom('tokens')
-    .where('expires_at', '<', sql<Date>`now() - make_interval(secs => ${graceSeconds})`)
-    .executeTakeFirst();
-  return Number(result.numDeletedRows);
+/** Rows one purge statement deletes at most: each batch is its own short transaction. */
+export const PURGE_BATCH_SIZE = 5000;
+
+/**
+ * Deletes rows past their expiry (and revoked or consumed ones once expired), a batch at a
+ * time: one DELETE of millions of rows would hold its locks and bloat the WAL for minutes,
+ * while requests wait behind it. Rows a request holds locked are skipped (SKIP LOCKED) and
+ * left for the next run, so the purge never waits for a request nor makes one wait long.
+ */
+export async function purgeExpiredTokens(db: Db, graceSeconds = 0, batchSize = PURGE_BATCH_SIZE): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const result = await db.deleteFrom('tokens')
+      .where('id_sha256', 'in', (eb) => eb.selectFrom('tokens').select('id_sha256')
+        .where('expires_at', '<', sql<Date>`now() - make_interval(secs => ${graceSeconds})`)
+        .limit(batchSize).forUpdate().skipLocked())
+      .executeTakeFirst();
+    const deleted = Number(result.numDeletedRows);
+    total += deleted;
+    if (deleted < batchSize) return total;
+  }
 }
 
 /** Administrative revocation by value (keymgr token revoke): no client check. */

@@ -469,5 +469,33 @@ describe('keymgr CLI', () => {
       ok(again);
       assert.deepEqual(again.json, { deleted: 0, login_failures_deleted: 0, saml_assertion_ids_deleted: 0, revocation_events_deleted: 0, audit_events_deleted: 0 });
     });
+
+    it('deletes more expired rows than one batch holds, without waiting for a row a request has locked', async () => {
+      // 12,345 expired rows (more than two batches of 5,000) of a client of their own, one of
+      // them held locked by an open transaction, as a request rotating that token would hold it.
+      const client = await createClientWithCli();
+      await sql`insert into tokens (id_sha256, kind, client_id, payload, expires_at)
+        select encode(sha256(('purge-batch-' || i)::bytea), 'hex'), 'ClientCredentials', ${client.id}, '{}'::jsonb, now() - interval '1 minute'
+        from generate_series(1, 12345) as i`.execute(database.db);
+      const lockedDigest = sha256hex('purge-batch-7');
+      const holder = new pg.Client({ connectionString: database.url });
+      await holder.connect();
+      try {
+        await holder.query('begin');
+        await holder.query('select 1 from tokens where id_sha256 = $1 for update', [lockedDigest]);
+        // Without SKIP LOCKED the purge would wait for this transaction and never return.
+        const r = await keymgr('purge', '--json');
+        ok(r);
+        assert.equal(r.json.deleted, 12344);
+        await holder.query('commit');
+      } finally {
+        await holder.end();
+      }
+      const left = await sql<{ id_sha256: string }>`select id_sha256 from tokens where client_id = ${client.id}`.execute(database.db);
+      assert.deepEqual(left.rows.map((row) => row.id_sha256), [lockedDigest]);
+      const next = await keymgr('purge', '--json');
+      ok(next);
+      assert.equal(next.json.deleted, 1);
+    });
   });
 });
