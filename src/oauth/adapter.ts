@@ -6,14 +6,27 @@ import { errors } from 'oidc-provider';
 import type { Db } from '../db/database.ts';
 import type { ClientDirectory } from './client-directory.ts';
 import {
-  consumeModel, findLiveModel, findLiveModelByUid, revokeByGrantId, revokeModel, type TokenWriter,
+  consumeModel, findLiveModel, findLiveModelByUid, findLiveRefreshTokenWithContext, revokeByGrantId, revokeModel,
+  rotateRefreshToken, type StoredModel, type TokenWriter,
 } from '../store/tokens.ts';
 import type { TokenRow } from '../db/types.ts';
 import { clientMetadataFromRow } from './client-metadata.ts';
 import { guardStorage } from './errors.ts';
 import { requestReceivedAt } from './request-time.ts';
+import { rememberForRequest, takeFromRequest } from './request-memo.ts';
+import { ACCOUNT_READ_AHEAD, ROLES_READ_AHEAD } from './accounts.ts';
 
+/** Read ahead with a refresh token: its grant (null: none live). */
+const GRANT_READ_AHEAD = 'Grant:';
+/** A refresh token whose consumption waits for its successor's write (see consume). */
+const PENDING_CONSUME = 'consume:RefreshToken';
 export function createAdapterClass(db: Db, clients: ClientDirectory, writer: TokenWriter) {
+  /** Marks the row consumed; of two concurrent redemptions only one may proceed (RFC 9700 §4.14, code replay). */
+  async function consumeOrRefuse(kind: string, id: string): Promise<void> {
+    const won = await guard(() => consumeModel(db, kind, id));
+    if (!won) throw new errors.InvalidGrant('already consumed');
+  }
+
   return class PostgresAdapter implements Adapter {
     readonly model: string;
 
@@ -24,8 +37,7 @@ export function createAdapterClass(db: Db, clients: ClientDirectory, writer: Tok
     async upsert(id: string, payload: AdapterPayload, expiresIn: number): Promise<void> {
       if (this.model === 'Client') throw new Error('clients are managed with keymgr, not by the protocol engine');
       const { jti: _value, ...rest } = payload;
-      // Group-committed with the other rows being written (src/store/tokens.ts, createTokenWriter).
-      await guard(() => writer.upsert(id, {
+      const model: StoredModel = {
         kind: this.model,
         clientId: payload.clientId ?? null,
         accountId: payload.accountId ?? null,
@@ -35,7 +47,20 @@ export function createAdapterClass(db: Db, clients: ClientDirectory, writer: Tok
         expiresAt: expiresIn ? new Date(Date.now() + expiresIn * 1000) : null,
         payload: rest,
         issuedAt: requestReceivedAt(),
-      }));
+      };
+      const pendingConsume = takeFromRequest<string>(PENDING_CONSUME);
+      if (pendingConsume !== undefined) {
+        if (this.model === 'RefreshToken') {
+          // Rotation: the presented token is consumed by the statement that writes its successor.
+          const won = await guard(() => rotateRefreshToken(db, pendingConsume, id, model));
+          if (!won) throw new errors.InvalidGrant('already consumed');
+          return;
+        }
+        // Anything else written first: the consumption happens now, as it would have at once.
+        await consumeOrRefuse('RefreshToken', pendingConsume);
+      }
+      // Group-committed with the other rows being written (src/store/tokens.ts, createTokenWriter).
+      await guard(() => writer.upsert(id, model));
     }
 
     async find(id: string): Promise<AdapterPayload | undefined> {
@@ -46,8 +71,29 @@ export function createAdapterClass(db: Db, clients: ClientDirectory, writer: Tok
         if (!entry || entry.row.disabled) return undefined;
         return clientMetadataFromRow(entry.row, entry.certificates);
       }
+      if (this.model === 'RefreshToken') return this.findRefreshToken(id);
+      if (this.model === 'Grant') {
+        const readAhead = takeFromRequest<Pick<TokenRow, 'payload' | 'consumed_at'> | null>(GRANT_READ_AHEAD + id);
+        if (readAhead !== undefined) return readAhead ? toPayload(readAhead, id) : undefined;
+      }
       const row = await guard(() => findLiveModel(db, this.model, id));
       return row ? toPayload(row, id) : undefined;
+    }
+
+    /**
+     * The refresh grant goes on to read the token's grant, its user and the user's roles: they
+     * are read in the same statement and kept for those steps of this request (request-memo.ts).
+     */
+    private async findRefreshToken(id: string): Promise<AdapterPayload | undefined> {
+      const found = await guard(() => findLiveRefreshTokenWithContext(db, id));
+      if (!found) return undefined;
+      const { token, grant, user, roles } = found;
+      if (token.grant_id) rememberForRequest(GRANT_READ_AHEAD + token.grant_id, grant);
+      if (token.account_id) {
+        rememberForRequest(ACCOUNT_READ_AHEAD + token.account_id, user);
+        rememberForRequest(ROLES_READ_AHEAD + token.account_id, roles);
+      }
+      return toPayload(token, id);
     }
 
     async findByUid(uid: string): Promise<AdapterPayload | undefined> {
@@ -61,9 +107,10 @@ export function createAdapterClass(db: Db, clients: ClientDirectory, writer: Tok
     }
 
     async consume(id: string): Promise<void> {
-      const won = await guard(() => consumeModel(db, this.model, id));
-      // Of two concurrent redemptions only one may proceed (RFC 9700 §4.14, code replay).
-      if (!won) throw new errors.InvalidGrant('already consumed');
+      // A refresh token is consumed to be replaced: the engine writes its successor next, and
+      // one statement does both (upsert above). Outside a request, at once.
+      if (this.model === 'RefreshToken' && rememberForRequest(PENDING_CONSUME, id)) return;
+      await consumeOrRefuse(this.model, id);
     }
 
     async destroy(id: string): Promise<void> {
@@ -76,7 +123,7 @@ export function createAdapterClass(db: Db, clients: ClientDirectory, writer: Tok
   };
 }
 
-function toPayload(row: TokenRow, id: string | undefined): AdapterPayload {
+function toPayload(row: Pick<TokenRow, 'payload' | 'consumed_at'>, id: string | undefined): AdapterPayload {
   const payload = { ...row.payload, jti: id } as AdapterPayload;
   if (row.consumed_at) payload.consumed = Math.floor(row.consumed_at.getTime() / 1000);
   return payload;

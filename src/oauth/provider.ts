@@ -10,14 +10,13 @@ import type { ClientDirectory } from './client-directory.ts';
 import type { TokenWriter } from '../store/tokens.ts';
 import { EXTRA_CLIENT_METADATA } from './client-metadata.ts';
 import { grantableOf, grantScopes, splitScope } from './scope-policy.ts';
-import { rolesOfUser } from '../store/users.ts';
 import { recordAuditEvent } from '../store/audit.ts';
 import type { ScopeLookup } from './scope-registry.ts';
 import { audienceOf, resourceServerFor } from './resource-server.ts';
 import { recordJwtAccessTokensWhenSaved } from './jwt-access-tokens.ts';
 import { registerGrants } from './grants/index.ts';
 import { guardStorage } from './errors.ts';
-import { findActiveAccount, userTokenClaims } from './accounts.ts';
+import { findActiveAccount, rolesOfAccount, userTokenClaims } from './accounts.ts';
 import { ID_TOKEN_TTL, SIGNING_ALG } from '../keys/signing-keys.ts';
 import { loadExistingGrant } from './interactions/consent.ts';
 import { interactionPolicyWithLiveAccounts } from './interactions/policy.ts';
@@ -141,7 +140,7 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, cer
             // Every token that acts for a user (code redemption, refresh) re-applies the
             // policy when it is issued: a scope whose role the user lost, or that was
             // unregistered, is not carried by it, whatever the grant or consent held.
-            const stillGrantable = await grantableOf(scopes, allowed, splitScope(allowed), await guardStorage(() => rolesOfUser(db, accountId)));
+            const stillGrantable = await grantableOf(scopes, allowed, splitScope(allowed), await guardStorage(() => rolesOfAccount(db, accountId)));
             return resourceServerFor(config, client, stillGrantable.join(' '));
           }
           if (ctx.oidc.params?.grant_type !== 'client_credentials') {

@@ -128,11 +128,21 @@ export function createTokenWriter(db: Db): TokenWriter {
  * exists when a user or client is disabled or deleted; this also covers a row written by a
  * request that checked its owner before the change, however long it took.
  */
-const ownersStandBehind = sql<boolean>`(
-  not exists (select 1 from clients c where c.client_id = tokens.client_id
-                and (c.disabled or tokens.issued_at < c.tokens_valid_after))
-  and (tokens.account_id is null or exists (select 1 from users u where u.id = tokens.account_id::uuid
-                and not u.disabled and (u.tokens_valid_after is null or tokens.issued_at >= u.tokens_valid_after))))`;
+function ownersStandBehindOf(table: string) {
+  const t = sql.table(table);
+  return sql<boolean>`(
+  not exists (select 1 from clients c where c.client_id = ${t}.client_id
+                and (c.disabled or ${t}.issued_at < c.tokens_valid_after))
+  and (${t}.account_id is null or exists (select 1 from users u where u.id = ${t}.account_id::uuid
+                and not u.disabled and (u.tokens_valid_after is null or ${t}.issued_at >= u.tokens_valid_after))))`;
+}
+const ownersStandBehind = ownersStandBehindOf('tokens');
+
+/** Not revoked, not expired: with the owners' check, what "live" means for every row. */
+function liveOf(table: string) {
+  const t = sql.table(table);
+  return sql<boolean>`(${t}.revoked_at is null and (${t}.expires_at is null or ${t}.expires_at > now()) and ${ownersStandBehindOf(table)})`;
+}
 
 /** A live row: not revoked, not expired, its owners still behind it. Consumed rows are returned; callers decide. */
 export async function findLiveModel(db: Db, kind: string, id: string): Promise<TokenRow | undefined> {
@@ -144,6 +154,62 @@ export async function findLiveModel(db: Db, kind: string, id: string): Promise<T
     .where('revoked_at', 'is', null)
     .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', sql<Date>`now()`)]))
     .executeTakeFirst();
+}
+
+/** What the refresh grant reads besides the refresh token, read with it in one statement. */
+export interface RefreshTokenContext {
+  token: TokenRow;
+  /** The token's Grant row if it is live (as findLiveModel would find it), else null. */
+  grant: Pick<TokenRow, 'payload' | 'consumed_at'> | null;
+  /** The token's user, null when it has none or it was deleted. */
+  user: { id: string; username: string; disabled: boolean } | null;
+  roles: string[];
+}
+
+/**
+ * A live refresh token (as findLiveModel finds it) together with its grant, its user and the
+ * user's roles: the refresh grant needs all four, and one round trip instead of four is most
+ * of what a refresh costs (DESIGN.md §5).
+ */
+export async function findLiveRefreshTokenWithContext(db: Db, id: string): Promise<RefreshTokenContext | undefined> {
+  const { rows: [row] } = await sql<TokenRow & {
+    grant_sha256: string | null; grant_payload: Record<string, unknown> | null; grant_consumed_at: Date | null;
+    user_id: string | null; user_username: string | null; user_disabled: boolean | null; user_roles: string[];
+  }>`select t.*,
+      g.id_sha256 as grant_sha256, g.payload as grant_payload, g.consumed_at as grant_consumed_at,
+      u.id as user_id, u.username as user_username, u.disabled as user_disabled,
+      coalesce((select array_agg(r.role_name order by r.role_name) from user_roles r where r.user_id = u.id), '{}') as user_roles
+    from tokens t
+    left join tokens g on g.id_sha256 = encode(sha256(convert_to(t.grant_id, 'UTF8')), 'hex') and g.kind = 'Grant' and ${liveOf('g')}
+    left join users u on u.id = t.account_id::uuid
+    where t.id_sha256 = ${tokenDigest(id)} and t.kind = 'RefreshToken' and ${liveOf('t')}`.execute(db);
+  if (!row) return undefined;
+  const { grant_sha256, grant_payload, grant_consumed_at, user_id, user_username, user_disabled, user_roles, ...token } = row;
+  return {
+    token,
+    grant: grant_sha256 ? { payload: grant_payload ?? {}, consumed_at: grant_consumed_at } : null,
+    user: user_id ? { id: user_id, username: user_username ?? '', disabled: user_disabled ?? true } : null,
+    roles: user_roles,
+  };
+}
+
+/**
+ * Refresh token rotation in one statement: marks the presented token consumed and writes its
+ * successor, only if the presented one was not consumed already. Returns false when it was
+ * (of two concurrent refreshes with one token, exactly one wins), and then writes nothing.
+ */
+export async function rotateRefreshToken(db: Db, presentedId: string, successorId: string, successor: StoredModel): Promise<boolean> {
+  const r = rowOf(successorId, successor);
+  const { rows } = await sql`with consumed as (
+      update tokens set consumed_at = now()
+      where id_sha256 = ${tokenDigest(presentedId)} and kind = 'RefreshToken' and consumed_at is null
+      returning 1)
+    insert into tokens (id_sha256, kind, format, client_id, account_id, grant_id, uid, scope, expires_at, payload, issued_at)
+    select ${r.id_sha256}, ${r.kind}, ${r.format}, ${r.client_id}, ${r.account_id}, ${r.grant_id}, ${r.uid}, ${r.scope},
+      ${r.expires_at}::timestamptz, ${r.payload}::jsonb, coalesce(${successor.issuedAt ?? null}::timestamptz, now())
+    from consumed
+    returning 1`.execute(db);
+  return rows.length === 1;
 }
 
 export async function findLiveModelByUid(db: Db, kind: string, uid: string): Promise<TokenRow | undefined> {

@@ -3,6 +3,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { sql } from 'kysely';
+import pg from 'pg';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { postForm } from '../support/http.ts';
@@ -76,6 +77,50 @@ describe('refresh tokens', () => {
         .where('grant_id', '=', (await database.db.selectFrom('tokens').select('grant_id').where('id_sha256', '=', tokenDigest(refresh_token)).executeTakeFirstOrThrow()).grant_id)
         .execute();
       assert.ok(rows.length <= 1, 'never two live refresh tokens for one grant');
+    }
+  });
+
+  it('two instances refreshing one token at the same moment: one wins, the other revokes nothing', async () => {
+    // Both requests read the token before either consumes it: an open transaction holds the
+    // row locked, so each reads it (reads do not wait) and then waits to consume it.
+    // One deployment: the same issuer (so the same audience) and the same keys.
+    const second = await startTestServer(database.url, { refreshTokenTtl: 7200, refreshTokenIdleTtl: 600, accessTokenTtl: 900, issuer: server.url, keysDir: server.keysDir });
+    const holder = new pg.Client({ connectionString: database.url });
+    await holder.connect();
+    try {
+      const { refresh_token } = await signIn();
+      const logsBefore = server.logs.length;
+      await holder.query('begin');
+      await holder.query('select 1 from tokens where id_sha256 = $1 for update', [tokenDigest(refresh_token)]);
+      const pending = [server, second].map((s) => postForm(`${s.url}/token`, { grant_type: 'refresh_token', refresh_token }, { basic: client.basic }));
+      // Both wait on the lock: the race is set, deterministically.
+      for (let waiting = 0; waiting < 2;) {
+        const { rows } = await holder.query<{ n: number }>(`select count(*)::int as n from pg_stat_activity
+          where datname = current_database() and wait_event_type = 'Lock' and pid <> pg_backend_pid()`);
+        waiting = rows[0]!.n;
+        if (waiting < 2) await new Promise((r) => setTimeout(r, 20));
+      }
+      await holder.query('commit');
+      const results = await Promise.all(pending);
+      const won = results.filter((r) => r.status === 200);
+      const lost = results.filter((r) => r.status !== 200);
+      assert.equal(won.length, 1, results.map((r) => r.text).join('\n'));
+      assert.equal(lost[0]!.status, 400);
+      assert.deepEqual(lost[0]!.json, { error: 'invalid_grant', error_description: 'grant request is invalid' });
+      // The loser revoked nothing: the winner's tokens work, on both instances.
+      const winner = won[0]!.json as { access_token: string; refresh_token: string };
+      for (const s of [server, second]) {
+        const introspected = await postForm(`${s.url}/introspect`, { token: winner.access_token }, { basic: client.basic });
+        assert.equal(introspected.json.active, true);
+      }
+      const next = await postForm(`${second.url}/token`, { grant_type: 'refresh_token', refresh_token: winner.refresh_token }, { basic: client.basic });
+      assert.equal(next.status, 200, next.text);
+      // Nor was the race taken for a reuse (which would have revoked the grant).
+      const written = [...server.logs.slice(logsBefore), ...second.logs];
+      assert.equal(written.some((l) => l.includes('"security":"token_reuse"')), false);
+    } finally {
+      await holder.end();
+      await second.stop();
     }
   });
 

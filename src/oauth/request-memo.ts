@@ -1,0 +1,30 @@
+// Rows one statement read ahead for later steps of the same request, so that each step does
+// not make its own round trip (DESIGN.md §5). Kept on the request the protocol engine is
+// serving and taken once: a later read in the same request goes to the database again, so
+// nothing read ahead outlives the step it was read for.
+import Provider from 'oidc-provider';
+
+const MEMO = 'km:memo';
+
+function memoOfRequest(): Map<string, unknown> | undefined {
+  const state = (Provider.ctx as { state?: Record<string, unknown> } | undefined)?.state;
+  if (!state) return undefined;
+  state[MEMO] ??= new Map<string, unknown>();
+  return state[MEMO] as Map<string, unknown>;
+}
+
+/** Keeps a value for the request being served; false when no request is being served. */
+export function rememberForRequest(key: string, value: unknown): boolean {
+  const memo = memoOfRequest();
+  memo?.set(key, value);
+  return memo !== undefined;
+}
+
+/** The value kept under `key` for this request, removed as it is taken; undefined if none. */
+export function takeFromRequest<T>(key: string): T | undefined {
+  const memo = memoOfRequest();
+  if (!memo?.has(key)) return undefined;
+  const value = memo.get(key) as T;
+  memo.delete(key);
+  return value;
+}
