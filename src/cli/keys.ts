@@ -1,7 +1,7 @@
 // keymgr keys …: list the published signing keys; rotate (a new key signs at once on every
 // running instance; the old one stays published until what it signed has expired).
-import type { Command } from 'commander';
-import { readSigningKeys, retirementDelaySeconds, rotateSigningKeys, type PublishedKey } from '../keys/signing-keys.ts';
+import { Option, type Command } from 'commander';
+import { readSigningKeys, retirementDelaySeconds, rotateSigningKeys, SIGNING_ALGORITHMS, type PublishedKey, type SigningAlgorithm } from '../keys/signing-keys.ts';
 import { changeSigningKeys } from '../store/signing-key-changes.ts';
 import { output, withDatabase, withConfig, type OutputOptions } from './context.ts';
 
@@ -17,11 +17,13 @@ export function registerKeyCommands(program: Command): void {
     }));
   keys.command('rotate')
     .description('add a new signing key: every running instance signs with it within moments; the old one stays published until its tokens expire')
+    .addOption(new Option('--algorithm <alg>', 'algorithm of the new key (default: the configured signing_algorithm). An instance started later with another signing_algorithm replaces it').choices(SIGNING_ALGORITHMS))
     .option('--json', 'print JSON')
-    .action((opts: OutputOptions) => withDatabase(async ({ config, db }) => {
+    .action((opts: OutputOptions & { algorithm?: SigningAlgorithm }) => withDatabase(async ({ config, db }) => {
       const retireAfter = retirementDelaySeconds(config.accessTokenTtl, config.clockSkew);
+      const algorithm = opts.algorithm ?? config.signingAlgorithm;
       // Serialised with every other rotation and announced to the running instances.
-      const result = await changeSigningKeys(db, () => rotateSigningKeys(config.keysDir, retireAfter));
-      output(opts, result, (r) => [`new signing key ${r.kid}; every running instance signs with it now`, ...r.published.map(describe)].join('\n'));
+      const result = await changeSigningKeys(db, () => rotateSigningKeys(config.keysDir, retireAfter, algorithm));
+      output(opts, result, (r) => [`new ${algorithm} signing key ${r.kid}; every running instance signs with it now`, ...r.published.map(describe)].join('\n'));
     }));
 }

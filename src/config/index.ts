@@ -35,6 +35,14 @@ const managementUser = z.object({
   'exactly one of password_hash, password_file, password_env or password');
 export type ManagementUserEntry = z.output<typeof managementUser>;
 
+/**
+ * The algorithms the signing keys may use: asymmetric only, since /jwks must let anyone verify
+ * without being able to sign. RS256 first: the default, and what every verifier accepts.
+ */
+export const SIGNING_ALGORITHMS = ['RS256', 'PS256', 'ES256', 'EdDSA'] as const;
+export type SigningAlgorithm = (typeof SIGNING_ALGORITHMS)[number];
+export const signingAlgorithmSchema = z.enum(SIGNING_ALGORITHMS, { error: `one of ${SIGNING_ALGORITHMS.join(', ')}` });
+
 interface Setting {
   /** The key in keymanager.toml; a dotted key is a key of a table (`management.auth` is `auth` in `[management]`). */
   toml: string;
@@ -61,6 +69,7 @@ export const SETTINGS = {
   trustedProxies: { toml: 'trusted_proxies', env: 'KM_TRUSTED_PROXIES', schema: z.union([z.array(z.string()), z.string()]).transform((v) => (Array.isArray(v) ? v : v.split(',')).map((s) => s.trim()).filter(Boolean)).pipe(z.array(z.ipv4().or(z.ipv6()))), default: [], describe: 'addresses of your own proxies: their client-certificate header and X-Forwarded-For are believed (comma-separated)' },
   trustProxy: { toml: 'trust_proxy', env: 'KM_TRUST_PROXY', schema: onOff, default: false, describe: 'take the client address from X-Forwarded-For: the right-most entry that is not one of trusted_proxies, when the peer is one of them' },
   keysDir: { toml: 'keys_dir', env: 'KM_KEYS_DIR', schema: z.string().min(1), default: 'keys', describe: 'directory of signing keys and TLS material' },
+  signingAlgorithm: { toml: 'signing_algorithm', env: 'KM_SIGNING_ALGORITHM', schema: signingAlgorithmSchema, default: 'RS256', describe: 'algorithm of new signing keys (JWT access tokens, ID tokens, JWT introspection answers): RS256, PS256, ES256 or EdDSA; at start, a signing key of another algorithm is replaced by one of this' },
   dataDir: { toml: 'data_dir', env: 'KM_DATA_DIR', schema: z.string().min(1), default: '.data', describe: 'directory of the embedded PostgreSQL' },
   databaseUrl: { toml: 'database_url', env: 'DATABASE_URL', schema: postgresUrl, describe: 'external PostgreSQL; unset: embedded PostgreSQL under data_dir' },
   embeddedPostgresPort: { toml: 'embedded_postgres_port', env: 'KM_EMBEDDED_POSTGRES_PORT', schema: port.min(1), default: 54329, describe: 'loopback port of the embedded PostgreSQL' },

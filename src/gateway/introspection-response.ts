@@ -6,19 +6,28 @@
 // at most introspection_cache_max_age seconds; an inactive one never.
 import type { Context } from 'koa';
 import { importJWK, SignJWT, type JWK } from 'jose';
-import { SIGNING_ALG } from '../keys/signing-keys.ts';
+import { signingAlgorithmOf, type SigningAlgorithm } from '../keys/signing-keys.ts';
 import type { IntrospectionResponse } from './introspection.ts';
 
 export const INTROSPECTION_JWT_MEDIA_TYPE = 'application/token-introspection+jwt';
 const INTROSPECTION_JWT_TYP = 'token-introspection+jwt';
-export const INTROSPECTION_SIGNING_ALG = SIGNING_ALG;
+
+interface Signer {
+  kid: string;
+  /** The key's own algorithm, as for everything else it signs (src/keys/signing-keys.ts). */
+  alg: SigningAlgorithm;
+  key: Promise<CryptoKey | Uint8Array>;
+}
 
 /** The key that signs now (it changes on rotation, src/oauth/engine.ts), imported once per key. */
 export function introspectionSigner(currentKey: () => JWK) {
-  let cached: { kid: string; key: Promise<CryptoKey | Uint8Array> } | undefined;
-  return (): { kid: string; key: Promise<CryptoKey | Uint8Array> } => {
+  let cached: Signer | undefined;
+  return (): Signer => {
     const jwk = currentKey();
-    if (!cached || cached.kid !== jwk.kid) cached = { kid: String(jwk.kid), key: importJWK(jwk, INTROSPECTION_SIGNING_ALG) };
+    if (!cached || cached.kid !== jwk.kid) {
+      const alg = signingAlgorithmOf(jwk);
+      cached = { kid: String(jwk.kid), alg, key: importJWK(jwk, alg) };
+    }
     return cached;
   };
 }
@@ -39,9 +48,9 @@ export function wantsJwt(ctx: Context): boolean {
 }
 
 export async function signIntrospection(signer: IntrospectionSigner, issuer: string, clientId: string, result: IntrospectionResponse): Promise<string> {
-  const { kid, key } = signer();
+  const { kid, alg, key } = signer();
   return new SignJWT({ token_introspection: result })
-    .setProtectedHeader({ alg: INTROSPECTION_SIGNING_ALG, kid, typ: INTROSPECTION_JWT_TYP })
+    .setProtectedHeader({ alg, kid, typ: INTROSPECTION_JWT_TYP })
     .setIssuer(issuer)
     .setAudience(clientId)
     .setIssuedAt()

@@ -1,11 +1,47 @@
 // The signing key set, kept as a private JWKS file under keys/. The newest key signs; older
 // keys stay published in /jwks until everything they signed has expired, then drop out.
+//
+// Each key carries its own algorithm (`alg`), and whatever a key signs is signed with that
+// algorithm: JWT access tokens, ID tokens and JWT introspection answers follow the key that
+// signs, never the setting. The setting (signing_algorithm) decides only which algorithm a new
+// key gets, so a key set may mix algorithms while an old key is being retired.
 import { randomUUID } from 'node:crypto';
 import { existsSync, linkSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { exportJWK, generateKeyPair, type JWK } from 'jose';
+import { exportJWK, generateKeyPair, type GenerateKeyPairOptions, type JWK } from 'jose';
+import { SIGNING_ALGORITHMS, type SigningAlgorithm } from '../config/index.ts';
 
-export const SIGNING_ALG = 'RS256';
+export { SIGNING_ALGORITHMS, type SigningAlgorithm };
+
+export const DEFAULT_SIGNING_ALGORITHM: SigningAlgorithm = 'RS256';
+
+const KEY_PARAMETERS: Record<SigningAlgorithm, GenerateKeyPairOptions> = {
+  RS256: { modulusLength: 2048 },
+  PS256: { modulusLength: 2048 },
+  ES256: {},
+  // jose also knows EdDSA over Ed448; verifiers broadly support only Ed25519.
+  EdDSA: { crv: 'Ed25519' },
+};
+
+export function isSigningAlgorithm(value: unknown): value is SigningAlgorithm {
+  return (SIGNING_ALGORITHMS as readonly unknown[]).includes(value);
+}
+
+/**
+ * The algorithm a key signs with. Keys written before keys carried `alg` (or edited by hand
+ * without it) are RSA keys of the time, which signed RS256.
+ */
+export function signingAlgorithmOf(jwk: JWK): SigningAlgorithm {
+  const alg = jwk.alg ?? DEFAULT_SIGNING_ALGORITHM;
+  if (!isSigningAlgorithm(alg)) throw new Error(`signing key ${jwk.kid}: unsupported alg ${alg} (expected one of ${SIGNING_ALGORITHMS.join(', ')})`);
+  return alg;
+}
+
+/** A new private signing JWK (kid, alg, use set), as the key set stores it. */
+export async function generateSigningKey(alg: SigningAlgorithm): Promise<JWK> {
+  const { privateKey } = await generateKeyPair(alg, { ...KEY_PARAMETERS[alg], extractable: true });
+  return { ...(await exportJWK(privateKey)), kid: randomUUID(), alg, use: 'sig' };
+}
 
 /** Lifetime of ID tokens, the other thing these keys sign besides JWT access tokens. */
 export const ID_TOKEN_TTL = 3600;
@@ -30,10 +66,8 @@ export function signingKeysPath(keysDir: string): string {
   return join(keysDir, 'signing-keys.json');
 }
 
-async function newKey(): Promise<StoredKey> {
-  const { privateKey } = await generateKeyPair(SIGNING_ALG, { modulusLength: 2048, extractable: true });
-  const jwk = { ...(await exportJWK(privateKey)), kid: randomUUID(), alg: SIGNING_ALG, use: 'sig' };
-  return { jwk, created_at: new Date().toISOString(), retire_at: null };
+async function newKey(alg: SigningAlgorithm): Promise<StoredKey> {
+  return { jwk: await generateSigningKey(alg), created_at: new Date().toISOString(), retire_at: null };
 }
 
 function read(path: string): KeyFile {
@@ -80,15 +114,20 @@ export interface PublishedKey {
 
 function describe(keys: StoredKey[]): PublishedKey[] {
   return keys.map((k) => ({
-    kid: k.jwk.kid as string, alg: (k.jwk.alg as string | undefined) ?? SIGNING_ALG, created_at: k.created_at, retire_at: k.retire_at, signing: k.retire_at === null,
+    kid: k.jwk.kid as string, alg: k.jwk.alg ?? DEFAULT_SIGNING_ALGORITHM, created_at: k.created_at, retire_at: k.retire_at, signing: k.retire_at === null,
   }));
 }
 
-/** The private JWKS for oidc-provider: the signing key first, then keys still being retired. */
-export async function loadOrCreateSigningKeys(keysDir: string): Promise<{ keys: JWK[]; created: boolean }> {
+/**
+ * The private JWKS for oidc-provider: the signing key first, then keys still being retired.
+ * `algorithm` is that of the first key, when there is none yet; an existing set is returned
+ * as it is (prepareSigningKeys, src/store/signing-key-changes.ts, also replaces a signing key
+ * of another algorithm).
+ */
+export async function loadOrCreateSigningKeys(keysDir: string, algorithm: SigningAlgorithm = DEFAULT_SIGNING_ALGORITHM): Promise<{ keys: JWK[]; created: boolean }> {
   const path = signingKeysPath(keysDir);
   if (!existsSync(path)) {
-    const file = { keys: [await newKey()] };
+    const file = { keys: [await newKey(algorithm)] };
     if (write(path, file, { onlyIfAbsent: true })) return { keys: file.keys.map((k) => k.jwk), created: true };
   }
   return { keys: readSigningKeys(keysDir).keys, created: false };
@@ -101,16 +140,18 @@ export function readSigningKeys(keysDir: string): { keys: JWK[]; published: Publ
 }
 
 /**
- * Adds a new signing key. The previous one stays published for `retireAfterSeconds` (the
+ * Adds a new signing key of `algorithm` (unset: that of the key it replaces), whatever the
+ * algorithm of the others. The previous one stays published for `retireAfterSeconds` (the
  * longest lifetime of anything it signed), after which it is dropped from the file. Callers
  * serialise rotations (src/store/signing-key-changes.ts).
  */
-export async function rotateSigningKeys(keysDir: string, retireAfterSeconds: number) {
+export async function rotateSigningKeys(keysDir: string, retireAfterSeconds: number, algorithm?: SigningAlgorithm) {
   const path = signingKeysPath(keysDir);
   const file = existsSync(path) ? read(path) : { keys: [] };
   const retireAt = new Date(Date.now() + retireAfterSeconds * 1000).toISOString();
-  const kept = live(file).map((k) => (k.retire_at ? k : { ...k, retire_at: retireAt }));
-  const added = await newKey();
+  const current = live(file);
+  const kept = current.map((k) => (k.retire_at ? k : { ...k, retire_at: retireAt }));
+  const added = await newKey(algorithm ?? (current[0] ? signingAlgorithmOf(current[0].jwk) : DEFAULT_SIGNING_ALGORITHM));
   write(path, { keys: [added, ...kept] });
   return { kid: added.jwk.kid as string, published: describe([added, ...kept]) };
 }

@@ -2,10 +2,13 @@
 // publishes them (never their private parts), and rotation. A rotation makes this instance
 // sign with the new key before it answers; every other instance follows the notice it sends
 // (src/store/signing-key-changes.ts) within moments, without a restart. The previous key stays
-// published until everything it signed has expired.
+// published until everything it signed has expired. A rotation may name an algorithm
+// (?algorithm=ES256) for a one-off switch; otherwise the new key has the configured
+// signing_algorithm. Either way the new key's algorithm is what every instance signs with.
 import type Router from '@koa/router';
 import type { Context } from 'koa';
 import { z } from 'zod';
+import { signingAlgorithmSchema } from '../config/index.ts';
 import { readSigningKeys, retirementDelaySeconds, rotateSigningKeys, type PublishedKey } from '../keys/signing-keys.ts';
 import { changeSigningKeys } from '../store/signing-key-changes.ts';
 import type { ManagementApi } from './api.ts';
@@ -22,6 +25,12 @@ export const signingKeySchema = z.object({
 }).meta({ id: 'SigningKey' });
 
 const rotated = z.object({ kid: z.string(), published: z.array(signingKeySchema) }).meta({ id: 'SigningKeyRotation' });
+
+// A query parameter, not a JSON body: a declared body is required of every request
+// (src/management/api.ts), and a bare POST, as rotations have always been sent, must keep working.
+const rotateQuery = z.object({
+  algorithm: signingAlgorithmSchema.optional().describe('algorithm of the new key; unset: the configured signing_algorithm'),
+});
 
 /** Newest first; a cursor is the position after the last key of the page (created_at, kid). */
 const sortKey = (k: PublishedKey) => `${k.created_at} ${k.kid}`;
@@ -52,11 +61,12 @@ export function addSigningKeyRoutes(api: ManagementApi, router: Router, deps: Ma
   });
   api.add(router, {
     method: 'post', path: '/signing-keys/rotate',
-    summary: 'Add a new signing key: it signs from now on, on every instance; the previous one stays published until what it signed has expired',
-    responses: { 201: rotated },
-    handler: async (ctx) => {
+    summary: 'Add a new signing key (of the configured algorithm, or of ?algorithm=): it signs from now on, on every instance; the previous one stays published until what it signed has expired',
+    query: rotateQuery, responses: { 201: rotated },
+    handler: async (ctx, { query }) => {
       const retireAfter = retirementDelaySeconds(config.accessTokenTtl, config.clockSkew);
-      const result = await changeSigningKeys(db, () => rotateSigningKeys(config.keysDir, retireAfter));
+      const algorithm = query.algorithm ?? config.signingAlgorithm;
+      const result = await changeSigningKeys(db, () => rotateSigningKeys(config.keysDir, retireAfter, algorithm));
       await deps.reloadSigningKeys();
       ctx.status = 201;
       ctx.set('Location', `/management/signing-keys/${result.kid}`);

@@ -3,13 +3,17 @@
 // on any instance, through the management API or keymgr — builds a new provider on the new key
 // set and swaps it in. Requests already running finish on the provider they started on;
 // everything they share (grants, sessions, interactions) lives in PostgreSQL, not in it.
+// The provider signs with the algorithm of the key that signs (src/oauth/provider.ts), so a
+// rotation to a key of another algorithm switches the algorithm too, on every instance, whatever
+// each one's own signing_algorithm says; that setting is applied when an instance starts
+// (prepareSigningKeys, src/store/signing-key-changes.ts) and by rotations that name none.
 import type Koa from 'koa';
 import mount from 'koa-mount';
 import type Provider from 'oidc-provider';
 import type { JWK } from 'jose';
 import type { Logger } from 'pino';
 import type { ChangeListener } from '../db/notifications.ts';
-import { readSigningKeys } from '../keys/signing-keys.ts';
+import { readSigningKeys, signingAlgorithmOf } from '../keys/signing-keys.ts';
 import { SIGNING_KEYS_TOPIC } from '../store/signing-key-changes.ts';
 
 export interface Engine {
@@ -56,7 +60,7 @@ export function createEngine({ keysDir, initialKeys, build, changes, logger, rec
     mounted = mount(built as unknown as Koa);
     current = next;
     signingKey = keys[0]!;
-    logger.info({ signing_kid: keys[0]?.kid, published: keys.length }, 'signing keys reloaded');
+    logger.info({ signing_kid: keys[0]?.kid, signing_alg: signingAlgorithmOf(keys[0]!), published: keys.length }, 'signing keys reloaded');
   };
 
   // One reload at a time, in order; a failed one (a half-edited file) keeps the running set.

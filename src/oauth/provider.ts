@@ -17,7 +17,7 @@ import { recordJwtAccessTokensWhenSaved } from './jwt-access-tokens.ts';
 import { registerGrants } from './grants/index.ts';
 import { guardStorage } from './errors.ts';
 import { findActiveAccount, rolesOfAccount, userTokenClaims } from './accounts.ts';
-import { ID_TOKEN_TTL, SIGNING_ALG } from '../keys/signing-keys.ts';
+import { ID_TOKEN_TTL, signingAlgorithmOf } from '../keys/signing-keys.ts';
 import { loadExistingGrant } from './interactions/consent.ts';
 import { interactionPolicyWithLiveAccounts } from './interactions/policy.ts';
 import type { mtlsFeature } from './mtls.ts';
@@ -63,6 +63,9 @@ export interface ProviderDeps {
 export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, certificates, clients, writer, logger }: ProviderDeps): Provider {
   const audience = audienceOf(config);
   const endpoint = (path: string) => new URL(path, `${config.issuer.replace(/\/$/, '')}/`).href.replace(/\/$/, '');
+  // Everything is signed with the algorithm of the key that signs now (the first), whatever the
+  // setting says: a provider is built per key set (src/oauth/engine.ts), so this follows rotations.
+  const signingAlg = signingAlgorithmOf(signingKeys[0]!);
 
   const configuration: Configuration = {
     adapter: createAdapterClass(db, clients, writer),
@@ -75,6 +78,11 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, cer
     },
     clientAuthMethods: [...SECRET_CLIENT_AUTH_METHODS, 'none', 'tls_client_auth', 'self_signed_tls_client_auth'],
     clockTolerance: config.clockSkew,
+    // ID tokens and JWT access tokens (src/oauth/resource-server.ts) use this default; no client
+    // row names its own. Only this algorithm is advertised, even while a retiring key of another
+    // one is still published in /jwks.
+    clientDefaults: { id_token_signed_response_alg: signingAlg },
+    enabledJWA: { idTokenSigningAlgValues: [signingAlg] },
     cookies: { keys: cookieKeys },
     ttl: {
       AccessToken: config.accessTokenTtl,
@@ -156,7 +164,7 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, cer
       introspection_endpoint: endpoint(ROUTES.introspection),
       introspection_endpoint_auth_methods_supported: [...SECRET_CLIENT_AUTH_METHODS, 'tls_client_auth', 'self_signed_tls_client_auth'],
       // RFC 9701 §7: JWT introspection responses (Accept: application/token-introspection+jwt).
-      introspection_signing_alg_values_supported: [SIGNING_ALG],
+      introspection_signing_alg_values_supported: [signingAlg],
       revocation_endpoint: endpoint(ROUTES.revocation),
       // RFC 7009 §2.1: a public client revokes its own tokens with its client_id alone.
       revocation_endpoint_auth_methods_supported: [...SECRET_CLIENT_AUTH_METHODS, 'tls_client_auth', 'self_signed_tls_client_auth', 'none'],

@@ -2,7 +2,6 @@
 // access token names it in `aud`; the client's token format decides opaque or JWT.
 import type { Client, ResourceServer } from 'oidc-provider';
 import { tokenAudience, type Config } from '../config/index.ts';
-import { SIGNING_ALG } from '../keys/signing-keys.ts';
 
 export function audienceOf(config: Config): string {
   return tokenAudience(config);
@@ -14,6 +13,9 @@ export function resourceServerFor(config: Config, client: Client, scope: string)
     audience: audienceOf(config),
     accessTokenTTL: config.accessTokenTtl,
     accessTokenFormat: client.km_access_token_format === 'jwt' ? 'jwt' : 'opaque',
-    jwt: { sign: { alg: SIGNING_ALG } },
+    // No `jwt.sign`: oidc-provider then signs with its default algorithm
+    // (clientDefaults.id_token_signed_response_alg), which provider.ts sets to that of the key
+    // that signs now. So JWT access tokens and ID tokens always share the key's algorithm, and
+    // a provider built on a rotated key set never asks for an algorithm it has no key for.
   };
 }

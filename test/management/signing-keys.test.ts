@@ -1,7 +1,8 @@
 // /management/signing-keys and `keymgr keys`: the published keys are listed without their
 // private parts; a rotation (API or CLI) makes the new key sign at once on the instance that
 // rotated and, without a restart, on every other instance sharing the keys directory; the old
-// key stays in /jwks, so what it signed still verifies. Responses conform to the OpenAPI document.
+// key stays in /jwks, so what it signed still verifies — also when the new key is of another
+// algorithm (?algorithm=, --algorithm). Responses conform to the OpenAPI document.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -146,6 +147,40 @@ describe('management API: signing keys', () => {
     assert.equal(listed.json.length, 3);
     assert.deepEqual(listed.json.filter((k: { signing: boolean }) => k.signing).map((k: { kid: string }) => k.kid), [newKid]);
     assert.ok(!listed.stdout.includes('"d"'), 'private key material printed');
+  });
+
+  it('rotates to another algorithm on request (API ?algorithm=, keymgr --algorithm); every instance follows; what the old keys signed still verifies', async () => {
+    const refused = await expect(400, 'POST', '/management/signing-keys/rotate?algorithm=HS256');
+    assert.match(refused.json.error_description, /^algorithm: .*RS256, PS256, ES256, EdDSA/);
+    const unchanged = (await expect(200, 'GET', '/management/signing-keys')).json.total;
+
+    const rsaToken = await issueHere();
+    assert.equal(decodeProtectedHeader(rsaToken).alg, 'RS256');
+    const res = await expect(201, 'POST', '/management/signing-keys/rotate?algorithm=ES256');
+    const ecKid = res.json.kid as string;
+    assert.deepEqual(res.json.published.map((k: { kid: string; alg: string; signing: boolean }) => [k.alg, k.signing]).slice(0, 2), [['ES256', true], ['RS256', false]]);
+    assert.equal((await expect(200, 'GET', `/management/signing-keys/${ecKid}`)).json.alg, 'ES256');
+    assert.equal(decodeProtectedHeader(await issueHere()).alg, 'ES256');
+    await signsWith(b, ecKid);
+    await signsWith(c, ecKid);
+    const ecToken = await issueToken(b.url, client);
+    assert.equal(decodeProtectedHeader(ecToken).alg, 'ES256');
+
+    const env = { DATABASE_URL: database.url, KM_KEYS_DIR: server.keysDir, KM_LOG_LEVEL: 'silent' };
+    const bad = await runKeymgr(['keys', 'rotate', '--algorithm', 'HS256'], env);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /RS256.*PS256.*ES256.*EdDSA/s);
+    const r = await runKeymgr(['keys', 'rotate', '--algorithm', 'EdDSA', '--json'], env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.json.published[0].alg, 'EdDSA');
+    for (const s of [b, c]) await signsWith(s, r.json.kid);
+    const edToken = await issueToken(c.url, client);
+    assert.equal(decodeProtectedHeader(edToken).alg, 'EdDSA');
+
+    const jwks = await jwksOf(b);
+    assert.deepEqual(jwks.keys.slice(0, 3).map((k) => [k.kid, k.kty, k.crv]), [[r.json.kid, 'OKP', 'Ed25519'], [ecKid, 'EC', 'P-256'], [decodeProtectedHeader(rsaToken).kid, 'RSA', undefined]]);
+    for (const t of [rsaToken, ecToken, edToken]) await jwtVerify(t, createLocalJWKSet(jwks));
+    assert.equal((await expect(200, 'GET', '/management/signing-keys')).json.total, unchanged + 2);
   });
 
   it('every documented operation under /management/signing-keys was exercised above', () => {
