@@ -2,7 +2,7 @@
 // JWT access tokens the server issues. Rows are keyed by the SHA-256 digest of the id, which
 // for tokens and codes is the token value itself: the value is never written anywhere.
 import { createHash } from 'node:crypto';
-import { sql, type ExpressionBuilder } from 'kysely';
+import { CompiledQuery, sql, type ExpressionBuilder } from 'kysely';
 import type { Db } from '../db/database.ts';
 import type { Database, TokenRow } from '../db/types.ts';
 
@@ -40,24 +40,39 @@ function rowOf(id: string, model: StoredModel) {
     scope: model.scope ?? null,
     expires_at: model.expiresAt ?? null,
     payload: JSON.stringify(model.payload),
-    ...(model.issuedAt ? { issued_at: model.issuedAt } : {}),
+    issued_at: model.issuedAt ?? null,
   };
 }
 
+type Row = ReturnType<typeof rowOf>;
+const COLUMNS = ['id_sha256', 'kind', 'format', 'client_id', 'account_id', 'grant_id', 'uid', 'scope', 'expires_at', 'payload', 'issued_at'] as const;
+/** What a row written again may change: not its kind, format or issue time. */
+const REWRITTEN = ['client_id', 'account_id', 'grant_id', 'uid', 'scope', 'expires_at', 'payload'] as const;
+
+/**
+ * The text of the upsert of n rows, built once per n. Every token issued runs it, and building
+ * it with kysely each time cost about as much CPU as the rest of the insert (measured: 190 µs
+ * against 100 µs per single-row insert), so it is plain text with numbered parameters.
+ */
+const upsertTexts = new Map<number, string>();
+function upsertText(n: number): string {
+  let text = upsertTexts.get(n);
+  if (!text) {
+    const values = Array.from({ length: n }, (_, r) => {
+      const p = (c: number) => `$${r * COLUMNS.length + c + 1}`;
+      // issued_at: when the request arrived, or now (the column's default) when not known.
+      return `(${COLUMNS.map((column, c) => (column === 'issued_at' ? `coalesce(${p(c)}::timestamptz, now())` : p(c))).join(', ')})`;
+    });
+    text = `insert into tokens (${COLUMNS.join(', ')}) values ${values.join(', ')}
+      on conflict (id_sha256) do update set ${REWRITTEN.map((c) => `${c} = excluded.${c}`).join(', ')}`;
+    upsertTexts.set(n, text);
+  }
+  return text;
+}
+
 /** Writes rows, a row written again replacing what changes (one statement for all of them). */
-async function upsertRows(db: Db, rows: ReturnType<typeof rowOf>[]): Promise<void> {
-  await db.insertInto('tokens')
-    .values(rows)
-    .onConflict((oc) => oc.column('id_sha256').doUpdateSet((eb) => ({
-      client_id: eb.ref('excluded.client_id'),
-      account_id: eb.ref('excluded.account_id'),
-      grant_id: eb.ref('excluded.grant_id'),
-      uid: eb.ref('excluded.uid'),
-      scope: eb.ref('excluded.scope'),
-      expires_at: eb.ref('excluded.expires_at'),
-      payload: eb.ref('excluded.payload'),
-    })))
-    .execute();
+async function upsertRows(db: Db, rows: Row[]): Promise<void> {
+  await db.executeQuery(CompiledQuery.raw(upsertText(rows.length), rows.flatMap((row) => COLUMNS.map((c) => row[c]))));
 }
 
 export async function upsertModel(db: Db, id: string, model: StoredModel): Promise<void> {
@@ -81,7 +96,7 @@ export interface TokenWriter {
  * database that is unreachable fails every one of them.
  */
 export function createTokenWriter(db: Db): TokenWriter {
-  let queue: { row: ReturnType<typeof rowOf>; settle: (err?: unknown) => void }[] = [];
+  let queue: { row: Row; settle: (err?: unknown) => void }[] = [];
   let writing = false;
 
   const flush = async () => {
@@ -206,7 +221,7 @@ export async function rotateRefreshToken(db: Db, presentedId: string, successorI
       returning 1)
     insert into tokens (id_sha256, kind, format, client_id, account_id, grant_id, uid, scope, expires_at, payload, issued_at)
     select ${r.id_sha256}, ${r.kind}, ${r.format}, ${r.client_id}, ${r.account_id}, ${r.grant_id}, ${r.uid}, ${r.scope},
-      ${r.expires_at}::timestamptz, ${r.payload}::jsonb, coalesce(${successor.issuedAt ?? null}::timestamptz, now())
+      ${r.expires_at}::timestamptz, ${r.payload}::jsonb, coalesce(${r.issued_at}::timestamptz, now())
     from consumed
     returning 1`.execute(db);
   return rows.length === 1;
