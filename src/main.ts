@@ -12,7 +12,7 @@ import { ConfigError, loadConfig, workerCount, type Config } from './config/inde
 import cluster from 'node:cluster';
 import { connectDatabase, type DatabaseHandle } from './db/connect.ts';
 import { migrate } from './db/migrator.ts';
-import { loadOrCreateSigningKeys } from './keys/signing-keys.ts';
+import { prepareSigningKeys } from './store/signing-key-changes.ts';
 import { loadOrCreateTlsMaterial } from './keys/tls.ts';
 import { loadOrCreateCookieKeys } from './keys/cookie-keys.ts';
 import { buildProvider } from './oauth/provider.ts';
@@ -57,8 +57,12 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     const applied = await migrate(database.db);
     for (const m of applied) logger.info({ migration: `${m.version}_${m.name}` }, 'migration applied');
 
-    const { keys, created } = await loadOrCreateSigningKeys(config.keysDir);
-    if (created) logger.info({ keys_dir: config.keysDir }, 'generated a signing key');
+    const { keys, created, replaced } = await prepareSigningKeys(database.db, config);
+    if (created) logger.info({ keys_dir: config.keysDir, alg: config.signingAlgorithm }, 'generated a signing key');
+    if (replaced) {
+      logger.info({ kid: keys[0]?.kid, alg: config.signingAlgorithm, replaced_kid: replaced.kid, replaced_alg: replaced.alg, replaced_retire_at: replaced.retire_at },
+        'the signing key was not of signing_algorithm: a new key signs now; the old one stays published until what it signed has expired');
+    }
 
     const cookieKeys = loadOrCreateCookieKeys(config.keysDir);
     changes = listenForChanges(database.url, (message, err) => logger.warn({ error: err instanceof Error ? err.message : undefined }, message));
@@ -254,7 +258,7 @@ async function runPrimary(config: Config, logger: Logger, workers: number): Prom
       warn: (m) => logger.warn({ component: 'embedded-postgres' }, m),
     });
     for (const m of await migrate(database.db)) logger.info({ migration: `${m.version}_${m.name}` }, 'migration applied');
-    await loadOrCreateSigningKeys(config.keysDir);
+    await prepareSigningKeys(database.db, config);
     loadOrCreateCookieKeys(config.keysDir);
     await loadOrCreateManagementKey(config.keysDir, config.managementTokenKeySize);
     // Creates the development admin's password file, if needed, before the workers read it.
