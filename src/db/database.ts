@@ -1,9 +1,37 @@
 // The Kysely instance over a pg pool. Built by the caller (main.ts or the CLI), never a singleton.
-import { Kysely, PostgresDialect, sql } from 'kysely';
+import { CompiledQuery, Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import type { Database } from './types.ts';
 
 export type Db = Kysely<Database>;
+
+/** The pool under each Kysely instance made here, for the prepared statements below. */
+const pools = new WeakMap<Db, pg.Pool>();
+
+/**
+ * A statement of the hot paths, prepared once per connection under its name: PostgreSQL then
+ * neither parses nor plans it again, and only its parameters cross the wire, not its text.
+ * The name must be unique to the text. Select explicit columns, never `*`: a column added by
+ * a later migration while this instance runs would change a prepared `*` statement's result.
+ */
+export interface PreparedStatement {
+  name: string;
+  text: string;
+}
+
+/**
+ * Runs a prepared statement on its own (no transaction). Inside a transaction, or on a Kysely
+ * instance not made by createDatabase, it runs as a plain statement through Kysely.
+ */
+export async function runPrepared<R>(db: Db, statement: PreparedStatement, values: unknown[]): Promise<{ rows: R[]; rowCount: number }> {
+  const pool = pools.get(db);
+  if (!pool) {
+    const result = await db.executeQuery<R>(CompiledQuery.raw(statement.text, values));
+    return { rows: result.rows, rowCount: Number(result.numAffectedRows ?? BigInt(result.rows.length)) };
+  }
+  const result = await pool.query({ name: statement.name, text: statement.text, values });
+  return { rows: result.rows as R[], rowCount: result.rowCount ?? 0 };
+}
 
 export interface DatabaseOptions {
   url: string;
@@ -29,7 +57,9 @@ export function createDatabase({ url, poolSize, applicationName, onPoolError }: 
   pool.on('connect', (client) => {
     client.on('error', (err) => onPoolError?.(err));
   });
-  return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  pools.set(db, pool);
+  return db;
 }
 
 export async function isDatabaseReachable(db: Db): Promise<boolean> {

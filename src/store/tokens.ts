@@ -2,8 +2,8 @@
 // JWT access tokens the server issues. Rows are keyed by the SHA-256 digest of the id, which
 // for tokens and codes is the token value itself: the value is never written anywhere.
 import { createHash } from 'node:crypto';
-import { CompiledQuery, sql, type ExpressionBuilder } from 'kysely';
-import type { Db } from '../db/database.ts';
+import { sql, type ExpressionBuilder } from 'kysely';
+import { runPrepared, type Db, type PreparedStatement } from '../db/database.ts';
 import type { Database, TokenRow } from '../db/types.ts';
 
 export function tokenDigest(value: string): string {
@@ -50,29 +50,32 @@ const COLUMNS = ['id_sha256', 'kind', 'format', 'client_id', 'account_id', 'gran
 const REWRITTEN = ['client_id', 'account_id', 'grant_id', 'uid', 'scope', 'expires_at', 'payload'] as const;
 
 /**
- * The text of the upsert of n rows, built once per n. Every token issued runs it, and building
- * it with kysely each time cost about as much CPU as the rest of the insert (measured: 190 µs
- * against 100 µs per single-row insert), so it is plain text with numbered parameters.
+ * The upsert of n rows, prepared (src/db/database.ts) once per n and connection. Every token
+ * issued runs it; building it with kysely each time cost about as much client CPU as the rest
+ * of the insert (measured: 190 µs against 100 µs per single-row insert).
  */
-const upsertTexts = new Map<number, string>();
-function upsertText(n: number): string {
-  let text = upsertTexts.get(n);
-  if (!text) {
+const upserts = new Map<number, PreparedStatement>();
+function upsertOf(n: number): PreparedStatement {
+  let statement = upserts.get(n);
+  if (!statement) {
     const values = Array.from({ length: n }, (_, r) => {
       const p = (c: number) => `$${r * COLUMNS.length + c + 1}`;
       // issued_at: when the request arrived, or now (the column's default) when not known.
       return `(${COLUMNS.map((column, c) => (column === 'issued_at' ? `coalesce(${p(c)}::timestamptz, now())` : p(c))).join(', ')})`;
     });
-    text = `insert into tokens (${COLUMNS.join(', ')}) values ${values.join(', ')}
-      on conflict (id_sha256) do update set ${REWRITTEN.map((c) => `${c} = excluded.${c}`).join(', ')}`;
-    upsertTexts.set(n, text);
+    statement = {
+      name: `km_upsert_tokens_${n}`,
+      text: `insert into tokens (${COLUMNS.join(', ')}) values ${values.join(', ')}
+        on conflict (id_sha256) do update set ${REWRITTEN.map((c) => `${c} = excluded.${c}`).join(', ')}`,
+    };
+    upserts.set(n, statement);
   }
-  return text;
+  return statement;
 }
 
 /** Writes rows, a row written again replacing what changes (one statement for all of them). */
 async function upsertRows(db: Db, rows: Row[]): Promise<void> {
-  await db.executeQuery(CompiledQuery.raw(upsertText(rows.length), rows.flatMap((row) => COLUMNS.map((c) => row[c]))));
+  await runPrepared(db, upsertOf(rows.length), rows.flatMap((row) => COLUMNS.map((c) => row[c])));
 }
 
 export async function upsertModel(db: Db, id: string, model: StoredModel): Promise<void> {
@@ -143,33 +146,33 @@ export function createTokenWriter(db: Db): TokenWriter {
  * exists when a user or client is disabled or deleted; this also covers a row written by a
  * request that checked its owner before the change, however long it took.
  */
-function ownersStandBehindOf(table: string) {
-  const t = sql.table(table);
-  return sql<boolean>`(
+function ownersStandBehindOf(t: string): string {
+  return `(
   not exists (select 1 from clients c where c.client_id = ${t}.client_id
                 and (c.disabled or ${t}.issued_at < c.tokens_valid_after))
   and (${t}.account_id is null or exists (select 1 from users u where u.id = ${t}.account_id::uuid
                 and not u.disabled and (u.tokens_valid_after is null or ${t}.issued_at >= u.tokens_valid_after))))`;
 }
-const ownersStandBehind = ownersStandBehindOf('tokens');
 
-/** Not revoked, not expired: with the owners' check, what "live" means for every row. */
-function liveOf(table: string) {
-  const t = sql.table(table);
-  return sql<boolean>`(${t}.revoked_at is null and (${t}.expires_at is null or ${t}.expires_at > now()) and ${ownersStandBehindOf(table)})`;
+/** Not revoked, not expired, its owners behind it: what "live" means for every row. */
+function liveOf(t: string): string {
+  return `(${t}.revoked_at is null and (${t}.expires_at is null or ${t}.expires_at > now()) and ${ownersStandBehindOf(t)})`;
 }
+
+/** Every column of a token row, spelled out for prepared statements (see PreparedStatement). */
+const rowColumnsOf = (t: string) => ['id_sha256', 'kind', 'format', 'client_id', 'account_id', 'grant_id', 'uid', 'scope', 'issued_at',
+  'expires_at', 'consumed_at', 'revoked_at', 'payload'].map((c) => `${t}.${c}`).join(', ');
 
 /** A live row: not revoked, not expired, its owners still behind it. Consumed rows are returned; callers decide. */
 export async function findLiveModel(db: Db, kind: string, id: string): Promise<TokenRow | undefined> {
-  return db.selectFrom('tokens')
-    .selectAll()
-    .where('id_sha256', '=', tokenDigest(id))
-    .where('kind', '=', kind)
-    .where(ownersStandBehind)
-    .where('revoked_at', 'is', null)
-    .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', sql<Date>`now()`)]))
-    .executeTakeFirst();
+  const { rows: [row] } = await runPrepared<TokenRow>(db, FIND_LIVE_MODEL, [tokenDigest(id), kind]);
+  return row;
 }
+
+const FIND_LIVE_MODEL: PreparedStatement = {
+  name: 'km_find_live_model',
+  text: `select ${rowColumnsOf('tokens')} from tokens where id_sha256 = $1 and kind = $2 and ${liveOf('tokens')}`,
+};
 
 /** What the refresh grant reads besides the refresh token, read with it in one statement. */
 export interface RefreshTokenContext {
@@ -187,17 +190,10 @@ export interface RefreshTokenContext {
  * of what a refresh costs (DESIGN.md §5).
  */
 export async function findLiveRefreshTokenWithContext(db: Db, id: string): Promise<RefreshTokenContext | undefined> {
-  const { rows: [row] } = await sql<TokenRow & {
+  const { rows: [row] } = await runPrepared<TokenRow & {
     grant_sha256: string | null; grant_payload: Record<string, unknown> | null; grant_consumed_at: Date | null;
     user_id: string | null; user_username: string | null; user_disabled: boolean | null; user_roles: string[];
-  }>`select t.*,
-      g.id_sha256 as grant_sha256, g.payload as grant_payload, g.consumed_at as grant_consumed_at,
-      u.id as user_id, u.username as user_username, u.disabled as user_disabled,
-      coalesce((select array_agg(r.role_name order by r.role_name) from user_roles r where r.user_id = u.id), '{}') as user_roles
-    from tokens t
-    left join tokens g on g.id_sha256 = encode(sha256(convert_to(t.grant_id, 'UTF8')), 'hex') and g.kind = 'Grant' and ${liveOf('g')}
-    left join users u on u.id = t.account_id::uuid
-    where t.id_sha256 = ${tokenDigest(id)} and t.kind = 'RefreshToken' and ${liveOf('t')}`.execute(db);
+  }>(db, FIND_REFRESH_TOKEN_WITH_CONTEXT, [tokenDigest(id)]);
   if (!row) return undefined;
   const { grant_sha256, grant_payload, grant_consumed_at, user_id, user_username, user_disabled, user_roles, ...token } = row;
   return {
@@ -208,6 +204,18 @@ export async function findLiveRefreshTokenWithContext(db: Db, id: string): Promi
   };
 }
 
+const FIND_REFRESH_TOKEN_WITH_CONTEXT: PreparedStatement = {
+  name: 'km_find_refresh_token_with_context',
+  text: `select ${rowColumnsOf('t')},
+      g.id_sha256 as grant_sha256, g.payload as grant_payload, g.consumed_at as grant_consumed_at,
+      u.id as user_id, u.username as user_username, u.disabled as user_disabled,
+      coalesce((select array_agg(r.role_name order by r.role_name) from user_roles r where r.user_id = u.id), '{}') as user_roles
+    from tokens t
+    left join tokens g on g.id_sha256 = encode(sha256(convert_to(t.grant_id, 'UTF8')), 'hex') and g.kind = 'Grant' and ${liveOf('g')}
+    left join users u on u.id = t.account_id::uuid
+    where t.id_sha256 = $1 and t.kind = 'RefreshToken' and ${liveOf('t')}`,
+};
+
 /**
  * Refresh token rotation in one statement: marks the presented token consumed and writes its
  * successor, only if the presented one was not consumed already. Returns false when it was
@@ -215,17 +223,27 @@ export async function findLiveRefreshTokenWithContext(db: Db, id: string): Promi
  */
 export async function rotateRefreshToken(db: Db, presentedId: string, successorId: string, successor: StoredModel): Promise<boolean> {
   const r = rowOf(successorId, successor);
-  const { rows } = await sql`with consumed as (
-      update tokens set consumed_at = now()
-      where id_sha256 = ${tokenDigest(presentedId)} and kind = 'RefreshToken' and consumed_at is null
-      returning 1)
-    insert into tokens (id_sha256, kind, format, client_id, account_id, grant_id, uid, scope, expires_at, payload, issued_at)
-    select ${r.id_sha256}, ${r.kind}, ${r.format}, ${r.client_id}, ${r.account_id}, ${r.grant_id}, ${r.uid}, ${r.scope},
-      ${r.expires_at}::timestamptz, ${r.payload}::jsonb, coalesce(${r.issued_at}::timestamptz, now())
-    from consumed
-    returning 1`.execute(db);
+  const { rows } = await runPrepared(db, ROTATE_REFRESH_TOKEN, [tokenDigest(presentedId), ...COLUMNS.map((c) => r[c])]);
   return rows.length === 1;
 }
+
+const ROTATE_REFRESH_TOKEN: PreparedStatement = {
+  name: 'km_rotate_refresh_token',
+  text: `with consumed as (
+      update tokens set consumed_at = now()
+      where id_sha256 = $1 and kind = 'RefreshToken' and consumed_at is null
+      returning 1)
+    insert into tokens (${COLUMNS.join(', ')})
+    select ${COLUMNS.map((c, i) => {
+      const p = `$${i + 2}`;
+      if (c === 'expires_at') return `${p}::timestamptz`;
+      if (c === 'payload') return `${p}::jsonb`;
+      if (c === 'issued_at') return `coalesce(${p}::timestamptz, now())`;
+      return `${p}::text`;
+    }).join(', ')}
+    from consumed
+    returning 1`,
+};
 
 export async function findLiveModelByUid(db: Db, kind: string, uid: string): Promise<TokenRow | undefined> {
   return db.selectFrom('tokens')
@@ -279,13 +297,15 @@ export const INTROSPECTABLE_KINDS = ['AccessToken', 'ClientCredentials', 'Refres
  * decides what they mean.
  */
 export async function findIssuedTokenByValue(db: Db, value: string): Promise<IssuedTokenRow | undefined> {
-  return db.selectFrom('tokens')
-    .selectAll()
-    .select(ownersStandBehind.as('owners_stand_behind'))
-    .where('id_sha256', '=', tokenDigest(value))
-    .where('kind', 'in', [...INTROSPECTABLE_KINDS])
-    .executeTakeFirst();
+  const { rows: [row] } = await runPrepared<IssuedTokenRow>(db, FIND_ISSUED_TOKEN, [tokenDigest(value)]);
+  return row;
 }
+
+const FIND_ISSUED_TOKEN: PreparedStatement = {
+  name: 'km_find_issued_token',
+  text: `select ${rowColumnsOf('tokens')}, ${ownersStandBehindOf('tokens')} as owners_stand_behind
+    from tokens where id_sha256 = $1 and kind in (${INTROSPECTABLE_KINDS.map((k) => `'${k}'`).join(', ')})`,
+};
 
 /** Revokes one token and, for a refresh token, its whole grant (RFC 7009 §2.1). */
 export async function revokeIssuedToken(db: Db, row: TokenRow): Promise<void> {
