@@ -2,12 +2,10 @@
 // model is a row of `tokens`, keyed by the digest of its id (see src/store/tokens.ts). The
 // id is stripped from the payload before it is stored and put back when it is read.
 import type { Adapter, AdapterPayload } from 'oidc-provider';
-import { errors } from 'oidc-provider';
 import type { Db } from '../db/database.ts';
 import type { ClientDirectory } from './client-directory.ts';
 import {
-  consumeModel, findLiveModel, findLiveModelByUid, findLiveRefreshTokenWithContext, revokeByGrantId, revokeModel,
-  rotateRefreshToken, type StoredModel, type TokenWriter,
+  findLiveModel, findLiveModelByUid, findLiveRefreshTokenWithContext, revokeByGrantId, revokeModel, type StoredModel,
 } from '../store/tokens.ts';
 import type { TokenRow } from '../db/types.ts';
 import { clientMetadataFromRow } from './client-metadata.ts';
@@ -15,18 +13,12 @@ import { guardStorage } from './errors.ts';
 import { requestReceivedAt } from './request-time.ts';
 import { rememberForRequest, takeFromRequest } from './request-memo.ts';
 import { ACCOUNT_READ_AHEAD, ROLES_READ_AHEAD } from './accounts.ts';
+import type { TokenRows } from './token-rows.ts';
 
 /** Read ahead with a refresh token: its grant (null: none live). */
 const GRANT_READ_AHEAD = 'Grant:';
-/** A refresh token whose consumption waits for its successor's write (see consume). */
-const PENDING_CONSUME = 'consume:RefreshToken';
-export function createAdapterClass(db: Db, clients: ClientDirectory, writer: TokenWriter) {
-  /** Marks the row consumed; of two concurrent redemptions only one may proceed (RFC 9700 §4.14, code replay). */
-  async function consumeOrRefuse(kind: string, id: string): Promise<void> {
-    const won = await guard(() => consumeModel(db, kind, id));
-    if (!won) throw new errors.InvalidGrant('already consumed');
-  }
 
+export function createAdapterClass(db: Db, clients: ClientDirectory, rows: TokenRows) {
   return class PostgresAdapter implements Adapter {
     readonly model: string;
 
@@ -48,19 +40,8 @@ export function createAdapterClass(db: Db, clients: ClientDirectory, writer: Tok
         payload: rest,
         issuedAt: requestReceivedAt(),
       };
-      const pendingConsume = takeFromRequest<string>(PENDING_CONSUME);
-      if (pendingConsume !== undefined) {
-        if (this.model === 'RefreshToken') {
-          // Rotation: the presented token is consumed by the statement that writes its successor.
-          const won = await guard(() => rotateRefreshToken(db, pendingConsume, id, model));
-          if (!won) throw new errors.InvalidGrant('already consumed');
-          return;
-        }
-        // Anything else written first: the consumption happens now, as it would have at once.
-        await consumeOrRefuse('RefreshToken', pendingConsume);
-      }
-      // Group-committed with the other rows being written (src/store/tokens.ts, createTokenWriter).
-      await guard(() => writer.upsert(id, model));
+      // Group-committed, or folded into a refresh token's rotation (src/oauth/token-rows.ts).
+      await rows.write(id, model);
     }
 
     async find(id: string): Promise<AdapterPayload | undefined> {
@@ -107,10 +88,7 @@ export function createAdapterClass(db: Db, clients: ClientDirectory, writer: Tok
     }
 
     async consume(id: string): Promise<void> {
-      // A refresh token is consumed to be replaced: the engine writes its successor next, and
-      // one statement does both (upsert above). Outside a request, at once.
-      if (this.model === 'RefreshToken' && rememberForRequest(PENDING_CONSUME, id)) return;
-      await consumeOrRefuse(this.model, id);
+      await rows.consume(this.model, id);
     }
 
     async destroy(id: string): Promise<void> {

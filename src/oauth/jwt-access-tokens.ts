@@ -7,8 +7,7 @@
 // to the URL of the request.
 import type Provider from 'oidc-provider';
 import { decodeJwt } from 'jose';
-import type { TokenWriter } from '../store/tokens.ts';
-import { databaseUnavailable } from './errors.ts';
+import type { TokenRows } from './token-rows.ts';
 import { requestReceivedAt } from './request-time.ts';
 
 /** What the engine's token model carries besides the signed claims. */
@@ -23,49 +22,46 @@ interface SavedToken {
   jkt?: string;
 }
 
-async function recordJwtAccessToken(writer: TokenWriter, value: string, token: SavedToken): Promise<void> {
+async function recordJwtAccessToken(rows: TokenRows, value: string, token: SavedToken): Promise<void> {
   // The claims as signed are the record; the model adds what the JWT leaves out.
   const claims = decodeJwt(value);
-  try {
-    await writer.upsert(value, {
+  // Storage failures come back as the engine's errors (503 when the database is unreachable).
+  await rows.write(value, {
+    kind: token.kind,
+    format: 'jwt',
+    clientId: token.clientId ?? null,
+    accountId: token.accountId ?? null,
+    grantId: token.grantId ?? null,
+    uid: null,
+    scope: claims.scope as string | undefined ?? null,
+    expiresAt: claims.exp ? new Date(claims.exp * 1000) : null,
+    payload: {
       kind: token.kind,
-      format: 'jwt',
-      clientId: token.clientId ?? null,
-      accountId: token.accountId ?? null,
-      grantId: token.grantId ?? null,
-      uid: null,
-      scope: claims.scope as string | undefined ?? null,
-      expiresAt: claims.exp ? new Date(claims.exp * 1000) : null,
-      payload: {
-        kind: token.kind,
-        jti: claims.jti,
-        iat: claims.iat,
-        exp: claims.exp,
-        nbf: claims.nbf,
-        clientId: token.clientId,
-        accountId: token.accountId,
-        grantId: token.grantId,
-        scope: claims.scope,
-        aud: claims.aud,
-        extra: token.extra,
-        'x5t#S256': token['x5t#S256'],
-        jkt: token.jkt,
-      },
-      issuedAt: requestReceivedAt(),
-    });
-  } catch (err) {
-    throw databaseUnavailable(err);
-  }
+      jti: claims.jti,
+      iat: claims.iat,
+      exp: claims.exp,
+      nbf: claims.nbf,
+      clientId: token.clientId,
+      accountId: token.accountId,
+      grantId: token.grantId,
+      scope: claims.scope,
+      aud: claims.aud,
+      extra: token.extra,
+      'x5t#S256': token['x5t#S256'],
+      jkt: token.jkt,
+    },
+    issuedAt: requestReceivedAt(),
+  });
 }
 
 /** Makes the save of every access-token model (user and client-credentials) record JWTs. */
-export function recordJwtAccessTokensWhenSaved(provider: Provider, writer: TokenWriter): void {
+export function recordJwtAccessTokensWhenSaved(provider: Provider, rows: TokenRows): void {
   for (const Model of [provider.AccessToken, provider.ClientCredentials]) {
     const save = Model.prototype.save as (this: SavedToken) => Promise<string>;
     Model.prototype.save = async function saveAndRecord(this: SavedToken): Promise<string> {
       const value = await save.call(this);
       // The engine decides the format while saving (from the resource server).
-      if (this.format === 'jwt') await recordJwtAccessToken(writer, value, this);
+      if (this.format === 'jwt') await recordJwtAccessToken(rows, value, this);
       return value;
     };
   }

@@ -14,6 +14,7 @@ import { recordAuditEvent } from '../store/audit.ts';
 import type { ScopeLookup } from './scope-registry.ts';
 import { audienceOf, resourceServerFor } from './resource-server.ts';
 import { recordJwtAccessTokensWhenSaved } from './jwt-access-tokens.ts';
+import { createTokenRows } from './token-rows.ts';
 import { registerGrants } from './grants/index.ts';
 import { guardStorage } from './errors.ts';
 import { findActiveAccount, rolesOfAccount, userTokenClaims } from './accounts.ts';
@@ -62,13 +63,14 @@ export interface ProviderDeps {
 
 export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, certificates, clients, writer, logger }: ProviderDeps): Provider {
   const audience = audienceOf(config);
+  const tokenRows = createTokenRows(db, writer);
   const endpoint = (path: string) => new URL(path, `${config.issuer.replace(/\/$/, '')}/`).href.replace(/\/$/, '');
   // Everything is signed with the algorithm of the key that signs now (the first), whatever the
   // setting says: a provider is built per key set (src/oauth/engine.ts), so this follows rotations.
   const signingAlg = signingAlgorithmOf(signingKeys[0]!);
 
   const configuration: Configuration = {
-    adapter: createAdapterClass(db, clients, writer),
+    adapter: createAdapterClass(db, clients, tokenRows),
     clients: [],
     jwks: { keys: signingKeys as Configuration['jwks'] extends { keys: infer K } ? K : never },
     routes: {
@@ -190,7 +192,7 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, cer
 
   registerGrants(provider, { config, db, scopes, certificates, logger });
 
-  recordJwtAccessTokensWhenSaved(provider, writer);
+  recordJwtAccessTokensWhenSaved(provider, tokenRows);
   provider.on('server_error', (ctx: KoaContextWithOIDC, err: Error) => {
     logger.error({ err, path: ctx.path, method: ctx.method }, 'server error in protocol engine');
   });

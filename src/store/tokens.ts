@@ -217,33 +217,45 @@ const FIND_REFRESH_TOKEN_WITH_CONTEXT: PreparedStatement = {
 };
 
 /**
- * Refresh token rotation in one statement: marks the presented token consumed and writes its
- * successor, only if the presented one was not consumed already. Returns false when it was
- * (of two concurrent refreshes with one token, exactly one wins), and then writes nothing.
+ * Refresh token rotation in one statement: marks the presented refresh token consumed and
+ * writes the new rows (its successor, and the access token issued with it), only if the
+ * presented one was not consumed already. Returns false when it was (of two concurrent
+ * refreshes with one token, exactly one wins), and then writes nothing.
  */
-export async function rotateRefreshToken(db: Db, presentedId: string, successorId: string, successor: StoredModel): Promise<boolean> {
-  const r = rowOf(successorId, successor);
-  const { rows } = await runPrepared(db, ROTATE_REFRESH_TOKEN, [tokenDigest(presentedId), ...COLUMNS.map((c) => r[c])]);
-  return rows.length === 1;
+export async function rotateRefreshToken(db: Db, presentedId: string, rows: { id: string; model: StoredModel }[]): Promise<boolean> {
+  const values = rows.flatMap(({ id, model }) => {
+    const row = rowOf(id, model);
+    return COLUMNS.map((c) => row[c]);
+  });
+  const result = await runPrepared(db, rotationOf(rows.length), [tokenDigest(presentedId), ...values]);
+  return result.rowCount === rows.length;
 }
 
-const ROTATE_REFRESH_TOKEN: PreparedStatement = {
-  name: 'km_rotate_refresh_token',
-  text: `with consumed as (
-      update tokens set consumed_at = now()
-      where id_sha256 = $1 and kind = 'RefreshToken' and consumed_at is null
-      returning 1)
-    insert into tokens (${COLUMNS.join(', ')})
-    select ${COLUMNS.map((c, i) => {
-      const p = `$${i + 2}`;
-      if (c === 'expires_at') return `${p}::timestamptz`;
-      if (c === 'payload') return `${p}::jsonb`;
-      if (c === 'issued_at') return `coalesce(${p}::timestamptz, now())`;
+const rotations = new Map<number, PreparedStatement>();
+function rotationOf(n: number): PreparedStatement {
+  let statement = rotations.get(n);
+  if (!statement) {
+    // Typed: in a SELECT, unlike in VALUES of an INSERT, parameters get no type from the target.
+    const typed = (column: string, p: string) => {
+      if (column === 'expires_at') return `${p}::timestamptz`;
+      if (column === 'payload') return `${p}::jsonb`;
+      if (column === 'issued_at') return `coalesce(${p}::timestamptz, now())`;
       return `${p}::text`;
-    }).join(', ')}
-    from consumed
-    returning 1`,
-};
+    };
+    const selects = Array.from({ length: n }, (_, r) => `select ${COLUMNS.map((c, i) => typed(c, `$${2 + r * COLUMNS.length + i}`)).join(', ')} from consumed`);
+    statement = {
+      name: `km_rotate_refresh_token_${n}`,
+      text: `with consumed as (
+          update tokens set consumed_at = now()
+          where id_sha256 = $1 and kind = 'RefreshToken' and consumed_at is null
+          returning 1)
+        insert into tokens (${COLUMNS.join(', ')})
+        ${selects.join('\n        union all ')}`,
+    };
+    rotations.set(n, statement);
+  }
+  return statement;
+}
 
 export async function findLiveModelByUid(db: Db, kind: string, uid: string): Promise<TokenRow | undefined> {
   return db.selectFrom('tokens')

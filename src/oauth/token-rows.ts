@@ -1,0 +1,73 @@
+// The one path every token row the protocol engine makes takes to the database (the adapter's
+// upsert and the JWT access-token record alike), and where refresh-token rotation is folded
+// into as few statements as it can be (DESIGN.md §5).
+//
+// The refresh grant consumes the presented refresh token, saves its successor, then saves the
+// access token. Each would be a round trip; here the consumption waits for the successor, the
+// successor waits for the access token, and one statement consumes the presented token and
+// writes both new rows — only if nobody consumed it first. Nothing is handed out before that
+// statement commits: the engine builds its response after the access token is saved. If the
+// request fails before (a refused scope, say), nothing was written and the presented token is
+// still usable.
+import { errors } from 'oidc-provider';
+import type { Db } from '../db/database.ts';
+import { consumeModel, rotateRefreshToken, type StoredModel, type TokenWriter } from '../store/tokens.ts';
+import { guardStorage } from './errors.ts';
+import { rememberForRequest, takeFromRequest } from './request-memo.ts';
+
+/** A refresh token the engine consumed, to be consumed by the statement that writes its successor. */
+const PENDING_CONSUME = 'rotation:consume';
+/** That successor, to be written with the access token that follows it. */
+const PENDING_SUCCESSOR = 'rotation:successor';
+
+interface PendingSuccessor {
+  presentedId: string;
+  id: string;
+  model: StoredModel;
+}
+
+export interface TokenRows {
+  /** Marks a code or refresh token used; refuses (invalid_grant) when it was used already. */
+  consume(kind: string, id: string): Promise<void>;
+  /** Writes a token row; resolves once it is committed. */
+  write(id: string, model: StoredModel): Promise<void>;
+}
+
+export function createTokenRows(db: Db, writer: TokenWriter): TokenRows {
+  async function consumeNow(kind: string, id: string): Promise<void> {
+    const won = await guardStorage(() => consumeModel(db, kind, id));
+    // Of two concurrent redemptions only one may proceed (RFC 9700 §4.14, code replay).
+    if (!won) throw new errors.InvalidGrant('already consumed');
+  }
+
+  return {
+    async consume(kind, id) {
+      // Outside a request (nothing to fold it into), at once.
+      if (kind === 'RefreshToken' && rememberForRequest(PENDING_CONSUME, id)) return;
+      await consumeNow(kind, id);
+    },
+
+    async write(id, model) {
+      const presentedId = takeFromRequest<string>(PENDING_CONSUME);
+      if (presentedId !== undefined) {
+        if (model.kind === 'RefreshToken') {
+          rememberForRequest(PENDING_SUCCESSOR, { presentedId, id, model } satisfies PendingSuccessor);
+          return;
+        }
+        // Not the sequence above: consume first, as the engine asked, then go on.
+        await consumeNow('RefreshToken', presentedId);
+      }
+      const successor = takeFromRequest<PendingSuccessor>(PENDING_SUCCESSOR);
+      if (successor) {
+        const won = await guardStorage(() => rotateRefreshToken(db, successor.presentedId, [
+          { id: successor.id, model: successor.model },
+          { id, model },
+        ]));
+        if (!won) throw new errors.InvalidGrant('already consumed');
+        return;
+      }
+      // Group-committed with the other rows being written (src/store/tokens.ts, createTokenWriter).
+      await guardStorage(() => writer.upsert(id, model));
+    },
+  };
+}
