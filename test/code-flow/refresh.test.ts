@@ -124,6 +124,22 @@ describe('refresh tokens', () => {
     }
   });
 
+  it('a refresh refused after the token was read (invalid_target) leaves the presented token usable', async () => {
+    // An instance with another issuer serves another audience: the refresh token's resource is
+    // refused there only once the token has been read, checked and (by the engine) consumed.
+    const elsewhere = await startTestServer(database.url, { refreshTokenTtl: 7200, refreshTokenIdleTtl: 600, accessTokenTtl: 900 });
+    try {
+      const { refresh_token } = await signIn();
+      const refused = await postForm(`${elsewhere.url}/token`, { grant_type: 'refresh_token', refresh_token }, { basic: client.basic });
+      assert.equal(refused.status, 400);
+      assert.deepEqual(refused.json, { error: 'invalid_target', error_description: 'resource indicator is missing, or unknown' });
+      const next = await refresh(refresh_token);
+      assert.equal(next.status, 200, next.text);
+    } finally {
+      await elsewhere.stop();
+    }
+  });
+
   it('cannot widen the scope, may narrow it', async () => {
     const narrow = await signIn('a');
     const widen = await refresh(narrow.refresh_token, client, { scope: 'a b' });
