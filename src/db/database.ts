@@ -29,9 +29,20 @@ export async function runPrepared<R>(db: Db, statement: PreparedStatement, value
     const result = await db.executeQuery<R>(CompiledQuery.raw(statement.text, values));
     return { rows: result.rows, rowCount: Number(result.numAffectedRows ?? BigInt(result.rows.length)) };
   }
-  const result = await pool.query({ name: statement.name, text: statement.text, values });
-  return { rows: result.rows as R[], rowCount: result.rowCount ?? 0 };
+  try {
+    const result = await pool.query({ name: statement.name, text: statement.text, values });
+    return { rows: result.rows as R[], rowCount: result.rowCount ?? 0 };
+  } catch (err) {
+    // A column type changed under a prepared statement (an administrator's ALTER TABLE): this
+    // connection's copy no longer fits. Answer this request with the statement run afresh.
+    if ((err as { code?: string }).code !== CACHED_PLAN_CHANGED) throw err;
+    const result = await pool.query(statement.text, values);
+    return { rows: result.rows as R[], rowCount: result.rowCount ?? 0 };
+  }
 }
+
+/** feature_not_supported, raised as "cached plan must not change result type". */
+const CACHED_PLAN_CHANGED = '0A000';
 
 export interface DatabaseOptions {
   url: string;

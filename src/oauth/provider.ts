@@ -151,6 +151,11 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, cer
             // policy when it is issued: a scope whose role the user lost, or that was
             // unregistered, is not carried by it, whatever the grant or consent held.
             const stillGrantable = await grantableOf(scopes, allowed, splitScope(allowed), await guardStorage(() => rolesOfAccount(db, accountId)));
+            // As at sign-in (scope-policy.ts): asking for scopes and getting none is invalid_scope.
+            const requested = splitScope(ctx.oidc.params?.scope);
+            if (requested.length > 0 && !requested.some((s) => stillGrantable.includes(s))) {
+              throw new errors.InvalidScope('requested scope is not allowed', requested.join(' '));
+            }
             return resourceServerFor(config, client, stillGrantable.join(' '));
           }
           if (ctx.oidc.params?.grant_type !== 'client_credentials') {

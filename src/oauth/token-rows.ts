@@ -59,7 +59,7 @@ export function createTokenRows(db: Db, writer: TokenWriter): TokenRows {
       }
       const successor = takeFromRequest<PendingSuccessor>(PENDING_SUCCESSOR);
       if (successor) {
-        const won = await guardStorage(() => rotateRefreshToken(db, successor.presentedId, [
+        const won = await guardStorage(() => rotateRefreshToken(db, successor.presentedId, successor.model.grantId ?? '', [
           { id: successor.id, model: successor.model },
           { id, model },
         ]));

@@ -146,11 +146,19 @@ export function createTokenWriter(db: Db): TokenWriter {
  * exists when a user or client is disabled or deleted; this also covers a row written by a
  * request that checked its owner before the change, however long it took.
  */
+/**
+ * tokens.account_id as the users.id it names. The column is text (an admin script may write
+ * anything there): a value that is no UUID names no user, rather than failing the statement.
+ */
+function accountUuid(t: string): string {
+  return `(case when ${t}.account_id ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then ${t}.account_id::uuid end)`;
+}
+
 function ownersStandBehindOf(t: string): string {
   return `(
   not exists (select 1 from clients c where c.client_id = ${t}.client_id
                 and (c.disabled or ${t}.issued_at < c.tokens_valid_after))
-  and (${t}.account_id is null or exists (select 1 from users u where u.id = ${t}.account_id::uuid
+  and (${t}.account_id is null or exists (select 1 from users u where u.id = ${accountUuid(t)}
                 and not u.disabled and (u.tokens_valid_after is null or ${t}.issued_at >= u.tokens_valid_after))))`;
 }
 
@@ -212,7 +220,7 @@ const FIND_REFRESH_TOKEN_WITH_CONTEXT: PreparedStatement = {
       coalesce((select array_agg(r.role_name order by r.role_name) from user_roles r where r.user_id = u.id), '{}') as user_roles
     from tokens t
     left join tokens g on g.id_sha256 = encode(sha256(convert_to(t.grant_id, 'UTF8')), 'hex') and g.kind = 'Grant' and ${liveOf('g')}
-    left join users u on u.id = t.account_id::uuid
+    left join users u on u.id = ${accountUuid('t')}
     where t.id_sha256 = $1 and t.kind = 'RefreshToken' and ${liveOf('t')}`,
 };
 
@@ -222,12 +230,12 @@ const FIND_REFRESH_TOKEN_WITH_CONTEXT: PreparedStatement = {
  * presented one was not consumed already. Returns false when it was (of two concurrent
  * refreshes with one token, exactly one wins), and then writes nothing.
  */
-export async function rotateRefreshToken(db: Db, presentedId: string, rows: { id: string; model: StoredModel }[]): Promise<boolean> {
+export async function rotateRefreshToken(db: Db, presentedId: string, grantId: string, rows: { id: string; model: StoredModel }[]): Promise<boolean> {
   const values = rows.flatMap(({ id, model }) => {
     const row = rowOf(id, model);
     return COLUMNS.map((c) => row[c]);
   });
-  const result = await runPrepared(db, rotationOf(rows.length), [tokenDigest(presentedId), ...values]);
+  const result = await runPrepared(db, rotationOf(rows.length), [tokenDigest(presentedId), tokenDigest(grantId), ...values]);
   return result.rowCount === rows.length;
 }
 
@@ -242,12 +250,17 @@ function rotationOf(n: number): PreparedStatement {
       if (column === 'issued_at') return `coalesce(${p}::timestamptz, now())`;
       return `${p}::text`;
     };
-    const selects = Array.from({ length: n }, (_, r) => `select ${COLUMNS.map((c, i) => typed(c, `$${2 + r * COLUMNS.length + i}`)).join(', ')} from consumed`);
+    const selects = Array.from({ length: n }, (_, r) => `select ${COLUMNS.map((c, i) => typed(c, `$${3 + r * COLUMNS.length + i}`)).join(', ')} from consumed`);
     statement = {
       name: `km_rotate_refresh_token_${n}`,
-      text: `with consumed as (
+      // The Grant row share-locked and live, then the token neither used nor revoked: a
+      // revocation that got there first makes this write nothing (see revokeGrantRow).
+      text: `with live_grant as (
+          select 1 from tokens where id_sha256 = $2 and kind = 'Grant' and revoked_at is null for share),
+        consumed as (
           update tokens set consumed_at = now()
-          where id_sha256 = $1 and kind = 'RefreshToken' and consumed_at is null
+          where id_sha256 = $1 and kind = 'RefreshToken' and consumed_at is null and revoked_at is null
+            and exists (select 1 from live_grant)
           returning 1)
         insert into tokens (${COLUMNS.join(', ')})
         ${selects.join('\n        union all ')}`,
@@ -291,12 +304,32 @@ export async function revokeModel(db: Db, kind: string, id: string): Promise<voi
 }
 
 export async function revokeByGrantId(db: Db, grantId: string): Promise<number> {
-  const result = await db.updateTable('tokens')
+  return db.transaction().execute(async (trx) => {
+    await revokeGrantRow(trx, grantId);
+    const result = await trx.updateTable('tokens')
+      .set({ revoked_at: sql`now()` })
+      .where('grant_id', '=', grantId)
+      .where('revoked_at', 'is', null)
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows);
+  });
+}
+
+/**
+ * Revoking a grant's tokens races with refreshes under it: a rotation that read the refresh
+ * token before the revocation would write live successors after it. Rotation holds the Grant
+ * row share-locked while it writes (rotationOf), and every revocation of a grant's tokens first
+ * revokes the Grant row, in a statement of its own: that waits for rotations under way to commit,
+ * so that the next statement, with a new snapshot, sees and revokes what they wrote, and makes
+ * every later rotation fail. (Grant rows first, always: the same lock order as rotation.)
+ */
+async function revokeGrantRow(trx: Db, grantId: string): Promise<void> {
+  await trx.updateTable('tokens')
     .set({ revoked_at: sql`now()` })
-    .where('grant_id', '=', grantId)
+    .where('id_sha256', '=', tokenDigest(grantId))
+    .where('kind', '=', 'Grant')
     .where('revoked_at', 'is', null)
-    .executeTakeFirst();
-  return Number(result.numUpdatedRows);
+    .execute();
 }
 
 export type IssuedTokenRow = TokenRow & { owners_stand_behind: boolean };
@@ -322,15 +355,18 @@ const FIND_ISSUED_TOKEN: PreparedStatement = {
 /** Revokes one token and, for a refresh token, its whole grant (RFC 7009 §2.1). */
 export async function revokeIssuedToken(db: Db, row: TokenRow): Promise<void> {
   await db.transaction().execute(async (trx) => {
+    // The grant first (see revokeGrantRow), then the token, then what rotations wrote meanwhile.
+    const grantId = row.kind === 'RefreshToken' ? row.grant_id : null;
+    if (grantId) await revokeGrantRow(trx, grantId);
     await trx.updateTable('tokens')
       .set({ revoked_at: sql`now()` })
       .where('id_sha256', '=', row.id_sha256)
       .where('revoked_at', 'is', null)
       .execute();
-    if (row.kind === 'RefreshToken' && row.grant_id) {
+    if (grantId) {
       await trx.updateTable('tokens')
         .set({ revoked_at: sql`now()` })
-        .where('grant_id', '=', row.grant_id)
+        .where('grant_id', '=', grantId)
         .where('revoked_at', 'is', null)
         .execute();
     }
@@ -373,8 +409,11 @@ const liveRow = sql<boolean>`(tokens.revoked_at is null and (tokens.expires_at i
 /** Kinds that are tokens to whoever holds them; the count an operator is told about. */
 const COUNTED_KINDS: ReadonlySet<string> = new Set([...INTROSPECTABLE_KINDS, 'AuthorizationCode']);
 
-async function revokeLiveRowsWhere(db: Db, column: 'client_id' | 'account_id' | 'grant_id', value: string): Promise<number> {
-  const rows = await db.updateTable('tokens')
+/** In the caller's transaction: the Grant rows' locks must be held until the end. */
+async function revokeLiveRowsWhere(trx: Db, column: 'client_id' | 'account_id', value: string): Promise<number> {
+  // Grant rows first, in a statement of their own (see revokeGrantRow), then everything.
+  await trx.updateTable('tokens').set({ revoked_at: sql`now()` }).where(column, '=', value).where('kind', '=', 'Grant').where(liveRow).execute();
+  const rows = await trx.updateTable('tokens')
     .set({ revoked_at: sql`now()` })
     .where(column, '=', value)
     .where(liveRow)
@@ -397,7 +436,7 @@ export async function revokeTokensOfClient(db: Db, clientId: string): Promise<nu
 
 /** Revokes every live token, code and grant issued for the user (tokens.account_id is the user's id). */
 export async function revokeTokensOfAccount(db: Db, userId: string): Promise<number> {
-  return revokeLiveRowsWhere(db, 'account_id', userId);
+  return db.transaction().execute((trx) => revokeLiveRowsWhere(trx, 'account_id', userId));
 }
 
 /**
@@ -413,6 +452,7 @@ export async function revokeTokensOfGrant(db: Db, grantId: string): Promise<numb
   return db.transaction().execute(async (trx) => {
     const known = await trx.selectFrom('tokens').select('kind').where(ofGrant).limit(1).executeTakeFirst();
     if (!known) return undefined;
+    await revokeGrantRow(trx, grantId);
     const rows = await trx.updateTable('tokens').set({ revoked_at: sql`now()` }).where(ofGrant).where(liveRow).returning('kind').execute();
     return rows.filter((r) => COUNTED_KINDS.has(r.kind)).length;
   });

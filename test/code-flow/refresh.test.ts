@@ -124,6 +124,59 @@ describe('refresh tokens', () => {
     }
   });
 
+  it('a refresh that read its token before a /revoke committed writes nothing live after it', async () => {
+    // The order an attacker looping refreshes with a stolen token gets most of the time: the
+    // revocation starts, the refresh reads the token (still live: the revocation has not
+    // committed), then the revocation commits. A transaction holding the token's row locked
+    // lets the test set that order: /revoke waits on it, the refresh reads and then waits too.
+    const holder = new pg.Client({ connectionString: database.url });
+    await holder.connect();
+    try {
+      const { access_token, refresh_token } = await signIn();
+      const grantId = (await database.db.selectFrom('tokens').select('grant_id').where('id_sha256', '=', tokenDigest(refresh_token)).executeTakeFirstOrThrow()).grant_id!;
+      await holder.query('begin');
+      await holder.query('select 1 from tokens where id_sha256 = $1 for update', [tokenDigest(refresh_token)]);
+      const waiting = async (n: number) => {
+        for (;;) {
+          const { rows } = await holder.query<{ n: number }>(`select count(*)::int as n from pg_stat_activity
+            where datname = current_database() and wait_event_type = 'Lock' and pid <> pg_backend_pid()`);
+          if (rows[0]!.n >= n) return;
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      };
+      const revoked = postForm(`${server.url}/revoke`, { token: refresh_token, token_type_hint: 'refresh_token' }, { basic: client.basic });
+      await waiting(1);
+      const refreshed = refresh(refresh_token);
+      await waiting(2);
+      await holder.query('commit');
+      assert.equal((await revoked).status, 200);
+      const answer = await refreshed;
+      assert.equal(answer.status, 400, answer.text);
+      assert.deepEqual(answer.json, { error: 'invalid_grant', error_description: 'grant request is invalid' });
+      const live = await database.db.selectFrom('tokens').select('kind')
+        .where((eb) => eb.or([eb('grant_id', '=', grantId), eb('id_sha256', '=', tokenDigest(grantId))]))
+        .where('revoked_at', 'is', null).execute();
+      assert.deepEqual(live, []);
+      assert.equal(await active(access_token), false);
+    } finally {
+      await holder.end();
+    }
+  });
+
+  it('tokens whose account_id an admin script set to something that is no user id are inactive, not a 500', async () => {
+    const { access_token, refresh_token } = await signIn();
+    await database.db.updateTable('tokens').set({ account_id: 'not-a-uuid' })
+      .where('id_sha256', 'in', [tokenDigest(access_token), tokenDigest(refresh_token)]).execute();
+    const introspected = await postForm(`${server.url}/introspect`, { token: access_token }, { basic: client.basic });
+    assert.equal(introspected.status, 200);
+    assert.deepEqual(introspected.json, { active: false });
+    const refused = await refresh(refresh_token);
+    assert.equal(refused.status, 400);
+    assert.deepEqual(refused.json, { error: 'invalid_grant', error_description: 'grant request is invalid' });
+    const revoked = await postForm(`${server.url}/revoke`, { token: access_token }, { basic: client.basic });
+    assert.equal(revoked.status, 200);
+  });
+
   it('a refresh refused after the token was read (invalid_target) leaves the presented token usable', async () => {
     // An instance with another issuer serves another audience: the refresh token's resource is
     // refused there only once the token has been read, checked and (by the engine) consumed.
@@ -158,6 +211,10 @@ describe('refresh tokens', () => {
     const first = await postForm(`${server.url}/token`, { grant_type: 'password', username: 'ron', password: holder.password, scope: 'a c' }, { basic: client.basic });
     assert.equal(first.json.scope, 'a c');
     await database.db.deleteFrom('user_roles').where('user_id', '=', holder.id).execute();
+    // Asking only for the scope the user lost is refused, as at sign-in, and spends nothing.
+    const onlyLost = await refresh(first.json.refresh_token, client, { scope: 'c' });
+    assert.equal(onlyLost.status, 400);
+    assert.deepEqual(onlyLost.json, { error: 'invalid_scope', error_description: 'requested scope is not allowed', scope: 'c' });
     const next = await refresh(first.json.refresh_token);
     assert.equal(next.status, 200, next.text);
     assert.equal(next.json.scope, 'a');

@@ -6,6 +6,7 @@
 // some background job landing in the window must not decide the figure.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { sql } from 'kysely';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { startStatementCounter, type StatementCounter } from '../support/statement-counter.ts';
@@ -98,5 +99,28 @@ describe('statements per request', () => {
       refreshToken = res.json.refresh_token as string;
     });
     assert.equal(fewest, 2, texts.join('\n'));
+  });
+
+  it('a column type changed under the prepared statements (an admin ALTER TABLE) costs no request', async () => {
+    const login = await postForm(`${server.url}/token`, {
+      grant_type: 'password', username: user.username, password: user.password, scope: 'read',
+    }, { basic: app.basic });
+    let refreshToken = login.json.refresh_token as string;
+    const refreshAll = async (times: number) => {
+      for (let i = 0; i < times; i++) {
+        const res = await postForm(`${server.url}/token`, { grant_type: 'refresh_token', refresh_token: refreshToken }, { basic: app.basic });
+        assert.equal(res.status, 200, res.text);
+        refreshToken = res.json.refresh_token as string;
+      }
+    };
+    // Prepared on every pooled connection (4 in tests), then the type of a column they return changes.
+    await Promise.all([refreshAll(1), ...[1, 2, 3].map(() => postForm(`${server.url}/token`, {
+      grant_type: 'password', username: user.username, password: user.password, scope: 'read',
+    }, { basic: app.basic }))]);
+    await refreshAll(8);
+    await sql`alter table users alter column username type varchar(300)`.execute(database.db);
+    await refreshAll(8);
+    await sql`alter table users alter column username type text`.execute(database.db);
+    await refreshAll(8);
   });
 });
