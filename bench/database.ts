@@ -12,6 +12,8 @@ import { ensureEmbeddedPostgres } from '../src/db/embedded.ts';
 interface DatabaseHandle {
   db: ReturnType<typeof createDatabase>;
   url: string;
+  /** This run started the embedded cluster (and so may restart it). */
+  started: boolean;
   close(): Promise<void>;
 }
 
@@ -19,7 +21,62 @@ async function connectAsAdmin(external: string | undefined, dataDir: string, por
   const embedded = external ? undefined : await ensureEmbeddedPostgres({ dataDir, port });
   const url = external ?? embedded!.adminUrl;
   const db = createDatabase({ url, poolSize: 2, applicationName: 'keymanager-bench' });
-  return { db, url, async close() { await db.destroy(); await embedded?.stop(); } };
+  return { db, url, started: embedded?.started ?? false, async close() { await db.destroy(); await embedded?.stop(); } };
+}
+
+/**
+ * Statements the server sent to its database, counted by pg_stat_statements (top-level
+ * statements only, BEGIN and COMMIT included: each is a round trip).
+ */
+export interface StatementCounter {
+  reset(): Promise<void>;
+  /** Statements executed in the bench database since the last reset. */
+  count(): Promise<number>;
+  /** The DELETEs on tokens since the last reset (the purge's): how many, the longest, the sum. */
+  tokenDeletes(): Promise<{ calls: number; maxMs: number; totalMs: number }>;
+}
+
+const PRELOAD = 'pg_stat_statements';
+
+/**
+ * pg_stat_statements must be preloaded, which takes a restart: done once, in the bench's own
+ * cluster only (ALTER SYSTEM persists it under bench/.data), and only when this run started the
+ * cluster, so that nobody else's sessions are cut. False when it is not available this run.
+ */
+async function enableStatementStats(admin: DatabaseHandle, reconnect: () => Promise<DatabaseHandle>): Promise<{ admin: DatabaseHandle; enabled: boolean }> {
+  const { rows } = await sql<{ libs: string }>`select current_setting('shared_preload_libraries') as libs`.execute(admin.db);
+  const libs = rows[0]?.libs ?? '';
+  if (!libs.split(',').map((l) => l.trim()).includes(PRELOAD)) {
+    if (!admin.started) return { admin, enabled: false };
+    const wanted = libs.trim() ? `${libs},${PRELOAD}` : PRELOAD;
+    await sql.raw(`alter system set shared_preload_libraries = '${wanted.replace(/'/g, "''")}'`).execute(admin.db);
+    await admin.close();
+    admin = await reconnect();
+  }
+  // In the cluster's maintenance database, not the bench database: keymanager's schema stays as
+  // its migrations make it, and the view lists the statements of every database.
+  await sql`create extension if not exists pg_stat_statements`.execute(admin.db);
+  return { admin, enabled: true };
+}
+
+function statementCounter(admin: DatabaseHandle, oid: string): StatementCounter {
+  return {
+    async reset() {
+      await sql`select pg_stat_statements_reset(0, ${oid}::oid, 0)`.execute(admin.db);
+    },
+    async count() {
+      const { rows } = await sql<{ n: string }>`select coalesce(sum(calls), 0)::text as n from pg_stat_statements where dbid = ${oid}::oid`.execute(admin.db);
+      return Number(rows[0]?.n ?? 0);
+    },
+    async tokenDeletes() {
+      // Whatever shape the purge takes (one DELETE, batches, a CTE), it deletes from tokens.
+      const { rows } = await sql<{ calls: string; max_ms: number | null; total_ms: number | null }>`
+        select coalesce(sum(calls), 0)::text as calls, max(max_exec_time) as max_ms, sum(total_exec_time) as total_ms
+          from pg_stat_statements where dbid = ${oid}::oid and query ~* 'delete\\s+from\\s+"?tokens"?([^_a-z0-9]|$)'`.execute(admin.db);
+      const r = rows[0];
+      return { calls: Number(r?.calls ?? 0), maxMs: r?.max_ms ?? 0, totalMs: r?.total_ms ?? 0 };
+    },
+  };
 }
 
 export interface BenchDatabase {
@@ -30,6 +87,10 @@ export interface BenchDatabase {
   local: boolean;
   /** Process ids of the keymanager sessions on the bench database right now. */
   serverBackendPids(): Promise<number[]>;
+  /** Statement counts of the bench database; only in the embedded cluster. */
+  statements: StatementCounter | undefined;
+  /** A superuser (embedded) or BENCH_DATABASE_URL connection to the cluster, for the bench's own queries. */
+  admin: ReturnType<typeof createDatabase>;
   /** Drops the database and stops the embedded cluster if this run started it. */
   close(): Promise<void>;
 }
@@ -50,27 +111,36 @@ export async function openBenchDatabase(benchDir: string): Promise<BenchDatabase
     throw new Error('keymanager.toml sets database_url; set BENCH_DATABASE_URL to bench against an external PostgreSQL');
   }
   // PostgreSQL's own start-up chatter is not shown; a failure to start still throws with the reason.
-  const admin = await connectAsAdmin(external, config.dataDir, config.embeddedPostgresPort);
+  const connect = () => connectAsAdmin(external, config.dataDir, config.embeddedPostgresPort);
+  let admin = await connect();
   try {
-    if (!external) await dropLeftovers(admin);
+    let statementStats = false;
+    if (!external) {
+      ({ admin, enabled: statementStats } = await enableStatementStats(admin, connect));
+      await dropLeftovers(admin);
+    }
     const name = `km_bench_${randomBytes(6).toString('hex')}`;
     await sql`create database ${sql.id(name)}`.execute(admin.db);
     const url = new URL(admin.url);
     url.pathname = `/${name}`;
+    const { rows: [created] } = await sql<{ oid: string }>`select oid::text as oid from pg_database where datname = ${name}`.execute(admin.db);
+    const handle = admin;
     return {
       url: url.href,
       name,
       local: !external,
+      statements: statementStats && created ? statementCounter(handle, created.oid) : undefined,
+      admin: handle.db,
       async serverBackendPids() {
         const { rows } = await sql<{ pid: number }>`
-          select pid from pg_stat_activity where datname = ${name} and application_name = 'keymanager'`.execute(admin.db);
+          select pid from pg_stat_activity where datname = ${name} and application_name = 'keymanager'`.execute(handle.db);
         return rows.map((r) => r.pid);
       },
       async close() {
         try {
-          await sql`drop database if exists ${sql.id(name)} with (force)`.execute(admin.db);
+          await sql`drop database if exists ${sql.id(name)} with (force)`.execute(handle.db);
         } finally {
-          await admin.close();
+          await handle.close();
         }
       },
     };

@@ -3,6 +3,7 @@
 // figure that matters (DESIGN.md §5); requests/s also depends on the load generator, which
 // shares the machine.
 import autocannon, { type Client, type Result } from 'autocannon';
+import type { StatementCounter } from './database.ts';
 import { processCpuMicros, processTreeCpuMicros } from './processes.ts';
 
 export interface Scenario {
@@ -47,6 +48,8 @@ export interface Target {
   pid: number;
   /** PostgreSQL backends serving this target, when their CPU is readable from here. */
   databasePids?: () => Promise<number[]>;
+  /** Statements its database executed, when pg_stat_statements is loaded (the embedded cluster). */
+  statements?: StatementCounter;
 }
 
 export interface LoadSettings {
@@ -70,6 +73,8 @@ export interface Measurement {
   serverCores: number;
   /** PostgreSQL backend CPU per request; backends that exited during the run are missed. */
   databaseCpuMicrosPerRequest: number | null;
+  /** Statements executed in the server's database (BEGIN and COMMIT included) / requests. */
+  statementsPerRequest: number | null;
   /** The load generator's own CPU / wall time: near 1.0 means it, not the server, was the limit. */
   loadGeneratorCores: number;
   non2xx: number;
@@ -82,7 +87,7 @@ export interface Measurement {
 }
 
 /** The chains for one run of `scenario`, or undefined when every request is the same. */
-async function startChains(scenario: Scenario, target: Target, connections: number): Promise<Chain[] | undefined> {
+export async function startChains(scenario: Scenario, target: Target, connections: number): Promise<Chain[] | undefined> {
   if (typeof scenario.body === 'string') return undefined;
   const chains = await scenario.body.start(target, connections);
   if (chains.length !== connections) throw new Error(`${scenario.id}: ${chains.length} chains for ${connections} connections`);
@@ -135,6 +140,8 @@ export async function measure(scenario: Scenario, target: Target, settings: Load
   }
   const chains = await startChains(scenario, target, connections);
 
+  // After the chains' logins, so that only the timed requests' statements are counted.
+  await target.statements?.reset();
   const dbBefore = await databaseCpu(target);
   const serverBefore = processTreeCpuMicros(target.pid);
   const ownBefore = process.cpuUsage();
@@ -144,6 +151,7 @@ export async function measure(scenario: Scenario, target: Target, settings: Load
   const own = process.cpuUsage(ownBefore);
   const serverAfter = processTreeCpuMicros(target.pid);
   const dbAfter = await databaseCpu(target);
+  const statements = await target.statements?.count();
 
   if (serverBefore === undefined || serverAfter === undefined) throw new Error(`${target.name} (pid ${target.pid}) exited during ${scenario.id}`);
   const requests = result.requests.total;
@@ -166,6 +174,7 @@ export async function measure(scenario: Scenario, target: Target, settings: Load
     requestsPerCoreSecond: perRequest ? 1e6 / perRequest : null,
     serverCores: serverMicros / wallMicros,
     databaseCpuMicrosPerRequest: dbMicros !== undefined && requests > 0 ? dbMicros / requests : null,
+    statementsPerRequest: statements !== undefined && requests > 0 ? statements / requests : null,
     loadGeneratorCores: (own.user + own.system) / wallMicros,
     non2xx: result.non2xx,
     errors: result.errors,

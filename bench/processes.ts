@@ -49,11 +49,13 @@ export function startChild(name: string, script: string, env: NodeJS.ProcessEnv,
   };
 }
 
-/** Runs a command to completion and returns its stdout; its stderr goes into the error. */
-/** Runs a script to completion; `input` (a password, say) goes to its standard input. */
-export function runCommand(script: string, args: string[], env: NodeJS.ProcessEnv, cwd: string, input?: string): Promise<string> {
+/**
+ * Runs a script to completion and returns its stdout; its stderr goes into the error.
+ * `input` (a password, say) goes to its standard input.
+ */
+export function runCommand(script: string, args: string[], env: NodeJS.ProcessEnv, cwd: string, input?: string, timeoutMs = 60_000): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = execFile(process.execPath, [script, ...args], { env, cwd, timeout: 60_000 }, (err, stdout, stderr) => {
+    const child = execFile(process.execPath, [script, ...args], { env, cwd, timeout: timeoutMs }, (err, stdout, stderr) => {
       if (err) reject(new Error(`${script} ${args.join(' ')} failed: ${stderr.trim() || err.message}`));
       else resolve(stdout);
     });
@@ -126,17 +128,42 @@ export function processCpuMicros(pid: number): number | undefined {
   return ((utime + stime) * 1e6) / CLOCK_TICKS;
 }
 
+function childPids(pid: number): number[] {
+  try {
+    return execFileSync('ps', ['--ppid', String(pid), '-o', 'pid='], { encoding: 'utf8' }).split('\n').map((l) => Number(l.trim())).filter(Boolean);
+  } catch {
+    return []; // no children
+  }
+}
+
 /** A process's CPU time with its direct children's (the workers of a KM_WORKERS>1 server). */
 export function processTreeCpuMicros(pid: number): number | undefined {
   const own = processCpuMicros(pid);
   if (own === undefined) return undefined;
-  let children: number[] = [];
+  return childPids(pid).reduce((sum, child) => sum + (processCpuMicros(child) ?? 0), own);
+}
+
+/** Resident set size (VmRSS) in bytes, or undefined when the process is gone. */
+export function processRssBytes(pid: number): number | undefined {
+  let status: string;
   try {
-    children = execFileSync('ps', ['--ppid', String(pid), '-o', 'pid='], { encoding: 'utf8' }).split('\n').map((l) => Number(l.trim())).filter(Boolean);
+    status = readFileSync(`/proc/${pid}/status`, 'utf8');
   } catch {
-    // no children
+    return undefined;
   }
-  return children.reduce((sum, child) => sum + (processCpuMicros(child) ?? 0), own);
+  const kb = /^VmRSS:\s+(\d+)\s+kB/m.exec(status)?.[1];
+  return kb === undefined ? undefined : Number(kb) * 1024;
+}
+
+/**
+ * RSS of a process and its direct children (a KM_WORKERS>1 supervisor and its workers).
+ * Pages shared between them (the node binary, copy-on-write) count once per process, as the
+ * kernel reports them: an upper bound on what the server holds.
+ */
+export function processTreeRssBytes(pid: number): number | undefined {
+  const own = processRssBytes(pid);
+  if (own === undefined) return undefined;
+  return childPids(pid).reduce((sum, child) => sum + (processRssBytes(child) ?? 0), own);
 }
 
 export const clockTicksPerSecond = CLOCK_TICKS;

@@ -1,7 +1,8 @@
 // `npm run bench`: starts keymanager and a bare oidc-provider as child processes, loads each
 // with the same scenarios, and reports server CPU per request side by side (DESIGN.md §5).
 // Knobs: BENCH_SECONDS, BENCH_WARMUP_SECONDS, BENCH_CONNECTIONS, BENCH_PASSWORD_CONNECTIONS,
-// BENCH_SCENARIOS, BENCH_DATABASE_URL, BENCH_PROFILE (see README.md).
+// BENCH_SCENARIOS, BENCH_DATABASE_URL, BENCH_PROFILE, BENCH_SOAK_SECONDS, BENCH_SCALE_ROWS,
+// BENCH_SCALE_EXPIRED_ROWS (see README.md).
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -9,9 +10,15 @@ import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openBenchDatabase, type BenchDatabase } from './database.ts';
-import { measure, type LoadSettings, type Measurement, type Scenario, type Target } from './load.ts';
-import { clockTicksPerSecond, freePort, runCommand, startChild, waitForHttp, type Child } from './processes.ts';
-import { compare, failures, renderTable, renderTargets, targets, writeJson } from './report.ts';
+import { measure, startChains, type LoadSettings, type Measurement, type Scenario, type Target } from './load.ts';
+import { PACED_CONNECTION_FACTOR, runPaced, type PacedRun } from './paced.ts';
+import { clockTicksPerSecond, freePort, processTreeRssBytes, runCommand, startChild, waitForHttp, type Child } from './processes.ts';
+import {
+  compare, failures, pacedFailures, PACED_SHARE, renderMemory, renderPaced, renderScale, renderTable, renderTargets, targets, writeJson,
+  type Memory, type Scale,
+} from './report.ts';
+import { openLoader, purgeUnderLoad } from './scale.ts';
+import { runSoak, type Soak } from './soak.ts';
 import { calibrate } from './calibrate.ts';
 import { measureFeedLatency, renderFeedLatency } from './feed-latency.ts';
 import { bareTarget, introspectScenario, keymanagerTarget, passwordScenario, refreshScenario, tokenScenario, type Credentials } from './targets.ts';
@@ -40,7 +47,7 @@ const settings: LoadSettings = {
 const passwordConnections = intEnv('BENCH_PASSWORD_CONNECTIONS', 4, 1, 64);
 
 // BENCH_SCENARIOS=a,c runs a subset (e.g. to profile one path); checked before anything starts.
-const SCENARIO_IDS = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'w'] as const;
+const SCENARIO_IDS = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'w', 'r', 's'] as const;
 type ScenarioId = (typeof SCENARIO_IDS)[number];
 const only = process.env.BENCH_SCENARIOS?.split(',').map((x) => x.trim()).filter(Boolean) ?? [];
 const unknownIds = only.filter((id) => !(SCENARIO_IDS as readonly string[]).includes(id));
@@ -48,6 +55,17 @@ if (unknownIds.length) {
   process.stderr.write(`bench: BENCH_SCENARIOS names no scenario ${unknownIds.join(', ')} (there are ${SCENARIO_IDS.join(', ')})\n`);
   process.exit(2);
 }
+const isSet = (name: string) => (process.env[name] ?? '') !== '';
+// The soak (r, ten minutes) and the scale scenario (s, millions of rows) are long: they run
+// only when named in BENCH_SCENARIOS or when their own knob is set, so that a plain
+// `npm run bench` stays at a few minutes.
+const soakSeconds = intEnv('BENCH_SOAK_SECONDS', 600, 10, 7200);
+const runSoakScenario = only.includes('r') || isSet('BENCH_SOAK_SECONDS');
+const scaleRows = intEnv('BENCH_SCALE_ROWS', 10_000_000, 1000, 100_000_000);
+const scaleExpiredRows = intEnv('BENCH_SCALE_EXPIRED_ROWS', 1_000_000, 0, 100_000_000);
+const runScale = only.includes('s') || isSet('BENCH_SCALE_ROWS');
+// Without BENCH_SCENARIOS every ordinary scenario runs; r and s only as said above.
+const selects = (id: ScenarioId) => (id === 'r' ? runSoakScenario : id === 's' ? runScale : !only.length || only.includes(id));
 
 // BENCH_PROFILE=1: V8 CPU profiles of both servers (written when they stop), for finding
 // where the time per request goes; open them in Chrome DevTools or speedscope.
@@ -139,6 +157,8 @@ async function main(): Promise<number> {
     children.push(bare);
     await waitForHttp(`http://127.0.0.1:${barePort}/.well-known/openid-configuration`, bare);
 
+    // Before any load: what the server holds once started and set up.
+    const memory: Memory = { idleBytes: processTreeRssBytes(km.pid) ?? null, idleWorkersBytes: null, afterLoadBytes: null };
     const kmTarget: Target = keymanagerTarget(kmPort, km.pid, db);
     const bareTargetInfo: Target = bareTarget(barePort, bare.pid);
     // Scenarios are built just before they run: the bare provider's in-memory store keeps only
@@ -154,9 +174,11 @@ async function main(): Promise<number> {
       { id: 'f', target: kmTarget, scenario: () => introspectScenario('f', bearerGateway, kmTarget, opaque) },
     ];
 
-    const selected = only.length ? plan.filter((p) => only.includes(p.id)) : plan;
+    // The scale scenario compares a, c and e with their empty-table figures from the same run.
+    const selected = plan.filter((p) => selects(p.id) || (runScale && p.target === kmTarget && ['a', 'c', 'e'].includes(p.id)));
 
     const measurements: Measurement[] = [];
+    const paced: PacedRun[] = [];
     const scenarioById = new Map<string, Scenario>();
     for (const step of selected) {
       const { target } = step;
@@ -166,15 +188,25 @@ async function main(): Promise<number> {
       const m = await measure(scenario, target, settings);
       log(`  ${m.requestsPerSecond.toFixed(0)} req/s, ${m.serverCpuMicrosPerRequest?.toFixed(0) ?? '-'} µs server CPU per request, ${failures(m)} failed`);
       measurements.push(m);
+      // The latency target is set at 70 % of the rate this full-speed run reached.
+      if (target === kmTarget && ['a', 'c', 'e'].includes(scenario.id)) {
+        const connections = PACED_CONNECTION_FACTOR * (scenario.connections ?? settings.connections);
+        const rate = PACED_SHARE * m.requestsPerSecond;
+        log(`  at 70 % of that: ${rate.toFixed(0)} req/s for ${settings.seconds} s`);
+        const { run } = await runPaced(scenario, target, { rate, connections, seconds: settings.seconds }, await startChains(scenario, target, connections));
+        log(`  p50 ${run.latencyP50Ms.toFixed(1)} ms, p99 ${run.latencyP99Ms.toFixed(1)} ms, ${pacedFailures(run)} failed`);
+        paced.push(run);
+      }
     }
 
     // w: a and c again, against a second server with KM_WORKERS=2 (CPU summed over its workers).
-    if (!only.length || only.includes('w')) {
+    if (selects('w')) {
       const [port2, management2] = [await freePort(), await freePort()];
       const env2 = { ...kmEnv, KM_PORT: String(port2), KM_ISSUER: `http://127.0.0.1:${port2}`, KM_MANAGEMENT_PORT: String(management2), KM_WORKERS: '2' };
       const km2 = startChild('keymanager (2 workers)', join(root, 'src/main.ts'), env2, scratch, []);
       children.push(km2);
       await waitForHttp(`http://127.0.0.1:${port2}/healthz`, km2);
+      memory.idleWorkersBytes = processTreeRssBytes(km2.pid) ?? null;
       const twoWorkers: Target = { name: 'keymanager 2 workers', baseUrl: `http://127.0.0.1:${port2}`, pid: km2.pid };
       for (const scenario of [tokenScenario('a', opaque), await introspectScenario('c', gateway, twoWorkers, opaque)]) {
         log(`${scenario.id} ${scenario.title} → ${twoWorkers.name}`);
@@ -186,20 +218,88 @@ async function main(): Promise<number> {
     }
 
     // g: how long a revocation takes to reach a subscriber of the revocation feed.
-    const feedLatency = !only.length || only.includes('g')
+    const feedLatency = selects('g')
       ? await measureFeedLatency(kmTarget.baseUrl, gateway, opaque, intEnv('BENCH_FEED_REVOCATIONS', 200, 10, 10_000), log)
       : undefined;
+    memory.afterLoadBytes = processTreeRssBytes(km.pid) ?? null;
+
+    // r: a long run of a, c and e in turn while the server's RSS is sampled.
+    let soak: Soak | undefined;
+    if (selects('r')) {
+      log(`r soak: a, c, e in turn for ${soakSeconds} s → keymanager`);
+      soak = await runSoak(kmTarget, {
+        token: tokenScenario('a', opaque),
+        introspect: await introspectScenario('c', gateway, kmTarget, opaque),
+        refresh: refreshScenario(app, user),
+      }, soakSeconds, settings.connections, log);
+      log(`  ${soak.requestsPerSecond.toFixed(0)} req/s, RSS trend over the second half ${(soak.secondHalfSlopeBytesPer10Min / 2 ** 20).toFixed(1)} MB per 10 min, ${soak.failed} failed`);
+    }
+
+    // s: last, since it leaves millions of rows behind. a, c and e again with the rows loaded,
+    // then a at a fixed rate while keymgr purge deletes a million expired ones.
+    let scale: Scale | undefined;
+    const scaleFailures: PacedRun[] = [];
+    const scaleFailedRuns: string[] = [];
+    if (selects('s')) {
+      log(`s scale: loading ${scaleRows.toLocaleString('en')} live token rows into ${db.name}`);
+      const loader = await openLoader(db, log);
+      try {
+        const load = await loader.loadLive(scaleRows);
+        log(`  loaded in ${load.seconds.toFixed(0)} s, VACUUM ANALYZE and CHECKPOINT ${load.vacuumSeconds.toFixed(0)} s, tokens ${(load.tableBytes / 2 ** 30).toFixed(2)} GiB`);
+        const rows = `${scaleRows.toLocaleString('en')} rows`;
+        const again = [tokenScenario('a', opaque), await introspectScenario('c', gateway, kmTarget, opaque), refreshScenario(app, user)];
+        for (const base of again) {
+          const scenario: Scenario = { ...base, id: `s:${base.id}`, title: `${base.title}, ${rows}` };
+          scenarioById.set(scenario.id, scenario);
+          log(`${scenario.id} ${scenario.title} → keymanager`);
+          const m = await measure(scenario, kmTarget, settings);
+          log(`  ${m.requestsPerSecond.toFixed(0)} req/s, ${m.serverCpuMicrosPerRequest?.toFixed(0) ?? '-'} µs server CPU per request, ${failures(m)} failed`);
+          measurements.push(m);
+        }
+        let purge;
+        if (scaleExpiredRows > 0) {
+          log(`s purge: ${scaleExpiredRows.toLocaleString('en')} expired rows, deleted by keymgr purge under a fixed load`);
+          const token = tokenScenario('a', opaque);
+          purge = await purgeUnderLoad({
+            db, loader, expiredRows: scaleExpiredRows, share: PACED_SHARE, seconds: settings.seconds, connections: PACED_CONNECTION_FACTOR * settings.connections,
+            scenario: token, target: kmTarget, log,
+            peak: async () => {
+              log(`  a at full speed with the expired rows in`);
+              const m = await measure(token, kmTarget, settings);
+              log(`  ${m.requestsPerSecond.toFixed(0)} req/s, ${failures(m)} failed`);
+              if (failures(m)) scaleFailedRuns.push(`s purge peak ${JSON.stringify(m.statusCodes)}`);
+              return m.requestsPerSecond;
+            },
+            purge: () => runCommand(join(root, 'src/cli/keymgr.ts'), ['purge', '--json'], kmEnv, scratch, undefined, 3_600_000),
+          });
+          scaleFailures.push(purge.baseline, purge.run);
+          log(`  purge ${purge.purgeSeconds.toFixed(1)} s; p99 ${purge.during.latencyP99Ms.toFixed(1)} ms while deleting vs ${purge.baseline.latencyP99Ms.toFixed(1)} ms without`);
+        }
+        scale = { rows: scaleRows, load, purge };
+      } finally {
+        await loader.close();
+      }
+    }
 
     const scenarios = [...scenarioById.values()];
     const comparisons = compare(scenarios, measurements);
     // The reference costs of the targets, measured in this process (the servers are idle now).
     const calibration = await calibrate();
-    const targetLines = targets(measurements, calibration);
-    process.stdout.write(`\n${renderTable(scenarios, measurements, comparisons)}\n`);
+    const targetLines = targets({
+      measurements, calibration, paced, memory, soak, scale,
+      soakHow: 'BENCH_SCENARIOS=r or BENCH_SOAK_SECONDS',
+      scaleHow: 'BENCH_SCENARIOS=s or BENCH_SCALE_ROWS',
+    });
+    if (measurements.length) process.stdout.write(`\n${renderTable(scenarios, measurements, comparisons)}\n`);
+    if (paced.length) process.stdout.write(`\n${renderPaced(paced)}\n`);
+    process.stdout.write(`\n${renderMemory(memory, soak)}\n`);
+    if (scale) process.stdout.write(`\n${renderScale(scale)}\n`);
     if (feedLatency) process.stdout.write(`\n${renderFeedLatency(feedLatency)}\n`);
     process.stdout.write(`\none RS256 signature: ${calibration.signatureMicros.toFixed(0)} µs CPU; one argon2id hash (m=19456, t=2, p=1): ${(calibration.argon2HashMicros / 1000).toFixed(1)} ms CPU\n`);
     process.stdout.write(`\n${renderTargets(targetLines)}\n`);
     const failed = measurements.filter((m) => failures(m) > 0);
+    const failedPaced = [...paced, ...scaleFailures].filter((r) => pacedFailures(r) > 0);
+    const soakFailed = soak !== undefined && soak.failed > 0;
     const resultsFile = join(benchDir, 'results', 'latest.json');
     writeJson(resultsFile, {
       ...describeRun(db),
@@ -207,15 +307,25 @@ async function main(): Promise<number> {
       measurements,
       comparisons,
       ...(feedLatency ? { feedLatency } : {}),
+      paced,
+      memory,
+      ...(soak ? { soak } : {}),
+      ...(scale ? { scale } : {}),
       calibration,
       targets: targetLines,
-      ok: failed.length === 0,
+      ok: failed.length === 0 && failedPaced.length === 0 && !soakFailed && scaleFailedRuns.length === 0,
     });
     log(`results written to ${resultsFile}`);
     if (profileDir) log(`CPU profiles are written to ${profileDir} as the servers stop`);
     if (km.output()) log(`keymanager logged (warn and above):\n${km.output()}`);
-    if (failed.length) {
-      log(`FAILED: non-2xx, errors or unexpected bodies in ${failed.map((m) => `${m.scenario}/${m.target} ${JSON.stringify(m.statusCodes)}`).join(', ')}`);
+    const failedRuns = [
+      ...failed.map((m) => `${m.scenario}/${m.target} ${JSON.stringify(m.statusCodes)}`),
+      ...failedPaced.map((r) => `${r.scenario}/${r.target} at ${r.rate.toFixed(0)} req/s ${JSON.stringify(r.statusCodes)}`),
+      ...(soakFailed ? [`r soak ${JSON.stringify(soak!.statusCodes)}`] : []),
+      ...scaleFailedRuns,
+    ];
+    if (failedRuns.length) {
+      log(`FAILED: non-2xx, errors or unexpected bodies in ${failedRuns.join(', ')}`);
       return 1;
     }
     return 0;

@@ -23,6 +23,7 @@ export function keymanagerTarget(port: number, pid: number, db: BenchDatabase): 
     baseUrl: `http://127.0.0.1:${port}`,
     pid,
     ...(db.local ? { databasePids: () => db.serverBackendPids() } : {}),
+    ...(db.statements ? { statements: db.statements } : {}),
   };
 }
 
