@@ -21,6 +21,7 @@ import { addCertificate, parseCertificatePem, removeCertificate } from '../../sr
 import { hashPassword } from '../../src/store/passwords.ts';
 import { loadConfig } from '../../src/config/index.ts';
 import { REPO_ROOT } from '../support/cli.ts';
+import { startTcpProxy, viaProxy, type TcpProxy } from '../support/tcp-proxy.ts';
 
 const FAST_HASH = { memoryCost: 8192, timeCost: 1, parallelism: 1 };
 
@@ -244,6 +245,47 @@ describe('metrics', () => {
   it('KM_MANAGEMENT_METRICS_AUTH and management.metrics_auth turn the protection on; it is off by default', () => {
     assert.equal(loadConfig({ env: {} }).managementMetricsAuth, false);
     assert.equal(loadConfig({ env: { KM_MANAGEMENT_METRICS_AUTH: 'on' } }).managementMetricsAuth, true);
+  });
+});
+
+describe('metrics while the database is unreachable', () => {
+  let database: TestDatabase;
+  let proxy: TcpProxy;
+  let server: TestServer;
+  let client: TestClient;
+
+  before(async () => {
+    database = await createTestDatabase();
+    const target = new URL(database.url);
+    proxy = await startTcpProxy(target.hostname, Number(target.port));
+    server = await startTestServer(viaProxy(database.url, proxy));
+    client = await makeClient(database.db, { scope: ['read'] });
+    await issueToken(server.url, client);
+  });
+  after(async () => {
+    await server?.stop();
+    await proxy?.close();
+    await database?.drop();
+  });
+
+  it('are still served; failures count as temporarily_unavailable and error', async () => {
+    const before = await scrape(server.managementUrl);
+    await proxy.cut();
+    try {
+      const token = await postForm(`${server.url}/token`, { grant_type: 'client_credentials' }, { basic: client.basic });
+      assert.equal(token.status, 503, token.text);
+      const introspection = await postForm(`${server.url}/introspect`, { token: 'some-token-value' }, { basic: client.basic });
+      assert.equal(introspection.status, 503, introspection.text);
+      const during = await scrape(server.managementUrl);
+      const changed = (name: string, labels: Record<string, string> = {}) => valueOf(during.samples, name, labels) - valueOf(before.samples, name, labels);
+      assert.equal(changed('km_token_requests_failed_total', { grant_type: 'client_credentials', error: 'temporarily_unavailable' }), 1);
+      assert.equal(changed('km_tokens_issued_total', { grant_type: 'client_credentials', client_id: client.id, format: 'opaque' }), 0);
+      assert.equal(changed('km_introspections_total', { result: 'error' }), 1);
+      assert.equal(changed('km_http_request_duration_seconds_count', { route: '/token', status: '503' }), 1);
+      assert.equal(matching(during.samples, 'km_db_pool_connections').length, 3);
+    } finally {
+      await proxy.restore();
+    }
   });
 });
 
