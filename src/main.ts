@@ -34,6 +34,9 @@ import { loadOrCreateManagementKey } from './keys/management-key.ts';
 import { loadManagementUsers } from './management/user-store.ts';
 import { refusalAudit } from './management/refusal-audit.ts';
 import { purgeManagementTokens } from './store/management-tokens.ts';
+import { addStateGauges, createMetrics } from './http/metrics.ts';
+import { observeEngine } from './http/engine-metrics.ts';
+import { aggregateWorkerMetrics, metricsExposition, type MetricsExposition } from './http/cluster-metrics.ts';
 
 export interface RunningServer {
   config: Config;
@@ -43,12 +46,19 @@ export interface RunningServer {
 }
 
 export async function startServer(config: Config, logger: Logger = createLogger(config.logLevel)): Promise<RunningServer> {
+  const metrics = createMetrics();
+  // First, so that a worker answers the primary's requests for metrics as early as it can.
+  const exposition: MetricsExposition = metricsExposition(metrics.registry);
   const database: DatabaseHandle = await connectDatabase(config, {
     applicationName: 'keymanager',
     log: (m) => logger.debug({ component: 'embedded-postgres' }, m),
     warn: (m) => logger.warn({ component: 'embedded-postgres' }, m),
     // pg attaches the whole client to its errors: log what an operator needs, not the object.
     onPoolError: (err) => logger.warn({ error: err.message, code: (err as { code?: string }).code }, 'database connection lost'),
+    onQuery: (seconds) => metrics.dbQueryDuration.observe(seconds),
+  }).catch((err: unknown) => {
+    exposition.close();
+    throw err;
   });
   let changes: ChangeListener | undefined;
   let engine: Engine | undefined;
@@ -77,13 +87,15 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     const writer = createTokenWriter(database.db);
     engine = createEngine({
       keysDir: config.keysDir, initialKeys: keys, changes, logger,
-      build: (signingKeys) => buildProvider({ config, db: database.db, signingKeys, cookieKeys, scopes, certificates, clients, writer, logger }),
+      build: (signingKeys) => observeEngine(buildProvider({ config, db: database.db, signingKeys, cookieKeys, scopes, certificates, clients, writer, metrics, logger }), metrics),
     });
+    const running = engine;
+    addStateGauges(metrics, { db: database.db, keysDir: config.keysDir, signingKid: () => running.signingKey.kid, logger });
     feed = createRevocationFeed({ db: database.db, changes, logger, heartbeatSeconds: config.revocationFeedHeartbeat });
     const tokens = createTokenCache(database.db, changes);
     const listener = changes;
     const syncInstances = () => listener.sync();
-    const publicApp = buildPublicApp({ config, db: database.db, engine, scopes, cookieKeys, certificates, feed, clients, tokens, syncInstances, logger });
+    const publicApp = buildPublicApp({ config, db: database.db, engine, scopes, cookieKeys, certificates, feed, clients, tokens, syncInstances, metrics, logger });
     const { key: managementKey, created: managementKeyCreated } = await loadOrCreateManagementKey(config.keysDir, config.managementTokenKeySize);
     if (managementKeyCreated) logger.info({ keys_dir: config.keysDir, bits: managementKey.bits }, 'generated the management token signing key');
     else if (managementKey.bits !== config.managementTokenKeySize) {
@@ -91,7 +103,7 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     }
     const managementUsers = await loadManagementUsers(config, logger);
     const managementApp = buildManagementApp({
-      db: database.db, logger, management: {
+      db: database.db, logger, metrics, exposition, management: {
         config, db: database.db, logger, users: managementUsers, key: managementKey,
         auditRefusal: refusalAudit(database.db, logger), reloadSigningKeys: engine.reload, syncInstances,
       },
@@ -156,6 +168,7 @@ export async function startServer(config: Config, logger: Logger = createLogger(
         engine?.close();
         feed?.close();
         await Promise.all([close(publicServer), close(managementServer)]);
+        exposition.close();
         await changes?.close();
         await database.close();
       },
@@ -163,6 +176,7 @@ export async function startServer(config: Config, logger: Logger = createLogger(
   } catch (err) {
     engine?.close();
     feed?.close();
+    exposition.close();
     await changes?.close();
     await database.close().catch(() => {});
     throw err;
@@ -280,6 +294,7 @@ async function runPrimary(config: Config, logger: Logger, workers: number): Prom
     logger.error({ worker: worker.process.pid, code, signal }, 'worker died; starting another');
     fork();
   });
+  aggregateWorkerMetrics();
   for (let i = 0; i < workers; i++) fork();
   logger.info({ workers }, 'keymanager started its workers');
 

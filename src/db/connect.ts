@@ -14,13 +14,15 @@ export interface DatabaseHandle {
 
 export async function connectDatabase(
   config: Config,
-  { applicationName, log = () => {}, warn, onPoolError }: { applicationName: string; log?: (m: string) => void; warn?: (m: string) => void; onPoolError?: (err: Error) => void },
+  { applicationName, log = () => {}, warn, onPoolError, onQuery }: {
+    applicationName: string; log?: (m: string) => void; warn?: (m: string) => void; onPoolError?: (err: Error) => void; onQuery?: (seconds: number) => void;
+  },
 ): Promise<DatabaseHandle> {
   const embedded = config.databaseUrl
     ? undefined
     : await ensureEmbeddedPostgres({ dataDir: config.dataDir, port: config.embeddedPostgresPort, log, warn });
   const url = config.databaseUrl ?? embedded!.url;
-  const db = createDatabase({ url, poolSize: config.databasePoolSize, applicationName, onPoolError });
+  const db = createDatabase({ url, poolSize: config.databasePoolSize, applicationName, onPoolError, onQuery });
   return {
     db,
     url,

@@ -1,12 +1,12 @@
 // The Kysely instance over a pg pool. Built by the caller (main.ts or the CLI), never a singleton.
-import { CompiledQuery, Kysely, PostgresDialect, sql } from 'kysely';
+import { CompiledQuery, Kysely, PostgresDialect, sql, type LogEvent } from 'kysely';
 import pg from 'pg';
 import type { Database } from './types.ts';
 
 export type Db = Kysely<Database>;
 
-/** The pool under each Kysely instance made here, for the prepared statements below. */
-const pools = new WeakMap<Db, pg.Pool>();
+/** The pool under each Kysely instance made here (for the prepared statements below), and who times its statements. */
+const pools = new WeakMap<Db, { pool: pg.Pool; onQuery?: (seconds: number) => void }>();
 
 /**
  * A statement of the hot paths, prepared once per connection under its name: PostgreSQL then
@@ -24,21 +24,31 @@ export interface PreparedStatement {
  * instance not made by createDatabase, it runs as a plain statement through Kysely.
  */
 export async function runPrepared<R>(db: Db, statement: PreparedStatement, values: unknown[]): Promise<{ rows: R[]; rowCount: number }> {
-  const pool = pools.get(db);
-  if (!pool) {
+  const handle = pools.get(db);
+  if (!handle) {
     const result = await db.executeQuery<R>(CompiledQuery.raw(statement.text, values));
     return { rows: result.rows, rowCount: Number(result.numAffectedRows ?? BigInt(result.rows.length)) };
   }
+  // Past Kysely, so its log (which times every other statement) does not see these.
+  const started = performance.now();
   try {
-    const result = await pool.query({ name: statement.name, text: statement.text, values });
+    const result = await handle.pool.query({ name: statement.name, text: statement.text, values });
     return { rows: result.rows as R[], rowCount: result.rowCount ?? 0 };
   } catch (err) {
     // A column type changed under a prepared statement (an administrator's ALTER TABLE): this
     // connection's copy no longer fits. Answer this request with the statement run afresh.
     if ((err as { code?: string }).code !== CACHED_PLAN_CHANGED) throw err;
-    const result = await pool.query(statement.text, values);
+    const result = await handle.pool.query(statement.text, values);
     return { rows: result.rows as R[], rowCount: result.rowCount ?? 0 };
+  } finally {
+    handle.onQuery?.((performance.now() - started) / 1000);
   }
+}
+
+/** Connections of the pool under a Kysely instance made by createDatabase, or undefined for any other. */
+export function poolConnections(db: Db): { total: number; idle: number; waiting: number } | undefined {
+  const pool = pools.get(db)?.pool;
+  return pool && { total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount };
 }
 
 /** feature_not_supported, raised as "cached plan must not change result type". */
@@ -49,9 +59,11 @@ export interface DatabaseOptions {
   poolSize: number;
   applicationName: string;
   onPoolError?: (err: Error) => void;
+  /** Called with the duration of every statement, failed ones included, in seconds. */
+  onQuery?: (seconds: number) => void;
 }
 
-export function createDatabase({ url, poolSize, applicationName, onPoolError }: DatabaseOptions): Db {
+export function createDatabase({ url, poolSize, applicationName, onPoolError, onQuery }: DatabaseOptions): Db {
   const pool = new pg.Pool({
     connectionString: url,
     max: poolSize,
@@ -68,8 +80,11 @@ export function createDatabase({ url, poolSize, applicationName, onPoolError }: 
   pool.on('connect', (client) => {
     client.on('error', (err) => onPoolError?.(err));
   });
-  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
-  pools.set(db, pool);
+  const db = new Kysely<Database>({
+    dialect: new PostgresDialect({ pool }),
+    ...(onQuery ? { log: (event: LogEvent) => onQuery(event.queryDurationMillis / 1000) } : {}),
+  });
+  pools.set(db, { pool, onQuery });
   return db;
 }
 

@@ -1,6 +1,7 @@
 // The public routes gateways use: POST /introspect (client credentials or an introspect-scoped
 // bearer; JSON or an RFC 9701 JWT; with a cache hint) and GET /revocations (the event feed).
 import type Router from '@koa/router';
+import type { Context } from 'koa';
 import { errors } from 'oidc-provider';
 import type { Config } from '../config/index.ts';
 import { readForm } from '../http/form-body.ts';
@@ -8,11 +9,20 @@ import { authenticateGateway, type GatewayCallerDeps } from './caller.ts';
 import { introspect } from './introspection.ts';
 import { cacheHint, INTROSPECTION_JWT_MEDIA_TYPE, signIntrospection, wantsJwt, type IntrospectionSigner } from './introspection-response.ts';
 import type { RevocationFeed } from './revocation-feed.ts';
+import type { Metrics } from '../http/metrics.ts';
 
 export interface GatewayRouteDeps extends GatewayCallerDeps {
   config: Config;
   signer: IntrospectionSigner;
   feed: RevocationFeed;
+  metrics: Pick<Metrics, 'introspections'>;
+}
+
+/** km_introspections_total's result of a request that got no answer: the caller's fault (4xx), or ours. */
+function unansweredResult(err: unknown): 'refused' | 'error' {
+  const e = err as { statusCode?: number; status?: number; expose?: boolean };
+  const status = e?.statusCode ?? e?.status ?? 500;
+  return e?.expose && status < 500 ? 'refused' : 'error';
 }
 
 /** 403 for an authenticated client that is no gateway (RFC 6749 §5.2's unauthorized_client). */
@@ -35,7 +45,7 @@ class JwtAnswerRefused extends errors.InvalidRequest {
 
 export function addGatewayRoutes(router: Router, paths: { introspection: string; revocations: string }, deps: GatewayRouteDeps): void {
   const { config, db } = deps;
-  router.post(paths.introspection, async (ctx) => {
+  const answerIntrospection = async (ctx: Context) => {
     const form = await readForm(ctx, config.maxBodyBytes);
     const { caller } = await authenticateGateway(deps, ctx, form);
     const jwt = wantsJwt(ctx);
@@ -49,9 +59,18 @@ export function addGatewayRoutes(router: Router, paths: { introspection: string;
     if (jwt) {
       ctx.type = INTROSPECTION_JWT_MEDIA_TYPE;
       ctx.body = await signIntrospection(deps.signer, config.issuer, caller.client.client_id, result);
-      return;
+    } else {
+      ctx.body = result;
     }
-    ctx.body = result;
+    deps.metrics.introspections.inc({ result: result.active ? 'active' : 'inactive' });
+  };
+  router.post(paths.introspection, async (ctx) => {
+    try {
+      await answerIntrospection(ctx);
+    } catch (err) {
+      deps.metrics.introspections.inc({ result: unansweredResult(err) });
+      throw err;
+    }
   });
   router.get(paths.revocations, async (ctx) => {
     // A GET has no body: a client authenticating by certificate names itself in the query. A

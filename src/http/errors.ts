@@ -106,15 +106,26 @@ function engineRoute(ctx: Context): { route?: string; issuer?: string } {
   return { route: oidc?.route, issuer: oidc?.provider?.issuer };
 }
 
+function correctionOf(route: string | undefined, status: number, description: unknown): Correction | undefined {
+  if (status !== 400) return undefined;
+  const correction = PROVIDER_ERROR_CORRECTIONS.find((c) => c.description === description);
+  if (correction?.clientAuthOnly && !(route && CLIENT_AUTH_ROUTES.has(route))) return undefined;
+  return correction;
+}
+
+/** The error a client is finally told for what the engine refused at `route` (its route name). */
+export function correctedProviderError(route: string | undefined, status: number, error: string, description: unknown): string {
+  return correctionOf(route, status, description)?.error ?? error;
+}
+
 export function correctProviderErrors(): Middleware {
   return async function correctProviderErrorsMiddleware(ctx, next) {
     await next();
     const body = ctx.body as { error?: unknown; error_description?: unknown } | undefined;
-    if (ctx.status !== 400 || !body || typeof body !== 'object' || typeof body.error !== 'string') return;
-    const correction = PROVIDER_ERROR_CORRECTIONS.find((c) => c.description === body.error_description);
-    if (!correction) return;
+    if (!body || typeof body !== 'object' || typeof body.error !== 'string') return;
     const { route, issuer } = engineRoute(ctx);
-    if (correction.clientAuthOnly && !(route && CLIENT_AUTH_ROUTES.has(route))) return;
+    const correction = correctionOf(route, ctx.status, body.error_description);
+    if (!correction) return;
     body.error = correction.error;
     if (correction.status === 401) {
       ctx.status = 401;

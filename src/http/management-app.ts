@@ -1,5 +1,5 @@
-// The management surface, on its own listener with its own authentication: health checks and
-// the management API (src/management/).
+// The management surface, on its own listener with its own authentication: health checks,
+// the metrics, and the management API (src/management/).
 import Koa from 'koa';
 import Router from '@koa/router';
 import type { Logger } from 'pino';
@@ -8,12 +8,27 @@ import { addHealthRoutes } from './health.ts';
 import { errorMapper } from './errors.ts';
 import { managementRouters } from '../management/router.ts';
 import type { ManagementAuthDeps } from '../management/auth.ts';
+import type { Metrics } from './metrics.ts';
+import type { MetricsExposition } from './cluster-metrics.ts';
+import { addMetricsRoute } from './metrics-endpoint.ts';
+import { measureRequests } from './request-metrics.ts';
 
-export function buildManagementApp({ db, logger, management }: { db: Db; logger: Logger; management: ManagementAuthDeps }): Koa {
+export interface ManagementAppDeps {
+  db: Db;
+  logger: Logger;
+  management: ManagementAuthDeps;
+  metrics: Metrics;
+  /** What GET /metrics answers (every worker's metrics when there are several). */
+  exposition: MetricsExposition;
+}
+
+export function buildManagementApp({ db, logger, management, metrics, exposition }: ManagementAppDeps): Koa {
   const app = new Koa();
   app.silent = true;
   const router = new Router({ strict: true, sensitive: true });
   addHealthRoutes(router, db);
+  addMetricsRoute(router, { exposition, management, logger });
+  app.use(measureRequests(metrics));
   app.use(errorMapper(logger, { realm: 'keymanager management' }));
   app.use(async function refuseBrowsersFromElsewhere(ctx, next) {
     // The management API is for operators' tools (curl, scripts), not for web pages: a request

@@ -24,6 +24,8 @@ import { stampRequestReceived } from '../oauth/request-time.ts';
 import { recordAuditEvent } from '../store/audit.ts';
 import { readForm } from './form-body.ts';
 import { inputGuard } from './input-guard.ts';
+import type { Metrics } from './metrics.ts';
+import { countClientAuthFailures, measureRequests } from './request-metrics.ts';
 
 const DISCOVERY_PATH = '/.well-known/openid-configuration';
 const POST_ONLY = new Set<string>([ROUTES.token, ROUTES.introspection, ROUTES.revocation]);
@@ -46,10 +48,11 @@ export interface PublicAppDeps {
   tokens: TokenLookup;
   /** Waits until every instance has handled the changes committed so far (caches dropped). */
   syncInstances: () => Promise<boolean>;
+  metrics: Metrics;
   logger: Logger;
 }
 
-export function buildPublicApp({ config, db, engine, scopes, cookieKeys, certificates, feed, clients, tokens, syncInstances, logger }: PublicAppDeps): Koa {
+export function buildPublicApp({ config, db, engine, scopes, cookieKeys, certificates, feed, clients, tokens, syncInstances, metrics, logger }: PublicAppDeps): Koa {
   const app = new Koa();
   // Koa reads the origin and the client address from X-Forwarded-* only with proxy on; the
   // first middleware below decides what those headers say, so it is safe to turn on here.
@@ -64,10 +67,10 @@ export function buildPublicApp({ config, db, engine, scopes, cookieKeys, certifi
   const router = new Router({ strict: true, sensitive: true });
   addHealthRoutes(router, db);
   addGatewayRoutes(router, { introspection: ROUTES.introspection, revocations: ROUTES.revocations }, {
-    config, db, clients, tokens, certificates, scopes, feed, signer: introspectionSigner(() => engine.signingKey),
+    config, db, clients, tokens, certificates, scopes, feed, signer: introspectionSigner(() => engine.signingKey), metrics,
   });
   const interactions: InteractionDeps = {
-    config, db, scopes, logger, formKey: cookieKeys[0]!,
+    config, db, scopes, logger, metrics, formKey: cookieKeys[0]!,
     get provider() {
       return engine.provider;
     },
@@ -79,7 +82,8 @@ export function buildPublicApp({ config, db, engine, scopes, cookieKeys, certifi
     const form = await readForm(ctx, config.maxBodyBytes);
     const caller = await authenticateClient(clients, certificates, ctx, form, { allowPublic: true });
     const outcome = await revoke(db, caller, form);
-    if (outcome === 'revoked') {
+    metrics.revocations.inc({ kind: outcome.revoked ?? 'unknown' });
+    if (outcome.revoked) {
       // Answered only once every instance has dropped what it cached of the token: from the
       // next request on, none of them reports it active (src/db/notifications.ts, sync).
       await syncInstances();
@@ -92,6 +96,7 @@ export function buildPublicApp({ config, db, engine, scopes, cookieKeys, certifi
     ctx.body = '';
   });
 
+  app.use(measureRequests(metrics));
   app.use(async function stampArrival(ctx, next) {
     stampRequestReceived(ctx);
     await next();
@@ -109,6 +114,7 @@ export function buildPublicApp({ config, db, engine, scopes, cookieKeys, certifi
     await next();
   });
   app.use(errorMapper(logger, { realm: config.issuer }));
+  app.use(countClientAuthFailures(metrics));
   app.use(async function securityHeaders(ctx, next) {
     ctx.set('X-Content-Type-Options', 'nosniff');
     ctx.set('Referrer-Policy', 'no-referrer');

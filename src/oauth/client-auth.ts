@@ -10,18 +10,28 @@ import type { ClientDirectory } from './client-directory.ts';
 import type { mtlsFeature } from './mtls.ts';
 import type { Context } from 'koa';
 
+/** How a caller tried to authenticate as a client: the label of km_client_auth_failures_total. */
+export type ClientAuthMethodTried = 'client_secret_basic' | 'client_secret_post' | 'tls_client_auth' | 'self_signed_tls_client_auth' | 'none';
+
 /** invalid_client with 401, as oidc-provider answers a failed client authentication at /token. */
 export class ClientAuthFailed extends errors.InvalidClient {
-  constructor(description = 'client authentication failed') {
+  readonly method: ClientAuthMethodTried;
+
+  constructor(description: string, method: ClientAuthMethodTried) {
     super(description);
     this.status = 401;
     this.statusCode = 401;
+    this.method = method;
   }
 }
 
 export class BasicAuthInvalidClient extends ClientAuthFailed {
   /** RFC 6749 §5.2: a client that tried the Authorization header gets a Basic challenge. */
   readonly challenge = 'Basic';
+
+  constructor(description: string, method: ClientAuthMethodTried = 'client_secret_basic') {
+    super(description, method);
+  }
 }
 
 type PresentedCredentials =
@@ -88,7 +98,7 @@ export function presentedCredentials(authorization: string | undefined, form: UR
     return { method: 'client_secret_basic', ...basic };
   }
   // RFC 6749 §5.2: "no client authentication included" is invalid_client; the challenge says how.
-  if (postId === null) throw new BasicAuthInvalidClient('no client authentication mechanism provided');
+  if (postId === null) throw new BasicAuthInvalidClient('no client authentication mechanism provided', 'none');
   if (postSecret === null) return { method: 'client_id', clientId: postId };
   return { method: 'client_secret_post', clientId: postId, clientSecret: postSecret };
 }
@@ -128,11 +138,15 @@ export async function authenticateClient(
   { allowPublic = false }: ClientAuthOptions = {},
 ): Promise<ClientRow> {
   const presented = presentedCredentials(ctx.get('authorization') || undefined, form);
-  const fail = presented.method === 'client_secret_basic'
-    ? () => new BasicAuthInvalidClient('client authentication failed')
-    : () => new ClientAuthFailed();
   const entry = await clients.find(presented.clientId);
   const client = entry?.row;
+  // A client_id alone is a public client's or a certificate's: which one, its registration says.
+  const method: ClientAuthMethodTried = presented.method !== 'client_id' ? presented.method
+    : client?.token_endpoint_auth_method === 'tls_client_auth' || client?.token_endpoint_auth_method === 'self_signed_tls_client_auth' ? client.token_endpoint_auth_method
+      : 'none';
+  const fail = presented.method === 'client_secret_basic'
+    ? () => new BasicAuthInvalidClient('client authentication failed')
+    : () => new ClientAuthFailed('client authentication failed', method);
   if (presented.method === 'client_id') {
     if (!entry || !client || client.disabled) throw fail();
     const ok = client.token_endpoint_auth_method === 'none' ? allowPublic : certificateAuthenticates(client, entry.certificates, check, ctx);

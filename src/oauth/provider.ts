@@ -23,6 +23,7 @@ import { loadExistingGrant } from './interactions/consent.ts';
 import { interactionPolicyWithLiveAccounts } from './interactions/policy.ts';
 import type { mtlsFeature } from './mtls.ts';
 import { errorPage } from './interactions/pages.ts';
+import type { Metrics } from '../http/metrics.ts';
 
 export const ROUTES = {
   authorization: '/authorize',
@@ -58,10 +59,12 @@ export interface ProviderDeps {
   clients: ClientDirectory;
   /** Writes token rows, group-committed (src/store/tokens.ts). */
   writer: TokenWriter;
+  /** What the engine's own steps count: sign-ins of the password grant, token reuse. */
+  metrics: Pick<Metrics, 'logins' | 'lockouts' | 'tokenReuse'>;
   logger: Logger;
 }
 
-export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, certificates, clients, writer, logger }: ProviderDeps): Provider {
+export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, certificates, clients, writer, metrics, logger }: ProviderDeps): Provider {
   const audience = audienceOf(config);
   const tokenRows = createTokenRows(db, writer);
   const endpoint = (path: string) => new URL(path, `${config.issuer.replace(/\/$/, '')}/`).href.replace(/\/$/, '');
@@ -195,7 +198,7 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, cer
     return clientSecretMatches(actual, this.clientSecret ?? null);
   };
 
-  registerGrants(provider, { config, db, scopes, certificates, logger });
+  registerGrants(provider, { config, db, scopes, certificates, logger, metrics });
 
   recordJwtAccessTokensWhenSaved(provider, tokenRows);
   provider.on('server_error', (ctx: KoaContextWithOIDC, err: Error) => {
@@ -208,6 +211,7 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, cer
       // revoked the whole grant. Operators need to see that (RFC 9700 §4.14.2, §4.5).
       if (err.error_detail && REUSE_DETAILS.has(err.error_detail)) {
         logger.warn({ ...fields, security: 'token_reuse' }, 'reuse detected; grant revoked');
+        metrics.tokenReuse.inc();
         recordAuditEvent(db, {
           actorType: 'client', actor: ctx.oidc?.client?.clientId ?? '(unknown client)', action: 'token.reuse_detected', outcome: 'success',
           resourceType: err.error_detail.startsWith('refresh') ? 'refresh_token' : 'authorization_code', source: ctx.ip,

@@ -9,6 +9,7 @@ import { findUserByUsername, isPossibleUsername, MAX_USERNAME_LENGTH, upgradePas
 import { dummyHash, hashNeedsUpgrade, hashPassword, MAX_PASSWORD_BYTES, passwordParams, verifyPassword } from '../store/passwords.ts';
 import { clearLoginFailures, recordLoginFailure, reserveLoginAttemptWhenFree } from '../store/login-failures.ts';
 import { recordAuditEvent } from '../store/audit.ts';
+import type { Metrics } from '../http/metrics.ts';
 
 /** Limits on what is typed into a username or password field (the store's own limits). */
 export const CREDENTIAL_MAX_BYTES = { username: MAX_USERNAME_LENGTH * 4, password: MAX_PASSWORD_BYTES } as const;
@@ -25,6 +26,7 @@ export interface SignInDeps {
   config: Config;
   db: Db;
   logger: Logger;
+  metrics: Pick<Metrics, 'logins' | 'lockouts'>;
 }
 
 export interface SignInAttempt {
@@ -44,7 +46,7 @@ export interface SignInAttempt {
 const IMPOSSIBLE_USERNAME_ACCOUNT = '\u0002impossible-username';
 
 /** The user when the password is right and the account usable; undefined for any refusal. */
-export async function signIn({ config, db, logger }: SignInDeps, { username: typed, password, source, clientId }: SignInAttempt): Promise<UserRow | undefined> {
+export async function signIn({ config, db, logger, metrics }: SignInDeps, { username: typed, password, source, clientId }: SignInAttempt): Promise<UserRow | undefined> {
   const params = passwordParams(config);
   const username = isPossibleUsername(typed) ? typed : IMPOSSIBLE_USERNAME_ACCOUNT;
   const policy = { maxFailures: config.lockoutMaxFailures, maxFailuresPerAddress: config.lockoutMaxFailuresPerAddress, windowSeconds: config.lockoutWindow };
@@ -55,6 +57,7 @@ export async function signIn({ config, db, logger }: SignInDeps, { username: typ
   if (attempt.outcome !== 'reserved') {
     const reason = attempt.outcome === 'locked' ? attempt.reason : 'busy';
     logger.warn({ event: 'login.locked', reason, client_id: clientId, source }, 'sign-in refused: too many failed attempts');
+    metrics.logins.inc({ result: 'locked' });
     return undefined;
   }
 
@@ -64,10 +67,12 @@ export async function signIn({ config, db, logger }: SignInDeps, { username: typ
   // them apart (a locked account answers faster).
   if (!user || !passwordOk || user.disabled) {
     await recordLoginFailure(db, attempt.id);
+    metrics.logins.inc({ result: 'failure' });
     if (user && passwordOk) logger.info({ event: 'login.disabled', client_id: clientId, user_id: user.id }, 'sign-in refused: user disabled');
     else logger.info({ event: 'login.failed', client_id: clientId, source, known_user: Boolean(user) }, 'password sign-in failed');
     if (attempt.lockedIfFails) {
       logger.warn({ event: 'login.lockout', reason: attempt.lockedIfFails, source }, 'account or address locked after repeated failures');
+      metrics.lockouts.inc({ reason: attempt.lockedIfFails });
       await recordAuditEvent(db, {
         actorType: 'system', actor: 'keymanager', action: 'login.lockout', outcome: 'success', source,
         resourceType: attempt.lockedIfFails, resourceId: attempt.lockedIfFails === 'account' ? username : source,
@@ -76,6 +81,7 @@ export async function signIn({ config, db, logger }: SignInDeps, { username: typ
     return undefined;
   }
   await clearLoginFailures(db, username, attempt.id);
+  metrics.logins.inc({ result: 'success' });
   if (hashNeedsUpgrade(user.password_hash, params)) {
     await upgradePasswordHash(db, user.id, user.password_hash, await hashPassword(password, params));
     logger.info({ event: 'password.rehashed', user_id: user.id }, 'password hash upgraded to current parameters');

@@ -197,3 +197,9 @@ export async function listCertificatesPage(
   ]);
   return { rows: rows.slice(0, limit), total: Number(count.n), more: rows.length > limit };
 }
+
+/** When each registered (not removed) certificate expires: for the expiry gauge of the metrics. */
+export async function listCertificateExpiries(db: Db): Promise<{ client_id: string; thumbprint_sha256: string; not_after: Date }[]> {
+  return db.selectFrom('client_certificates').select(['client_id', 'thumbprint_sha256', 'not_after'])
+    .where('removed_at', 'is', null).orderBy('client_id').orderBy('alias').execute();
+}

@@ -9,6 +9,7 @@ import { passwordGrant } from './password.ts';
 import { saml2BearerGrant } from './saml2-bearer.ts';
 import type { ScopeLookup } from '../scope-registry.ts';
 import type { CertificateCheck } from '../client-auth.ts';
+import type { Metrics } from '../../http/metrics.ts';
 
 export interface GrantDeps {
   config: Config;
@@ -17,6 +18,8 @@ export interface GrantDeps {
   /** Client-certificate checks, for binding tokens to the certificate (RFC 8705 §3). */
   certificates: CertificateCheck;
   logger: Logger;
+  /** Sign-in outcomes of the password grant. */
+  metrics: Pick<Metrics, 'logins' | 'lockouts'>;
 }
 
 export interface ExtensionGrant {

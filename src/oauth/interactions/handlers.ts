@@ -12,10 +12,13 @@ import { findUserById, MAX_USERNAME_LENGTH } from '../../store/users.ts';
 import { credentialProblem, signIn } from '../sign-in.ts';
 import { decideScopes, saveGrant, type ConsentDeps } from './consent.ts';
 import { consentPage, errorPage, loginPage } from './pages.ts';
+import type { Metrics } from '../../http/metrics.ts';
 
 export interface InteractionDeps extends ConsentDeps {
   provider: Provider;
   logger: Logger;
+  /** Sign-in outcomes of the sign-in page. */
+  metrics: Pick<Metrics, 'logins' | 'lockouts'>;
   /** Secret for the forms' anti-forgery token (one of the cookie-signing keys). */
   formKey: string;
 }
