@@ -4,7 +4,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
@@ -188,6 +188,7 @@ describe('the embedded PostgreSQL killed under a running server', () => {
   });
   after(() => {
     if (server?.exitCode === null) server.kill('SIGKILL');
+    else if (dataDir) rmSync(dataDir, { recursive: true, force: true });
   });
 
   const readyz = () => fetch(`${managementUrl}/readyz`).then((r) => r.status, () => 0);
