@@ -90,18 +90,19 @@ function operatingSystemUser(): string {
   }
 }
 
-export function withConfig<T>(run: (config: Config) => Promise<T>): Promise<T> {
-  return run(loadProjectConfig());
+/** `anywhere`: for a command that reads neither the database nor the keys (hash-password). */
+export function withConfig<T>(run: (config: Config) => Promise<T>, { anywhere = false } = {}): Promise<T> {
+  return run(loadProjectConfig(anywhere));
 }
 
 /**
  * The configuration of the project keymgr is run in, from whichever of its directories.
  * Outside any project it would be a guess at the database: refused, unless DATABASE_URL says.
  */
-function loadProjectConfig(): Config {
+function loadProjectConfig(anywhere = false): Config {
   const root = findProjectRoot(process.cwd());
   const config = loadConfig({ root: root ?? process.cwd() });
-  if (!root && !config.databaseUrl) {
+  if (!root && !config.databaseUrl && !anywhere) {
     throw new StartupError(`${process.cwd()} is not inside a keymanager project (no keymanager.toml or keymanager package.json here or above); run keymgr in the project directory, or set DATABASE_URL`);
   }
   return config;

@@ -122,6 +122,16 @@ describe('keymgr never makes a database of its own', () => {
     assert.deepEqual(readdirSync(nowhere), []);
   });
 
+  it('outside any project, hashing a password needs no project', async () => {
+    const child = spawn(process.execPath, [KEYMGR, 'management', 'hash-password', '--json'], { cwd: tempDir('km-nowhere-'), env: cleanEnv(), stdio: ['pipe', 'pipe', 'pipe'] });
+    child.stdin.end('correct horse battery staple');
+    let stdout = '';
+    child.stdout.on('data', (c: Buffer) => { stdout += c.toString('utf8'); });
+    const code = await new Promise<number | null>((resolve) => child.once('close', resolve));
+    assert.equal(code, 0);
+    assert.match((JSON.parse(stdout) as { password_hash: string }).password_hash, /^\$argon2id\$/);
+  });
+
   it('outside any project, DATABASE_URL says which database', async () => {
     const r = await keymgrIn(tempDir('km-nowhere-'), ['client', 'list', '--json'], { DATABASE_URL: database.url });
     ok(r);
