@@ -242,10 +242,16 @@ async function hasOtherSessions(url: string): Promise<boolean> {
   const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 1500 });
   try {
     await client.connect();
-    const { rows } = await client.query(
-      "select count(*)::int as n from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid()",
-    );
-    return (rows[0] as { n: number }).n > 0;
+    // The backends of connections this process has just closed take a moment to exit; only
+    // sessions still there after a short while are somebody else's.
+    for (let look = 1; ; look++) {
+      const { rows } = await client.query(
+        "select count(*)::int as n from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid()",
+      );
+      if ((rows[0] as { n: number }).n === 0) return false;
+      if (look === 5) return true;
+      await new Promise((r) => setTimeout(r, 100));
+    }
   } catch {
     return false;
   } finally {

@@ -5,7 +5,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { freePort, tempDir } from '../support/server.ts';
@@ -69,6 +69,12 @@ describe('keymgr in a subdirectory of a project with keymanager.toml and the emb
   });
   after(() => {
     if (server?.exitCode === null) server.kill('SIGKILL');
+    // Should a failed test leave the cluster up, stop it before its directory goes.
+    try {
+      process.kill(Number(readFileSync(join(project, 'state', 'postgres', 'postmaster.pid'), 'utf8').split('\n')[0]), 'SIGINT');
+    } catch {
+      // not running
+    }
     if (project) rmSync(project, { recursive: true, force: true });
   });
 
