@@ -8,7 +8,8 @@ import { mtlsFeature, splitPemBundle } from './oauth/mtls.ts';
 import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import { ConfigError, loadConfig, workerCount, type Config } from './config/index.ts';
+import { ConfigError, issuerFollowsListener, loadConfig, SETTINGS, workerCount, type Config } from './config/index.ts';
+import { PortInUseError, StartupError } from './config/startup-errors.ts';
 import cluster from 'node:cluster';
 import { connectDatabase, type DatabaseHandle } from './db/connect.ts';
 import { migrate } from './db/migrator.ts';
@@ -56,6 +57,7 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     // pg attaches the whole client to its errors: log what an operator needs, not the object.
     onPoolError: (err) => logger.warn({ error: err.message, code: (err as { code?: string }).code }, 'database connection lost'),
     onQuery: (seconds) => metrics.dbQueryDuration.observe(seconds),
+    keepEmbeddedRunning: logger,
   }).catch((err: unknown) => {
     exposition.close();
     throw err;
@@ -134,8 +136,8 @@ export async function startServer(config: Config, logger: Logger = createLogger(
       publicServer = createHttpServer(publicApp.callback());
       managementServer = createHttpServer(managementApp.callback());
     }
-    await listen(publicServer, config.port, config.host);
-    await listen(managementServer, config.managementPort, config.managementHost);
+    await listen(publicServer, config.port, config.host, SETTINGS.port.env);
+    await listen(managementServer, config.managementPort, config.managementHost, SETTINGS.managementPort.env);
 
     const purge = setInterval(() => {
       Promise.all([
@@ -183,14 +185,24 @@ export async function startServer(config: Config, logger: Logger = createLogger(
   }
 }
 
-function listen(server: Server, port: number, host: string): Promise<void> {
+/** `setting` names the variable that moves the port, for the message when it is taken. */
+function listen(server: Server, port: number, host: string, setting: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    server.once('error', reject);
+    const fail = (err: NodeJS.ErrnoException) => reject(err.code === 'EADDRINUSE' ? new PortInUseError(port, setting) : err);
+    server.once('error', fail);
     server.listen(port, host, () => {
-      server.off('error', reject);
+      server.off('error', fail);
       resolve();
     });
   });
+}
+
+async function assertPortsFree(config: Config): Promise<void> {
+  for (const [port, host, setting] of [[config.port, config.host, SETTINGS.port.env], [config.managementPort, config.managementHost, SETTINGS.managementPort.env]] as const) {
+    const probe = createHttpServer();
+    await listen(probe, port, host, setting);
+    await close(probe);
+  }
 }
 
 function close(server: Server): Promise<void> {
@@ -218,6 +230,11 @@ async function main(): Promise<void> {
     throw err;
   }
   const logger = createLogger(config.logLevel);
+  if (config.env === 'production' && issuerFollowsListener(config) && cluster.isPrimary) {
+    logger.warn({ issuer: config.issuer }, 'KM_ISSUER is not set: metadata and tokens name this machine\'s own address, which clients elsewhere may not reach; set KM_ISSUER to the public URL');
+  }
+  // Before the database work, and once: workers would each find out, and be replaced by others.
+  if (cluster.isPrimary) await assertPortsFree(config).catch((err: unknown) => exitAfterStartupFailure(logger, err));
   const workers = workerCount(config);
   if (workers > 1 && cluster.isPrimary) {
     await runPrimary(config, logger, workers);
@@ -227,13 +244,24 @@ async function main(): Promise<void> {
   try {
     server = await startServer(config, logger);
   } catch (err) {
-    logger.fatal({ err }, 'keymanager did not start');
-    process.exit(1);
+    exitAfterStartupFailure(logger, err);
   }
   exitAfterStopOnSignal(logger, async (signal) => {
     logger.info({ signal }, 'stopping');
     await server.stop();
   });
+}
+
+/**
+ * A failure the operator can fix (a port taken, the database unreachable) is one line on
+ * stderr and exit code 2, like a wrong setting; anything else is a bug, exit code 1. The JSON
+ * log has the whole error either way.
+ */
+function exitAfterStartupFailure(logger: Logger, err: unknown): never {
+  logger.fatal({ err }, 'keymanager did not start');
+  if (!(err instanceof StartupError)) process.exit(1);
+  process.stderr.write(`keymanager: ${err.message}\n`);
+  process.exit(2);
 }
 
 /**
@@ -270,6 +298,7 @@ async function runPrimary(config: Config, logger: Logger, workers: number): Prom
       applicationName: 'keymanager-primary',
       log: (m) => logger.debug({ component: 'embedded-postgres' }, m),
       warn: (m) => logger.warn({ component: 'embedded-postgres' }, m),
+      keepEmbeddedRunning: logger,
     });
     for (const m of await migrate(database.db)) logger.info({ migration: `${m.version}_${m.name}` }, 'migration applied');
     await prepareSigningKeys(database.db, config);
@@ -282,8 +311,7 @@ async function runPrimary(config: Config, logger: Logger, workers: number): Prom
         config.tlsCertFile ?? join(config.keysDir, 'tls', 'server.crt'), config.tlsKeyFile ?? join(config.keysDir, 'tls', 'server.key'), config.env !== 'production');
     }
   } catch (err) {
-    logger.fatal({ err }, 'keymanager did not start');
-    process.exit(1);
+    exitAfterStartupFailure(logger, err);
   }
   // The workers use the database this process made sure of (the embedded one's URL included).
   const env = { ...process.env, DATABASE_URL: database.url };
@@ -291,6 +319,14 @@ async function runPrimary(config: Config, logger: Logger, workers: number): Prom
   const fork = () => cluster.fork(env);
   cluster.on('exit', (worker, code, signal) => {
     if (stopping) return;
+    if (code === 2) {
+      // It said why on stderr (a port taken since the check above); another would fail alike.
+      stopping = true;
+      logger.fatal({ worker: worker.process.pid }, 'a worker could not start; stopping');
+      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
+      void database.close().finally(() => process.exit(2));
+      return;
+    }
     logger.error({ worker: worker.process.pid, code, signal }, 'worker died; starting another');
     fork();
   });

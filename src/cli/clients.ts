@@ -51,6 +51,12 @@ export function registerClientCommands(program: Command): void {
       }
       if (!(TOKEN_FORMATS as readonly string[]).includes(opts.tokenFormat)) throw new CliError(`--token-format must be one of ${TOKEN_FORMATS.join(', ')}`);
       if (!(SUPPORTED_AUTH_METHODS as readonly string[]).includes(opts.authMethod)) throw new CliError(`--auth-method must be one of ${SUPPORTED_AUTH_METHODS.join(', ')}`);
+      // The store's own wording names no flags (the management API shares it).
+      const certificateFlags = [opts.tlsSubjectDn, opts.tlsSanDns].filter((v) => v !== undefined).length;
+      if (opts.authMethod === 'tls_client_auth' && certificateFlags !== 1) {
+        throw new CliError('--auth-method tls_client_auth needs exactly one of --tls-subject-dn <dn> or --tls-san-dns <name>: what the client certificate must carry (RFC 8705 §2.1.2)');
+      }
+      if (opts.authMethod !== 'tls_client_auth' && certificateFlags > 0) throw new CliError('--tls-subject-dn and --tls-san-dns go with --auth-method tls_client_auth only');
       try {
         const { client: row, clientSecret } = await createClient(db, {
           name: opts.name,

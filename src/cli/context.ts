@@ -1,6 +1,8 @@
 // What every keymgr command shares: the configuration, the database (the same one the server
 // uses, embedded or not), and output that is either for people or, with --json, for scripts.
 import { ConfigError, loadConfig, type Config } from '../config/index.ts';
+import { findProjectRoot } from '../config/project-root.ts';
+import { StartupError } from '../config/startup-errors.ts';
 import { connectDatabase } from '../db/connect.ts';
 import type { Db } from '../db/database.ts';
 import { migrate } from '../db/migrator.ts';
@@ -39,8 +41,8 @@ const READ_ONLY = /(^| )(list|show)$/;
 
 /** Opens the database, brings the schema up to date, runs the command and closes it again. */
 export async function withDatabase<T>(run: (ctx: CommandContext) => Promise<T>): Promise<T> {
-  const config = loadConfig();
-  const handle = await connectDatabase(config, { applicationName: 'keymgr' });
+  const config = loadProjectConfig();
+  const handle = await connectDatabase(config, { applicationName: 'keymgr', createEmbedded: false });
   try {
     await migrate(handle.db);
     const command = runningCommand;
@@ -88,8 +90,22 @@ function operatingSystemUser(): string {
   }
 }
 
-export function withConfig<T>(run: (config: Config) => Promise<T>): Promise<T> {
-  return run(loadConfig());
+/** `anywhere`: for a command that reads neither the database nor the keys (hash-password). */
+export function withConfig<T>(run: (config: Config) => Promise<T>, { anywhere = false } = {}): Promise<T> {
+  return run(loadProjectConfig(anywhere));
+}
+
+/**
+ * The configuration of the project keymgr is run in, from whichever of its directories.
+ * Outside any project it would be a guess at the database: refused, unless DATABASE_URL says.
+ */
+function loadProjectConfig(anywhere = false): Config {
+  const root = findProjectRoot(process.cwd());
+  const config = loadConfig({ root: root ?? process.cwd() });
+  if (!root && !config.databaseUrl && !anywhere) {
+    throw new StartupError(`${process.cwd()} is not inside a keymanager project (no keymanager.toml or keymanager package.json here or above); run keymgr in the project directory, or set DATABASE_URL`);
+  }
+  return config;
 }
 
 /** Runs `run`; an input error of the store (one of `kinds`) becomes a CLI error: exit 1, clear message. */
@@ -108,7 +124,7 @@ export function output<T>(opts: OutputOptions, value: T, human: (v: T) => string
 }
 
 export function reportError(err: unknown, json: boolean): number {
-  const message = err instanceof CliError || err instanceof ConfigError ? err.message
+  const message = err instanceof CliError || err instanceof ConfigError || err instanceof StartupError ? err.message
     : err instanceof Error ? `${err.name}: ${err.message}` : String(err);
   if (json) process.stderr.write(`${JSON.stringify({ error: message })}\n`);
   else process.stderr.write(`keymgr: ${message}\n`);

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // keymgr: the operator's command line. Each command group is one file; all of them call the
 // same store functions as the server and reach the same database.
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, type Option } from 'commander';
 import { registerClientCommands } from './clients.ts';
 import { registerTokenCommands } from './tokens.ts';
 import { registerKeyCommands } from './keys.ts';
@@ -20,6 +20,18 @@ const program = new Command('keymgr')
   // Scripts that ask for --json get usage errors as JSON on stderr too.
   .configureOutput({ outputError: (message, write) => write(json ? `${JSON.stringify({ error: message.replace(/^error: /, '').trim() })}\n` : message) })
   .exitOverride();
+
+// commander looks for missing required options before unknown ones, so `client create --nme x`
+// would say that --name is missing instead of naming --nme. Required options are checked here
+// instead, in the hook that runs after the check for unknown options.
+const requiredOptions = new Map<Command, Option[]>();
+program.hook('preAction', (_root, action) => {
+  for (const option of requiredOptions.get(action) ?? []) {
+    if (action.getOptionValue(option.attributeName()) === undefined) {
+      action.error(`error: required option '${option.flags}' not specified`, { code: 'commander.missingMandatoryOptionValue' });
+    }
+  }
+});
 
 // The audit trail records each command that changes something (src/cli/context.ts).
 program.hook('preAction', (_root, action) => {
@@ -44,6 +56,13 @@ registerScopeCommands(program);
 registerCertificateCommands(program);
 registerIdpCommands(program);
 registerManagementCommands(program);
+
+(function deferRequiredOptions(command: Command): void {
+  const required = command.options.filter((o) => o.mandatory);
+  for (const option of required) option.mandatory = false;
+  if (required.length > 0) requiredOptions.set(command, required);
+  command.commands.forEach(deferRequiredOptions);
+})(program);
 
 let exitCode = 0;
 try {

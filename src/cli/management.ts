@@ -22,7 +22,7 @@ export function registerManagementCommands(program: Command): void {
         throw err;
       }
       output(opts, { password_hash: await hashPassword(password, passwordParams(config)) }, (r) => r.password_hash);
-    }));
+    }, { anywhere: true }));
 
   management.command('unlock <username>')
     .description('lift a lockout of a management user: forget the failed sign-ins counted against it')

@@ -6,6 +6,11 @@ import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import { parse as parseToml } from 'smol-toml';
 import { z } from 'zod';
+import { findProjectRoot } from './project-root.ts';
+import { describeIssue } from './zod-messages.ts';
+import { listenerOrigin, noteDerivedIssuer, resolvePaths } from './derived.ts';
+
+export { issuerFollowsListener } from './derived.ts';
 
 const seconds = z.coerce.number().int().min(1).max(10 * 365 * 86400);
 const port = z.coerce.number().int().min(0).max(65535);
@@ -117,19 +122,22 @@ interface Sources {
   env?: NodeJS.ProcessEnv;
   /** Overrides applied last; used by tests that start several instances in one process. */
   overrides?: Partial<{ [K in keyof Settings]: unknown }>;
+  /** What relative paths (KM_CONFIG included) are relative to; unset: the project root, or else the working directory. */
+  root?: string;
 }
 
-export function loadConfig({ env = process.env, overrides = {} }: Sources = {}): Config {
-  // ./keymanager.toml is looked for only when reading the real environment: a caller that
+export function loadConfig({ env = process.env, overrides = {}, root = findProjectRoot(process.cwd()) ?? process.cwd() }: Sources = {}): Config {
+  // keymanager.toml is looked for only when reading the real environment: a caller that
   // passes its own (tests, the bench) gets exactly what it passed.
-  const tomlPath = env.KM_CONFIG ?? (env === process.env && existsSync('keymanager.toml') ? 'keymanager.toml' : undefined);
-  const fromFile = tomlPath ? readTomlFile(tomlPath) : {};
+  const tomlPath = env.KM_CONFIG ?? (env === process.env && existsSync(resolve(root, 'keymanager.toml')) ? 'keymanager.toml' : undefined);
+  const fromFile = tomlPath ? readTomlFile(root, tomlPath) : {};
   const knownTomlKeys = new Set(Object.values(SETTINGS).map((s) => s.toml));
   for (const key of Object.keys(fromFile)) {
     if (!knownTomlKeys.has(key)) throw new ConfigError(`config: unknown key "${key}" in ${tomlPath}`);
   }
 
   const out: Record<string, unknown> = {};
+  const sources: Record<string, string> = {};
   for (const [name, setting] of Object.entries(SETTINGS) as [keyof Settings, Setting][]) {
     let raw: unknown = setting.default;
     let source = 'default';
@@ -146,23 +154,31 @@ export function loadConfig({ env = process.env, overrides = {} }: Sources = {}):
       raw = overrides[name];
       source = `override ${name}`;
     }
+    sources[name] = source;
     if (raw === undefined) continue;
     const parsed = setting.schema.safeParse(raw);
     if (!parsed.success) {
-      const why = parsed.error.issues[0]?.message ?? 'invalid value';
-      throw new ConfigError(`config: ${source}: ${why} (got ${JSON.stringify(raw)})`);
+      const why = parsed.error.issues[0] ? describeIssue(parsed.error.issues[0]) : 'invalid value';
+      // Not the management users: their entries may hold passwords.
+      const got = name === 'managementUsers' ? '' : ` (got ${JSON.stringify(raw)})`;
+      throw new ConfigError(`config: ${source}: ${why}${got}`);
     }
     out[name] = parsed.data;
+  }
+  resolvePaths(out, root);
+  if (sources.issuer === 'default') {
+    out.issuer = listenerOrigin(out as Config);
+    noteDerivedIssuer(out);
   }
   const config = out as Config;
   checkSafety(config);
   return Object.freeze(config);
 }
 
-function readTomlFile(path: string): Record<string, unknown> {
+function readTomlFile(root: string, path: string): Record<string, unknown> {
   let text: string;
   try {
-    text = readFileSync(resolve(path), 'utf8');
+    text = readFileSync(resolve(root, path), 'utf8');
   } catch {
     throw new ConfigError(`config: KM_CONFIG: cannot read ${path}`);
   }

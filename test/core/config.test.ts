@@ -44,14 +44,14 @@ after(() => {
 
 describe('loadConfig precedence', () => {
   it('has the documented defaults', () => {
-    const config = loadConfig({ env: { KM_CONFIG: emptyToml } });
+    const config = loadConfig({ env: { KM_CONFIG: emptyToml }, root: dir });
     assert.equal(config.env, 'development');
     assert.equal(config.issuer, 'https://localhost:9443');
     assert.equal(config.port, 9443);
     assert.equal(config.managementPort, 9164);
     assert.equal(config.tls, true);
-    assert.equal(config.dataDir, '.data');
-    assert.equal(config.keysDir, 'keys');
+    assert.equal(config.dataDir, join(dir, '.data'));
+    assert.equal(config.keysDir, join(dir, 'keys'));
     assert.equal(config.databaseUrl, undefined);
     assert.equal(config.accessTokenTtl, 3600);
     assert.equal(typeof config.refreshTokenTtl, 'number');
@@ -146,6 +146,31 @@ describe('loadConfig refuses wrong values with a ConfigError naming the key', ()
     assertRefused({ KM_CONFIG: emptyToml, DATABASE_URL: 'mysql://db/km' }, 'DATABASE_URL');
   });
 
+  it('a switch or choice outside its values: the message lists the values accepted', () => {
+    const onOff = 'expected one of on, off, true, false, yes, no, 0, 1';
+    const cases: [string, string, string][] = [
+      ['KM_TLS', 'maybe', onOff],
+      ['KM_TRUST_PROXY', 'perhaps', onOff],
+      ['KM_MANAGEMENT_TOKEN_STORE_REMOVE_OLDEST_ON_OVERFLOW', '2', onOff],
+      ['KM_ENV', 'staging', 'expected one of development, production'],
+      ['KM_LOG_LEVEL', 'loud', 'expected one of trace, debug, info, warn, error, fatal, silent'],
+      ['KM_MANAGEMENT_AUTH', 'digest', 'expected one of jwt, basic'],
+      ['KM_SIGNING_ALGORITHM', 'HS256', 'expected one of RS256, PS256, ES256, EdDSA'],
+    ];
+    for (const [variable, value, expected] of cases) {
+      assert.equal(assertRefused({ KM_CONFIG: emptyToml, [variable]: value }, variable), `config: ${variable}: ${expected} (got "${value}")`);
+    }
+    // The same from the file, where a switch may also be a TOML boolean.
+    const path = tomlFile('switch.toml', 'tls = "maybe"\n');
+    assert.equal(assertRefused({ KM_CONFIG: path }, 'tls'), `config: ${path}: tls: ${onOff} (got "maybe")`);
+  });
+
+  it('a management user\'s role: names the entry and the values, and never prints the entry (it may hold a password)', () => {
+    const path = tomlFile('roles.toml', '[[management.users]]\nusername = "ops"\npassword = "hunter2hunter2"\nroles = ["root"]\n');
+    const message = assertRefused({ KM_CONFIG: path }, 'management.users');
+    assert.equal(message, `config: ${path}: management.users: [0].roles[0]: expected one of admin, auditor`);
+  });
+
   it('a wrong value in the TOML file, naming the file and the key', () => {
     const path = tomlFile('bad-value.toml', 'port = "abc"\n');
     const message = assertRefused({ KM_CONFIG: path }, 'port');
@@ -166,6 +191,54 @@ describe('loadConfig refuses wrong values with a ConfigError naming the key', ()
   it('a KM_CONFIG that cannot be read', () => {
     assertRefused({ KM_CONFIG: join(dir, 'does-not-exist.toml') }, 'KM_CONFIG');
     assertRefused({ KM_CONFIG: dir }, 'KM_CONFIG'); // a directory
+  });
+});
+
+describe('relative paths resolve against the project root', () => {
+  it('data_dir, keys_dir, the TLS and CA files, and password_file, from the file or the environment', () => {
+    const path = tomlFile('paths.toml', [
+      'data_dir = "var/data"', 'tls_cert = "tls/cert.pem"', 'tls_key = "/etc/km/key.pem"',
+      '[[management.users]]', 'username = "ops"', 'password_file = "secrets/ops"', 'roles = ["admin"]',
+    ].join('\n'));
+    const config = loadConfig({ env: { KM_CONFIG: path, KM_KEYS_DIR: '../shared/keys', KM_CLIENT_CA: 'ca.pem' }, root: '/srv/km' });
+    assert.equal(config.dataDir, '/srv/km/var/data');
+    assert.equal(config.keysDir, '/srv/shared/keys');
+    assert.equal(config.tlsCertFile, '/srv/km/tls/cert.pem');
+    assert.equal(config.tlsKeyFile, '/etc/km/key.pem', 'an absolute path stays as it is');
+    assert.equal(config.clientCaFile, '/srv/km/ca.pem');
+    assert.equal(config.managementUsers[0]?.password_file, '/srv/km/secrets/ops');
+  });
+
+  it('KM_CONFIG too', () => {
+    tomlFile('relative.toml', 'port = 8443\n');
+    assert.equal(loadConfig({ env: { KM_CONFIG: 'relative.toml' }, root: dir }).port, 8443);
+  });
+});
+
+describe('the issuer, when it is not set, follows the public listener', () => {
+  const issuer = (env: NodeJS.ProcessEnv) => loadConfig({ env: { KM_CONFIG: emptyToml, ...env } }).issuer;
+
+  it('KM_PORT, KM_TLS and KM_HOST', () => {
+    assert.equal(issuer({ KM_PORT: '8443' }), 'https://localhost:8443');
+    assert.equal(issuer({ KM_PORT: '8080', KM_TLS: 'off' }), 'http://localhost:8080');
+    assert.equal(issuer({ KM_PORT: '443' }), 'https://localhost', 'the scheme\'s own port is left out');
+    assert.equal(issuer({ KM_HOST: '127.0.0.1', KM_PORT: '9000' }), 'https://127.0.0.1:9000');
+    assert.equal(issuer({ KM_HOST: '::1', KM_PORT: '9000' }), 'https://[::1]:9000');
+    assert.equal(issuer({ KM_HOST: '::' }), 'https://localhost:9443', 'a wildcard address is reached as localhost');
+  });
+
+  it('from the file as well', () => {
+    const path = tomlFile('port-only.toml', 'port = 7443\ntls = false\n');
+    assert.equal(loadConfig({ env: { KM_CONFIG: path } }).issuer, 'http://localhost:7443');
+  });
+
+  it('a set issuer wins, whatever the port (a proxy in front)', () => {
+    assert.equal(issuer({ KM_PORT: '8443', KM_ISSUER: 'https://auth.example.com' }), 'https://auth.example.com');
+  });
+
+  it('port 0 (any free port) needs the issuer set', () => {
+    assert.equal(assertRefused({ KM_CONFIG: emptyToml, KM_PORT: '0' }, 'KM_ISSUER'),
+      'config: KM_ISSUER: with port 0 (any free port) the issuer cannot follow the port; set KM_ISSUER');
   });
 });
 
