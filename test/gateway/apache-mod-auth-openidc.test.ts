@@ -170,7 +170,8 @@ describe('Apache httpd with mod_auth_openidc 2.4.12.3 in front of keymanager (be
   it('refuses a token revoked with keymgr token revoke', async () => {
     const token = await issueToken(app, 'orders:read');
     assertPassed(await callBackend(gateway, token), app.id);
-    await keymgr('token', 'revoke', token);
+    // '--': a token may begin with '-' (README, keymgr token revoke).
+    await keymgr('token', 'revoke', '--', token);
     assertRefused(await callBackend(gateway, token), 'invalid_token');
   });
 
