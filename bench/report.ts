@@ -136,6 +136,12 @@ export function renderScale(scale: Scale): string {
       + `longest holding a lock on tokens ≥ ${purge.locks.longestMs.toFixed(0)} ms; keymanager waiting for a lock in ${purge.locks.serverLockWaits} of ${purge.locks.samples} samples`
       + (purge.deletes ? `; ${purge.deletes.calls} DELETE statement(s), longest ${purge.deletes.maxMs.toFixed(0)} ms, ${(purge.deletes.totalMs / 1000).toFixed(1)} s in all` : '')
       + (purge.purgeCpuSeconds === null ? '' : `; the purge's PostgreSQL session used ${purge.purgeCpuSeconds.toFixed(1)} s of CPU`));
+    const tx = purge.locks.transactionMs;
+    if (tx.length >= 4) {
+      const tenth = Math.max(1, Math.floor(tx.length / 10));
+      const mean = (xs: number[]) => xs.reduce((x, y) => x + y, 0) / xs.length;
+      out.push(`  purge transactions as seen (50 ms samples): the first tenth ${mean(tx.slice(0, tenth)).toFixed(0)} ms on average, the last tenth ${mean(tx.slice(-tenth)).toFixed(0)} ms`);
+    }
     const top = (waits: Record<string, number>) => Object.entries(waits).sort((x, y) => y[1] - x[1]).slice(0, 4).map(([w, n]) => `${w} ${n}`).join(', ') || '-';
     out.push(`  while it deleted, samples of what the purge's session was doing: ${top(purge.locks.purgeWaits)}; keymanager's busy sessions: ${top(purge.locks.serverWaits)}`);
     out.push(`  a at ${purge.rate.toFixed(0)} req/s (70 % of ${purge.peak.toFixed(0)}, its full speed with the expired rows in): without the purge p50 ${purge.baseline.latencyP50Ms.toFixed(1)} ms, p99 ${purge.baseline.latencyP99Ms.toFixed(1)} ms; `

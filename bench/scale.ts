@@ -51,8 +51,9 @@ const CHUNK = 1_000_000;
 export async function openLoader(db: BenchDatabase, log: (m: string) => void): Promise<Loader> {
   const client = new pg.Client({ connectionString: db.url, application_name: 'keymanager-bench-loader' });
   await client.connect();
-  // Sorting a chunk by key before it is inserted turns random index writes into one ordered
-  // sweep of the primary key: several times faster once the index outgrows shared_buffers.
+  // Each chunk is sorted by key before it is inserted (work_mem for that sort), so that its
+  // primary-key writes sweep the index in order instead of landing on random leaf pages —
+  // each a read and a dirty page to evict once the index outgrows shared_buffers.
   await client.query(`set work_mem = '256MB'`);
   await client.query(`set maintenance_work_mem = '512MB'`);
 
@@ -147,6 +148,8 @@ export interface LockWatch {
   transactions: number;
   /** The longest of them (a lower bound: seen at the last sample before it ended). */
   longestMs: number;
+  /** Each of them, in the order they started: whether later batches take longer than early ones. */
+  transactionMs: number[];
   /** performance.now() of the first and last samples that saw such a lock; undefined if none did. */
   firstSeenAt: number | undefined;
   lastSeenAt: number | undefined;
@@ -215,6 +218,7 @@ export function watchPurgeLocks(db: BenchDatabase, tokensOid: string, everyMs = 
   const watch: LockWatch = {
     transactions: 0,
     longestMs: 0,
+    transactionMs: [],
     firstSeenAt: undefined,
     lastSeenAt: undefined,
     samples: 0,
@@ -227,6 +231,7 @@ export function watchPurgeLocks(db: BenchDatabase, tokensOid: string, everyMs = 
       await loop;
       watch.transactions = seen.size;
       watch.longestMs = Math.max(0, ...seen.values());
+      watch.transactionMs = [...seen.values()].map((ms) => Math.round(ms));
       watch.firstSeenAt = firstSeenAt;
       watch.lastSeenAt = lastSeenAt;
       watch.samples = samples;
@@ -253,7 +258,10 @@ export interface PurgeUnderLoad {
   /** From the first to the last sample that saw the purge holding a lock on tokens. */
   deletingSeconds: number | null;
   deleted: number | null;
-  locks: { transactions: number; longestMs: number; samples: number; serverLockWaits: number; purgeWaits: Record<string, number>; serverWaits: Record<string, number> };
+  locks: {
+    transactions: number; longestMs: number; transactionMs: number[];
+    samples: number; serverLockWaits: number; purgeWaits: Record<string, number>; serverWaits: Record<string, number>;
+  };
   /** PostgreSQL CPU the purge used (embedded cluster only): a whole core's worth is a core the server did not have. */
   purgeCpuSeconds: number | null;
   /** From pg_stat_statements, when loaded: the purge's DELETEs on tokens. */
@@ -339,7 +347,7 @@ export async function purgeUnderLoad(options: {
     deletingSeconds: seen ? (to - from) / 1000 : null,
     deleted: Number.isFinite(deleted) ? deleted : null,
     locks: {
-      transactions: watch.transactions, longestMs: watch.longestMs, samples: watch.samples, serverLockWaits: watch.serverLockWaits,
+      transactions: watch.transactions, longestMs: watch.longestMs, transactionMs: watch.transactionMs, samples: watch.samples, serverLockWaits: watch.serverLockWaits,
       purgeWaits: watch.purgeWaits, serverWaits: watch.serverWaits,
     },
     purgeCpuSeconds: watch.purgeCpuMicros === null ? null : watch.purgeCpuMicros / 1e6,
