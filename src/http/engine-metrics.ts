@@ -1,13 +1,15 @@
 // The token endpoint's outcomes, counted from the protocol engine's events (DESIGN rule 9):
 // every access token passes through its model's save, and every token request ends in
 // grant.success, grant.error or server_error, whatever grant or code path led there.
-import Provider, { type KoaContextWithOIDC } from 'oidc-provider';
+import type Provider from 'oidc-provider';
+import type { KoaContextWithOIDC } from 'oidc-provider';
 import type { ClientAuthMethodTried } from '../oauth/client-auth.ts';
 import { GRANT_TYPES } from '../store/clients.ts';
 import { correctedProviderError } from './errors.ts';
+import { rememberForRequest, takeFromRequest } from '../oauth/request-memo.ts';
 import type { Metrics } from './metrics.ts';
 
-/** Where the format of the access token a request issued is kept until the request succeeds. */
+/** Under which the format of the access token a request issued is kept until it succeeds (request-memo.ts). */
 const ISSUED_FORMAT = 'km:metrics:issuedFormat';
 
 const KNOWN_GRANT_TYPES = new Set<string>(GRANT_TYPES);
@@ -41,8 +43,7 @@ export function observeEngine(provider: Provider, { tokensIssued, tokenRequestsF
   // src/oauth/jwt-access-tokens.ts). Either may still be followed by a failure, so the count
   // waits for grant.success.
   const remember = (token: { format?: string }) => {
-    const state = (Provider.ctx as { state?: Record<string, unknown> } | undefined)?.state;
-    if (state) state[ISSUED_FORMAT] = token.format === 'jwt' ? 'jwt' : 'opaque';
+    rememberForRequest(ISSUED_FORMAT, token.format === 'jwt' ? 'jwt' : 'opaque');
   };
   provider.on('access_token.saved', remember);
   provider.on('access_token.issued', remember);
@@ -51,7 +52,7 @@ export function observeEngine(provider: Provider, { tokensIssued, tokenRequestsF
 
   provider.on('grant.success', (ctx) => {
     const clientId = ctx.oidc.client?.clientId;
-    const format = ctx.state[ISSUED_FORMAT];
+    const format = takeFromRequest<string>(ISSUED_FORMAT);
     // A token response carries an access token, and only an authenticated client gets one.
     if (!clientId || typeof format !== 'string') return;
     tokensIssued.inc({ grant_type: grantTypeLabel(ctx), client_id: clientId, format });

@@ -4,7 +4,7 @@
 // extended protocol — BEGIN and COMMIT included, since each is a round trip too. It knows
 // nothing of the code under test. Connections that issue LISTEN (the notification listener,
 // with its pings and acknowledgements) are not counted: they are not on any request's path.
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { startTcpProxy } from './tcp-proxy.ts';
 
 export interface StatementCounter {
   port: number;
@@ -20,18 +20,15 @@ const SSL_REQUEST = 80877103;
 const GSSENC_REQUEST = 80877104;
 
 export async function startStatementCounter(targetHost: string, targetPort: number): Promise<StatementCounter> {
-  const sockets = new Set<Socket>();
   const connections = new Set<{ listens: boolean; statements: number; texts: string[] }>();
 
-  const server: Server = createServer((client) => {
-    const upstream = connect(targetPort, targetHost);
-    sockets.add(client).add(upstream);
+  const proxy = await startTcpProxy(targetHost, targetPort, () => {
     const state = { listens: false, statements: 0, texts: [] as string[] };
     connections.add(state);
     let started = false;
     let pending = Buffer.alloc(0);
 
-    const parse = (chunk: Buffer) => {
+    return (chunk: Buffer) => {
       pending = Buffer.concat([pending, chunk]);
       for (;;) {
         if (!started) {
@@ -66,28 +63,10 @@ export async function startStatementCounter(targetHost: string, targetPort: numb
         pending = pending.subarray(1 + length);
       }
     };
-
-    const drop = () => {
-      client.destroy();
-      upstream.destroy();
-      sockets.delete(client);
-      sockets.delete(upstream);
-    };
-    client.on('error', drop).on('close', drop);
-    upstream.on('error', drop).on('close', drop);
-    client.on('data', (chunk: Buffer) => {
-      parse(chunk);
-      upstream.write(chunk);
-    });
-    upstream.pipe(client);
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
   });
   const counted = () => [...connections].filter((c) => !c.listens);
   return {
-    port: (server.address() as { port: number }).port,
+    port: proxy.port,
     count: () => counted().reduce((n, c) => n + c.statements, 0),
     texts: () => counted().flatMap((c) => c.texts),
     reset() {
@@ -96,9 +75,6 @@ export async function startStatementCounter(targetHost: string, targetPort: numb
         c.texts = [];
       }
     },
-    close: () => new Promise<void>((resolve) => {
-      for (const s of sockets) s.destroy();
-      server.close(() => resolve());
-    }),
+    close: () => proxy.close(),
   };
 }

@@ -11,7 +11,10 @@ export interface TcpProxy {
   close(): Promise<void>;
 }
 
-export async function startTcpProxy(targetHost: string, targetPort: number): Promise<TcpProxy> {
+/** Sees each relayed connection's bytes from client to server, as they pass. */
+export type Tap = () => (chunk: Buffer) => void;
+
+export async function startTcpProxy(targetHost: string, targetPort: number, tap?: Tap): Promise<TcpProxy> {
   const sockets = new Set<Socket>();
   let server: Server;
   let port = 0;
@@ -27,7 +30,16 @@ export async function startTcpProxy(targetHost: string, targetPort: number): Pro
       };
       client.on('error', drop).on('close', drop);
       upstream.on('error', drop).on('close', drop);
-      client.pipe(upstream).pipe(client);
+      if (tap) {
+        const observe = tap();
+        client.on('data', (chunk: Buffer) => {
+          observe(chunk);
+          upstream.write(chunk);
+        });
+        upstream.pipe(client);
+      } else {
+        client.pipe(upstream).pipe(client);
+      }
     });
     server.once('error', reject);
     server.listen(port, '127.0.0.1', () => {
