@@ -87,16 +87,16 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     const clients = createClientDirectory(database.db, changes);
     // One writer per instance, shared by every provider the engine builds: its batches span them.
     const writer = createTokenWriter(database.db);
+    const listener = changes;
+    const syncInstances = () => listener.sync();
     engine = createEngine({
       keysDir: config.keysDir, initialKeys: keys, changes, logger,
-      build: (signingKeys) => observeEngine(buildProvider({ config, db: database.db, signingKeys, cookieKeys, scopes, certificates, clients, writer, metrics, logger }), metrics),
+      build: (signingKeys) => observeEngine(buildProvider({ config, db: database.db, signingKeys, cookieKeys, scopes, certificates, clients, writer, syncInstances, metrics, logger }), metrics),
     });
     const running = engine;
     addStateGauges(metrics, { db: database.db, keysDir: config.keysDir, signingKid: () => running.signingKey.kid, logger });
     feed = createRevocationFeed({ db: database.db, changes, logger, heartbeatSeconds: config.revocationFeedHeartbeat });
     const tokens = createTokenCache(database.db, changes);
-    const listener = changes;
-    const syncInstances = () => listener.sync();
     const publicApp = buildPublicApp({ config, db: database.db, engine, scopes, cookieKeys, certificates, feed, clients, tokens, syncInstances, metrics, logger });
     const { key: managementKey, created: managementKeyCreated } = await loadOrCreateManagementKey(config.keysDir, config.managementTokenKeySize);
     if (managementKeyCreated) logger.info({ keys_dir: config.keysDir, bits: managementKey.bits }, 'generated the management token signing key');

@@ -18,7 +18,13 @@ import type { TokenRows } from './token-rows.ts';
 /** Read ahead with a refresh token: its grant (null: none live). */
 const GRANT_READ_AHEAD = 'Grant:';
 
-export function createAdapterClass(db: Db, clients: ClientDirectory, rows: TokenRows) {
+/**
+ * syncInstances: resolves once every instance has dropped what it cached of a change just
+ * committed (src/db/notifications.ts). The engine revokes a grant on its own (a replayed code, a
+ * reused refresh token) and then answers; like /revoke, it must not answer while an instance
+ * could still report the grant's access tokens active from its cache.
+ */
+export function createAdapterClass(db: Db, clients: ClientDirectory, rows: TokenRows, syncInstances: () => Promise<unknown>) {
   return class PostgresAdapter implements Adapter {
     readonly model: string;
 
@@ -97,6 +103,7 @@ export function createAdapterClass(db: Db, clients: ClientDirectory, rows: Token
 
     async revokeByGrantId(grantId: string): Promise<void> {
       await guard(() => revokeByGrantId(db, grantId));
+      await syncInstances();
     }
   };
 }

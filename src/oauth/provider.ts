@@ -59,12 +59,14 @@ export interface ProviderDeps {
   clients: ClientDirectory;
   /** Writes token rows, group-committed (src/store/tokens.ts). */
   writer: TokenWriter;
+  /** Waits until every instance has dropped what it cached of a change just committed. */
+  syncInstances: () => Promise<unknown>;
   /** What the engine's own steps count: sign-ins of the password grant, token reuse. */
   metrics: Pick<Metrics, 'logins' | 'lockouts' | 'tokenReuse'>;
   logger: Logger;
 }
 
-export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, certificates, clients, writer, metrics, logger }: ProviderDeps): Provider {
+export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, certificates, clients, writer, syncInstances, metrics, logger }: ProviderDeps): Provider {
   const audience = audienceOf(config);
   const tokenRows = createTokenRows(db, writer);
   const endpoint = (path: string) => new URL(path, `${config.issuer.replace(/\/$/, '')}/`).href.replace(/\/$/, '');
@@ -73,7 +75,7 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, cer
   const signingAlg = signingAlgorithmOf(signingKeys[0]!);
 
   const configuration: Configuration = {
-    adapter: createAdapterClass(db, clients, tokenRows),
+    adapter: createAdapterClass(db, clients, tokenRows, syncInstances),
     clients: [],
     jwks: { keys: signingKeys as Configuration['jwks'] extends { keys: infer K } ? K : never },
     routes: {

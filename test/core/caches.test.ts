@@ -67,6 +67,28 @@ describe('caches across instances', () => {
     }
   });
 
+  it('a grant the engine revokes on refresh-token reuse: its access token is inactive at B on the very next request (50 rounds)', async () => {
+    await listening();
+    const app = await makeClient(database.db, { grantTypes: ['password', 'refresh_token'], scope: ['read'] });
+    const user = await makeUser(database.db, 'reuse-cache', { params: { memoryCost: 1024, timeCost: 1, parallelism: 1 } });
+    for (let i = 0; i < 50; i++) {
+      const login = await postForm(`${a.url}/token`, { grant_type: 'password', username: user.username, password: user.password, scope: 'read' }, { basic: app.basic });
+      assert.equal(login.status, 200, login.text);
+      const { access_token, refresh_token } = login.json as { access_token: string; refresh_token: string };
+      assert.equal(await active(b, access_token), true);
+      assert.equal(await active(b, access_token), true); // from B's cache
+      const rotated = await postForm(`${a.url}/token`, { grant_type: 'refresh_token', refresh_token }, { basic: app.basic });
+      assert.equal(rotated.status, 200, rotated.text);
+      assert.equal(await active(a, rotated.json.access_token as string), true);
+      assert.equal(await active(a, rotated.json.access_token as string), true); // from A's cache
+      // The spent token again: a reuse, which revokes the whole grant (RFC 9700 §4.14.2).
+      const reuse = await postForm(`${a.url}/token`, { grant_type: 'refresh_token', refresh_token }, { basic: app.basic });
+      assert.equal(reuse.status, 400);
+      assert.equal(await active(b, access_token), false, `round ${i}: B still reported an access token of the revoked grant active`);
+      assert.equal(await active(a, rotated.json.access_token as string), false, `round ${i}: A still reported the rotated access token active`);
+    }
+  });
+
   it('keymgr client rotate-secret: the old secret stops at B before the command returns', async () => {
     const c = await makeClient(database.db, { scope: ['read'] });
     const token = await issueToken(b.url, c, 'read');
