@@ -371,25 +371,53 @@ export async function revokeIssuedToken(db: Db, row: TokenRow): Promise<void> {
 }
 
 /** Rows one purge statement deletes at most: each batch is its own short transaction. */
-export const PURGE_BATCH_SIZE = 5000;
+export const PURGE_BATCH_SIZE = 1000;
 
 /**
  * Deletes rows past their expiry (and revoked or consumed ones once expired), a batch at a
  * time: one DELETE of millions of rows would hold its locks and bloat the WAL for minutes,
- * while requests wait behind it. Rows a request holds locked are skipped (SKIP LOCKED) and
- * left for the next run, so the purge never waits for a request nor makes one wait long.
+ * while requests wait behind it.
+ *
+ * - Keyset order (expires_at, id_sha256): each batch starts where the last one ended, so it
+ *   never walks again over the index entries of the rows already deleted (not yet vacuumed),
+ *   which made every batch slower than the one before.
+ * - Rows a request holds locked are skipped (SKIP LOCKED) and left for the next run, so the
+ *   purge never waits for a request nor makes one wait long.
+ * - Commits do not wait for the WAL flush: a deletion lost in a crash is redone by the next
+ *   run, and the batch's locks are released sooner.
+ * - After each batch it rests as long as the batch took, so that on a busy machine it takes at
+ *   most about half of one backend, and the requests keep the rest.
  */
 export async function purgeExpiredTokens(db: Db, graceSeconds = 0, batchSize = PURGE_BATCH_SIZE): Promise<number> {
+  const { rows: [bound] } = await sql<{ cutoff: Date }>`select now() - make_interval(secs => ${graceSeconds}) as cutoff`.execute(db);
+  // The last row's expiry travels as text: a Date would drop its microseconds.
+  let after: { expiresAt: string; id: string } | undefined;
   let total = 0;
   for (;;) {
-    const result = await db.deleteFrom('tokens')
-      .where('id_sha256', 'in', (eb) => eb.selectFrom('tokens').select('id_sha256')
-        .where('expires_at', '<', sql<Date>`now() - make_interval(secs => ${graceSeconds})`)
-        .limit(batchSize).forUpdate().skipLocked())
-      .executeTakeFirst();
-    const deleted = Number(result.numDeletedRows);
-    total += deleted;
-    if (deleted < batchSize) return total;
+    const started = performance.now();
+    const batch = await db.transaction().execute(async (trx) => {
+      await sql`set local synchronous_commit = off`.execute(trx);
+      const { rows } = await sql<{ deleted: string; last_expires_at: string | null; last_id: string | null }>`
+        with batch as (
+          select id_sha256, expires_at from tokens
+           where expires_at < ${bound!.cutoff}
+             ${after ? sql`and expires_at >= ${after.expiresAt}::timestamptz and (expires_at, id_sha256) > (${after.expiresAt}::timestamptz, ${after.id})` : sql``}
+           order by expires_at, id_sha256
+           limit ${batchSize}
+           for update skip locked
+        ), gone as (
+          delete from tokens where id_sha256 in (select id_sha256 from batch) returning 1
+        ), last as (
+          select expires_at, id_sha256 from batch order by expires_at desc, id_sha256 desc limit 1
+        )
+        select (select count(*) from gone)::text as deleted,
+               (select expires_at::text from last) as last_expires_at, (select id_sha256 from last) as last_id`.execute(trx);
+      return rows[0]!;
+    });
+    total += Number(batch.deleted);
+    if (!batch.last_expires_at || !batch.last_id) return total;
+    after = { expiresAt: batch.last_expires_at, id: batch.last_id };
+    await new Promise((resolve) => setTimeout(resolve, performance.now() - started));
   }
 }
 

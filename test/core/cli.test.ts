@@ -471,8 +471,10 @@ describe('keymgr CLI', () => {
     });
 
     it('deletes more expired rows than one batch holds, without waiting for a row a request has locked', async () => {
-      // 12,345 expired rows (more than two batches of 5,000) of a client of their own, one of
-      // them held locked by an open transaction, as a request rotating that token would hold it.
+      // 12,345 expired rows (a dozen batches of 1,000) of a client of their own, all with the same
+      // expiry, as the rows of one group commit have (each batch must start at the row after the
+      // last one deleted, not at the next expiry), one of them held locked by an open
+      // transaction, as a request rotating that token would hold it.
       const client = await createClientWithCli();
       await sql`insert into tokens (id_sha256, kind, client_id, payload, expires_at)
         select encode(sha256(('purge-batch-' || i)::bytea), 'hex'), 'ClientCredentials', ${client.id}, '{}'::jsonb, now() - interval '1 minute'
