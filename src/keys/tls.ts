@@ -2,7 +2,6 @@
 // is generated on first start; in production the operator supplies both files.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { generate } from 'selfsigned';
 
 export interface TlsMaterial {
   cert: string;
@@ -18,6 +17,8 @@ export async function loadOrCreateTlsMaterial(certFile: string, keyFile: string,
     throw new Error(`TLS certificate ${certFile} or key ${keyFile} is missing (production does not generate one; set KM_TLS_CERT and KM_TLS_KEY)`);
   }
   const notAfter = new Date(Date.now() + 365 * 86400 * 1000);
+  // Loaded only here: the generator and its ASN.1 libraries cost a running server ~10 MB.
+  const { generate } = await import('selfsigned');
   const pems = await generate([{ name: 'commonName', value: 'localhost' }], {
     keyType: 'ec',
     curve: 'P-256',

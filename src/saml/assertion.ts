@@ -6,6 +6,7 @@
 import { createHash, createPublicKey, verify, type KeyLike } from 'node:crypto';
 import { DOMParser, type Document, type Element, type Node } from '@xmldom/xmldom';
 import { SignedXml, type HashAlgorithm } from 'xml-crypto';
+import { AssertionMalformed, AssertionRejected, MAX_ASSERTION_ID_LENGTH } from './parameter.ts';
 
 const SAML = 'urn:oasis:names:tc:SAML:2.0:assertion';
 const SAMLP = 'urn:oasis:names:tc:SAML:2.0:protocol';
@@ -29,10 +30,6 @@ const DIGEST_ALGORITHMS: Record<string, string> = {
   'http://www.w3.org/2001/04/xmldsig-more#sha384': 'sha384',
   'http://www.w3.org/2001/04/xmlenc#sha512': 'sha512',
 };
-
-export const TRANSIENT_NAME_ID = 'urn:oasis:names:tc:SAML:2.0:nameid-format:transient';
-/** xs:ID values IdPs write are short; a longer one is refused before it reaches the replay cache. */
-export const MAX_ASSERTION_ID_LENGTH = 256;
 
 /**
  * The verifier's signature table: the accepted algorithms and nothing else (xml-crypto ships
@@ -64,11 +61,6 @@ const verifierDigests = Object.fromEntries(Object.entries(DIGEST_ALGORITHMS).map
   }
 }]));
 
-/** A malformed `assertion` parameter: invalid_request. */
-export class AssertionMalformed extends Error {}
-/** A well-formed assertion that is not acceptable: invalid_grant. The message is for the log. */
-export class AssertionRejected extends Error {}
-
 export interface SignedAssertion {
   id: string;
   issuer: string;
@@ -82,23 +74,6 @@ export interface SignedAssertion {
   /** From the bearer SubjectConfirmationData (RFC 7522 §3 item 4). */
   recipient?: string;
   confirmationNotOnOrAfter?: Date;
-}
-
-export const MAX_ASSERTION_BYTES = 48 * 1024;
-
-/** RFC 7522 §2.1: one assertion, base64url, no line breaks; correct padding if any. */
-export function decodeAssertionParameter(value: unknown): string {
-  if (typeof value !== 'string' || value === '') throw new AssertionMalformed("missing required parameter 'assertion'");
-  if (!/^[A-Za-z0-9_-]+={0,2}$/.test(value) || (value.includes('=') && value.length % 4 !== 0) || value.length % 4 === 1) {
-    throw new AssertionMalformed('assertion must be base64url without line breaks');
-  }
-  const xml = Buffer.from(value, 'base64url');
-  if (xml.length > MAX_ASSERTION_BYTES) throw new AssertionMalformed('assertion is too large');
-  try {
-    return new TextDecoder('utf-8', { fatal: true }).decode(xml);
-  } catch {
-    throw new AssertionMalformed('assertion is not UTF-8 XML');
-  }
 }
 
 // XML 1.0 §2.2 Char. xmldom lets NUL, other controls and lone surrogates through, raw or as

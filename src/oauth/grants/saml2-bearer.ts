@@ -9,10 +9,8 @@
 // picks one of them in memory; the signed Issuer must then be that IdP's entity id.
 import { randomBytes } from 'node:crypto';
 import { errors } from 'oidc-provider';
-import {
-  AssertionMalformed, AssertionRejected, TRANSIENT_NAME_ID, decodeAssertionParameter, parseAssertion, verifySignedAssertion,
-  type SignedAssertion,
-} from '../../saml/assertion.ts';
+import type { SignedAssertion } from '../../saml/assertion.ts';
+import { AssertionMalformed, AssertionRejected, TRANSIENT_NAME_ID, decodeAssertionParameter } from '../../saml/parameter.ts';
 import { listIdps, recordAssertionId } from '../../store/idps.ts';
 import { checkNameId, findFederatedUser, provisionFederatedUser, UserInputError, UsernameTakenError, type Federation } from '../../store/users.ts';
 import { hashPassword, passwordParams } from '../../store/passwords.ts';
@@ -24,6 +22,9 @@ import { issueUserTokens } from '../user-tokens.ts';
 import type { ExtensionGrant } from './index.ts';
 
 export const SAML2_BEARER = 'urn:ietf:params:oauth:grant-type:saml2-bearer';
+
+/** The XML parser and signature libraries load at the first assertion: a server that never sees one does not hold them (~7 MB). */
+const samlReader = () => import('../../saml/assertion.ts');
 
 function refuse(reason: string): never {
   throw new AssertionRejected(reason);
@@ -108,6 +109,7 @@ export const saml2BearerGrant: ExtensionGrant = {
     const client = ctx.oidc.client;
     if (!client) throw new errors.InvalidClient();
     if (client.clientAuthMethod === 'none') throw new errors.UnauthorizedClient('the SAML bearer grant requires client authentication');
+    const { parseAssertion, verifySignedAssertion } = await samlReader();
     let idp: IdpRow | undefined;
     try {
       const unverified = parseAssertion(decodeAssertionParameter(ctx.oidc.params?.assertion));

@@ -1,0 +1,29 @@
+// The `assertion` parameter of the SAML bearer grant before any XML is read: its encoding
+// (RFC 7522 §2.1), its size, and the two ways an assertion is refused. Kept apart from
+// assertion.ts so that the XML libraries load only when an assertion is first checked.
+
+export const TRANSIENT_NAME_ID = 'urn:oasis:names:tc:SAML:2.0:nameid-format:transient';
+/** xs:ID values IdPs write are short; a longer one is refused before it reaches the replay cache. */
+export const MAX_ASSERTION_ID_LENGTH = 256;
+
+/** A malformed `assertion` parameter: invalid_request. */
+export class AssertionMalformed extends Error {}
+/** A well-formed assertion that is not acceptable: invalid_grant. The message is for the log. */
+export class AssertionRejected extends Error {}
+
+export const MAX_ASSERTION_BYTES = 48 * 1024;
+
+/** RFC 7522 §2.1: one assertion, base64url, no line breaks; correct padding if any. */
+export function decodeAssertionParameter(value: unknown): string {
+  if (typeof value !== 'string' || value === '') throw new AssertionMalformed("missing required parameter 'assertion'");
+  if (!/^[A-Za-z0-9_-]+={0,2}$/.test(value) || (value.includes('=') && value.length % 4 !== 0) || value.length % 4 === 1) {
+    throw new AssertionMalformed('assertion must be base64url without line breaks');
+  }
+  const xml = Buffer.from(value, 'base64url');
+  if (xml.length > MAX_ASSERTION_BYTES) throw new AssertionMalformed('assertion is too large');
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(xml);
+  } catch {
+    throw new AssertionMalformed('assertion is not UTF-8 XML');
+  }
+}
