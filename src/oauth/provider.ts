@@ -83,6 +83,10 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, cer
       token: ROUTES.token,
       jwks: ROUTES.jwks,
     },
+    // RFC 6749 §4.1.3: a code redeems only with the redirect_uri its request named, even for a
+    // client with a single registered URI (the engine would fill it in at /token otherwise). So
+    // /authorize requires it too: there it is what the code is bound to.
+    allowOmittingSingleRegisteredRedirectUri: false,
     clientAuthMethods: [...SECRET_CLIENT_AUTH_METHODS, 'none', 'tls_client_auth', 'self_signed_tls_client_auth'],
     clockTolerance: config.clockSkew,
     // ID tokens and JWT access tokens (src/oauth/resource-server.ts) use this default; no client
