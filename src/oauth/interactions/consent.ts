@@ -9,7 +9,7 @@ import type { Db } from '../../db/database.ts';
 import { findConsent } from '../../store/consents.ts';
 import { rolesOfUser } from '../../store/users.ts';
 import { audienceOf } from '../resource-server.ts';
-import { grantableOf, splitScope } from '../scope-policy.ts';
+import { grantableOf, noScopeGrantable, splitScope } from '../scope-policy.ts';
 import type { ScopeLookup } from '../scope-registry.ts';
 
 /** Scopes oidc-provider handles itself (ID token, offline access), not our registry's. */
@@ -79,14 +79,20 @@ async function withCurrentPolicy(deps: ConsentDeps, grant: Grant, allowedScope: 
 export function loadExistingGrant(deps: ConsentDeps) {
   return async (ctx: KoaContextWithOIDC) => {
     const { provider, client, session } = ctx.oidc;
-    const grantId = ctx.oidc.result?.consent?.grantId || (client && session?.grantIdFor(client.clientId));
-    if (grantId) {
-      const grant = await provider.Grant.find(grantId);
-      if (grant) return withCurrentPolicy(deps, grant, String(client?.km_allowed_scope ?? ''));
-    }
     const accountId = session?.accountId;
+    // Before the sign-in there is no user to judge role-bound scopes by: the engine asks for it.
     if (!client || !accountId) return undefined;
     const decision = await decideScopes(deps, String(client.km_allowed_scope ?? ''), accountId, ctx.oidc.params?.scope);
+    // Scopes asked for and none grantable is invalid_scope, at the client's redirect URI (RFC
+    // 6749 §4.1.2.1); left to the engine, an empty grant ends in access_denied, undescribed.
+    if (decision.granted.length === 0 && decision.oidc.length === 0 && decision.rejected.length > 0) {
+      throw noScopeGrantable(decision.rejected);
+    }
+    const grantId = ctx.oidc.result?.consent?.grantId || session.grantIdFor(client.clientId);
+    if (grantId) {
+      const grant = await provider.Grant.find(grantId);
+      if (grant) return withCurrentPolicy(deps, grant, String(client.km_allowed_scope ?? ''));
+    }
     if (!client.km_first_party) {
       const remembered = await findConsent(deps.db, accountId, client.clientId);
       if (!remembered) return undefined; // never asked: ask
