@@ -112,6 +112,10 @@ describe('refusals at the authorization endpoint', () => {
       assertRedirectedError(await authorize(new Browser(server.url), request({ client_id: passwordApp.id })), 'unauthorized_client');
     });
 
+    it('a resource other than this server → invalid_target (RFC 8707 §2)', async () => {
+      assertRedirectedError(await authorize(new Browser(server.url), request({ resource: 'https://elsewhere.example/api' })), 'invalid_target');
+    });
+
     for (const [name, scope] of [
       ['unregistered', 'admin'],
       ['registered but not allowed to the client', 'reports'],
