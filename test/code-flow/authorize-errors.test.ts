@@ -127,6 +127,13 @@ describe('refusals at the authorization endpoint', () => {
       });
     }
 
+    for (const scope of [undefined, 'offline_access']) {
+      it(`${scope === undefined ? 'no scope' : `only ${scope}`} → invalid_scope once the user is known (RFC 6749 §3.3)`, async () => {
+        const browser = new Browser(server.url);
+        assertRedirectedError(await signIn(browser, await authorize(browser, request({ scope }))), 'invalid_scope');
+      });
+    }
+
     it('with a signed-in user, prompt=none and no scope that can be granted → invalid_scope', async () => {
       const browser = new Browser(server.url);
       await runCodeFlow(browser, { clientId: web.id, redirectUri: REDIRECT, scope: 'read', username: alice.username, password: alice.password, state: 'st-1' });

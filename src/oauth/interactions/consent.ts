@@ -3,7 +3,7 @@
 // rejecting the rest, so that the flow never asks again for what cannot be granted.
 // Consent is remembered per user and client; first-party clients never ask.
 import type Provider from 'oidc-provider';
-import type { Grant, KoaContextWithOIDC } from 'oidc-provider';
+import { errors, type Grant, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Config } from '../../config/index.ts';
 import type { Db } from '../../db/database.ts';
 import { findConsent } from '../../store/consents.ts';
@@ -83,10 +83,11 @@ export function loadExistingGrant(deps: ConsentDeps) {
     // Before the sign-in there is no user to judge role-bound scopes by: the engine asks for it.
     if (!client || !accountId) return undefined;
     const decision = await decideScopes(deps, String(client.km_allowed_scope ?? ''), accountId, ctx.oidc.params?.scope);
-    // Scopes asked for and none grantable is invalid_scope, at the client's redirect URI (RFC
-    // 6749 §4.1.2.1); left to the engine, an empty grant ends in access_denied, undescribed.
-    if (decision.granted.length === 0 && decision.oidc.length === 0 && decision.rejected.length > 0) {
-      throw noScopeGrantable(decision.rejected);
+    // Left to the engine, a grant with nothing in it ends in access_denied, undescribed. The
+    // client is told why instead, at its redirect URI: invalid_scope, whether the scopes asked
+    // for cannot be granted or none was asked for (RFC 6749 §3.3, §4.1.2.1).
+    if (decision.granted.length === 0 && !decision.oidc.includes('openid')) {
+      throw decision.rejected.length ? noScopeGrantable(decision.rejected) : new errors.InvalidScope('no scope that can be granted was requested', '');
     }
     const grantId = ctx.oidc.result?.consent?.grantId || session.grantIdFor(client.clientId);
     if (grantId) {
