@@ -1,5 +1,5 @@
 // Config → oidc-provider. The only file that knows oidc-provider's configuration options.
-import Provider, { errors, type ClientAuthMethod, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import Provider, { errors, type Client, type ClientAuthMethod, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { JWK } from 'jose';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.ts';
@@ -9,7 +9,7 @@ import { createAdapterClass } from './adapter.ts';
 import type { ClientDirectory } from './client-directory.ts';
 import type { TokenWriter } from '../store/tokens.ts';
 import { EXTRA_CLIENT_METADATA } from './client-metadata.ts';
-import { grantableOf, grantScopes, splitScope } from './scope-policy.ts';
+import { grantableOf, grantScopes, noScopeGrantable, splitScope } from './scope-policy.ts';
 import { recordAuditEvent } from '../store/audit.ts';
 import type { ScopeLookup } from './scope-registry.ts';
 import { audienceOf, resourceServerFor } from './resource-server.ts';
@@ -83,6 +83,10 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, cer
       token: ROUTES.token,
       jwks: ROUTES.jwks,
     },
+    // RFC 6749 §4.1.3: a code redeems only with the redirect_uri its request named, even for a
+    // client with a single registered URI (the engine would fill it in at /token otherwise). So
+    // /authorize requires it too: there it is what the code is bound to.
+    allowOmittingSingleRegisteredRedirectUri: false,
     clientAuthMethods: [...SECRET_CLIENT_AUTH_METHODS, 'none', 'tls_client_auth', 'self_signed_tls_client_auth'],
     clockTolerance: config.clockSkew,
     // ID tokens and JWT access tokens (src/oauth/resource-server.ts) use this default; no client
@@ -158,9 +162,7 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, cer
             const stillGrantable = await grantableOf(scopes, allowed, splitScope(allowed), await guardStorage(() => rolesOfAccount(db, accountId)));
             // As at sign-in (scope-policy.ts): asking for scopes and getting none is invalid_scope.
             const requested = splitScope(ctx.oidc.params?.scope);
-            if (requested.length > 0 && !requested.some((s) => stillGrantable.includes(s))) {
-              throw new errors.InvalidScope('requested scope is not allowed', requested.join(' '));
-            }
+            if (requested.length > 0 && !requested.some((s) => stillGrantable.includes(s))) throw noScopeGrantable(requested);
             return resourceServerFor(config, client, stillGrantable.join(' '));
           }
           if (ctx.oidc.params?.grant_type !== 'client_credentials') {
@@ -198,6 +200,14 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, cer
   // Only digests are stored: hash what the client presents, then compare in constant time.
   provider.Client.prototype.compareClientSecret = async function compare(this: { clientSecret?: string }, actual: string) {
     return clientSecretMatches(actual, this.clientSecret ?? null);
+  };
+  // RFC 6749 §4.1.2.1: a client not registered for the code flow is unauthorized_client at its
+  // redirect URI. The engine asks this only at /authorize and would answer invalid_request,
+  // in a redirect it builds before any event or middleware could correct the error.
+  const responseTypeAllowed = provider.Client.prototype.responseTypeAllowed;
+  provider.Client.prototype.responseTypeAllowed = function allowed(this: Client, type: Parameters<Client['responseTypeAllowed']>[0]) {
+    if (responseTypeAllowed.call(this, type)) return true;
+    throw new errors.UnauthorizedClient('the client is not registered for the authorization_code grant');
   };
 
   registerGrants(provider, { config, db, scopes, certificates, logger, metrics });

@@ -1,10 +1,20 @@
 // The one resource server this key manager issues for today: the configured audience. Every
 // access token names it in `aud`; the client's token format decides opaque or JWT.
-import type { Client, ResourceServer } from 'oidc-provider';
+import { errors, type Client, type ResourceServer } from 'oidc-provider';
 import { tokenAudience, type Config } from '../config/index.ts';
 
 export function audienceOf(config: Config): string {
   return tokenAudience(config);
+}
+
+/**
+ * RFC 8707 §2 for our own grants (password, SAML bearer): the engine checks `resource` only on
+ * its grants, through provider.ts. A resource naming anything but our audience is invalid_target,
+ * checked before any work, so that a refused request costs no password check and uses up no
+ * assertion.
+ */
+export function checkRequestedResource(config: Config, requested: unknown): void {
+  if (requested !== undefined && requested !== audienceOf(config)) throw new errors.InvalidTarget();
 }
 
 export function resourceServerFor(config: Config, client: Client, scope: string): ResourceServer {

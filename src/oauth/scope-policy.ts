@@ -28,6 +28,11 @@ export async function grantableOf(
   });
 }
 
+/** invalid_scope: scopes were asked for and none of them can be granted. */
+export function noScopeGrantable(requested: string[]): InstanceType<typeof errors.InvalidScope> {
+  return new errors.InvalidScope('requested scope is not allowed', requested.join(' '));
+}
+
 /** As grantableOf, but asking for scopes and getting none is invalid_scope. */
 export async function grantScopes(
   registry: ScopeLookup,
@@ -37,8 +42,6 @@ export async function grantScopes(
 ): Promise<string[]> {
   const requested = splitScope(requestedScope);
   const granted = await grantableOf(registry, allowedScope, requested, userRoles);
-  if (requested.length > 0 && granted.length === 0) {
-    throw new errors.InvalidScope('requested scope is not allowed', requested.join(' '));
-  }
+  if (requested.length > 0 && granted.length === 0) throw noScopeGrantable(requested);
   return granted;
 }

@@ -1,4 +1,6 @@
 // Small HTTP helpers: form posts with client authentication, JSON out.
+import assert from 'node:assert/strict';
+
 export interface Reply {
   status: number;
   headers: Headers;
@@ -100,4 +102,16 @@ export async function rawRequest(baseUrl: string, req: RawRequest): Promise<Repl
     json = undefined;
   }
   return { status: Number(statusLine!.split(' ')[1]), headers, text, json };
+}
+
+/** The README's refusal: exactly `error` and a non-empty `error_description`, no stack. */
+export function assertRefusal(res: Reply, status: number, error: string, description?: RegExp | string): void {
+  assert.equal(res.status, status, res.text);
+  assert.deepEqual(Object.keys(res.json ?? {}).sort(), ['error', 'error_description'], res.text);
+  assert.equal(res.json.error, error, res.text);
+  assert.equal(typeof res.json.error_description, 'string', res.text);
+  assert.notEqual(res.json.error_description, '', res.text);
+  if (typeof description === 'string') assert.equal(res.json.error_description, description);
+  else if (description) assert.match(res.json.error_description, description);
+  assert.doesNotMatch(res.text, /at .*\.(ts|js):\d+/, 'no stack trace');
 }

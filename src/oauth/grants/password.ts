@@ -5,6 +5,7 @@ import { errors, type KoaContextWithOIDC } from 'oidc-provider';
 import { accountOf } from '../accounts.ts';
 import { credentialProblem, signIn } from '../sign-in.ts';
 import { issueUserTokens } from '../user-tokens.ts';
+import { checkRequestedResource } from '../resource-server.ts';
 import type { ExtensionGrant } from './index.ts';
 
 function credential(ctx: KoaContextWithOIDC, name: 'username' | 'password'): string {
@@ -17,12 +18,13 @@ function credential(ctx: KoaContextWithOIDC, name: 'username' | 'password'): str
 
 export const passwordGrant: ExtensionGrant = {
   grantType: 'password',
-  parameters: ['username', 'password', 'scope'],
+  parameters: ['username', 'password', 'scope', 'resource'],
   handler: (deps) => async (ctx) => {
     const { client } = ctx.oidc;
     if (!client) throw new errors.InvalidClient();
     // §4.3.2: the client authenticates; a public client cannot keep a user's password safe.
     if (client.clientAuthMethod === 'none') throw new errors.UnauthorizedClient('the password grant requires a confidential client');
+    checkRequestedResource(deps.config, ctx.oidc.params?.resource);
     const username = credential(ctx, 'username');
     const password = credential(ctx, 'password');
     const user = await signIn(deps, { username, password, source: ctx.ip, clientId: client.clientId });

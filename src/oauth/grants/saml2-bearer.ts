@@ -19,6 +19,7 @@ import type { IdpRow, UserRow } from '../../db/types.ts';
 import type { Db } from '../../db/database.ts';
 import { accountOf } from '../accounts.ts';
 import { issueUserTokens } from '../user-tokens.ts';
+import { checkRequestedResource } from '../resource-server.ts';
 import type { ExtensionGrant } from './index.ts';
 
 export const SAML2_BEARER = 'urn:ietf:params:oauth:grant-type:saml2-bearer';
@@ -103,12 +104,13 @@ async function consumeFor(db: Db, config: Config, idp: IdpRow, subject: Federati
 
 export const saml2BearerGrant: ExtensionGrant = {
   grantType: SAML2_BEARER,
-  parameters: ['assertion', 'scope'],
+  parameters: ['assertion', 'scope', 'resource'],
   handler: (deps) => async (ctx) => {
     const { db, config, logger } = deps;
     const client = ctx.oidc.client;
     if (!client) throw new errors.InvalidClient();
     if (client.clientAuthMethod === 'none') throw new errors.UnauthorizedClient('the SAML bearer grant requires client authentication');
+    checkRequestedResource(config, ctx.oidc.params?.resource);
     const { parseAssertion, verifySignedAssertion } = await samlReader();
     let idp: IdpRow | undefined;
     try {

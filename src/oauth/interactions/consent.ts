@@ -3,13 +3,13 @@
 // rejecting the rest, so that the flow never asks again for what cannot be granted.
 // Consent is remembered per user and client; first-party clients never ask.
 import type Provider from 'oidc-provider';
-import type { Grant, KoaContextWithOIDC } from 'oidc-provider';
+import { errors, type Grant, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Config } from '../../config/index.ts';
 import type { Db } from '../../db/database.ts';
 import { findConsent } from '../../store/consents.ts';
 import { rolesOfUser } from '../../store/users.ts';
 import { audienceOf } from '../resource-server.ts';
-import { grantableOf, splitScope } from '../scope-policy.ts';
+import { grantableOf, noScopeGrantable, splitScope } from '../scope-policy.ts';
 import type { ScopeLookup } from '../scope-registry.ts';
 
 /** Scopes oidc-provider handles itself (ID token, offline access), not our registry's. */
@@ -79,14 +79,21 @@ async function withCurrentPolicy(deps: ConsentDeps, grant: Grant, allowedScope: 
 export function loadExistingGrant(deps: ConsentDeps) {
   return async (ctx: KoaContextWithOIDC) => {
     const { provider, client, session } = ctx.oidc;
-    const grantId = ctx.oidc.result?.consent?.grantId || (client && session?.grantIdFor(client.clientId));
-    if (grantId) {
-      const grant = await provider.Grant.find(grantId);
-      if (grant) return withCurrentPolicy(deps, grant, String(client?.km_allowed_scope ?? ''));
-    }
     const accountId = session?.accountId;
+    // Before the sign-in there is no user to judge role-bound scopes by: the engine asks for it.
     if (!client || !accountId) return undefined;
     const decision = await decideScopes(deps, String(client.km_allowed_scope ?? ''), accountId, ctx.oidc.params?.scope);
+    // Left to the engine, a grant with nothing in it ends in access_denied, undescribed. The
+    // client is told why instead, at its redirect URI: invalid_scope, whether the scopes asked
+    // for cannot be granted or none was asked for (RFC 6749 §3.3, §4.1.2.1).
+    if (decision.granted.length === 0 && !decision.oidc.includes('openid')) {
+      throw decision.rejected.length ? noScopeGrantable(decision.rejected) : new errors.InvalidScope('no scope that can be granted was requested', '');
+    }
+    const grantId = ctx.oidc.result?.consent?.grantId || session.grantIdFor(client.clientId);
+    if (grantId) {
+      const grant = await provider.Grant.find(grantId);
+      if (grant) return withCurrentPolicy(deps, grant, String(client.km_allowed_scope ?? ''));
+    }
     if (!client.km_first_party) {
       const remembered = await findConsent(deps.db, accountId, client.clientId);
       if (!remembered) return undefined; // never asked: ask
