@@ -36,7 +36,11 @@ export function createScopeRegistry(db: Db, changes: ChangeListener | undefined)
     async find(names) {
       if (names.length === 0) return new Map();
       if (!changes?.listening) return guardStorage(() => findScopes(db, names));
-      return pick(await registry(), names);
+      const cached = await registry();
+      if (names.every((n) => cached.has(n))) return pick(cached, names);
+      // A name the cache lacks may have been registered a moment ago by another process (keymgr,
+      // an admin script) whose notice is still on its way: the database decides before a refusal.
+      return guardStorage(() => findScopes(db, names));
     },
     async all() {
       return [...(await registry()).keys()];

@@ -67,6 +67,31 @@ describe('caches across instances', () => {
     }
   });
 
+  it('a scope an admin script registers is granted at once, though the instance had cached the registry without it', async () => {
+    await listening();
+    // keymgr answers once every instance has handled its change: nothing of it is in flight.
+    const made = await runKeymgr(['client', 'create', '--name', 'reports app', '--scope', 'read', '--json'], env);
+    assert.equal(made.code, 0, made.stderr);
+    const app = JSON.parse(made.stdout) as { client_id: string; client_secret: string };
+    // A caches the registry, without the scope (the discovery document lists every scope).
+    const listed = await fetch(`${a.url}/.well-known/openid-configuration`).then((r) => r.json()) as { scopes_supported: string[] };
+    assert.equal(listed.scopes_supported.includes('reports'), false);
+    // Triggers off for this session: the change's notice is never sent, which stands for one
+    // still on its way when the next request arrives (the window every SQL writer has).
+    const admin = new pg.Client({ connectionString: database.url });
+    await admin.connect();
+    try {
+      await admin.query('set session_replication_role = replica');
+      await admin.query("insert into scopes (name, description) values ('reports', 'Read reports')");
+      await admin.query("update clients set scope = 'read reports' where client_id = $1", [app.client_id]);
+    } finally {
+      await admin.end();
+    }
+    const res = await postForm(`${a.url}/token`, { grant_type: 'client_credentials', scope: 'reports' }, { basic: [app.client_id, app.client_secret] });
+    assert.equal(res.status, 200, res.text);
+    assert.equal(res.json.scope, 'reports');
+  });
+
   it('a grant the engine revokes on refresh-token reuse: its access token is inactive at B on the very next request (50 rounds)', async () => {
     await listening();
     const app = await makeClient(database.db, { grantTypes: ['password', 'refresh_token'], scope: ['read'] });
