@@ -11,7 +11,7 @@ import { basicHeader } from '../support/http.ts';
 import { makeClient } from '../support/fixtures.ts';
 import { addCertificate, describeX509, parseCertificatePem, removeCertificate } from '../../src/store/certificates.ts';
 import { X509Certificate } from 'node:crypto';
-import { createPki, get, issue, post, type Issued, type Pki, type TlsReply } from './support.ts';
+import { assertInvalidClient, createPki, get, issue, post, type Issued, type Pki, type TlsReply } from './support.ts';
 
 describe('mutual TLS client authentication', () => {
   let database: TestDatabase;
@@ -54,11 +54,6 @@ describe('mutual TLS client authentication', () => {
     post(`${server.url}/introspect`, { token: value, client_id: clientId }, as(cert));
   const revoke = (clientId: string, cert: Issued | undefined, value: string) =>
     post(`${server.url}/revoke`, { token: value, client_id: clientId }, as(cert));
-
-  function assertInvalidClient(res: TlsReply, what: string): void {
-    assert.ok(res.status === 401 || res.status === 400, `${what}: status ${res.status} ${res.text}`);
-    assert.equal(res.json?.error, 'invalid_client', `${what}: ${res.text}`);
-  }
 
   function assertOk(res: TlsReply, what: string): void {
     assert.equal(res.status, 200, `${what}: ${res.text}`);
