@@ -10,14 +10,12 @@ import { createHash } from 'node:crypto';
 import { sql } from 'kysely';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { basicHeader, getJson, postForm, rawRequest, type Reply } from '../support/http.ts';
+import { basicHeader, getJson, postForm, rawRequest, type Reply, UNAVAILABLE } from '../support/http.ts';
 import { makeClient, makeScope, makeUser, type TestClient } from '../support/fixtures.ts';
 import { startTcpProxy, viaProxy, type TcpProxy } from '../support/tcp-proxy.ts';
 import { GRANTS, setUpEveryGrant, type EveryGrant, type TokenRequest } from '../support/every-grant.ts';
 import { removeTempDirs } from '../saml/support.ts';
 
-/** README "Errors": what /token answers while the database cannot be reached. */
-const UNAVAILABLE = { error: 'temporarily_unavailable', error_description: 'the service is temporarily unavailable' };
 
 /** README "Security notes": a token row is found by the hex SHA-256 of the whole token string. */
 const digest = (token: string) => createHash('sha256').update(token, 'utf8').digest('hex');
