@@ -55,14 +55,16 @@ describe('refresh tokens', () => {
   it('reuse of a rotated refresh token revokes the whole grant and is logged', async () => {
     const first = await signIn();
     const second = (await refresh(first.refresh_token)).json;
+    const mark = server.logMark();
     const reuse = await refresh(first.refresh_token);
     assert.equal(reuse.status, 400);
-    assert.equal(reuse.json.error, 'invalid_grant');
+    assert.deepEqual(reuse.json, { error: 'invalid_grant', error_description: 'grant request is invalid' });
+    // Logged by this very request, not by an earlier one.
+    assert.equal(server.logsSince(mark).filter((e) => e.security === 'token_reuse').length, 1);
     for (const token of [first.access_token, second.access_token, second.refresh_token]) {
       assert.equal(await active(token), false, 'every token of the grant is revoked');
     }
     assert.equal((await refresh(second.refresh_token)).json.error, 'invalid_grant');
-    assert.ok(server.logs.some((l) => l.includes('"security":"token_reuse"')));
   });
 
   it('two simultaneous refreshes with one token: one success, one failure', async () => {
@@ -241,6 +243,27 @@ describe('refresh tokens', () => {
     const row = await database.db.selectFrom('tokens').select(['issued_at', 'expires_at']).where('id_sha256', '=', tokenDigest(refresh_token)).executeTakeFirstOrThrow();
     const seconds = (row.expires_at!.getTime() - row.issued_at.getTime()) / 1000;
     assert.ok(Math.abs(seconds - 600) < 3, `refresh token lives ${seconds}s`);
+  });
+
+  /** Moves everything about the token's row `seconds` into the past, as if it had been issued (and left unused) that long ago. */
+  const age = (token: string, seconds: number) => sql`update tokens set
+      issued_at = issued_at - make_interval(secs => ${seconds}), expires_at = expires_at - make_interval(secs => ${seconds}),
+      payload = payload || jsonb_build_object('iat', (payload->>'iat')::int - ${seconds}, 'exp', (payload->>'exp')::int - ${seconds},
+        'iiat', coalesce((payload->>'iiat')::int, (payload->>'iat')::int) - ${seconds})
+      where id_sha256 = ${tokenDigest(token)}`.execute(database.db);
+
+  it('a refresh token left unused for longer than refresh_token_idle_ttl (600 s) is refused; within it, it works', async () => {
+    // Well within the absolute lifetime (7200 s) both times: only the idle limit can refuse.
+    const within = await signIn();
+    await age(within.refresh_token, 590);
+    const used = await refresh(within.refresh_token);
+    assert.equal(used.status, 200, used.text);
+    const idle = await signIn();
+    await age(idle.refresh_token, 610);
+    const refused = await refresh(idle.refresh_token);
+    assert.equal(refused.status, 400, refused.text);
+    assert.deepEqual(refused.json, { error: 'invalid_grant', error_description: 'grant request is invalid' });
+    assert.equal(await active(idle.refresh_token), false);
   });
 
   it('honours the absolute lifetime across rotations', async () => {
