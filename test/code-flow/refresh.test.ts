@@ -90,7 +90,7 @@ describe('refresh tokens', () => {
     const holder = new pg.Client({ connectionString: database.url });
     await holder.connect();
     try {
-      const { refresh_token } = await signIn();
+      const { access_token: original, refresh_token } = await signIn();
       const mark = server.logMark();
       await holder.query('begin');
       await holder.query('select 1 from tokens where id_sha256 = $1 for update', [tokenDigest(refresh_token)]);
@@ -109,12 +109,19 @@ describe('refresh tokens', () => {
       assert.equal(won.length, 1, results.map((r) => r.text).join('\n'));
       assert.equal(lost[0]!.status, 400);
       assert.deepEqual(lost[0]!.json, { error: 'invalid_grant', error_description: 'grant request is invalid' });
-      // The loser revoked nothing: the winner's tokens work, on both instances.
+      // The loser revoked nothing: the winner's tokens and the grant's earlier access token work,
+      // on both instances, and the winner's refresh token is the grant's one live refresh token.
       const winner = won[0]!.json as { access_token: string; refresh_token: string };
       for (const s of [server, second]) {
-        const introspected = await postForm(`${s.url}/introspect`, { token: winner.access_token }, { basic: client.basic });
-        assert.equal(introspected.json.active, true);
+        for (const token of [winner.access_token, winner.refresh_token, original]) {
+          const introspected = await postForm(`${s.url}/introspect`, { token }, { basic: client.basic });
+          assert.equal(introspected.json.active, true);
+        }
       }
+      const grantId = (await database.db.selectFrom('tokens').select('grant_id').where('id_sha256', '=', tokenDigest(refresh_token)).executeTakeFirstOrThrow()).grant_id!;
+      const liveRefresh = await database.db.selectFrom('tokens').select('id_sha256').where('grant_id', '=', grantId).where('kind', '=', 'RefreshToken')
+        .where('consumed_at', 'is', null).where('revoked_at', 'is', null).execute();
+      assert.deepEqual(liveRefresh, [{ id_sha256: tokenDigest(winner.refresh_token) }]);
       const next = await postForm(`${second.url}/token`, { grant_type: 'refresh_token', refresh_token: winner.refresh_token }, { basic: client.basic });
       assert.equal(next.status, 200, next.text);
       // Nor was the race taken for a reuse (which would have revoked the grant).
