@@ -267,6 +267,37 @@ describe('authorization code grant', () => {
       assert.equal(res.json.scope, 'orders:read');
     });
 
+    for (const withOpenid of [false, true]) {
+      it(`consent is asked again only for scopes not yet agreed to, in any later session${withOpenid ? ' (openid among the client\'s and the requested scopes)' : ''}`, async () => {
+        const oidc = withOpenid ? ['openid'] : [];
+        const c = await makeClient(database.db, { grantTypes: ['authorization_code'], scope: [...oidc, 'orders:read', 'orders:write'], redirectUris: [REDIRECT] });
+        const user = await makeUser(database.db, `consent-again-${++fresh}`, { roles: ['order-admin'] });
+        /** A flow in `browser`; the scopes the consent page listed, or undefined when it did not appear. */
+        const run = async (browser: Browser, scope: string[]) => {
+          let listed: string[] | undefined;
+          const back = await runCodeFlow(browser, {
+            clientId: c.id, redirectUri: REDIRECT, scope: [...oidc, ...scope].join(' '), username: user.username, password: user.password,
+            onConsent: (html) => (listed = [...html.matchAll(/<span class="scope">\(([^)]+)\)<\/span>/g)].map((m) => m[1]!).sort()),
+          });
+          const code = back.searchParams.get('code');
+          assert.ok(code, back.href);
+          const redeemed = await redeem(c, code);
+          assert.equal(redeemed.status, 200, redeemed.text);
+          assert.deepEqual(redeemed.json.scope.split(' ').filter((s: string) => !oidc.includes(s)).sort(), [...scope].sort());
+          return listed;
+        };
+        const first = new Browser(server.url);
+        assert.deepEqual(await run(first, ['orders:read']), ['orders:read'], 'asked the first time');
+        assert.equal(await run(first, ['orders:read']), undefined, 'not again in the same session');
+        assert.equal(await run(new Browser(server.url), ['orders:read']), undefined, 'nor in a new session');
+        const wider = await run(new Browser(server.url), ['orders:read', 'orders:write']);
+        assert.ok(wider?.includes('orders:write'), `asked again for the new scope: ${wider}`);
+        for (const scope of [['orders:write'], ['orders:read', 'orders:write']]) {
+          assert.equal(await run(new Browser(server.url), scope), undefined, `${scope} is agreed to now`);
+        }
+      });
+    }
+
     it('deny sends access_denied to the client', async () => {
       const b = new Browser(server.url);
       const consent = await toConsent(b);
