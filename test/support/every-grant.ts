@@ -4,6 +4,7 @@
 // token, a signed assertion) is apart from sending, so that a test can take the database away
 // in between.
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import type { Db } from '../../src/db/database.ts';
 import type { TokenFormat } from '../../src/store/clients.ts';
 import { addIdp } from '../../src/store/idps.ts';
@@ -44,7 +45,8 @@ export async function setUpEveryGrant(server: TestServer, db: Db, name: string, 
     grantTypes: ['client_credentials', 'password', 'refresh_token', 'authorization_code', SAML2_BEARER],
     scope: ['read'], redirectUris: [REDIRECT], tokenFormat,
   });
-  const user = await makeUser(db, `${name}-user`);
+  // A random password: the default one holds the username, which the logs may name.
+  const user = await makeUser(db, `${name}-user`, { password: randomBytes(18).toString('base64url') });
   const idp = `https://idp.${name}.example/saml`;
   const idpKey = makeKeyPair(`${name}-idp`);
   await addIdp(db, { entityId: idp, certificates: [idpKey.cert] });
