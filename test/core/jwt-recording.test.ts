@@ -20,8 +20,9 @@ import { removeTempDirs } from '../saml/support.ts';
 /** README "Security notes": a token row is found by the hex SHA-256 of the whole token string. */
 const digest = (token: string) => createHash('sha256').update(token, 'utf8').digest('hex');
 
-/** The claims of a JWT, read without the server's help. */
-const claimsOf = (jwt: string) => JSON.parse(Buffer.from(jwt.split('.')[1]!, 'base64url').toString('utf8')) as { exp: number; client_id: string; scope?: string };
+/** A part of a JWT, read without the server's help. */
+const partOf = (jwt: string, part: 0 | 1) => JSON.parse(Buffer.from(jwt.split('.')[part]!, 'base64url').toString('utf8'));
+const claimsOf = (jwt: string) => partOf(jwt, 1) as { exp: number; client_id: string; sub: string; scope?: string };
 
 describe('JWT access tokens are recorded wherever they are issued', () => {
   let database: TestDatabase;
@@ -55,6 +56,10 @@ describe('JWT access tokens are recorded wherever they are issued', () => {
       const res = await every.send(await every.prepare(grant));
       assert.equal(res.status, 200, res.text);
       const token = res.json.access_token as string;
+      // README "JWT access tokens": typ at+jwt, for the user on a user's grant.
+      assert.equal(partOf(token, 0).typ, 'at+jwt');
+      assert.equal(claimsOf(token).sub, grant === 'client_credentials' ? every.client.id : every.user.id);
+      assert.equal(claimsOf(token).scope, 'read');
       // Read at once, with no wait: the row is committed before the response leaves.
       const row = await database.db.selectFrom('tokens').select(['kind', 'format', 'client_id', 'expires_at', 'revoked_at'])
         .where('id_sha256', '=', digest(token)).executeTakeFirst();
