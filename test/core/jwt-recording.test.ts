@@ -15,6 +15,7 @@ import { makeClient, makeScope, makeUser, type TestClient } from '../support/fix
 import { startTcpProxy, viaProxy, type TcpProxy } from '../support/tcp-proxy.ts';
 import { GRANTS, setUpEveryGrant, type EveryGrant, type TokenRequest } from '../support/every-grant.ts';
 import { removeTempDirs } from '../saml/support.ts';
+import { waitFor } from '../support/wait.ts';
 
 
 /** README "Security notes": a token row is found by the hex SHA-256 of the whole token string. */
@@ -125,11 +126,7 @@ describe('JWT access tokens are recorded wherever they are issued', () => {
       await proxy.restore();
     }
     assert.deepEqual(answers, requests.map((r) => [r.grant, 503, UNAVAILABLE]));
-    const deadline = Date.now() + 30_000;
-    while ((await getJson(`${server.url}/readyz`)).status !== 200) {
-      assert.ok(Date.now() < deadline, '/readyz came back');
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await waitFor('/readyz to come back', async () => (await getJson(`${server.url}/readyz`)).status === 200);
     assert.equal(await jwtRows(), before);
   });
 

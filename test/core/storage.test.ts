@@ -7,6 +7,7 @@ import { startTestServer, type TestServer } from '../support/server.ts';
 import { getJson, postForm, UNAVAILABLE } from '../support/http.ts';
 import { issueToken, makeClient, type TestClient } from '../support/fixtures.ts';
 import { startTcpProxy, viaProxy, type TcpProxy } from '../support/tcp-proxy.ts';
+import { waitFor } from '../support/wait.ts';
 
 
 describe('storage', () => {
@@ -100,13 +101,8 @@ describe('storage', () => {
     await proxy.cut();
     await proxy.restore();
     // Pooled connections that died with the outage fail once each (503, fail closed); a load
-    // balancer waits for /readyz, and so does this test (bounded, not timed).
-    let ready = false;
-    for (let i = 0; i < 50 && !ready; i++) {
-      ready = (await getJson(`${server.url}/readyz`)).status === 200;
-      if (!ready) await new Promise((r) => setTimeout(r, 100));
-    }
-    assert.ok(ready, '/readyz came back');
+    // balancer waits for /readyz, and so does this test.
+    await waitFor('/readyz to come back', async () => (await getJson(`${server.url}/readyz`)).status === 200);
     const res = await postForm(`${server.url}/introspect`, { token }, { basic: opaque.basic });
     assert.equal(res.status, 200);
     assert.equal(res.json.active, true);
