@@ -54,6 +54,18 @@ describe('caches across instances', () => {
     }
   };
 
+  /** A password-grant client and a user (a cheap hash), and a sign-in at A that returns the tokens. */
+  const passwordApp = async (username: string) => {
+    const app = await makeClient(database.db, { grantTypes: ['password', 'refresh_token'], scope: ['read'] });
+    const user = await makeUser(database.db, username, { params: { memoryCost: 1024, timeCost: 1, parallelism: 1 } });
+    const signInAtA = async () => {
+      const login = await postForm(`${a.url}/token`, { grant_type: 'password', username: user.username, password: user.password, scope: 'read' }, { basic: app.basic });
+      assert.equal(login.status, 200, login.text);
+      return login.json as { access_token: string; refresh_token: string };
+    };
+    return { app, signInAtA };
+  };
+
   it('a token revoked at A is inactive at B on the very next request, though B had it cached (100 rounds)', async () => {
     await listening();
     for (let i = 0; i < 100; i++) {
@@ -69,12 +81,9 @@ describe('caches across instances', () => {
 
   it('a grant the engine revokes on refresh-token reuse: its access token is inactive at B on the very next request (50 rounds)', async () => {
     await listening();
-    const app = await makeClient(database.db, { grantTypes: ['password', 'refresh_token'], scope: ['read'] });
-    const user = await makeUser(database.db, 'reuse-cache', { params: { memoryCost: 1024, timeCost: 1, parallelism: 1 } });
+    const { app, signInAtA } = await passwordApp('reuse-cache');
     for (let i = 0; i < 50; i++) {
-      const login = await postForm(`${a.url}/token`, { grant_type: 'password', username: user.username, password: user.password, scope: 'read' }, { basic: app.basic });
-      assert.equal(login.status, 200, login.text);
-      const { access_token, refresh_token } = login.json as { access_token: string; refresh_token: string };
+      const { access_token, refresh_token } = await signInAtA();
       assert.equal(await active(b, access_token), true);
       assert.equal(await active(b, access_token), true); // from B's cache
       const rotated = await postForm(`${a.url}/token`, { grant_type: 'refresh_token', refresh_token }, { basic: app.basic });
@@ -115,12 +124,9 @@ describe('caches across instances', () => {
 
   it('a refresh token revoked at A: its grant is dead at B on the very next request, though B had it cached (10 rounds)', async () => {
     await listening();
-    const app = await makeClient(database.db, { grantTypes: ['password', 'refresh_token'], scope: ['read'] });
-    const user = await makeUser(database.db, 'revoke-refresh', { params: { memoryCost: 1024, timeCost: 1, parallelism: 1 } });
+    const { app, signInAtA } = await passwordApp('revoke-refresh');
     for (let i = 0; i < 10; i++) {
-      const login = await postForm(`${a.url}/token`, { grant_type: 'password', username: user.username, password: user.password, scope: 'read' }, { basic: app.basic });
-      assert.equal(login.status, 200, login.text);
-      const { access_token, refresh_token } = login.json as { access_token: string; refresh_token: string };
+      const { access_token, refresh_token } = await signInAtA();
       for (const token of [access_token, refresh_token]) {
         assert.equal(await active(b, token), true);
         assert.equal(await active(b, token), true); // from B's cache
