@@ -20,6 +20,8 @@ export interface Metrics {
   revocations: Counter<'kind'>;
   tokenReuse: Counter;
   logins: Counter<'result'>;
+  /** argon2 verifications of a presented user password, the stand-in hash of an unknown user included. */
+  passwordVerifications: Counter;
   lockouts: Counter<'reason'>;
   clientAuthFailures: Counter<'method'>;
   httpDuration: Histogram<'route' | 'status'>;
@@ -48,6 +50,7 @@ export function createMetrics(): Metrics {
     revocations: new Counter({ name: 'km_revocations_total', help: 'Tokens revoked at the revocation endpoint, by kind', labelNames: ['kind'], registers }),
     tokenReuse: new Counter({ name: 'km_token_reuse_detected_total', help: 'Used refresh tokens or authorization codes presented again (their grant was revoked)', registers }),
     logins: new Counter({ name: 'km_logins_total', help: 'User password sign-ins (password grant and sign-in page) by outcome', labelNames: ['result'], registers }),
+    passwordVerifications: new Counter({ name: 'km_password_verifications_total', help: 'argon2 verifications of user passwords (password grant and sign-in page), unknown users included', registers }),
     lockouts: new Counter({ name: 'km_lockouts_total', help: 'Accounts or addresses locked after repeated failed sign-ins', labelNames: ['reason'], registers }),
     clientAuthFailures: new Counter({ name: 'km_client_auth_failures_total', help: 'Failed client authentications, by the method tried', labelNames: ['method'], registers }),
     httpDuration: new Histogram({

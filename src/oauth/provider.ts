@@ -62,7 +62,7 @@ export interface ProviderDeps {
   /** Waits until every instance has dropped what it cached of a change just committed. */
   syncInstances: () => Promise<unknown>;
   /** What the engine's own steps count: sign-ins of the password grant, token reuse. */
-  metrics: Pick<Metrics, 'logins' | 'lockouts' | 'tokenReuse'>;
+  metrics: Pick<Metrics, 'logins' | 'lockouts' | 'passwordVerifications' | 'tokenReuse'>;
   logger: Logger;
 }
 

@@ -2,6 +2,14 @@
 // access token names it in `aud`; the client's token format decides opaque or JWT.
 import { errors, type Client, type ResourceServer } from 'oidc-provider';
 import { tokenAudience, type Config } from '../config/index.ts';
+import { splitScope } from './scope-policy.ts';
+
+/**
+ * Scopes oidc-provider handles itself (ID token, offline access): the authorization server's,
+ * never a resource server's. A consent holds them as OIDC scopes; were they also resource
+ * scopes, the engine would find them missing from every grant and ask for consent forever.
+ */
+export const OIDC_SCOPES = new Set(['openid', 'offline_access']);
 
 export function audienceOf(config: Config): string {
   return tokenAudience(config);
@@ -19,7 +27,7 @@ export function checkRequestedResource(config: Config, requested: unknown): void
 
 export function resourceServerFor(config: Config, client: Client, scope: string): ResourceServer {
   return {
-    scope,
+    scope: splitScope(scope).filter((s) => !OIDC_SCOPES.has(s)).join(' '),
     audience: audienceOf(config),
     accessTokenTTL: config.accessTokenTtl,
     accessTokenFormat: client.km_access_token_format === 'jwt' ? 'jwt' : 'opaque',

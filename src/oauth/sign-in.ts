@@ -26,7 +26,7 @@ export interface SignInDeps {
   config: Config;
   db: Db;
   logger: Logger;
-  metrics: Pick<Metrics, 'logins' | 'lockouts'>;
+  metrics: Pick<Metrics, 'logins' | 'lockouts' | 'passwordVerifications'>;
 }
 
 export interface SignInAttempt {
@@ -45,6 +45,15 @@ export interface SignInAttempt {
  */
 const IMPOSSIBLE_USERNAME_ACCOUNT = '\u0002impossible-username';
 
+/**
+ * Every argon2 verification goes through here and is counted, so that "the same argon2 work
+ * whether the user exists or not" can be watched from outside (km_password_verifications_total).
+ */
+async function verifyCounted(metrics: SignInDeps['metrics'], hash: string, password: string): Promise<boolean> {
+  metrics.passwordVerifications.inc();
+  return verifyPassword(hash, password);
+}
+
 /** The user when the password is right and the account usable; undefined for any refusal. */
 export async function signIn({ config, db, logger, metrics }: SignInDeps, { username: typed, password, source, clientId }: SignInAttempt): Promise<UserRow | undefined> {
   const params = passwordParams(config);
@@ -62,7 +71,7 @@ export async function signIn({ config, db, logger, metrics }: SignInDeps, { user
   }
 
   const user = await findUserByUsername(db, username);
-  const passwordOk = await verifyPassword(user?.password_hash ?? (await dummyHash(params)), password);
+  const passwordOk = await verifyCounted(metrics, user?.password_hash ?? (await dummyHash(params)), password);
   // A disabled user's right password counts like a wrong one: the lock state must not tell
   // them apart (a locked account answers faster).
   if (!user || !passwordOk || user.disabled) {

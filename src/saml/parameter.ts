@@ -11,16 +11,20 @@ export class AssertionMalformed extends Error {}
 /** A well-formed assertion that is not acceptable: invalid_grant. The message is for the log. */
 export class AssertionRejected extends Error {}
 
-export const MAX_ASSERTION_BYTES = 48 * 1024;
+/**
+ * The limit is on the parameter as sent (base64url): a limit on the decoded XML would sit
+ * above what any body under max_body_bytes can carry (base64 adds a third), and never count.
+ */
+export const MAX_ASSERTION_LENGTH = 48 * 1024;
 
 /** RFC 7522 §2.1: one assertion, base64url, no line breaks; correct padding if any. */
 export function decodeAssertionParameter(value: unknown): string {
   if (typeof value !== 'string' || value === '') throw new AssertionMalformed("missing required parameter 'assertion'");
+  if (value.length > MAX_ASSERTION_LENGTH) throw new AssertionMalformed('assertion is too large');
   if (!/^[A-Za-z0-9_-]+={0,2}$/.test(value) || (value.includes('=') && value.length % 4 !== 0) || value.length % 4 === 1) {
     throw new AssertionMalformed('assertion must be base64url without line breaks');
   }
   const xml = Buffer.from(value, 'base64url');
-  if (xml.length > MAX_ASSERTION_BYTES) throw new AssertionMalformed('assertion is too large');
   try {
     return new TextDecoder('utf-8', { fatal: true }).decode(xml);
   } catch {

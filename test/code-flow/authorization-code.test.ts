@@ -178,12 +178,13 @@ describe('authorization code grant', () => {
       const first = await redeem(web, code);
       assert.equal(first.status, 200);
       assert.equal((await introspect(first.json.access_token)).json.active, true);
+      const mark = server.logMark();
       const replay = await redeem(web, code);
       assert.equal(replay.status, 400);
-      assert.equal(replay.json.error, 'invalid_grant');
+      assert.deepEqual(replay.json, { error: 'invalid_grant', error_description: 'grant request is invalid' });
+      assert.equal(server.logsSince(mark).filter((e) => e.security === 'token_reuse').length, 1, 'this replay logged as a security event');
       assert.deepEqual((await introspect(first.json.access_token)).json, { active: false });
       assert.deepEqual((await introspect(first.json.refresh_token)).json, { active: false });
-      assert.ok(server.logs.some((l) => l.includes('"security":"token_reuse"')), 'replay logged as a security event');
     });
 
     it('an expired code is refused', async () => {
@@ -265,6 +266,37 @@ describe('authorization code grant', () => {
       const res = await redeem(web, code);
       assert.equal(res.json.scope, 'orders:read');
     });
+
+    for (const withOpenid of [false, true]) {
+      it(`consent is asked again only for scopes not yet agreed to, in any later session${withOpenid ? ' (openid among the client\'s and the requested scopes)' : ''}`, async () => {
+        const oidc = withOpenid ? ['openid'] : [];
+        const c = await makeClient(database.db, { grantTypes: ['authorization_code'], scope: [...oidc, 'orders:read', 'orders:write'], redirectUris: [REDIRECT] });
+        const user = await makeUser(database.db, `consent-again-${++fresh}`, { roles: ['order-admin'] });
+        /** A flow in `browser`; the scopes the consent page listed, or undefined when it did not appear. */
+        const run = async (browser: Browser, scope: string[]) => {
+          let listed: string[] | undefined;
+          const back = await runCodeFlow(browser, {
+            clientId: c.id, redirectUri: REDIRECT, scope: [...oidc, ...scope].join(' '), username: user.username, password: user.password,
+            onConsent: (html) => (listed = [...html.matchAll(/<span class="scope">\(([^)]+)\)<\/span>/g)].map((m) => m[1]!).sort()),
+          });
+          const code = back.searchParams.get('code');
+          assert.ok(code, back.href);
+          const redeemed = await redeem(c, code);
+          assert.equal(redeemed.status, 200, redeemed.text);
+          assert.deepEqual(redeemed.json.scope.split(' ').filter((s: string) => !oidc.includes(s)).sort(), [...scope].sort());
+          return listed;
+        };
+        const first = new Browser(server.url);
+        assert.deepEqual(await run(first, ['orders:read']), ['orders:read'], 'asked the first time');
+        assert.equal(await run(first, ['orders:read']), undefined, 'not again in the same session');
+        assert.equal(await run(new Browser(server.url), ['orders:read']), undefined, 'nor in a new session');
+        const wider = await run(new Browser(server.url), ['orders:read', 'orders:write']);
+        assert.ok(wider?.includes('orders:write'), `asked again for the new scope: ${wider}`);
+        for (const scope of [['orders:write'], ['orders:read', 'orders:write']]) {
+          assert.equal(await run(new Browser(server.url), scope), undefined, `${scope} is agreed to now`);
+        }
+      });
+    }
 
     it('deny sends access_denied to the client', async () => {
       const b = new Browser(server.url);

@@ -55,14 +55,16 @@ describe('refresh tokens', () => {
   it('reuse of a rotated refresh token revokes the whole grant and is logged', async () => {
     const first = await signIn();
     const second = (await refresh(first.refresh_token)).json;
+    const mark = server.logMark();
     const reuse = await refresh(first.refresh_token);
     assert.equal(reuse.status, 400);
-    assert.equal(reuse.json.error, 'invalid_grant');
+    assert.deepEqual(reuse.json, { error: 'invalid_grant', error_description: 'grant request is invalid' });
+    // Logged by this very request, not by an earlier one.
+    assert.equal(server.logsSince(mark).filter((e) => e.security === 'token_reuse').length, 1);
     for (const token of [first.access_token, second.access_token, second.refresh_token]) {
       assert.equal(await active(token), false, 'every token of the grant is revoked');
     }
     assert.equal((await refresh(second.refresh_token)).json.error, 'invalid_grant');
-    assert.ok(server.logs.some((l) => l.includes('"security":"token_reuse"')));
   });
 
   it('two simultaneous refreshes with one token: one success, one failure', async () => {
@@ -88,8 +90,8 @@ describe('refresh tokens', () => {
     const holder = new pg.Client({ connectionString: database.url });
     await holder.connect();
     try {
-      const { refresh_token } = await signIn();
-      const logsBefore = server.logs.length;
+      const { access_token: original, refresh_token } = await signIn();
+      const mark = server.logMark();
       await holder.query('begin');
       await holder.query('select 1 from tokens where id_sha256 = $1 for update', [tokenDigest(refresh_token)]);
       const pending = [server, second].map((s) => postForm(`${s.url}/token`, { grant_type: 'refresh_token', refresh_token }, { basic: client.basic }));
@@ -107,17 +109,24 @@ describe('refresh tokens', () => {
       assert.equal(won.length, 1, results.map((r) => r.text).join('\n'));
       assert.equal(lost[0]!.status, 400);
       assert.deepEqual(lost[0]!.json, { error: 'invalid_grant', error_description: 'grant request is invalid' });
-      // The loser revoked nothing: the winner's tokens work, on both instances.
+      // The loser revoked nothing: the winner's tokens and the grant's earlier access token work,
+      // on both instances, and the winner's refresh token is the grant's one live refresh token.
       const winner = won[0]!.json as { access_token: string; refresh_token: string };
       for (const s of [server, second]) {
-        const introspected = await postForm(`${s.url}/introspect`, { token: winner.access_token }, { basic: client.basic });
-        assert.equal(introspected.json.active, true);
+        for (const token of [winner.access_token, winner.refresh_token, original]) {
+          const introspected = await postForm(`${s.url}/introspect`, { token }, { basic: client.basic });
+          assert.equal(introspected.json.active, true);
+        }
       }
+      const grantId = (await database.db.selectFrom('tokens').select('grant_id').where('id_sha256', '=', tokenDigest(refresh_token)).executeTakeFirstOrThrow()).grant_id!;
+      const liveRefresh = await database.db.selectFrom('tokens').select('id_sha256').where('grant_id', '=', grantId).where('kind', '=', 'RefreshToken')
+        .where('consumed_at', 'is', null).where('revoked_at', 'is', null).execute();
+      assert.deepEqual(liveRefresh, [{ id_sha256: tokenDigest(winner.refresh_token) }]);
       const next = await postForm(`${second.url}/token`, { grant_type: 'refresh_token', refresh_token: winner.refresh_token }, { basic: client.basic });
       assert.equal(next.status, 200, next.text);
       // Nor was the race taken for a reuse (which would have revoked the grant).
-      const written = [...server.logs.slice(logsBefore), ...second.logs];
-      assert.equal(written.some((l) => l.includes('"security":"token_reuse"')), false);
+      const written = [...server.logsSince(mark), ...second.logsSince(0)];
+      assert.equal(written.some((e) => e.security === 'token_reuse'), false);
     } finally {
       await holder.end();
       await second.stop();
@@ -241,6 +250,27 @@ describe('refresh tokens', () => {
     const row = await database.db.selectFrom('tokens').select(['issued_at', 'expires_at']).where('id_sha256', '=', tokenDigest(refresh_token)).executeTakeFirstOrThrow();
     const seconds = (row.expires_at!.getTime() - row.issued_at.getTime()) / 1000;
     assert.ok(Math.abs(seconds - 600) < 3, `refresh token lives ${seconds}s`);
+  });
+
+  /** Moves everything about the token's row `seconds` into the past, as if it had been issued (and left unused) that long ago. */
+  const age = (token: string, seconds: number) => sql`update tokens set
+      issued_at = issued_at - make_interval(secs => ${seconds}), expires_at = expires_at - make_interval(secs => ${seconds}),
+      payload = payload || jsonb_build_object('iat', (payload->>'iat')::int - ${seconds}, 'exp', (payload->>'exp')::int - ${seconds},
+        'iiat', coalesce((payload->>'iiat')::int, (payload->>'iat')::int) - ${seconds})
+      where id_sha256 = ${tokenDigest(token)}`.execute(database.db);
+
+  it('a refresh token left unused for longer than refresh_token_idle_ttl (600 s) is refused; within it, it works', async () => {
+    // Well within the absolute lifetime (7200 s) both times: only the idle limit can refuse.
+    const within = await signIn();
+    await age(within.refresh_token, 590);
+    const used = await refresh(within.refresh_token);
+    assert.equal(used.status, 200, used.text);
+    const idle = await signIn();
+    await age(idle.refresh_token, 610);
+    const refused = await refresh(idle.refresh_token);
+    assert.equal(refused.status, 400, refused.text);
+    assert.deepEqual(refused.json, { error: 'invalid_grant', error_description: 'grant request is invalid' });
+    assert.equal(await active(idle.refresh_token), false);
   });
 
   it('honours the absolute lifetime across rotations', async () => {

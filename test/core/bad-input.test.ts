@@ -39,7 +39,9 @@ describe('bad input at the token endpoint', () => {
   function assertError(res: Reply, status: number, error: string) {
     assert.equal(res.status, status, res.text);
     assert.equal(res.json?.error, error, res.text);
-    assert.equal(typeof res.json.error_description === 'string' || res.json.error_description === undefined, true);
+    // README "Errors": every refusal carries a description.
+    assert.equal(typeof res.json.error_description, 'string', res.text);
+    assert.notEqual(res.json.error_description, '', res.text);
     assert.doesNotMatch(res.text, /at .*\.(ts|js):\d+/, 'no stack trace');
   }
 

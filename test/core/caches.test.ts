@@ -54,6 +54,18 @@ describe('caches across instances', () => {
     }
   };
 
+  /** A password-grant client and a user (a cheap hash), and a sign-in at A that returns the tokens. */
+  const passwordApp = async (username: string) => {
+    const app = await makeClient(database.db, { grantTypes: ['password', 'refresh_token'], scope: ['read'] });
+    const user = await makeUser(database.db, username, { params: { memoryCost: 1024, timeCost: 1, parallelism: 1 } });
+    const signInAtA = async () => {
+      const login = await postForm(`${a.url}/token`, { grant_type: 'password', username: user.username, password: user.password, scope: 'read' }, { basic: app.basic });
+      assert.equal(login.status, 200, login.text);
+      return login.json as { access_token: string; refresh_token: string };
+    };
+    return { app, signInAtA };
+  };
+
   it('a token revoked at A is inactive at B on the very next request, though B had it cached (100 rounds)', async () => {
     await listening();
     for (let i = 0; i < 100; i++) {
@@ -94,12 +106,9 @@ describe('caches across instances', () => {
 
   it('a grant the engine revokes on refresh-token reuse: its access token is inactive at B on the very next request (50 rounds)', async () => {
     await listening();
-    const app = await makeClient(database.db, { grantTypes: ['password', 'refresh_token'], scope: ['read'] });
-    const user = await makeUser(database.db, 'reuse-cache', { params: { memoryCost: 1024, timeCost: 1, parallelism: 1 } });
+    const { app, signInAtA } = await passwordApp('reuse-cache');
     for (let i = 0; i < 50; i++) {
-      const login = await postForm(`${a.url}/token`, { grant_type: 'password', username: user.username, password: user.password, scope: 'read' }, { basic: app.basic });
-      assert.equal(login.status, 200, login.text);
-      const { access_token, refresh_token } = login.json as { access_token: string; refresh_token: string };
+      const { access_token, refresh_token } = await signInAtA();
       assert.equal(await active(b, access_token), true);
       assert.equal(await active(b, access_token), true); // from B's cache
       const rotated = await postForm(`${a.url}/token`, { grant_type: 'refresh_token', refresh_token }, { basic: app.basic });
@@ -114,17 +123,48 @@ describe('caches across instances', () => {
     }
   });
 
-  it('keymgr client rotate-secret: the old secret stops at B before the command returns', async () => {
+  it('keymgr client rotate-secret: the old secret stops on every instance before the command returns', async () => {
+    await listening();
     const c = await makeClient(database.db, { scope: ['read'] });
-    const token = await issueToken(b.url, c, 'read');
-    assert.equal(await active(b, token, c), true); // B has the client cached
+    const tokens = new Map<TestServer, string>();
+    for (const server of [a, b]) {
+      tokens.set(server, await issueToken(server.url, c, 'read'));
+      assert.equal(await active(server, tokens.get(server)!, c), true); // the client is cached here
+    }
     const r = await runKeymgr(['client', 'rotate-secret', c.id, '--json'], env);
     assert.equal(r.code, 0, r.stderr);
-    const old = await postForm(`${b.url}/introspect`, { token }, { basic: c.basic });
-    assert.equal(old.status, 401);
-    assert.equal(old.json.error, 'invalid_client');
-    const renewed = await postForm(`${b.url}/introspect`, { token }, { basic: [c.id, r.json.client_secret] });
-    assert.equal(renewed.json.active, true);
+    for (const server of [a, b]) {
+      const token = tokens.get(server)!;
+      // README "Errors": a wrong secret is 401 invalid_client, at /token, /introspect and /revoke alike.
+      for (const [path, form] of [['/token', { grant_type: 'client_credentials', scope: 'read' }], ['/introspect', { token }], ['/revoke', { token }]] as const) {
+        const old = await postForm(`${server.url}${path}`, form, { basic: c.basic });
+        assert.equal(old.status, 401, `${server.url}${path}: ${old.text}`);
+        assert.deepEqual(old.json, { error: 'invalid_client', error_description: 'client authentication failed' });
+      }
+      const renewed = await postForm(`${server.url}/introspect`, { token }, { basic: [c.id, r.json.client_secret] });
+      assert.equal(renewed.json.active, true, 'the refusals revoked nothing');
+      assert.equal((await postForm(`${server.url}/token`, { grant_type: 'client_credentials', scope: 'read' }, { basic: [c.id, r.json.client_secret] })).status, 200);
+    }
+  });
+
+  it('a refresh token revoked at A: its grant is dead at B on the very next request, though B had it cached (10 rounds)', async () => {
+    await listening();
+    const { app, signInAtA } = await passwordApp('revoke-refresh');
+    for (let i = 0; i < 10; i++) {
+      const { access_token, refresh_token } = await signInAtA();
+      for (const token of [access_token, refresh_token]) {
+        assert.equal(await active(b, token), true);
+        assert.equal(await active(b, token), true); // from B's cache
+      }
+      const revoked = await postForm(`${a.url}/revoke`, { token: refresh_token, token_type_hint: 'refresh_token' }, { basic: app.basic });
+      assert.equal(revoked.status, 200, revoked.text);
+      assert.equal(revoked.text, '');
+      assert.equal(await active(b, access_token), false, `round ${i}: B still reported the grant's access token active`);
+      assert.equal(await active(b, refresh_token), false, `round ${i}: B still reported the revoked refresh token active`);
+      const refreshed = await postForm(`${b.url}/token`, { grant_type: 'refresh_token', refresh_token }, { basic: app.basic });
+      assert.equal(refreshed.status, 400, refreshed.text);
+      assert.deepEqual(refreshed.json, { error: 'invalid_grant', error_description: 'grant request is invalid' });
+    }
   });
 
   it('a revocation made with plain SQL reaches B\'s cache as soon as its notice arrives', async () => {

@@ -3,11 +3,55 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError, loadConfig, SETTINGS } from '../../src/config/index.ts';
+import { ConfigError, loadConfig, SETTINGS, workerCount, type Config } from '../../src/config/index.ts';
 import { REPO_ROOT } from '../support/cli.ts';
+
+interface ReadmeRow {
+  toml: string;
+  /** The environment variable, or undefined where the README says `—`. */
+  env: string | undefined;
+  defaultText: string;
+}
+
+/** The rows of the README's configuration table (TOML key | environment | default | meaning). */
+function readmeConfigurationTable(): ReadmeRow[] {
+  const lines = readFileSync(join(REPO_ROOT, 'README.md'), 'utf8').split('\n');
+  const start = lines.findIndex((l) => l.startsWith('| TOML key | environment | default |'));
+  assert.ok(start >= 0, 'README has the configuration table');
+  const rows: ReadmeRow[] = [];
+  for (const line of lines.slice(start + 2)) {
+    if (!line.startsWith('|')) break;
+    const [toml, env, defaultText] = line.split(' | ').map((c) => c.replace(/^\| /, '').trim());
+    const unquote = (c: string) => c.replace(/^`(.*)`$/, '$1');
+    // `[[management.users]]` is the array of tables `management.users`.
+    rows.push({ toml: unquote(toml!).replace(/^\[\[(.*)\]\]$/, '$1'), env: env === '—' ? undefined : unquote(env!), defaultText: defaultText! });
+  }
+  return rows;
+}
+
+/**
+ * What a README default means as a value: a backticked word or number, `on`/`off`, `—`
+ * (unset), `none` (empty list), a path (relative to the project root), and the two defaults
+ * the README states in words.
+ */
+function readmeDefault(toml: string, text: string): { expected?: unknown; derived?: (c: Config) => boolean } {
+  if (toml === 'issuer') return { expected: /`([^`]+)`$/.exec(text)![1] };
+  if (toml === 'workers') {
+    assert.equal(text, '1 in development, every available core in production');
+    return { derived: (c) => c.workers === undefined && workerCount(c) === 1 };
+  }
+  if (text === '—') return { expected: undefined };
+  if (text === 'none') return { expected: [] };
+  const word = /^`([^`]+)`$/.exec(text)?.[1];
+  assert.ok(word !== undefined, `${toml}: a default the test can read (${text})`);
+  if (word === 'on' || word === 'off') return { expected: word === 'on' };
+  if (/^\d+$/.test(word)) return { expected: Number(word) };
+  if (toml.endsWith('_dir')) return { expected: join(dir, word) };
+  return { expected: word };
+}
 
 let dir: string;
 let emptyToml: string;
@@ -54,9 +98,23 @@ describe('loadConfig precedence', () => {
     assert.equal(config.keysDir, join(dir, 'keys'));
     assert.equal(config.databaseUrl, undefined);
     assert.equal(config.accessTokenTtl, 3600);
-    assert.equal(typeof config.refreshTokenTtl, 'number');
-    assert.equal(typeof config.authorizationCodeTtl, 'number');
-    assert.equal(typeof config.clockSkew, 'number');
+    assert.equal(config.refreshTokenTtl, 86400);
+    assert.equal(config.authorizationCodeTtl, 60);
+    assert.equal(config.clockSkew, 30);
+  });
+
+  it('has every default the README configuration table states, and the table names every setting', () => {
+    const config = loadConfig({ env: { KM_CONFIG: emptyToml }, root: dir }) as unknown as Record<string, unknown>;
+    const rows = readmeConfigurationTable();
+    const byToml = new Map(Object.entries(SETTINGS).map(([name, setting]) => [setting.toml, name]));
+    assert.deepEqual(rows.map((r) => r.toml).sort(), [...byToml.keys()].sort(), 'the README table and the settings name the same keys');
+    for (const { toml, env, defaultText } of rows) {
+      const name = byToml.get(toml)!;
+      assert.equal((SETTINGS as Record<string, { env?: string }>)[name]!.env, env, `${toml}: the environment variable the README names`);
+      const { expected, derived } = readmeDefault(toml, defaultText);
+      if (derived) assert.equal(derived(config as unknown as Config), true, `${toml}: ${defaultText}`);
+      else assert.deepEqual(config[name], expected, `${toml}: README says ${defaultText}`);
+    }
   });
 
   it('takes the TOML file over the defaults', () => {

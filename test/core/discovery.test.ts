@@ -105,14 +105,18 @@ describe('discovery, JWKS and health', () => {
     assert.doesNotMatch(body, /evil\.example/);
   });
 
-  it('/healthz answers 200', async () => {
+  it('/healthz answers 200 {"status":"ok"}', async () => {
     const res = await getJson(`${server.url}/healthz`);
     assert.equal(res.status, 200, res.text);
+    assert.match(res.headers.get('content-type') ?? '', /^application\/json/);
+    assert.deepEqual(res.json, { status: 'ok' });
   });
 
-  it('/readyz answers 200 while the database is reachable', async () => {
+  it('/readyz answers 200 {"status":"ready"} while the database is reachable', async () => {
     const res = await getJson(`${server.url}/readyz`);
     assert.equal(res.status, 200, res.text);
+    assert.match(res.headers.get('content-type') ?? '', /^application\/json/);
+    assert.deepEqual(res.json, { status: 'ready' });
   });
 
   for (const path of ['/token', '/introspect', '/revoke']) {

@@ -54,18 +54,25 @@ describe('introspection', () => {
     assert.equal(body.username, undefined, 'no user behind a client-credentials token');
   });
 
-  it('describes an active JWT access token, including its jti', async () => {
+  it('describes an active JWT access token, including its jti, with values from the configuration', async () => {
+    const before = Math.floor(Date.now() / 1000);
     const token = await issueToken(server.url, jwtOwner, 'read');
-    const claims = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString());
+    const after = Math.ceil(Date.now() / 1000);
     const res = await introspect(token, jwtOwner);
     assert.equal(res.status, 200);
-    assert.equal(res.json.active, true);
-    assert.equal(res.json.jti, claims.jti);
-    assert.equal(res.json.exp, claims.exp);
-    assert.equal(res.json.iat, claims.iat);
-    assert.equal(res.json.scope, 'read');
-    assert.equal(res.json.client_id, jwtOwner.id);
-    assert.equal(res.json.aud, claims.aud);
+    const { iat, jti } = res.json;
+    assert.ok(iat >= before && iat <= after, `iat ${iat} is when the token was issued (${before}…${after})`);
+    assert.equal(typeof jti, 'string');
+    // README: the issuer is iss; aud is the issuer too (no default_audience); exp is
+    // access_token_ttl after iat; sub and client_id are the client.
+    const { issuer, accessTokenTtl } = server.config;
+    assert.deepEqual(res.json, {
+      active: true, scope: 'read', client_id: jwtOwner.id, token_type: 'Bearer', sub: jwtOwner.id,
+      iss: issuer, aud: issuer, iat, nbf: iat, exp: iat + accessTokenTtl, jti,
+    });
+    // And the token says the same of itself.
+    const claims = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString());
+    assert.deepEqual({ jti: claims.jti, iat: claims.iat, exp: claims.exp, iss: claims.iss, aud: claims.aud }, { jti, iat, exp: iat + accessTokenTtl, iss: issuer, aud: issuer });
   });
 
   it('answers exactly {"active": false} for an unknown token', async () => {

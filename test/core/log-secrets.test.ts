@@ -8,9 +8,28 @@ import { startTestServer, type TestServer } from '../support/server.ts';
 import { postForm } from '../support/http.ts';
 import { makeClient, makeScope, makeUser, type TestClient } from '../support/fixtures.ts';
 import { Browser, formAction, formToken } from '../support/browserless.ts';
+import { GRANTS, setUpEveryGrant } from '../support/every-grant.ts';
+import { removeTempDirs } from '../saml/support.ts';
 
 const REDIRECT = 'https://app.example/cb';
 const FRAGMENT = 10;
+
+/** For each secret (of FRAGMENT characters or more) with a fragment in the log, where. */
+function leaksIn(lines: string[], secrets: Iterable<string>): string[] {
+  const logs = lines.join('\n');
+  const leaks: string[] = [];
+  for (const secret of secrets) {
+    if (secret.length < FRAGMENT) continue;
+    for (let i = 0; i + FRAGMENT <= secret.length; i++) {
+      const fragment = secret.slice(i, i + FRAGMENT);
+      if (logs.includes(fragment)) {
+        leaks.push(`${secret.slice(0, 4)}… (fragment ${fragment}) in: ${lines.find((l) => l.includes(fragment))!.slice(0, 300)}`);
+        break;
+      }
+    }
+  }
+  return leaks;
+}
 
 /** Every string value anywhere in a JSON document. */
 function stringsIn(value: unknown): string[] {
@@ -87,19 +106,36 @@ describe('logs hold no secrets', () => {
     const identifiers = new Set([web.id, app.id, user.id, user.username]);
     for (const r of rows) note(...stringsIn((r.payload as { state?: unknown }).state).filter((v) => !identifiers.has(v)));
 
-    const logs = server.logs.join('\n');
     assert.ok(server.logs.length >= 6, `the server logged the run (${server.logs.length} lines)`);
-    const leaks: string[] = [];
-    for (const secret of secrets) {
-      if (secret.length < FRAGMENT) continue;
-      for (let i = 0; i + FRAGMENT <= secret.length; i++) {
-        const fragment = secret.slice(i, i + FRAGMENT);
-        if (logs.includes(fragment)) {
-          leaks.push(`${secret.slice(0, 4)}… (fragment ${fragment}) in: ${server.logs.find((l) => l.includes(fragment))!.slice(0, 300)}`);
-          break;
+    assert.deepEqual(leaksIn(server.logs, secrets), []);
+  });
+
+  it('over a run of every grant, opaque and JWT, each also replayed and sent with a wrong secret, no log line holds a fragment of a secret', async () => {
+    const mark = server.logMark();
+    const wrong = 'wrong-client-secret-every-grant';
+    const seen = new Set<string>([wrong]);
+    try {
+      for (const format of ['opaque', 'jwt'] as const) {
+        const every = await setUpEveryGrant(server, database.db, `log-secrets-${format}`, format);
+        for (const grant of GRANTS) {
+          const request = await every.prepare(grant);
+          const first = await every.send(request);
+          assert.equal(first.status, 200, `${grant}: ${first.text}`);
+          // A replay (code, refresh token, assertion: refused, and logged as such) and a wrong secret.
+          await every.send(request);
+          await every.send({ ...request, basic: [request.basic[0], wrong] });
         }
+        const badPassword = `not-the-password-${format}`;
+        seen.add(badPassword);
+        const refused = await every.send({ ...(await every.prepare('password')), form: { grant_type: 'password', username: every.user.username, password: badPassword } });
+        assert.equal(refused.status, 400, refused.text);
+        for (const v of every.secrets) seen.add(v);
       }
+    } finally {
+      removeTempDirs();
     }
-    assert.deepEqual(leaks, []);
+    const lines = server.logs.slice(mark);
+    assert.ok(lines.some((l) => l.includes('"security":"token_reuse"')) && lines.some((l) => l.includes('saml.rejected')), 'the refusals were logged');
+    assert.deepEqual(leaksIn(lines, seen), []);
   });
 });

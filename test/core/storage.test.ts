@@ -4,9 +4,11 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { getJson, postForm } from '../support/http.ts';
+import { getJson, postForm, UNAVAILABLE } from '../support/http.ts';
 import { issueToken, makeClient, type TestClient } from '../support/fixtures.ts';
 import { startTcpProxy, viaProxy, type TcpProxy } from '../support/tcp-proxy.ts';
+import { waitFor } from '../support/wait.ts';
+
 
 describe('storage', () => {
   let database: TestDatabase;
@@ -63,25 +65,29 @@ describe('storage', () => {
 
     it('/token answers 503 temporarily_unavailable and issues nothing', async () => {
       const res = await postForm(`${server.url}/token`, { grant_type: 'client_credentials' }, { basic: opaque.basic });
-      assert.equal(res.status, 503);
-      assert.equal(res.json.error, 'temporarily_unavailable');
-      assert.equal(res.json.access_token, undefined);
+      assert.equal(res.status, 503, res.text);
+      assert.deepEqual(res.json, UNAVAILABLE);
     });
 
-    it('/introspect answers 503, never active', async () => {
+    it('/introspect answers 503 temporarily_unavailable, never active', async () => {
       const res = await postForm(`${server.url}/introspect`, { token }, { basic: opaque.basic });
-      assert.equal(res.status, 503);
-      assert.notEqual(res.json.active, true);
+      assert.equal(res.status, 503, res.text);
+      assert.deepEqual(res.json, UNAVAILABLE);
     });
 
-    it('/revoke answers 503', async () => {
+    it('/revoke answers 503 temporarily_unavailable', async () => {
       const res = await postForm(`${server.url}/revoke`, { token }, { basic: opaque.basic });
-      assert.equal(res.status, 503);
+      assert.equal(res.status, 503, res.text);
+      assert.deepEqual(res.json, UNAVAILABLE);
     });
 
-    it('/readyz answers 503 while /healthz stays 200', async () => {
-      assert.equal((await getJson(`${server.url}/readyz`)).status, 503);
-      assert.equal((await getJson(`${server.url}/healthz`)).status, 200);
+    it('/readyz answers 503 {"status":"database unreachable"} while /healthz stays 200 {"status":"ok"}', async () => {
+      const ready = await getJson(`${server.url}/readyz`);
+      assert.equal(ready.status, 503, ready.text);
+      assert.deepEqual(ready.json, { status: 'database unreachable' });
+      const health = await getJson(`${server.url}/healthz`);
+      assert.equal(health.status, 200, health.text);
+      assert.deepEqual(health.json, { status: 'ok' });
     });
 
     it('responses carry no stack trace or connection detail', async () => {
@@ -95,13 +101,8 @@ describe('storage', () => {
     await proxy.cut();
     await proxy.restore();
     // Pooled connections that died with the outage fail once each (503, fail closed); a load
-    // balancer waits for /readyz, and so does this test (bounded, not timed).
-    let ready = false;
-    for (let i = 0; i < 50 && !ready; i++) {
-      ready = (await getJson(`${server.url}/readyz`)).status === 200;
-      if (!ready) await new Promise((r) => setTimeout(r, 100));
-    }
-    assert.ok(ready, '/readyz came back');
+    // balancer waits for /readyz, and so does this test.
+    await waitFor('/readyz to come back', async () => (await getJson(`${server.url}/readyz`)).status === 200);
     const res = await postForm(`${server.url}/introspect`, { token }, { basic: opaque.basic });
     assert.equal(res.status, 200);
     assert.equal(res.json.active, true);

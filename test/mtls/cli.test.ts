@@ -9,7 +9,7 @@ import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { freePort, startTestServer, type TestServer } from '../support/server.ts';
 import { runKeymgr } from '../support/cli.ts';
 import { ensureScopes } from '../support/fixtures.ts';
-import { createPki, issue, post, rfc2253Subject, type Issued, type Pki, type TlsReply } from './support.ts';
+import { assertInvalidClient, createPki, issue, post, rfc2253Subject, type Issued, type Pki } from './support.ts';
 
 describe('keymgr cert and mTLS clients, on two instances', () => {
   let database: TestDatabase;
@@ -41,11 +41,6 @@ describe('keymgr cert and mTLS clients, on two instances', () => {
     post(`${servers[i]!.url}/token`, { grant_type: 'client_credentials', scope: 'read', client_id: clientId }, { ca: serverCas[i], client: { cert: cert.cert, key: cert.key } });
   const introspect = (i: number, clientId: string, cert: Issued, value: string) =>
     post(`${servers[i]!.url}/introspect`, { token: value, client_id: clientId }, { ca: serverCas[i], client: { cert: cert.cert, key: cert.key } });
-
-  function assertInvalidClient(res: TlsReply, what: string): void {
-    assert.ok(res.status === 401 || res.status === 400, `${what}: status ${res.status} ${res.text}`);
-    assert.equal(res.json?.error, 'invalid_client', `${what}: ${res.text}`);
-  }
 
   async function createClient(...args: string[]): Promise<string> {
     const r = await keymgr('client', 'create', '--name', 'mtls', '--scope', 'read', '--json', ...args);

@@ -8,10 +8,10 @@ import { join } from 'node:path';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { freePort, startTestServer, type TestServer } from '../support/server.ts';
 import { basicHeader } from '../support/http.ts';
-import { makeClient } from '../support/fixtures.ts';
+import { makeClient, makeUser } from '../support/fixtures.ts';
 import { addCertificate, describeX509, parseCertificatePem, removeCertificate } from '../../src/store/certificates.ts';
 import { X509Certificate } from 'node:crypto';
-import { createPki, get, issue, post, type Issued, type Pki, type TlsReply } from './support.ts';
+import { assertInvalidClient, createPki, get, issue, post, thumbprintOf, type Issued, type Pki, type TlsReply } from './support.ts';
 
 describe('mutual TLS client authentication', () => {
   let database: TestDatabase;
@@ -55,11 +55,6 @@ describe('mutual TLS client authentication', () => {
   const revoke = (clientId: string, cert: Issued | undefined, value: string) =>
     post(`${server.url}/revoke`, { token: value, client_id: clientId }, as(cert));
 
-  function assertInvalidClient(res: TlsReply, what: string): void {
-    assert.ok(res.status === 401 || res.status === 400, `${what}: status ${res.status} ${res.text}`);
-    assert.equal(res.json?.error, 'invalid_client', `${what}: ${res.text}`);
-  }
-
   function assertOk(res: TlsReply, what: string): void {
     assert.equal(res.status, 200, `${what}: ${res.text}`);
   }
@@ -94,6 +89,33 @@ describe('mutual TLS client authentication', () => {
       assert.deepEqual(seen.json.cnf, { 'x5t#S256': selfB.thumbprint });
       assert.ok(!('tier' in seen.json), seen.text);
       await removeCertificate(database.db, id, 'primary');
+    });
+
+    it('the password grant binds the refresh token to the certificate too: another certificate of the same client cannot refresh it', async () => {
+      const first = issue(pki, 'pw-first', { subject: '/CN=pw-first', issuer: 'self' });
+      const second = issue(pki, 'pw-second', { subject: '/CN=pw-second', issuer: 'self' });
+      const c = await makeClient(database.db, { authMethod: 'self_signed_tls_client_auth', grantTypes: ['password', 'refresh_token'], scope: ['read'] });
+      await addCertificate(database.db, c.id, 'first', parseCertificatePem(first.cert));
+      await addCertificate(database.db, c.id, 'second', parseCertificatePem(second.cert));
+      const user = await makeUser(database.db, 'mtls-password-user');
+      const signIn = await post(`${server.url}/token`, { grant_type: 'password', client_id: c.id, username: user.username, password: user.password, scope: 'read' }, as(first));
+      assertOk(signIn, 'password grant');
+      const bound = { 'x5t#S256': thumbprintOf(first.cert) };
+      for (const token of [signIn.json.access_token, signIn.json.refresh_token]) {
+        const seen = await introspect(c.id, first, token);
+        assert.equal(seen.json.active, true, seen.text);
+        assert.deepEqual(seen.json.cnf, bound);
+      }
+      // The client authenticates with its other certificate, but the token is not bound to it.
+      const refresh = (cert: Issued) => post(`${server.url}/token`, { grant_type: 'refresh_token', client_id: c.id, refresh_token: signIn.json.refresh_token }, as(cert));
+      const elsewhere = await refresh(second);
+      assert.equal(elsewhere.status, 400, elsewhere.text);
+      assert.deepEqual(elsewhere.json, { error: 'invalid_grant', error_description: 'grant request is invalid' });
+      // Refused before it was spent: with its own certificate it still refreshes, and stays bound.
+      const rotated = await refresh(first);
+      assertOk(rotated, 'refresh with the bound certificate');
+      const seen = await introspect(c.id, first, rotated.json.refresh_token);
+      assert.deepEqual(seen.json.cnf, bound);
     });
 
     it('revocation with the certificate', async () => {

@@ -8,7 +8,7 @@ import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { makeClient } from '../support/fixtures.ts';
 import { addCertificate, describeX509, parseCertificatePem, removeCertificate } from '../../src/store/certificates.ts';
-import { createPki, issue, post, type Issued, type Pki, type TlsReply } from './support.ts';
+import { assertInvalidClient, createPki, issue, post, type Issued, type Pki } from './support.ts';
 
 const HEADER = 'x-client-cert';
 
@@ -47,11 +47,6 @@ describe('client certificate from a proxy header', () => {
     post(`${server.url}/token`, { grant_type: 'client_credentials', scope: 'read', client_id: clientId }, withHeader(header));
   const introspect = (server: TestServer, clientId: string, header: string | undefined, value: string) =>
     post(`${server.url}/introspect`, { token: value, client_id: clientId }, withHeader(header));
-
-  function assertInvalidClient(res: TlsReply, what: string): void {
-    assert.ok(res.status === 401 || res.status === 400, `${what}: status ${res.status} ${res.text}`);
-    assert.equal(res.json?.error, 'invalid_client', `${what}: ${res.text}`);
-  }
 
   it('tls_client_auth: a URL-encoded CA-signed certificate from the trusted proxy authenticates, and binds the token', async () => {
     const c = await makeClient(database.db, { authMethod: 'tls_client_auth', tlsSubjectDn: 'O=Example,CN=gateway' });

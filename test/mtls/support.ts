@@ -1,5 +1,6 @@
 // Mutual TLS test support: certificates made with the openssl command at test time, and HTTPS
 // form posts that present (or not) a client certificate.
+import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash, X509Certificate } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -117,6 +118,13 @@ export interface TlsReply {
   headers: Record<string, string | string[] | undefined>;
   text: string;
   json: any;
+}
+
+/** README "Errors": a refused client authentication is `401 invalid_client`, with a description. */
+export function assertInvalidClient(res: TlsReply, what: string): void {
+  assert.equal(res.status, 401, `${what}: ${res.text}`);
+  assert.equal(res.json?.error, 'invalid_client', `${what}: ${res.text}`);
+  assert.equal(typeof res.json?.error_description, 'string', `${what}: ${res.text}`);
 }
 
 export interface CallOptions {

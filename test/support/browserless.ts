@@ -90,6 +90,8 @@ export interface CodeFlowOptions {
   state?: string;
   /** When false, the consent page is expected not to appear. */
   consent?: 'approve' | 'deny' | 'skip';
+  /** Sees the consent page when it appears, before it is answered. */
+  onConsent?: (html: string) => void;
 }
 
 /** Runs /authorize → login → consent and returns the final redirect to the client. */
@@ -103,6 +105,7 @@ export async function runCodeFlow(browser: Browser, o: CodeFlowOptions): Promise
   }
   if (step.html?.includes('name="decision"')) {
     assert.notEqual(o.consent, 'skip', 'consent page shown although it should be skipped');
+    o.onConsent?.(step.html);
     step = await browser.post(formAction(step.html), { csrf: formToken(step.html), decision: o.consent === 'deny' ? 'deny' : 'approve' });
     step = await browser.follow(step);
   }

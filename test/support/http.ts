@@ -1,6 +1,9 @@
 // Small HTTP helpers: form posts with client authentication, JSON out.
 import assert from 'node:assert/strict';
 
+/** README "Errors": what /token, /introspect and /revoke answer (503) while PostgreSQL cannot be reached. */
+export const UNAVAILABLE = { error: 'temporarily_unavailable', error_description: 'the service is temporarily unavailable' } as const;
+
 export interface Reply {
   status: number;
   headers: Headers;

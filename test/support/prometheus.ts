@@ -49,3 +49,19 @@ export function valueOf(samples: Sample[], name: string, labels: Record<string, 
   if (exact.length > 1) throw new Error(`${name} ${JSON.stringify(labels)}: ${exact.length} samples`);
   return exact[0]?.value ?? 0;
 }
+
+/** The samples a server's management listener exposes at /metrics now. */
+export async function scrapeMetrics(managementUrl: string): Promise<Sample[]> {
+  const res = await fetch(`${managementUrl}/metrics`);
+  const text = await res.text();
+  if (res.status !== 200) throw new Error(`GET /metrics: ${res.status} ${text}`);
+  return parsePrometheus(text);
+}
+
+/** How much each of the named samples moved while `action` ran. */
+export async function counterMoves(managementUrl: string, names: { name: string; labels?: Record<string, string> }[], action: () => Promise<unknown>): Promise<number[]> {
+  const before = await scrapeMetrics(managementUrl);
+  await action();
+  const after = await scrapeMetrics(managementUrl);
+  return names.map(({ name, labels }) => valueOf(after, name, labels) - valueOf(before, name, labels));
+}

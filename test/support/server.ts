@@ -14,7 +14,14 @@ export interface TestServer extends RunningServer {
   keysDir: string;
   /** Every log line this instance wrote. */
   logs: string[];
+  /** A place in the log, to be given to `logsSince` after an action. */
+  logMark(): number;
+  /** The lines written after `mark`, parsed: what one action logged, and nothing from before it. */
+  logsSince(mark: number): LogEntry[];
 }
+
+/** One JSON log line, with its text kept for messages and searches. */
+export type LogEntry = Record<string, unknown> & { msg?: string; event?: string; line: string };
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -62,5 +69,9 @@ export async function startTestServer(
     },
   });
   const server = await startServer(config, pino({ level: 'debug' }, sink));
-  return { ...server, url: server.publicUrl, keysDir, logs };
+  return {
+    ...server, url: server.publicUrl, keysDir, logs,
+    logMark: () => logs.length,
+    logsSince: (mark) => logs.slice(mark).map((line) => ({ ...(JSON.parse(line) as Record<string, unknown>), line })),
+  };
 }

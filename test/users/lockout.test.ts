@@ -8,6 +8,8 @@ import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { postForm } from '../support/http.ts';
 import { makeClient, makeScope, makeUser, type TestClient } from '../support/fixtures.ts';
+import { Browser, formAction, formToken, type Step } from '../support/browserless.ts';
+import { counterMoves } from '../support/prometheus.ts';
 
 const WINDOW = 600;
 
@@ -42,13 +44,51 @@ describe('brute-force protection', () => {
     const from = nextAddress();
     const wrong = await signIn('dora', 'wrong-1', from);
     await signIn('dora', 'wrong-2', from);
+    const third = server.logMark();
     await signIn('dora', 'wrong-3', from);
+    const lockingEvents = server.logsSince(third).map((e) => e.event);
+    const fourth = server.logMark();
     const locked = await signIn('dora', user.password, nextAddress());
     assert.equal(locked.status, 400);
-    assert.equal(locked.json.error, 'invalid_grant');
+    assert.deepEqual(locked.json, { error: 'invalid_grant', error_description: 'grant request is invalid' });
     assert.equal(locked.text, wrong.text, 'a locked account answers exactly like a wrong password');
-    assert.ok(server.logs.some((l) => l.includes('"login.lockout"')), 'the lockout is logged');
-    assert.ok(server.logs.some((l) => l.includes('"login.locked"')), 'the refused attempt is logged');
+    assert.ok(lockingEvents.includes('login.lockout'), `the third failure locks, and is logged: ${lockingEvents}`);
+    assert.ok(server.logsSince(fourth).some((e) => e.event === 'login.locked'), 'the refused attempt is logged');
+  });
+
+  it('the sign-in page shares the lockout: failures at the password grant lock it there, and failures there lock the grant', async () => {
+    const redirectUri = 'https://lockout.example/cb';
+    const web = await makeClient(database.db, { grantTypes: ['authorization_code'], scope: ['profile'], redirectUris: [redirectUri] });
+    /** The sign-in page of a fresh browser, submitted. */
+    const atPage = async (username: string, password: string): Promise<Step> => {
+      const b = new Browser(server.url);
+      const login = await b.follow(await b.get(`/authorize?${new URLSearchParams({ response_type: 'code', client_id: web.id, redirect_uri: redirectUri, scope: 'profile' })}`));
+      return b.post(formAction(login.html!), { csrf: formToken(login.html!), username, password });
+    };
+    const refusedAtPage = (step: Step) => {
+      assert.equal(step.status, 200);
+      assert.equal(step.location, undefined, 'no redirect: not signed in');
+      assert.match(step.html!, /role="alert"[^>]*>The username or password is incorrect, or the account cannot sign in right now\./);
+    };
+    const checks = [{ name: 'km_password_verifications_total' }, { name: 'km_logins_total', labels: { result: 'locked' } }];
+
+    // Locked by the grant (from three addresses: the account's count, not an address's) …
+    const ida = await makeUser(database.db, 'ida');
+    for (let i = 0; i < 3; i++) await signIn('ida', `wrong-${i}`, nextAddress());
+    let page!: Step;
+    const moved = await counterMoves(server.managementUrl, checks, async () => {
+      page = await atPage('ida', ida.password);
+    });
+    // … the right password at the page is refused without a password check.
+    refusedAtPage(page);
+    assert.deepEqual(moved, [0, 1]);
+
+    // Failures at the page lock the grant.
+    const jon = await makeUser(database.db, 'jon');
+    for (let i = 0; i < 3; i++) refusedAtPage(await atPage('jon', `wrong-${i}`));
+    const res = await signIn('jon', jon.password, nextAddress());
+    assert.equal(res.status, 400, res.text);
+    assert.deepEqual(res.json, { error: 'invalid_grant', error_description: 'grant request is invalid' });
   });
 
   it('lets the account in again once the failures have left the window', async () => {
@@ -168,10 +208,11 @@ describe('password hash parameters', () => {
   it('re-hashes a password made with other parameters on the next successful sign-in', async () => {
     const user = await makeUser(database.db, 'hank', { params: { memoryCost: 8192, timeCost: 1, parallelism: 1 } });
     assert.equal(paramsOf(await storedHash(user.id)), 'argon2id m=8192 t=1 p=1');
+    const mark = server.logMark();
     const res = await postForm(`${server.url}/token`, { grant_type: 'password', username: 'hank', password: user.password }, { basic: client.basic });
     assert.equal(res.status, 200, res.text);
     assert.equal(paramsOf(await storedHash(user.id)), 'argon2id m=19456 t=3 p=1');
-    assert.ok(server.logs.some((l) => l.includes('"password.rehashed"')));
+    assert.ok(server.logsSince(mark).some((e) => e.event === 'password.rehashed'));
     // The new hash still accepts the password, and is not re-hashed again.
     const before = await storedHash(user.id);
     assert.equal((await postForm(`${server.url}/token`, { grant_type: 'password', username: 'hank', password: user.password }, { basic: client.basic })).status, 200);

@@ -5,6 +5,10 @@ import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { postForm, type Reply } from '../support/http.ts';
 import { makeClient, makeScope, makeUser, type TestClient, type TestUser } from '../support/fixtures.ts';
+import { counterMoves } from '../support/prometheus.ts';
+
+const VERIFICATIONS = { name: 'km_password_verifications_total' };
+const LOGINS = ['success', 'failure', 'locked'].map((result) => ({ name: 'km_logins_total', labels: { result } }));
 
 describe('password grant', () => {
   let database: TestDatabase;
@@ -91,9 +95,12 @@ describe('password grant', () => {
     assert.equal(res.json.scope, 'orders:read');
   });
 
+  /** README "Errors": the one status and error, and every refusal carries a description. */
   function assertError(res: Reply, status: number, error: string) {
     assert.equal(res.status, status, res.text);
     assert.equal(res.json.error, error, res.text);
+    assert.equal(typeof res.json.error_description, 'string', res.text);
+    assert.equal(res.json.access_token, undefined);
   }
 
   describe('bad input', () => {
@@ -103,9 +110,16 @@ describe('password grant', () => {
       assertError(await signIn(withRefresh, { username: '', password: 'x' }), 400, 'invalid_request');
     });
 
-    it('unknown user and wrong password get the very same answer', async () => {
-      const unknown = await signIn(withRefresh, { username: 'mallory', password: 'whatever-password' });
-      const wrong = await signIn(withRefresh, { username: viewer.username, password: 'not-the-password' });
+    it('unknown user and wrong password get the very same answer, after the same argon2 work (one verification each)', async () => {
+      let unknown!: Reply;
+      let wrong!: Reply;
+      const [unknownWork] = await counterMoves(server.managementUrl, [VERIFICATIONS], async () => {
+        unknown = await signIn(withRefresh, { username: 'mallory', password: 'whatever-password' });
+      });
+      const [wrongWork] = await counterMoves(server.managementUrl, [VERIFICATIONS], async () => {
+        wrong = await signIn(withRefresh, { username: viewer.username, password: 'not-the-password' });
+      });
+      assert.deepEqual([unknownWork, wrongWork], [1, 1]);
       assertError(unknown, 400, 'invalid_grant');
       assertError(wrong, 400, 'invalid_grant');
       assert.equal(unknown.text, wrong.text);
@@ -120,8 +134,12 @@ describe('password grant', () => {
     it('a disabled user gets the same invalid_grant', async () => {
       const carol = await makeUser(database.db, 'carol');
       await database.db.updateTable('users').set({ disabled: true }).where('id', '=', carol.id).execute();
-      const res = await signIn(withRefresh, { username: 'carol', password: carol.password });
+      let res!: Reply;
+      const [work] = await counterMoves(server.managementUrl, [VERIFICATIONS], async () => {
+        res = await signIn(withRefresh, { username: 'carol', password: carol.password });
+      });
       assertError(res, 400, 'invalid_grant');
+      assert.equal(work, 1);
       const unknown = await signIn(withRefresh, { username: 'mallory', password: 'whatever-password' });
       assert.equal(res.text, unknown.text);
     });
@@ -140,14 +158,20 @@ describe('password grant', () => {
         .set({ token_endpoint_auth_method: 'none', secret_sha256: null, grant_types: ['password'] })
         .where('client_id', '=', pub.id).execute();
       const res = await postForm(`${server.url}/token`, { grant_type: 'password', client_id: pub.id, username: admin.username, password: admin.password });
-      assert.equal(res.status, 400, res.text);
-      assert.ok(['unauthorized_client', 'invalid_client'].includes(res.json.error), res.text);
-      assert.equal(res.json.access_token, undefined);
+      assertError(res, 400, 'unauthorized_client');
     });
 
-    it('a wrong client secret → 401 invalid_client, before any password check', async () => {
-      const res = await postForm(`${server.url}/token`, { grant_type: 'password', username: admin.username, password: admin.password }, { basic: [withRefresh.id, 'wrong'] });
+    it('a wrong client secret → 401 invalid_client, before any password check: no argon2 work, no sign-in counted', async () => {
+      const username = 'secret-check-first';
+      let res!: Reply;
+      const moved = await counterMoves(server.managementUrl, [VERIFICATIONS, ...LOGINS], async () => {
+        res = await postForm(`${server.url}/token`, { grant_type: 'password', username, password: 'any password at all' }, { basic: [withRefresh.id, 'wrong'] });
+      });
       assertError(res, 401, 'invalid_client');
+      assert.deepEqual(moved, [0, 0, 0, 0]);
+      // Nor did the attempt take a place in the lockout window.
+      const rows = await database.db.selectFrom('login_failures').select('id').where('username_lower', '=', username).execute();
+      assert.deepEqual(rows, []);
     });
 
     for (const [name, value] of [

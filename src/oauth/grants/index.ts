@@ -19,7 +19,7 @@ export interface GrantDeps {
   certificates: CertificateCheck;
   logger: Logger;
   /** Sign-in outcomes of the password grant. */
-  metrics: Pick<Metrics, 'logins' | 'lockouts'>;
+  metrics: Pick<Metrics, 'logins' | 'lockouts' | 'passwordVerifications'>;
 }
 
 export interface ExtensionGrant {

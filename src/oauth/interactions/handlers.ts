@@ -18,7 +18,7 @@ export interface InteractionDeps extends ConsentDeps {
   provider: Provider;
   logger: Logger;
   /** Sign-in outcomes of the sign-in page. */
-  metrics: Pick<Metrics, 'logins' | 'lockouts'>;
+  metrics: Pick<Metrics, 'logins' | 'lockouts' | 'passwordVerifications'>;
   /** Secret for the forms' anti-forgery token (one of the cookie-signing keys). */
   formKey: string;
 }
