@@ -6,7 +6,7 @@
 import { createHash, createPublicKey, verify, type KeyLike } from 'node:crypto';
 import { DOMParser, type Document, type Element, type Node } from '@xmldom/xmldom';
 import { SignedXml, type HashAlgorithm } from 'xml-crypto';
-import { AssertionMalformed, AssertionRejected, MAX_ASSERTION_ID_LENGTH } from './parameter.ts';
+import { AssertionRejected, MAX_ASSERTION_ID_LENGTH } from './parameter.ts';
 
 const SAML = 'urn:oasis:names:tc:SAML:2.0:assertion';
 const SAMLP = 'urn:oasis:names:tc:SAML:2.0:protocol';

@@ -8,13 +8,8 @@ import type { Config } from '../../config/index.ts';
 import type { Db } from '../../db/database.ts';
 import { findConsent } from '../../store/consents.ts';
 import { rolesOfUser } from '../../store/users.ts';
-<<<<<<< HEAD
-import { audienceOf } from '../resource-server.ts';
-import { grantableOf, noScopeGrantable, splitScope } from '../scope-policy.ts';
-=======
 import { audienceOf, OIDC_SCOPES } from '../resource-server.ts';
-import { grantableOf, splitScope } from '../scope-policy.ts';
->>>>>>> h-tests1
+import { grantableOf, noScopeGrantable, splitScope } from '../scope-policy.ts';
 import type { ScopeLookup } from '../scope-registry.ts';
 
 export interface ConsentDeps {
