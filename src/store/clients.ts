@@ -4,6 +4,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Db } from '../db/database.ts';
 import type { ClientRow } from '../db/types.ts';
+import { assertDistinguishedName, DistinguishedNameError } from './distinguished-name.ts';
 
 export const SECRET_AUTH_METHODS = ['client_secret_basic', 'client_secret_post'] as const;
 export const AUTH_METHODS = [...SECRET_AUTH_METHODS, 'none', 'tls_client_auth', 'self_signed_tls_client_auth'] as const;
@@ -97,6 +98,14 @@ function validate(input: NewClient): void {
   }
   if (method !== 'tls_client_auth' && (input.tlsSubjectDn || input.tlsSanDns)) {
     throw new ClientInputError('a certificate subject or SAN only applies to tls_client_auth');
+  }
+  if (input.tlsSubjectDn) {
+    try {
+      assertDistinguishedName(input.tlsSubjectDn);
+    } catch (err) {
+      if (err instanceof DistinguishedNameError) throw new ClientInputError(`the subject DN "${input.tlsSubjectDn}" does not parse: ${err.message} (write it as CN=gateway,O=Example or /O=Example/CN=gateway)`);
+      throw err;
+    }
   }
   const audiences = input.introspectAudiences ?? [];
   if (audiences.length > 50) throw new ClientInputError('at most 50 introspection audiences');
