@@ -48,6 +48,24 @@ describe('password grant', () => {
     assert.equal(seen.json.client_id, withRefresh.id);
   });
 
+  it('introspecting the refresh token shows the user as the access token\'s introspection does, before and after rotation', async () => {
+    const res = await signIn(withRefresh, { username: admin.username, password: admin.password, scope: 'orders:read' });
+    assert.equal(res.status, 200, res.text);
+    const rt = await postForm(`${server.url}/introspect`, { token: res.json.refresh_token }, { basic: withRefresh.basic });
+    assert.equal(rt.status, 200, rt.text);
+    assert.equal(rt.json.active, true);
+    assert.equal(rt.json.token_type, 'refresh_token');
+    assert.equal(rt.json.username, 'Alice');
+    assert.equal(rt.json.sub, admin.id);
+    assert.equal(rt.json.client_id, withRefresh.id);
+    assert.equal(rt.json.scope, 'orders:read');
+    const refreshed = await postForm(`${server.url}/token`, { grant_type: 'refresh_token', refresh_token: res.json.refresh_token }, { basic: withRefresh.basic });
+    assert.equal(refreshed.status, 200, refreshed.text);
+    const next = await postForm(`${server.url}/introspect`, { token: refreshed.json.refresh_token }, { basic: withRefresh.basic });
+    assert.equal(next.json.username, 'Alice');
+    assert.equal(next.json.sub, admin.id);
+  });
+
   it('matches the username regardless of case', async () => {
     const res = await signIn(withRefresh, { username: 'ALICE', password: admin.password });
     assert.equal(res.status, 200, res.text);
