@@ -152,14 +152,14 @@ describe('password grant', () => {
     it('a public client cannot use the password grant', async () => {
       const { createClient } = await import('../../src/store/clients.ts');
       await assert.rejects(createClient(database.db, { name: 'pub', grantTypes: ['password'], scope: [], authMethod: 'none' }), /public client/);
-      // A row edited by hand is refused at the token endpoint as well.
+      // A row edited by hand cannot become one either: the schema refuses it (0013).
       const pub = await makeClient(database.db, { grantTypes: ['refresh_token'], scope: ['orders:read'] });
-      await database.db.updateTable('clients')
+      await assert.rejects(database.db.updateTable('clients')
         .set({ token_endpoint_auth_method: 'none', secret_sha256: null, grant_types: ['password'] })
-        .where('client_id', '=', pub.id).execute();
+        .where('client_id', '=', pub.id).execute(), { code: '23514', constraint: 'clients_public_client_grants' });
       const res = await postForm(`${server.url}/token`, { grant_type: 'password', client_id: pub.id, username: admin.username, password: admin.password });
-      assert.equal(res.status, 400, res.text);
-      assert.ok(['unauthorized_client', 'invalid_client'].includes(res.json.error), res.text);
+      assert.equal(res.status, 401, res.text);
+      assert.equal(res.json.error, 'invalid_client');
       assert.equal(res.json.access_token, undefined);
     });
 
