@@ -3,15 +3,13 @@
 // bad input of issue 6 answered with invalid_client, never a 500.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
-import { freePort, startTestServer, type TestServer } from '../support/server.ts';
+import type { TestServer } from '../support/server.ts';
 import { basicHeader } from '../support/http.ts';
 import { makeClient } from '../support/fixtures.ts';
 import { addCertificate, describeX509, parseCertificatePem, removeCertificate } from '../../src/store/certificates.ts';
 import { X509Certificate } from 'node:crypto';
-import { createPki, get, issue, post, type Issued, type Pki, type TlsReply } from './support.ts';
+import { createPki, get, issue, post, startTlsServer, type Issued, type Pki, type TlsReply } from './support.ts';
 
 describe('mutual TLS client authentication', () => {
   let database: TestDatabase;
@@ -37,9 +35,7 @@ describe('mutual TLS client authentication', () => {
     expiredCaSigned = issue(pki, 'expired', { subject: '/CN=gateway/O=Example', san: 'DNS:gw.example.com', startDate: '20200101000000Z', endDate: '20200201000000Z' });
     expiredSelf = issue(pki, 'expired-self', { subject: '/CN=expired-self', issuer: 'self', startDate: '20200101000000Z', endDate: '20200201000000Z' });
     database = await createTestDatabase();
-    const port = await freePort();
-    server = await startTestServer(database.url, { tls: true, port, issuer: `https://localhost:${port}`, clientCaFile: pki.caFile });
-    serverCa = readFileSync(join(server.keysDir, 'tls', 'server.crt'), 'utf8');
+    ({ server, serverCa } = await startTlsServer(database.url, pki));
   });
 
   after(async () => {

@@ -7,13 +7,11 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
-import { freePort, startTestServer, type TestServer } from '../support/server.ts';
+import type { TestServer } from '../support/server.ts';
 import { runKeymgr } from '../support/cli.ts';
 import { makeClient } from '../support/fixtures.ts';
-import { createPki, issue, post, rfc2253Subject, type Issued, type Pki } from './support.ts';
+import { createPki, issue, post, rfc2253Subject, startTlsServer, type Issued, type Pki } from './support.ts';
 
 describe('tls_client_auth: the subject DN is compared as a name', () => {
   let database: TestDatabase;
@@ -34,9 +32,7 @@ describe('tls_client_auth: the subject DN is compared as a name', () => {
     longer = issue(pki, 'dn-longer', { subject: '/C=DE/O=Example/CN=gateway' });
     withUnit = issue(pki, 'dn-unit', { subject: '/O=Example/OU=api/CN=gateway' });
     database = await createTestDatabase();
-    const port = await freePort();
-    server = await startTestServer(database.url, { tls: true, port, issuer: `https://localhost:${port}`, clientCaFile: pki.caFile });
-    serverCa = readFileSync(join(server.keysDir, 'tls', 'server.crt'), 'utf8');
+    ({ server, serverCa } = await startTlsServer(database.url, pki));
   });
 
   after(async () => {
