@@ -23,7 +23,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
@@ -323,6 +323,7 @@ for (const { file, name } of WALKTHROUGHS) {
       terminal?.close();
       await server?.stop();
       await database?.drop();
+      rmSync(project, { recursive: true, force: true });
     });
 
     for (const [i, block] of blocks.entries()) {
