@@ -46,7 +46,8 @@ export async function introspect(
   const p = row.payload as Record<string, unknown> & { extra?: Record<string, unknown> };
   const iat = typeof p.iat === 'number' ? p.iat : Math.floor(row.issued_at.getTime() / 1000);
   const exp = Math.floor((row.expires_at as Date).getTime() / 1000);
-  const username = typeof p.extra?.username === 'string' ? p.extra.username : undefined;
+  // An access token names its user in its payload (extraTokenClaims); a refresh token only by id.
+  const username = typeof p.extra?.username === 'string' ? p.extra.username : (row.account_username ?? undefined);
   // The gateway's throttling tier of the certificate the token is bound to, when it has one.
   const bound = typeof p['x5t#S256'] === 'string' ? await findActiveCertificateByThumbprint(db, p['x5t#S256']) : undefined;
   const cnf = p['x5t#S256'] || p.jkt

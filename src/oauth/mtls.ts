@@ -7,7 +7,8 @@ import type { TLSSocket } from 'node:tls';
 import type { IncomingMessage } from 'node:http';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.ts';
-import { describeX509, distinguishedName, pemCertificateBlocks } from '../store/certificates.ts';
+import { describeX509, pemCertificateBlocks } from '../store/certificates.ts';
+import { subjectMatches } from '../store/distinguished-name.ts';
 
 interface Presented {
   cert: X509Certificate;
@@ -83,7 +84,8 @@ export function mtlsFeature(deps: MtlsDeps) {
     certificateSubjectMatches: (ctx: RequestContext, property: string, expected: string) => {
       const p = presented(deps, ctx);
       if (!p) return false;
-      if (property === 'tls_client_auth_subject_dn') return distinguishedName(p.cert.subject) === expected;
+      // Compared as names: the registered DN may be written in either order (distinguished-name.ts).
+      if (property === 'tls_client_auth_subject_dn') return subjectMatches(p.cert.subject, expected);
       if (property === 'tls_client_auth_san_dns') return describeX509(p.cert).sanDns.includes(expected);
       return false;
     },

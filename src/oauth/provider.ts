@@ -22,7 +22,7 @@ import { ID_TOKEN_TTL, signingAlgorithmOf } from '../keys/signing-keys.ts';
 import { loadExistingGrant } from './interactions/consent.ts';
 import { interactionPolicyWithLiveAccounts } from './interactions/policy.ts';
 import type { mtlsFeature } from './mtls.ts';
-import { errorPage } from './interactions/pages.ts';
+import { protocolErrorPage } from './interactions/pages.ts';
 import type { Metrics } from '../http/metrics.ts';
 
 export const ROUTES = {
@@ -191,7 +191,7 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, cer
     },
     renderError: async (ctx, out) => {
       ctx.type = 'html';
-      ctx.body = errorPage('Request refused', out.error_description ? `${out.error}: ${out.error_description}` : out.error);
+      ctx.body = protocolErrorPage(out.error, out.error_description);
     },
   };
 

@@ -4,6 +4,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Db } from '../db/database.ts';
 import type { ClientRow } from '../db/types.ts';
+import { assertDistinguishedName, DistinguishedNameError } from './distinguished-name.ts';
 
 export const SECRET_AUTH_METHODS = ['client_secret_basic', 'client_secret_post'] as const;
 export const AUTH_METHODS = [...SECRET_AUTH_METHODS, 'none', 'tls_client_auth', 'self_signed_tls_client_auth'] as const;
@@ -82,6 +83,8 @@ function validate(input: NewClient): void {
       throw new ClientInputError(`redirect URI "${uri}" is not an absolute URI`);
     }
     if (parsed.hash) throw new ClientInputError(`redirect URI "${uri}" must not contain a fragment`);
+    // A browser sends what it redirects to percent-encoded: a raw space or control character could never match.
+    if (uri.length > 2000 || /[\x00-\x20\x7f]/.test(uri)) throw new ClientInputError(`redirect URI "${uri}" must be at most 2000 characters, without spaces or control characters`);
   }
   const method = input.authMethod ?? 'client_secret_basic';
   if (!(SUPPORTED_AUTH_METHODS as readonly string[]).includes(method)) {
@@ -97,6 +100,18 @@ function validate(input: NewClient): void {
   }
   if (method !== 'tls_client_auth' && (input.tlsSubjectDn || input.tlsSanDns)) {
     throw new ClientInputError('a certificate subject or SAN only applies to tls_client_auth');
+  }
+  if (input.tlsSanDns !== undefined && (input.tlsSanDns.length > 253 || /[\x00-\x20\x7f]/.test(input.tlsSanDns))) {
+    throw new ClientInputError('the DNS SAN must be a host name of at most 253 characters');
+  }
+  if (input.tlsSubjectDn) {
+    if (input.tlsSubjectDn.length > 1000) throw new ClientInputError('the subject DN must be at most 1000 characters');
+    try {
+      assertDistinguishedName(input.tlsSubjectDn);
+    } catch (err) {
+      if (err instanceof DistinguishedNameError) throw new ClientInputError(`the subject DN "${input.tlsSubjectDn}" does not parse: ${err.message} (write it as CN=gateway,O=Example or /O=Example/CN=gateway)`);
+      throw err;
+    }
   }
   const audiences = input.introspectAudiences ?? [];
   if (audiences.length > 50) throw new ClientInputError('at most 50 introspection audiences');
@@ -138,8 +153,8 @@ export async function createClient(db: Db, input: NewClient): Promise<{ client: 
       introspect_audiences: input.introspectAudiences == null ? null : [...new Set(input.introspectAudiences)],
       application_type: input.applicationType ?? 'web',
       first_party: input.firstParty ?? false,
-      tls_client_auth_subject_dn: input.tlsSubjectDn ?? null,
-      tls_client_auth_san_dns: input.tlsSanDns ?? null,
+      tls_client_auth_subject_dn: input.tlsSubjectDn || null,
+      tls_client_auth_san_dns: input.tlsSanDns || null,
     })
     .returningAll()
     .executeTakeFirstOrThrow();
@@ -179,8 +194,8 @@ export async function updateClient(db: Db, clientId: string, changes: ClientChan
     introspect_audiences: merged.introspectAudiences == null ? null : [...new Set(merged.introspectAudiences)],
     application_type: merged.applicationType ?? 'web',
     first_party: merged.firstParty ?? false,
-    tls_client_auth_subject_dn: merged.tlsSubjectDn ?? null,
-    tls_client_auth_san_dns: merged.tlsSanDns ?? null,
+    tls_client_auth_subject_dn: merged.tlsSubjectDn || null,
+    tls_client_auth_san_dns: merged.tlsSanDns || null,
     updated_at: new Date(),
   }).where('client_id', '=', clientId).returningAll().executeTakeFirst();
 }

@@ -335,7 +335,8 @@ async function revokeGrantRow(trx: Db, grantId: string): Promise<void> {
     .execute();
 }
 
-export type IssuedTokenRow = TokenRow & { owners_stand_behind: boolean };
+/** `account_username`: the name of the row's user (null without one), read with the row. */
+export type IssuedTokenRow = TokenRow & { owners_stand_behind: boolean; account_username: string | null };
 
 export const INTROSPECTABLE_KINDS = ['AccessToken', 'ClientCredentials', 'RefreshToken'] as const;
 
@@ -351,7 +352,9 @@ export async function findIssuedTokenByValue(db: Db, value: string): Promise<Iss
 
 const FIND_ISSUED_TOKEN: PreparedStatement = {
   name: 'km_find_issued_token',
-  text: `select ${rowColumnsOf('tokens')}, ${ownersStandBehindOf('tokens')} as owners_stand_behind
+  // The username too: an access token carries it in its payload, a refresh token does not.
+  text: `select ${rowColumnsOf('tokens')}, ${ownersStandBehindOf('tokens')} as owners_stand_behind,
+      (select u.username from users u where u.id = ${accountUuid('tokens')}) as account_username
     from tokens where id_sha256 = $1 and kind in (${INTROSPECTABLE_KINDS.map((k) => `'${k}'`).join(', ')})`,
 };
 

@@ -269,7 +269,7 @@ describe('unstorable bytes and oversized values in every parameter of every endp
         },
         params: { csrf: '', username: alice.username, password: alice.password },
         targets: [
-          b('csrf', { status: 400, text: /The form was not valid/ }),
+          b('csrf', { status: 400, text: /The form you sent was not the one this page gave you/ }),
           b('username', { status: 200, text: /The username or password is incorrect/ }),
           b('password', { status: 200, text: /The username or password is incorrect/ }),
         ],
@@ -282,7 +282,7 @@ describe('unstorable bytes and oversized values in every parameter of every endp
         },
         params: { csrf: '', decision: 'approve' },
         targets: [
-          b('csrf', { status: 400, text: /The form was not valid/ }),
+          b('csrf', { status: 400, text: /The form you sent was not the one this page gave you/ }),
           // Anything but "approve" is a refusal: back to the client with access_denied.
           b('decision', { status: 303 }),
         ],

@@ -3,14 +3,12 @@
 // one, the token is refused (401 invalid_token), as it would be at any protected resource.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
-import { freePort, startTestServer, type TestServer } from '../support/server.ts';
+import type { TestServer } from '../support/server.ts';
 import { basicHeader } from '../support/http.ts';
 import { makeClient } from '../support/fixtures.ts';
 import { addCertificate, parseCertificatePem } from '../../src/store/certificates.ts';
-import { createPki, issue, post, type Issued } from '../mtls/support.ts';
+import { createPki, issue, post, startTlsServer, type Issued } from '../mtls/support.ts';
 
 describe('certificate-bound bearer at /introspect', () => {
   let database: TestDatabase;
@@ -24,9 +22,7 @@ describe('certificate-bound bearer at /introspect', () => {
     mine = issue(pki, 'gw-self', { subject: '/CN=gw-self', issuer: 'self' });
     another = issue(pki, 'other-self', { subject: '/CN=other-self', issuer: 'self' });
     database = await createTestDatabase();
-    const port = await freePort();
-    server = await startTestServer(database.url, { tls: true, port, issuer: `https://localhost:${port}`, clientCaFile: pki.caFile });
-    serverCa = readFileSync(join(server.keysDir, 'tls', 'server.crt'), 'utf8');
+    ({ server, serverCa } = await startTlsServer(database.url, pki));
   });
   after(async () => {
     await server?.stop();

@@ -3,13 +3,13 @@
 // no restart; a removed one fails on the next request, on both. Bad uploads are refused clearly.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
-import { freePort, startTestServer, type TestServer } from '../support/server.ts';
+import type { TestServer } from '../support/server.ts';
 import { runKeymgr } from '../support/cli.ts';
 import { ensureScopes } from '../support/fixtures.ts';
-import { assertInvalidClient, createPki, issue, post, rfc2253Subject, type Issued, type Pki } from './support.ts';
+import { assertInvalidClient, createPki, issue, post, rfc2253Subject, startTlsServer, type Issued, type Pki } from './support.ts';
 
 describe('keymgr cert and mTLS clients, on two instances', () => {
   let database: TestDatabase;
@@ -24,10 +24,9 @@ describe('keymgr cert and mTLS clients, on two instances', () => {
     database = await createTestDatabase();
     await ensureScopes(database.db, ['read']);
     for (let i = 0; i < 2; i++) {
-      const port = await freePort();
-      const server = await startTestServer(database.url, { tls: true, port, issuer: `https://localhost:${port}`, clientCaFile: pki.caFile });
+      const { server, serverCa } = await startTlsServer(database.url, pki);
       servers.push(server);
-      serverCas.push(readFileSync(join(server.keysDir, 'tls', 'server.crt'), 'utf8'));
+      serverCas.push(serverCa);
     }
     env = { DATABASE_URL: database.url, KM_KEYS_DIR: servers[0]!.keysDir, KM_LOG_LEVEL: 'silent' };
   });

@@ -7,7 +7,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
-import { tempDir } from '../support/server.ts';
+import { freePort, startTestServer, tempDir, type TestServer } from '../support/server.ts';
 
 export interface Pki {
   dir: string;
@@ -111,6 +111,16 @@ export function issue(pki: Pki, name: string, opts: IssueOptions): Issued {
 /** The subject as `openssl x509 -noout -subject -nameopt RFC2253` prints it. */
 export function rfc2253Subject(pki: Pki, certFile: string): string {
   return openssl(['x509', '-in', certFile, '-noout', '-subject', '-nameopt', 'RFC2253'], pki.dir).trim().replace(/^subject=/, '');
+}
+
+/**
+ * A keymanager instance on HTTPS (a free port, issuer https://localhost:<port>) that trusts the
+ * PKI's CA for tls_client_auth, and its development certificate for callers to trust.
+ */
+export async function startTlsServer(databaseUrl: string, pki: Pki): Promise<{ server: TestServer; serverCa: string }> {
+  const port = await freePort();
+  const server = await startTestServer(databaseUrl, { tls: true, port, issuer: `https://localhost:${port}`, clientCaFile: pki.caFile });
+  return { server, serverCa: readFileSync(join(server.keysDir, 'tls', 'server.crt'), 'utf8') };
 }
 
 export interface TlsReply {

@@ -1,7 +1,8 @@
 // The programs the tests drive that npm cannot provide: Debian's chromium (the browser test
 // of the sign-in pages, through playwright-core), xmlsec1 (one of the two independent
-// signers of SAML test assertions), and Apache httpd with the two stock OAuth modules that
-// stand in front of keymanager as gateways (test/gateway). `npm test` obtains them itself, so
+// signers of SAML test assertions), Apache httpd with the two stock OAuth modules that
+// stand in front of keymanager as gateways (test/gateway), and the commands the README's
+// walk-throughs use, which test/docs runs as written (curl, jq, openssl, psql). `npm test` obtains them itself, so
 // that the README's two commands are all a fresh machine needs: installed with apt-get when
 // missing and running as root, otherwise the run stops with one line naming what is missing.
 // No test is skipped.
@@ -22,6 +23,10 @@ export const SYSTEM_PACKAGES: SystemPackage[] = [
   { file: APACHE_BINARY, debianPackage: 'apache2' },
   { file: `${APACHE_MODULES_DIR}/mod_auth_openidc.so`, debianPackage: 'libapache2-mod-auth-openidc' },
   { file: `${APACHE_MODULES_DIR}/mod_oauth2.so`, debianPackage: 'libapache2-mod-oauth2' },
+  { command: 'curl', debianPackage: 'curl' },
+  { command: 'jq', debianPackage: 'jq' },
+  { command: 'openssl', debianPackage: 'openssl' },
+  { command: 'psql', debianPackage: 'postgresql-client' },
 ];
 
 function onPath(command: string): boolean {

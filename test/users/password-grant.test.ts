@@ -52,6 +52,24 @@ describe('password grant', () => {
     assert.equal(seen.json.client_id, withRefresh.id);
   });
 
+  it('introspecting the refresh token shows the user as the access token\'s introspection does, before and after rotation', async () => {
+    const res = await signIn(withRefresh, { username: admin.username, password: admin.password, scope: 'orders:read' });
+    assert.equal(res.status, 200, res.text);
+    const rt = await postForm(`${server.url}/introspect`, { token: res.json.refresh_token }, { basic: withRefresh.basic });
+    assert.equal(rt.status, 200, rt.text);
+    assert.equal(rt.json.active, true);
+    assert.equal(rt.json.token_type, 'refresh_token');
+    assert.equal(rt.json.username, 'Alice');
+    assert.equal(rt.json.sub, admin.id);
+    assert.equal(rt.json.client_id, withRefresh.id);
+    assert.equal(rt.json.scope, 'orders:read');
+    const refreshed = await postForm(`${server.url}/token`, { grant_type: 'refresh_token', refresh_token: res.json.refresh_token }, { basic: withRefresh.basic });
+    assert.equal(refreshed.status, 200, refreshed.text);
+    const next = await postForm(`${server.url}/introspect`, { token: refreshed.json.refresh_token }, { basic: withRefresh.basic });
+    assert.equal(next.json.username, 'Alice');
+    assert.equal(next.json.sub, admin.id);
+  });
+
   it('matches the username regardless of case', async () => {
     const res = await signIn(withRefresh, { username: 'ALICE', password: admin.password });
     assert.equal(res.status, 200, res.text);
@@ -152,13 +170,14 @@ describe('password grant', () => {
     it('a public client cannot use the password grant', async () => {
       const { createClient } = await import('../../src/store/clients.ts');
       await assert.rejects(createClient(database.db, { name: 'pub', grantTypes: ['password'], scope: [], authMethod: 'none' }), /public client/);
-      // A row edited by hand is refused at the token endpoint as well.
+      // A row edited by hand cannot become one either: the schema refuses it (0013).
       const pub = await makeClient(database.db, { grantTypes: ['refresh_token'], scope: ['orders:read'] });
-      await database.db.updateTable('clients')
+      await assert.rejects(database.db.updateTable('clients')
         .set({ token_endpoint_auth_method: 'none', secret_sha256: null, grant_types: ['password'] })
-        .where('client_id', '=', pub.id).execute();
+        .where('client_id', '=', pub.id).execute(), { code: '23514', constraint: 'clients_public_client_grants' });
       const res = await postForm(`${server.url}/token`, { grant_type: 'password', client_id: pub.id, username: admin.username, password: admin.password });
-      assertError(res, 400, 'unauthorized_client');
+      assertError(res, 401, 'invalid_client');
+      assert.equal(res.json.access_token, undefined);
     });
 
     it('a wrong client secret → 401 invalid_client, before any password check: no argon2 work, no sign-in counted', async () => {

@@ -11,7 +11,7 @@ import { rememberConsent } from '../../store/consents.ts';
 import { findUserById, MAX_USERNAME_LENGTH } from '../../store/users.ts';
 import { credentialProblem, signIn } from '../sign-in.ts';
 import { decideScopes, saveGrant, type ConsentDeps } from './consent.ts';
-import { consentPage, errorPage, loginPage } from './pages.ts';
+import { consentPage, errorPage, loginPage, START_AGAIN } from './pages.ts';
 import type { Metrics } from '../../http/metrics.ts';
 
 export interface InteractionDeps extends ConsentDeps {
@@ -47,6 +47,12 @@ function html(ctx: Context, body: string, status = 200): void {
   ctx.body = body;
 }
 
+const FORM_REFUSED = errorPage({
+  title: 'Sign-in cannot continue',
+  message: 'The form you sent was not the one this page gave you (it was changed, or sent from another browser).',
+  next: START_AGAIN,
+});
+
 /** The step in progress for this browser, or an error page when there is none. */
 async function currentStep(deps: InteractionDeps, ctx: Context) {
   try {
@@ -56,7 +62,7 @@ async function currentStep(deps: InteractionDeps, ctx: Context) {
   } catch (err) {
     deps.logger.debug({ error: (err as Error).message }, 'no sign-in in progress for this browser');
     if (err instanceof errors.SessionNotFound) {
-      html(ctx, errorPage('Sign-in expired', 'This sign-in page is no longer valid. Go back to the application and start again.'), 400);
+      html(ctx, errorPage({ title: 'Sign-in expired', message: 'This sign-in page is no longer valid: it was used already, or it waited too long.', next: START_AGAIN }), 400);
       return undefined;
     }
     throw err;
@@ -106,14 +112,14 @@ export async function showStep(deps: InteractionDeps, ctx: Context): Promise<voi
     }));
     return;
   }
-  html(ctx, errorPage('Cannot continue', 'This request cannot be completed here.'), 400);
+  html(ctx, errorPage({ title: 'Sign-in cannot continue', message: 'This step of the sign-in cannot be completed here.', next: START_AGAIN }), 400);
 }
 
 export async function submitLogin(deps: InteractionDeps, ctx: Context, form: URLSearchParams): Promise<void> {
   const step = await currentStep(deps, ctx);
   if (!step) return;
   if (step.prompt.name !== 'login' || !formTokenValid(deps, step.uid, form.get('csrf'))) {
-    html(ctx, errorPage('Request refused', 'The form was not valid. Go back to the application and start again.'), 400);
+    html(ctx, FORM_REFUSED, 400);
     return;
   }
   const username = form.get('username') ?? '';
@@ -134,7 +140,7 @@ export async function submitConsent(deps: InteractionDeps, ctx: Context, form: U
   if (!step) return;
   const accountId = step.session?.accountId;
   if (step.prompt.name !== 'consent' || !accountId || !formTokenValid(deps, step.uid, form.get('csrf'))) {
-    html(ctx, errorPage('Request refused', 'The form was not valid. Go back to the application and start again.'), 400);
+    html(ctx, FORM_REFUSED, 400);
     return;
   }
   const decisionWord = form.get('decision');

@@ -74,9 +74,12 @@ export interface ConsentPage {
 
 export function consentPage({ action, csrf, clientName, username, scopes }: ConsentPage): string {
   const items = scopes.map((s) => `<li>${escapeHtml(s.description || s.name)} <span class="scope">(${escapeHtml(s.name)})</span></li>`).join('\n');
+  const asks = scopes.length
+    ? `<p><strong>${escapeHtml(clientName)}</strong> would like permission to:</p>\n<ul>\n${items}\n</ul>`
+    : `<p><strong>${escapeHtml(clientName)}</strong> would like to use your account.</p>`;
   return page('Allow access', `<h1>Allow access?</h1>
-<p><strong>${escapeHtml(clientName)}</strong> asks to act for you, <strong>${escapeHtml(username)}</strong>${scopes.length ? ', and to:' : '.'}</p>
-${scopes.length ? `<ul>\n${items}\n</ul>` : ''}
+${asks}
+<p>You are signed in as <strong>${escapeHtml(username)}</strong>. If you allow it, you will not be asked again for these permissions.</p>
 <form method="post" action="${escapeHtml(action)}">
 <input type="hidden" name="csrf" value="${escapeHtml(csrf)}">
 <div class="actions">
@@ -86,6 +89,41 @@ ${scopes.length ? `<ul>\n${items}\n</ul>` : ''}
 </form>`);
 }
 
-export function errorPage(title: string, message: string): string {
-  return page(title, `<h1>${escapeHtml(title)}</h1>\n<p class="error" role="alert">${escapeHtml(message)}</p>`);
+export interface ErrorPage {
+  title: string;
+  /** What happened, in the user's terms. */
+  message: string;
+  /** What the user can do now. */
+  next: string;
+  /** The protocol error, for whoever the user asks for help. */
+  details?: string;
+}
+
+export function errorPage({ title, message, next, details }: ErrorPage): string {
+  return page(title, `<h1>${escapeHtml(title)}</h1>
+<p class="error" role="alert">${escapeHtml(message)}</p>
+<p>${escapeHtml(next)}</p>
+${details ? `<p class="details">Details for the application's support: <span class="scope">${escapeHtml(details)}</span></p>` : ''}`);
+}
+
+/** The answer to go back and start again from the application: the one way out of every error page. */
+export const START_AGAIN = 'Go back to the application you came from and start again from there.';
+
+/**
+ * oidc-provider's error page: a request the engine refused before any sign-in (an unknown
+ * client, a redirect URI that is not registered, …) or a failure on our side. The user cannot
+ * fix either here; the protocol error goes along for the application's developers.
+ */
+export function protocolErrorPage(error: string, description?: string): string {
+  const ours = error === 'server_error' || error === 'temporarily_unavailable';
+  return errorPage({
+    title: ours ? 'Something went wrong' : 'Sign-in cannot continue',
+    message: ours
+      ? 'The sign-in service could not complete this request.'
+      : 'The application that sent you here made a request this sign-in service does not accept, so you cannot sign in from this page.',
+    next: ours
+      ? 'Go back to the application you came from and try again in a moment.'
+      : `${START_AGAIN} If this happens again, tell the application's support team and pass on the details below.`,
+    details: description ? `${error}: ${description}` : error,
+  });
 }
