@@ -48,7 +48,9 @@ describe('refusals at the authorization endpoint', () => {
   function assertErrorPage(step: Step, status: number, error: string, mentions: RegExp): void {
     assert.equal(step.status, status, step.location ?? step.html?.slice(0, 300));
     assert.equal(step.location, undefined);
-    assert.match(step.html ?? '', new RegExp(`role="alert">${error}: `));
+    // README: the page says what the user can do next; the protocol error goes along as a detail.
+    assert.match(step.html ?? '', /Go back to the application you came from/);
+    assert.match(step.html ?? '', new RegExp(`Details for the application's support: <span class="scope">${error}: `));
     assert.match(step.html ?? '', mentions);
     assert.doesNotMatch(step.html ?? '', /at .*\.(ts|js):\d+/, 'no stack trace');
   }
