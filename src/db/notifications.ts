@@ -131,7 +131,11 @@ export function listenForChanges(url: string, log: (message: string, err?: unkno
     // Its name is how sync() finds the listeners: one in the URL must not replace it.
     const listenerUrl = new URL(url);
     listenerUrl.searchParams.delete('application_name');
-    const c = new pg.Client({ connectionString: listenerUrl.href, application_name: LISTENER_APPLICATION_NAME, connectionTimeoutMillis: 3000 });
+    // Every statement bounded too: one left unanswered (a network gone silent while LISTEN was
+    // on its way) would otherwise keep this listener from ever reconnecting.
+    const c = new pg.Client({
+      connectionString: listenerUrl.href, application_name: LISTENER_APPLICATION_NAME, connectionTimeoutMillis: 3000, query_timeout: 3000,
+    });
     c.on('notification', (n) => onNotification(c, n));
     c.on('error', (err) => drop(c, err));
     c.on('end', () => drop(c));

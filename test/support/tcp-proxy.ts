@@ -42,6 +42,8 @@ export async function startTcpProxy(targetHost: string, targetPort: number, tap?
       if (silent) state.sent = true;
       else client.resetAndDestroy();
     });
+    // unpipe() paused it; what it receives must still be seen.
+    client.resume();
   };
 
   const relay = (client: Socket) => {
