@@ -46,6 +46,8 @@ export function startTokenLoad(instances: { name: string; url: string }[], clien
         outcomes.push({ instance: instance.name, sentAt, doneAt: performance.now(), status: res.status, body, ...(token ? { token } : {}) });
       } catch (err) {
         outcomes.push({ instance: instance.name, sentAt, doneAt: performance.now(), status: 0, body: '', error: String((err as Error).cause ?? err) });
+        // Refused at once while nothing listens: not a reason to spin.
+        await new Promise((r) => setTimeout(r, 10));
       }
     }
   };
