@@ -183,8 +183,8 @@ export async function startServer(config: Config, logger: Logger = createLogger(
         // Revocation streams never end on their own: they would hold their listener open.
         feed?.close();
         logger.info('listeners closed to new connections; waiting for the requests in flight');
-        const finished = await Promise.all(drains.map((drain) => drain.close(config.shutdownTimeout * 1000)));
-        if (finished.includes(false)) logger.warn({ seconds: config.shutdownTimeout }, 'requests still running after shutdown_timeout: their connections were closed');
+        const cut = (await Promise.all(drains.map((drain) => drain.close(config.shutdownTimeout * 1000)))).flat();
+        if (cut.length) logger.warn({ seconds: config.shutdownTimeout, requests: cut }, 'requests still running after shutdown_timeout: their connections were closed');
         engine?.close();
         exposition.close();
         await changes?.close();

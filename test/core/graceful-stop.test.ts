@@ -101,16 +101,21 @@ async function sigtermUnderLoad(t: TestContext, server: Server, databaseUrl: str
   const heldSentAt = performance.now();
   const held = postForm(`${server.url}/token`, { grant_type: 'refresh_token', refresh_token: fixtures.refreshToken }, { basic: fixtures.app.basic });
   await until('the refresh to wait for the row lock', async () => (await lock.query(
-    "select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()")).rows[0].n === 1);
+    "select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()")).rows[0].n >= 1);
 
   const load = startTokenLoad([{ name: 'server', url: server.url }], fixtures.clients, 8);
+  // A probe every few milliseconds, each on its own: with workers, a connection that reaches
+  // the supervisor just as the last worker closes its listener is neither served nor closed
+  // until the supervisor exits (node:cluster), and must not hold the others up.
   const probes: Probe[] = [];
   let probing = true;
   const prober = (async () => {
+    const sent: Promise<void>[] = [];
     while (probing) {
-      probes.push(await probeReadiness(server.url));
-      await new Promise((r) => setTimeout(r, 10));
+      sent.push(probeReadiness(server.url).then((p) => { probes.push(p); }));
+      await new Promise((r) => setTimeout(r, 15));
     }
+    await Promise.all(sent);
   })();
   let sigtermAt = 0;
   try {
@@ -124,12 +129,14 @@ async function sigtermUnderLoad(t: TestContext, server: Server, databaseUrl: str
     assert.equal(fresh.seen, 'ECONNREFUSED');
   } finally {
     probing = false;
-    await prober;
-    await load.stop();
     await lock.query('commit').catch(() => {});
     await lock.end();
+    await prober;
+    await load.stop();
   }
-  const refreshed = await held;
+  const refreshed = await held.catch((err: unknown) => {
+    throw new Error(`the request held in the database was cut off (${String((err as Error).cause ?? err)}): ${server.output().slice(-6000)}`);
+  });
   assert.equal(refreshed.status, 200, refreshed.text);
   assert.equal(typeof refreshed.json.access_token, 'string');
   assert.equal(typeof refreshed.json.refresh_token, 'string');
@@ -141,18 +148,21 @@ async function sigtermUnderLoad(t: TestContext, server: Server, databaseUrl: str
     'requests sent before SIGTERM were cut off or refused');
   const inFlight = before.filter((o) => o.doneAt > sigtermAt).length + 1; // and the held refresh
   assert.ok(heldSentAt < sigtermAt);
-  // Those sent after it: answered in full while still accepted, refused once the listener closed.
+  // Those sent after it: answered in full while still accepted, not accepted once the listener closed.
   const after = load.outcomes.filter((o) => o.sentAt >= sigtermAt);
   for (const o of after) assert.ok(o.status === 200 ? o.token : o.status === 0, `${o.status} ${o.body}`);
 
-  // /readyz: 200 until SIGTERM, then 503 while still accepting, then refused — never back.
-  const seen = probes.filter((p) => p.sentAt > sigtermAt).map((p) => p.seen);
+  // /readyz: 200 until SIGTERM, then 503 while still accepting, then refused — never 200
+  // again. A connection caught by the listener closing (queued to be accepted, or idle as it
+  // was sent on) is reset rather than refused.
+  const seen = probes.filter((p) => p.sentAt > sigtermAt).sort((x, y) => x.sentAt - y.sentAt).map((p) => p.seen);
+  const caught = new Set(['ECONNREFUSED', 'ECONNRESET', 'UND_ERR_SOCKET']);
   const firstOther = seen.findIndex((s) => s !== 200);
   assert.equal(seen[firstOther], 503, `after SIGTERM /readyz saw ${seen.join(', ')}`);
   const firstRefusal = seen.indexOf('ECONNREFUSED');
-  assert.ok(firstRefusal > firstOther);
-  assert.deepEqual([...new Set(seen.slice(firstOther, firstRefusal))], [503]);
-  assert.deepEqual([...new Set(seen.slice(firstRefusal))], ['ECONNREFUSED']);
+  assert.ok(firstRefusal > firstOther && seen.slice(firstOther, firstRefusal).includes(503));
+  assert.ok(seen.slice(firstOther).every((s) => s === 503 || caught.has(String(s))), `after SIGTERM /readyz saw ${seen.join(', ')}`);
+  assert.equal(seen.at(-1), 'ECONNREFUSED');
 
   // The log: stopping, …, and "stopped" last.
   const messages = server.output().trim().split('\n').map((l) => {
@@ -165,7 +175,7 @@ async function sigtermUnderLoad(t: TestContext, server: Server, databaseUrl: str
   assert.equal(messages.at(-1), 'stopped', server.output().slice(-3000));
   assert.ok(messages.some((m) => /^stopping/.test(m)));
   t.diagnostic(`${before.length} requests sent before SIGTERM (${inFlight} in flight), ${after.filter((o) => o.status === 200).length} answered after it, `
-    + `${after.filter((o) => o.status === 0).length} refused; /readyz 503 ${seen.filter((s) => s === 503).length} times before the listener closed`);
+    + `${after.filter((o) => o.status === 0).length} not accepted (the listener closed); /readyz 503 ${seen.filter((s) => s === 503).length} times before the listener closed`);
   return [...load.outcomes.filter((o) => o.status === 200).map((o) => o.token!), refreshed.json.access_token as string];
 }
 
