@@ -94,8 +94,8 @@ describe('storage', () => {
     const token = await issueToken(server.url, opaque);
     await proxy.cut();
     await proxy.restore();
-    // Pooled connections that died with the outage fail once each (503, fail closed); a load
-    // balancer waits for /readyz, and so does this test (bounded, not timed).
+    // A load balancer waits for /readyz, and so does this test (bounded, not timed); that no
+    // request fails once the database is back is test/core/database-restart.test.ts's.
     let ready = false;
     for (let i = 0; i < 50 && !ready; i++) {
       ready = (await getJson(`${server.url}/readyz`)).status === 200;
