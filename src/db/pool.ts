@@ -72,13 +72,16 @@ export function createGuardedPool({ url, size, applicationName, requestTimeoutMs
   });
 
   const guard = (client: pg.PoolClient): PooledClient => {
-    let lost = false;
+    /** Why the connection was found lost: what every later statement on it fails with at once. */
+    let lost: unknown;
     const query = ((...args: Parameters<pg.PoolClient['query']>) => {
+      // A transaction's ROLLBACK after a silent connection would otherwise wait as long again.
+      if (lost !== undefined) return Promise.reject(lost);
       const result = (client.query as (...a: unknown[]) => unknown)(...args);
       if (!(result instanceof Promise)) return result;
       return result.catch((err: unknown) => {
         if (isConnectionLost(err)) {
-          lost = true;
+          lost = err;
           if (epochOf.get(client) === epoch) epoch++;
         }
         throw err;
@@ -87,7 +90,7 @@ export function createGuardedPool({ url, size, applicationName, requestTimeoutMs
     return {
       query,
       release() {
-        client.release(lost || epochOf.get(client) !== epoch);
+        client.release(lost !== undefined || epochOf.get(client) !== epoch);
       },
     };
   };
