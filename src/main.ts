@@ -299,15 +299,15 @@ function exitAfterStopOnSignal(logger: Logger, stop: (signal: string) => Promise
   process.on('SIGTERM', () => handle('SIGTERM'));
 }
 
+/** What a worker may take, beyond shutdown_delay and shutdown_timeout, to close its pool. */
+const WORKER_STOP_MARGIN_SECONDS = 10;
+
 /**
  * With several workers, this process only supervises: it brings the database (the embedded
  * one too), its schema and the keys up once, so that the workers do not race to, then forks
  * them onto the same ports (node:cluster shares the listening sockets), replaces one that dies,
  * and on SIGTERM stops them all — each finishing its requests — before the database.
  */
-/** What a worker may take, beyond shutdown_delay and shutdown_timeout, to close its pool. */
-const WORKER_STOP_MARGIN_SECONDS = 10;
-
 async function runPrimary(config: Config, logger: Logger, workers: number): Promise<void> {
   let database: DatabaseHandle;
   try {
