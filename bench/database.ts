@@ -2,11 +2,13 @@
 // bench's own (own data directory, own port), so that a developer's server and the tests are
 // never disturbed. Each run gets a fresh database that is dropped at the end.
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { sql } from 'kysely';
 import { loadConfig } from '../src/config/index.ts';
 import { createDatabase } from '../src/db/database.ts';
-import { ensureEmbeddedPostgres } from '../src/db/embedded.ts';
+import { ensureEmbeddedPostgres, isEmbeddedPostgresRunning } from '../src/db/embedded.ts';
 
 /** A connection that may create and drop databases: the external URL, or the embedded cluster's superuser. */
 interface DatabaseHandle {
@@ -14,14 +16,34 @@ interface DatabaseHandle {
   url: string;
   /** This run started the embedded cluster (and so may restart it). */
   started: boolean;
+  /** PostgreSQL itself, when this run started it: see BenchDatabase.cluster. */
+  cluster: Cluster | undefined;
   close(): Promise<void>;
 }
 
+export interface Cluster {
+  /** A fast shutdown, as `pg_ctl stop` does: every session ended, new connections refused. */
+  stop(): Promise<void>;
+  /** Resolves once PostgreSQL accepts connections again. */
+  start(): Promise<void>;
+}
+
 async function connectAsAdmin(external: string | undefined, dataDir: string, port: number): Promise<DatabaseHandle> {
-  const embedded = external ? undefined : await ensureEmbeddedPostgres({ dataDir, port });
+  let embedded = external ? undefined : await ensureEmbeddedPostgres({ dataDir, port });
   const url = external ?? embedded!.adminUrl;
   const db = createDatabase({ url, poolSize: 2, applicationName: 'keymanager-bench' });
-  return { db, url, started: embedded?.started ?? false, async close() { await db.destroy(); await embedded?.stop(); } };
+  const cluster: Cluster | undefined = embedded?.started ? {
+    async stop() {
+      const postmaster = Number(readFileSync(join(dataDir, 'postgres', 'postmaster.pid'), 'utf8').split('\n')[0]);
+      process.kill(postmaster, 'SIGINT');
+      while (isEmbeddedPostgresRunning(dataDir)) await sleep(20);
+    },
+    async start() {
+      // The new handle is the one that stops it at the end.
+      embedded = await ensureEmbeddedPostgres({ dataDir, port });
+    },
+  } : undefined;
+  return { db, url, started: embedded?.started ?? false, cluster, async close() { await db.destroy(); await embedded?.stop(); } };
 }
 
 /**
@@ -91,6 +113,8 @@ export interface BenchDatabase {
   statements: StatementCounter | undefined;
   /** A superuser (embedded) or BENCH_DATABASE_URL connection to the cluster, for the bench's own queries. */
   admin: ReturnType<typeof createDatabase>;
+  /** PostgreSQL, to stop and start again (scenario o); only in the embedded cluster this run started. */
+  cluster: Cluster | undefined;
   /** Drops the database and stops the embedded cluster if this run started it. */
   close(): Promise<void>;
 }
@@ -131,6 +155,7 @@ export async function openBenchDatabase(benchDir: string): Promise<BenchDatabase
       local: !external,
       statements: statementStats && created ? statementCounter(handle, created.oid) : undefined,
       admin: handle.db,
+      cluster: handle.cluster,
       async serverBackendPids() {
         const { rows } = await sql<{ pid: number }>`
           select pid from pg_stat_activity where datname = ${name} and application_name = 'keymanager'`.execute(handle.db);

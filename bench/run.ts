@@ -2,7 +2,7 @@
 // with the same scenarios, and reports server CPU per request side by side (DESIGN.md §5).
 // Knobs: BENCH_SECONDS, BENCH_WARMUP_SECONDS, BENCH_CONNECTIONS, BENCH_PASSWORD_CONNECTIONS,
 // BENCH_SCENARIOS, BENCH_DATABASE_URL, BENCH_PROFILE, BENCH_SOAK_SECONDS, BENCH_SCALE_ROWS,
-// BENCH_SCALE_EXPIRED_ROWS (see README.md).
+// BENCH_SCALE_EXPIRED_ROWS, BENCH_OUTAGE_SECONDS (see README.md).
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -21,6 +21,7 @@ import { openLoader, purgeUnderLoad } from './scale.ts';
 import { runSoak, type Soak } from './soak.ts';
 import { calibrate } from './calibrate.ts';
 import { measureFeedLatency, renderFeedLatency } from './feed-latency.ts';
+import { outageFailures, renderOutage, runOutage, type Outage } from './outage.ts';
 import { bareTarget, introspectScenario, keymanagerTarget, passwordScenario, refreshScenario, tokenScenario, type Credentials } from './targets.ts';
 
 const benchDir = dirname(fileURLToPath(import.meta.url));
@@ -47,7 +48,7 @@ const settings: LoadSettings = {
 const passwordConnections = intEnv('BENCH_PASSWORD_CONNECTIONS', 4, 1, 64);
 
 // BENCH_SCENARIOS=a,c runs a subset (e.g. to profile one path); checked before anything starts.
-const SCENARIO_IDS = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'w', 'r', 's'] as const;
+const SCENARIO_IDS = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'w', 'r', 's', 'o'] as const;
 type ScenarioId = (typeof SCENARIO_IDS)[number];
 const only = process.env.BENCH_SCENARIOS?.split(',').map((x) => x.trim()).filter(Boolean) ?? [];
 const unknownIds = only.filter((id) => !(SCENARIO_IDS as readonly string[]).includes(id));
@@ -64,8 +65,10 @@ const runSoakScenario = only.includes('r') || isSet('BENCH_SOAK_SECONDS');
 const scaleRows = intEnv('BENCH_SCALE_ROWS', 10_000_000, 1000, 100_000_000);
 const scaleExpiredRows = intEnv('BENCH_SCALE_EXPIRED_ROWS', 1_000_000, 0, 100_000_000);
 const runScale = only.includes('s') || isSet('BENCH_SCALE_ROWS');
-// Without BENCH_SCENARIOS every ordinary scenario runs; r and s only as said above.
-const selects = (id: ScenarioId) => (id === 'r' ? runSoakScenario : id === 's' ? runScale : !only.length || only.includes(id));
+// The outage (o) stops PostgreSQL: only when named.
+const outageSeconds = intEnv('BENCH_OUTAGE_SECONDS', 5, 1, 120);
+// Without BENCH_SCENARIOS every ordinary scenario runs; r, s and o only as said above.
+const selects = (id: ScenarioId) => (id === 'r' ? runSoakScenario : id === 's' ? runScale : id === 'o' ? only.includes('o') : !only.length || only.includes(id));
 
 // BENCH_PROFILE=1: V8 CPU profiles of both servers (written when they stop), for finding
 // where the time per request goes; open them in Chrome DevTools or speedscope.
@@ -281,6 +284,26 @@ async function main(): Promise<number> {
       }
     }
 
+    // o: last, since it stops PostgreSQL; against a second keymanager on the same database too.
+    let outage: Outage | undefined;
+    const outageFailed: string[] = [];
+    if (selects('o')) {
+      if (!db.cluster) {
+        outageFailed.push('o outage: not run: it stops PostgreSQL, so it needs the embedded cluster this run started (no BENCH_DATABASE_URL, no cluster left running)');
+      } else {
+        const [portB, managementB] = [await freePort(), await freePort()];
+        const kmB = startChild('keymanager B', join(root, 'src/main.ts'), { ...kmEnv, KM_PORT: String(portB), KM_ISSUER: `http://127.0.0.1:${portB}`, KM_MANAGEMENT_PORT: String(managementB) }, scratch, []);
+        children.push(kmB);
+        await waitForHttp(`http://127.0.0.1:${portB}/healthz`, kmB);
+        log(`o PostgreSQL stopped and started again under load → keymanager ×2`);
+        outage = await runOutage({
+          instances: [{ name: 'A', baseUrl: kmTarget.baseUrl }, { name: 'B', baseUrl: `http://127.0.0.1:${portB}` }],
+          clients: [opaque, jwt], gateway, databaseUrl: db.url, cluster: db.cluster, connections: settings.connections, downSeconds: outageSeconds, log,
+        });
+        outageFailed.push(...outageFailures(outage));
+      }
+    }
+
     const scenarios = [...scenarioById.values()];
     const comparisons = compare(scenarios, measurements);
     // The reference costs of the targets, measured in this process (the servers are idle now).
@@ -295,6 +318,7 @@ async function main(): Promise<number> {
     process.stdout.write(`\n${renderMemory(memory, soak)}\n`);
     if (scale) process.stdout.write(`\n${renderScale(scale)}\n`);
     if (feedLatency) process.stdout.write(`\n${renderFeedLatency(feedLatency)}\n`);
+    if (outage) process.stdout.write(`\n${renderOutage(outage)}\n`);
     process.stdout.write(`\none RS256 signature: ${calibration.signatureMicros.toFixed(0)} µs CPU; one argon2id hash (m=19456, t=2, p=1): ${(calibration.argon2HashMicros / 1000).toFixed(1)} ms CPU\n`);
     process.stdout.write(`\n${renderTargets(targetLines)}\n`);
     const failed = measurements.filter((m) => failures(m) > 0);
@@ -311,9 +335,10 @@ async function main(): Promise<number> {
       memory,
       ...(soak ? { soak } : {}),
       ...(scale ? { scale } : {}),
+      ...(outage ? { outage } : {}),
       calibration,
       targets: targetLines,
-      ok: failed.length === 0 && failedPaced.length === 0 && !soakFailed && scaleFailedRuns.length === 0,
+      ok: failed.length === 0 && failedPaced.length === 0 && !soakFailed && scaleFailedRuns.length === 0 && outageFailed.length === 0,
     });
     log(`results written to ${resultsFile}`);
     if (profileDir) log(`CPU profiles are written to ${profileDir} as the servers stop`);
@@ -323,6 +348,7 @@ async function main(): Promise<number> {
       ...failedPaced.map((r) => `${r.scenario}/${r.target} at ${r.rate.toFixed(0)} req/s ${JSON.stringify(r.statusCodes)}`),
       ...(soakFailed ? [`r soak ${JSON.stringify(soak!.statusCodes)}`] : []),
       ...scaleFailedRuns,
+      ...outageFailed,
     ];
     if (failedRuns.length) {
       log(`FAILED: non-2xx, errors or unexpected bodies in ${failedRuns.join(', ')}`);

@@ -37,7 +37,7 @@ function basic({ clientId, clientSecret }: Credentials): string {
   return `Basic ${Buffer.from(`${enc(clientId)}:${enc(clientSecret)}`).toString('base64')}`;
 }
 
-function formRequest(credentials: Credentials, params: Record<string, string>) {
+export function formRequest(credentials: Credentials, params: Record<string, string>) {
   return {
     headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic(credentials) },
     body: new URLSearchParams(params).toString(),

@@ -12,7 +12,6 @@ import { ConfigError, issuerFollowsListener, loadConfig, SETTINGS, workerCount, 
 import { PortInUseError, StartupError } from './config/startup-errors.ts';
 import cluster from 'node:cluster';
 import { connectDatabase, type DatabaseHandle } from './db/connect.ts';
-import { migrate } from './db/migrator.ts';
 import { prepareSigningKeys } from './store/signing-key-changes.ts';
 import { loadOrCreateTlsMaterial } from './keys/tls.ts';
 import { loadOrCreateCookieKeys } from './keys/cookie-keys.ts';
@@ -28,6 +27,9 @@ import { createTokenWriter, purgeExpiredTokens } from './store/tokens.ts';
 import { purgeOldLoginFailures } from './store/login-failures.ts';
 import { purgeExpiredAssertionIds } from './store/idps.ts';
 import { listenForChanges, type ChangeListener } from './db/notifications.ts';
+import { presumeConnectionsLost } from './db/database.ts';
+import type { Readiness } from './http/health.ts';
+import { drainable } from './http/listener-drain.ts';
 import { createScopeRegistry } from './oauth/scope-registry.ts';
 import { createClientDirectory } from './oauth/client-directory.ts';
 import { createTokenCache } from './gateway/token-cache.ts';
@@ -52,6 +54,7 @@ export async function startServer(config: Config, logger: Logger = createLogger(
   const exposition: MetricsExposition = metricsExposition(metrics.registry);
   const database: DatabaseHandle = await connectDatabase(config, {
     applicationName: 'keymanager',
+    requestTimeoutMs: config.databaseRequestTimeout * 1000,
     log: (m) => logger.debug({ component: 'embedded-postgres' }, m),
     warn: (m) => logger.warn({ component: 'embedded-postgres' }, m),
     // pg attaches the whole client to its errors: log what an operator needs, not the object.
@@ -66,7 +69,7 @@ export async function startServer(config: Config, logger: Logger = createLogger(
   let engine: Engine | undefined;
   let feed: RevocationFeed | undefined;
   try {
-    const applied = await migrate(database.db);
+    const applied = await database.migrate();
     for (const m of applied) logger.info({ migration: `${m.version}_${m.name}` }, 'migration applied');
 
     const { keys, created, replaced } = await prepareSigningKeys(database.db, config);
@@ -77,7 +80,8 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     }
 
     const cookieKeys = loadOrCreateCookieKeys(config.keysDir);
-    changes = listenForChanges(database.url, (message, err) => logger.warn({ error: err instanceof Error ? err.message : undefined }, message));
+    changes = listenForChanges(database.url, (message, err) => logger.warn({ error: err instanceof Error ? err.message : undefined }, message),
+      () => presumeConnectionsLost(database.db));
     const scopes = createScopeRegistry(database.db, changes);
     const clientCaFile = config.clientCaFile ?? join(config.keysDir, 'client-ca.pem');
     const clientCaPem = existsSync(clientCaFile) ? readFileSync(clientCaFile, 'utf8') : undefined;
@@ -97,7 +101,8 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     addStateGauges(metrics, { db: database.db, keysDir: config.keysDir, signingKid: () => running.signingKey.kid, logger });
     feed = createRevocationFeed({ db: database.db, changes, logger, heartbeatSeconds: config.revocationFeedHeartbeat });
     const tokens = createTokenCache(database.db, changes);
-    const publicApp = buildPublicApp({ config, db: database.db, engine, scopes, cookieKeys, certificates, feed, clients, tokens, syncInstances, metrics, logger });
+    const readiness: Readiness = { stopping: false };
+    const publicApp = buildPublicApp({ config, db: database.db, engine, scopes, cookieKeys, certificates, feed, clients, tokens, syncInstances, metrics, logger, readiness });
     const { key: managementKey, created: managementKeyCreated } = await loadOrCreateManagementKey(config.keysDir, config.managementTokenKeySize);
     if (managementKeyCreated) logger.info({ keys_dir: config.keysDir, bits: managementKey.bits }, 'generated the management token signing key');
     else if (managementKey.bits !== config.managementTokenKeySize) {
@@ -105,7 +110,7 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     }
     const managementUsers = await loadManagementUsers(config, logger);
     const managementApp = buildManagementApp({
-      db: database.db, logger, metrics, exposition, management: {
+      db: database.db, logger, metrics, exposition, readiness, management: {
         config, db: database.db, logger, users: managementUsers, key: managementKey,
         auditRefusal: refusalAudit(database.db, logger), reloadSigningKeys: engine.reload, syncInstances,
       },
@@ -136,6 +141,7 @@ export async function startServer(config: Config, logger: Logger = createLogger(
       publicServer = createHttpServer(publicApp.callback());
       managementServer = createHttpServer(managementApp.callback());
     }
+    const drains = [drainable(publicServer), drainable(managementServer)];
     await listen(publicServer, config.port, config.host, SETTINGS.port.env);
     await listen(managementServer, config.managementPort, config.managementHost, SETTINGS.managementPort.env);
 
@@ -164,12 +170,22 @@ export async function startServer(config: Config, logger: Logger = createLogger(
       config,
       publicUrl,
       managementUrl,
+      // In the order a load balancer needs (README "Database outages and stopping").
       async stop() {
+        readiness.stopping = true;
+        for (const drain of drains) drain.begin();
+        if (config.shutdownDelay > 0) {
+          logger.info({ seconds: config.shutdownDelay }, 'not ready (/readyz 503); still accepting requests for shutdown_delay');
+          await new Promise((r) => setTimeout(r, config.shutdownDelay * 1000));
+        }
         clearInterval(purge);
         clearInterval(managementCleanup);
-        engine?.close();
+        // Revocation streams never end on their own: they would hold their listener open.
         feed?.close();
-        await Promise.all([close(publicServer), close(managementServer)]);
+        logger.info('listeners closed to new connections; waiting for the requests in flight');
+        const cut = (await Promise.all(drains.map((drain) => drain.close(config.shutdownTimeout * 1000)))).flat();
+        if (cut.length) logger.warn({ seconds: config.shutdownTimeout, requests: cut }, 'requests still running after shutdown_timeout: their connections were closed');
+        engine?.close();
         exposition.close();
         await changes?.close();
         await database.close();
@@ -206,10 +222,7 @@ async function assertPortsFree(config: Config): Promise<void> {
 }
 
 function close(server: Server): Promise<void> {
-  return new Promise((resolve) => {
-    server.close(() => resolve());
-    server.closeIdleConnections();
-  });
+  return new Promise((resolve) => server.close(() => resolve()));
 }
 
 function urlOf(server: Server, scheme: string): string {
@@ -249,6 +262,7 @@ async function main(): Promise<void> {
   exitAfterStopOnSignal(logger, async (signal) => {
     logger.info({ signal }, 'stopping');
     await server.stop();
+    logger.info('stopped');
   });
 }
 
@@ -285,6 +299,9 @@ function exitAfterStopOnSignal(logger: Logger, stop: (signal: string) => Promise
   process.on('SIGTERM', () => handle('SIGTERM'));
 }
 
+/** What a worker may take, beyond shutdown_delay and shutdown_timeout, to close its pool. */
+const WORKER_STOP_MARGIN_SECONDS = 10;
+
 /**
  * With several workers, this process only supervises: it brings the database (the embedded
  * one too), its schema and the keys up once, so that the workers do not race to, then forks
@@ -300,7 +317,7 @@ async function runPrimary(config: Config, logger: Logger, workers: number): Prom
       warn: (m) => logger.warn({ component: 'embedded-postgres' }, m),
       keepEmbeddedRunning: logger,
     });
-    for (const m of await migrate(database.db)) logger.info({ migration: `${m.version}_${m.name}` }, 'migration applied');
+    for (const m of await database.migrate()) logger.info({ migration: `${m.version}_${m.name}` }, 'migration applied');
     await prepareSigningKeys(database.db, config);
     loadOrCreateCookieKeys(config.keysDir);
     await loadOrCreateManagementKey(config.keysDir, config.managementTokenKeySize);
@@ -343,10 +360,12 @@ async function runPrimary(config: Config, logger: Logger, workers: number): Prom
       w.once('exit', () => resolve());
       w.process.kill('SIGTERM');
     }));
+    // Each worker waits shutdown_delay, then up to shutdown_timeout for its requests.
+    const grace = config.shutdownDelay + config.shutdownTimeout + WORKER_STOP_MARGIN_SECONDS;
     const deadline = setTimeout(() => {
-      logger.warn('workers did not stop within 30 s; killing them');
+      logger.warn({ seconds: grace }, 'workers did not stop in time; killing them');
       for (const w of alive) w.process.kill('SIGKILL');
-    }, 30_000);
+    }, grace * 1000);
     await Promise.all(exited);
     clearTimeout(deadline);
     await database.close();

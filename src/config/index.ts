@@ -79,6 +79,7 @@ export const SETTINGS = {
   databaseUrl: { toml: 'database_url', env: 'DATABASE_URL', schema: postgresUrl, describe: 'external PostgreSQL; unset: embedded PostgreSQL under data_dir' },
   embeddedPostgresPort: { toml: 'embedded_postgres_port', env: 'KM_EMBEDDED_POSTGRES_PORT', schema: port.min(1), default: 54329, describe: 'loopback port of the embedded PostgreSQL' },
   databasePoolSize: { toml: 'database_pool_size', env: 'KM_DATABASE_POOL_SIZE', schema: z.coerce.number().int().min(1).max(200), default: 10, describe: 'PostgreSQL connections per instance' },
+  databaseRequestTimeout: { toml: 'database_request_timeout', env: 'KM_DATABASE_REQUEST_TIMEOUT', schema: z.coerce.number().int().min(1).max(600), default: 5, describe: 'longest wait for a database connection and longest statement while serving, seconds; past it the request answers 503' },
   defaultAudience: { toml: 'default_audience', env: 'KM_DEFAULT_AUDIENCE', schema: absoluteHttpUrl, describe: 'audience (aud) of access tokens requested without a resource parameter; unset: the issuer' },
   accessTokenTtl: { toml: 'access_token_ttl', env: 'KM_ACCESS_TOKEN_TTL', schema: seconds, default: 3600, describe: 'access-token lifetime, seconds' },
   refreshTokenTtl: { toml: 'refresh_token_ttl', env: 'KM_REFRESH_TOKEN_TTL', schema: seconds, default: 86400, describe: 'refresh-token lifetime (absolute), seconds' },
@@ -105,6 +106,8 @@ export const SETTINGS = {
   managementTokenStoreRemoveOldest: { toml: 'management.token_store.remove_oldest_on_overflow', env: 'KM_MANAGEMENT_TOKEN_STORE_REMOVE_OLDEST_ON_OVERFLOW', schema: onOff, default: true, describe: 'a login into a full store evicts the least recently used token (off: the login is refused)' },
   managementMetricsAuth: { toml: 'management.metrics_auth', env: 'KM_MANAGEMENT_METRICS_AUTH', schema: onOff, default: false, describe: 'GET /metrics on the management listener asks for the management API credentials (any role); off: open to whoever reaches the listener' },
   managementUsers: { toml: 'management.users', schema: z.array(managementUser), default: [], describe: 'the management user store: [[management.users]] entries' },
+  shutdownDelay: { toml: 'shutdown_delay', env: 'KM_SHUTDOWN_DELAY', schema: z.coerce.number().int().min(0).max(300), default: 0, describe: 'on SIGTERM, seconds during which /readyz answers 503 while requests are still accepted, so that a load balancer stops sending them' },
+  shutdownTimeout: { toml: 'shutdown_timeout', env: 'KM_SHUTDOWN_TIMEOUT', schema: z.coerce.number().int().min(1).max(3600), default: 30, describe: 'on SIGTERM, longest wait for the requests in flight to finish, seconds; their connections are closed after it' },
   workers: { toml: 'workers', env: 'KM_WORKERS', schema: z.coerce.number().int().min(1).max(64), describe: 'processes serving requests on the same ports (node:cluster); unset: 1 in development, the number of available cores in production' },
   logLevel: { toml: 'log_level', env: 'KM_LOG_LEVEL', schema: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']), default: 'info', describe: 'log level' },
 } satisfies Record<string, Setting>;

@@ -7,16 +7,24 @@ import { createDatabase, type Db } from './database.ts';
 import { ensureEmbeddedPostgres, type EmbeddedPostgresOptions } from './embedded.ts';
 import { watchEmbeddedPostgres, type WatchdogLogger } from './embedded-watchdog.ts';
 import { DatabaseUnreachableError } from './connection-failure.ts';
+import { migrate, type Migration } from './migrator.ts';
 
 export interface DatabaseHandle {
   db: Db;
   url: string;
   embedded: boolean;
+  /**
+   * Applies the migrations on a connection of their own: a migration may run for longer than
+   * the request timeout of `db`.
+   */
+  migrate(): Promise<Migration[]>;
   close(): Promise<void>;
 }
 
 export interface ConnectOptions {
   applicationName: string;
+  /** The server's database_request_timeout (milliseconds) for the pool of `db`; unset for keymgr. */
+  requestTimeoutMs?: number;
   log?: (m: string) => void;
   warn?: (m: string) => void;
   onPoolError?: (err: Error) => void;
@@ -30,12 +38,12 @@ export interface ConnectOptions {
 
 export async function connectDatabase(
   config: Config,
-  { applicationName, log = () => {}, warn, onPoolError, onQuery, createEmbedded = true, keepEmbeddedRunning }: ConnectOptions,
+  { applicationName, requestTimeoutMs, log = () => {}, warn, onPoolError, onQuery, createEmbedded = true, keepEmbeddedRunning }: ConnectOptions,
 ): Promise<DatabaseHandle> {
   const embeddedOptions: EmbeddedPostgresOptions = { dataDir: config.dataDir, port: config.embeddedPostgresPort, log, warn, create: createEmbedded };
   const embedded = config.databaseUrl ? undefined : await ensureEmbeddedPostgres(embeddedOptions);
   const url = config.databaseUrl ?? embedded!.url;
-  const db = createDatabase({ url, poolSize: config.databasePoolSize, applicationName, onPoolError, onQuery });
+  const db = createDatabase({ url, poolSize: config.databasePoolSize, applicationName, requestTimeoutMs, onPoolError, onQuery });
   if (config.databaseUrl) {
     // Here, rather than in whichever query comes first, so that the failure names DATABASE_URL.
     try {
@@ -50,6 +58,14 @@ export async function connectDatabase(
     db,
     url,
     embedded: embedded !== undefined,
+    async migrate() {
+      const untimed = createDatabase({ url, poolSize: 1, applicationName });
+      try {
+        return await migrate(untimed);
+      } finally {
+        await untimed.destroy();
+      }
+    },
     async close() {
       await db.destroy();
       await (watchdog ?? embedded)?.stop();

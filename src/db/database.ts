@@ -1,12 +1,12 @@
 // The Kysely instance over a pg pool. Built by the caller (main.ts or the CLI), never a singleton.
 import { CompiledQuery, Kysely, PostgresDialect, sql, type LogEvent } from 'kysely';
-import pg from 'pg';
 import type { Database } from './types.ts';
+import { createGuardedPool, type GuardedPool } from './pool.ts';
 
 export type Db = Kysely<Database>;
 
 /** The pool under each Kysely instance made here (for the prepared statements below), and who times its statements. */
-const pools = new WeakMap<Db, { pool: pg.Pool; onQuery?: (seconds: number) => void }>();
+const pools = new WeakMap<Db, { pool: GuardedPool; onQuery?: (seconds: number) => void }>();
 
 /**
  * A statement of the hot paths, prepared once per connection under its name: PostgreSQL then
@@ -31,24 +31,36 @@ export async function runPrepared<R>(db: Db, statement: PreparedStatement, value
   }
   // Past Kysely, so its log (which times every other statement) does not see these.
   const started = performance.now();
+  const client = await handle.pool.connect().catch((err: unknown) => {
+    handle.onQuery?.((performance.now() - started) / 1000);
+    throw err;
+  });
   try {
-    const result = await handle.pool.query({ name: statement.name, text: statement.text, values });
+    const result = await client.query({ name: statement.name, text: statement.text, values });
     return { rows: result.rows as R[], rowCount: result.rowCount ?? 0 };
   } catch (err) {
     // A column type changed under a prepared statement (an administrator's ALTER TABLE): this
     // connection's copy no longer fits. Answer this request with the statement run afresh.
     if ((err as { code?: string }).code !== CACHED_PLAN_CHANGED) throw err;
-    const result = await handle.pool.query(statement.text, values);
+    const result = await client.query(statement.text, values);
     return { rows: result.rows as R[], rowCount: result.rowCount ?? 0 };
   } finally {
+    client.release();
     handle.onQuery?.((performance.now() - started) / 1000);
   }
 }
 
 /** Connections of the pool under a Kysely instance made by createDatabase, or undefined for any other. */
 export function poolConnections(db: Db): { total: number; idle: number; waiting: number } | undefined {
-  const pool = pools.get(db)?.pool;
-  return pool && { total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount };
+  return pools.get(db)?.pool.stats;
+}
+
+/**
+ * Something other than a statement found the database gone (the change listener's ping): no
+ * connection of the pool under `db` opened before now is used again (src/db/pool.ts).
+ */
+export function presumeConnectionsLost(db: Db): void {
+  pools.get(db)?.pool.presumeLost();
 }
 
 /** feature_not_supported, raised as "cached plan must not change result type". */
@@ -58,28 +70,18 @@ export interface DatabaseOptions {
   url: string;
   poolSize: number;
   applicationName: string;
+  /**
+   * The server's database_request_timeout, in milliseconds: the longest wait for a connection
+   * and the longest statement. Unset (keymgr, migrations): only connecting is bounded.
+   */
+  requestTimeoutMs?: number;
   onPoolError?: (err: Error) => void;
   /** Called with the duration of every statement, failed ones included, in seconds. */
   onQuery?: (seconds: number) => void;
 }
 
-export function createDatabase({ url, poolSize, applicationName, onPoolError, onQuery }: DatabaseOptions): Db {
-  const pool = new pg.Pool({
-    connectionString: url,
-    max: poolSize,
-    application_name: applicationName,
-    // Fail fast when the database is unreachable: requests answer 503 instead of hanging.
-    connectionTimeoutMillis: 3000,
-    idleTimeoutMillis: 30_000,
-  });
-  // An idle client losing its connection must not crash the process; the next query reconnects.
-  pool.on('error', (err) => onPoolError?.(err));
-  // Nor may a client that is checked out when its connection ends (PostgreSQL restarting, an
-  // administrator terminating the session): pg emits 'error' on it, which unhandled would end
-  // the process. The query in flight fails on its own (a 503), and the pool drops the client.
-  pool.on('connect', (client) => {
-    client.on('error', (err) => onPoolError?.(err));
-  });
+export function createDatabase({ url, poolSize, applicationName, requestTimeoutMs, onPoolError, onQuery }: DatabaseOptions): Db {
+  const pool = createGuardedPool({ url, size: poolSize, applicationName, requestTimeoutMs, onError: onPoolError });
   const db = new Kysely<Database>({
     dialect: new PostgresDialect({ pool }),
     ...(onQuery ? { log: (event: LogEvent) => onQuery(event.queryDurationMillis / 1000) } : {}),

@@ -16,14 +16,32 @@ export function isDatabaseUnreachable(err: unknown): boolean {
   const code = codeOf(err);
   if (code && CONNECTION_CODES.has(code)) return true;
   if (code && SQLSTATE.test(code)) {
-    // The server answered: only SQLSTATE class 08 (connection exception) and 57P01-57P03
-    // (shutting down / starting) say it cannot serve. Its message may quote the input, so
-    // it is never read: a value cannot make a refused query look like an outage.
-    return /^08/.test(code) || /^57P0[123]$/.test(code);
+    // The server answered: only SQLSTATE class 08 (connection exception), 57P01-57P03
+    // (shutting down / starting) and a statement cancelled at database_request_timeout say it
+    // cannot serve now. Its message may quote the input, so it is never read: a value cannot
+    // make a refused query look like an outage.
+    return /^08/.test(code) || /^57P0[123]$/.test(code) || code === STATEMENT_TIMEOUT;
   }
-  // node-postgres's own errors (no SQLSTATE): the pool could not connect or lost the connection.
-  // "not queryable": a pooled client whose connection ended while it was checked out.
-  return /timeout exceeded when trying to connect|Connection terminated|connect ECONNREFUSED|encountered a connection error and is not queryable/.test(err.message);
+  return isConnectionLostMessage(err.message);
+}
+
+/**
+ * The connection a statement ran on is of no further use: it ended, was refused or reset, or
+ * stayed silent past the request timeout. Unlike a statement PostgreSQL cancelled itself (the
+ * database is slow, not gone), it is closed rather than used again.
+ */
+export function isConnectionLost(err: unknown): boolean {
+  return isDatabaseUnreachable(err) && codeOf(err as Error) !== STATEMENT_TIMEOUT;
+}
+
+/** query_canceled, raised as "canceling statement due to statement timeout". */
+const STATEMENT_TIMEOUT = '57014';
+
+// node-postgres's own errors (no SQLSTATE): the pool could not connect, lost the connection,
+// or had no answer in time ("Query read timeout", src/db/pool.ts). "not queryable": a pooled
+// client whose connection ended while it was checked out.
+function isConnectionLostMessage(message: string): boolean {
+  return /timeout exceeded when trying to connect|Connection terminated|connect ECONNREFUSED|encountered a connection error and is not queryable|^Query read timeout$/.test(message);
 }
 
 /** SQLSTATEs of values PostgreSQL cannot store: NUL or bytes not in UTF-8 (22021), \u0000 in jsonb (22P05). */

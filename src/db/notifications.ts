@@ -26,6 +26,7 @@ const PING_TIMEOUT_MS = 1000;
  */
 const TRUST_FOR_MS = 1500;
 const SYNC_TIMEOUT_MS = 2000;
+const MAX_RETRY_DELAY_MS = 2000;
 
 export interface ChangeListener {
   /** True while a LISTEN connection is up; false means "do not trust any cache". */
@@ -88,7 +89,11 @@ interface SyncWaiter {
   done: () => void;
 }
 
-export function listenForChanges(url: string, log: (message: string, err?: unknown) => void): ChangeListener {
+/**
+ * `onLost` is told each time the connection is found lost: the pool's connections went to the
+ * same database and are presumed lost with it (src/db/pool.ts).
+ */
+export function listenForChanges(url: string, log: (message: string, err?: unknown) => void, onLost: () => void = () => {}): ChangeListener {
   let client: pg.Client | undefined;
   let ownPid: number | undefined;
   let listening = false;
@@ -126,7 +131,11 @@ export function listenForChanges(url: string, log: (message: string, err?: unkno
     // Its name is how sync() finds the listeners: one in the URL must not replace it.
     const listenerUrl = new URL(url);
     listenerUrl.searchParams.delete('application_name');
-    const c = new pg.Client({ connectionString: listenerUrl.href, application_name: LISTENER_APPLICATION_NAME, connectionTimeoutMillis: 3000 });
+    // Every statement bounded too: one left unanswered (a network gone silent while LISTEN was
+    // on its way) would otherwise keep this listener from ever reconnecting.
+    const c = new pg.Client({
+      connectionString: listenerUrl.href, application_name: LISTENER_APPLICATION_NAME, connectionTimeoutMillis: 3000, query_timeout: 3000,
+    });
     c.on('notification', (n) => onNotification(c, n));
     c.on('error', (err) => drop(c, err));
     c.on('end', () => drop(c));
@@ -165,7 +174,10 @@ export function listenForChanges(url: string, log: (message: string, err?: unkno
 
   const drop = (c: pg.Client, err?: unknown) => {
     if (client === c || !listening) {
-      if (listening) log('change listener disconnected', err);
+      if (listening) {
+        log('change listener disconnected', err);
+        if (!closed) onLost();
+      }
       listening = false;
       client = undefined;
       changed();
@@ -177,7 +189,8 @@ export function listenForChanges(url: string, log: (message: string, err?: unkno
         void connect();
       }, retryDelay);
       retryTimer.unref();
-      retryDelay = Math.min(retryDelay * 2, 30_000);
+      // A failed attempt costs little; the caches are back within seconds of the database.
+      retryDelay = Math.min(retryDelay * 2, MAX_RETRY_DELAY_MS);
     }
   };
 

@@ -4,7 +4,7 @@ import Koa from 'koa';
 import Router from '@koa/router';
 import type { Logger } from 'pino';
 import type { Db } from '../db/database.ts';
-import { addHealthRoutes } from './health.ts';
+import { addHealthRoutes, type Readiness } from './health.ts';
 import { errorMapper } from './errors.ts';
 import { managementRouters } from '../management/router.ts';
 import type { ManagementAuthDeps } from '../management/auth.ts';
@@ -20,13 +20,15 @@ export interface ManagementAppDeps {
   metrics: Metrics;
   /** What GET /metrics answers (every worker's metrics when there are several). */
   exposition: MetricsExposition;
+  /** Whether the server is stopping (/readyz). */
+  readiness: Readiness;
 }
 
-export function buildManagementApp({ db, logger, management, metrics, exposition }: ManagementAppDeps): Koa {
+export function buildManagementApp({ db, logger, management, metrics, exposition, readiness }: ManagementAppDeps): Koa {
   const app = new Koa();
   app.silent = true;
   const router = new Router({ strict: true, sensitive: true });
-  addHealthRoutes(router, db);
+  addHealthRoutes(router, db, readiness);
   addMetricsRoute(router, { exposition, management, logger });
   app.use(measureRequests(metrics));
   app.use(errorMapper(logger, { realm: 'keymanager management' }));

@@ -5,7 +5,7 @@ import Router from '@koa/router';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.ts';
 import type { Db } from '../db/database.ts';
-import { addHealthRoutes } from './health.ts';
+import { addHealthRoutes, type Readiness } from './health.ts';
 import { authenticateClient, type CertificateCheck } from '../oauth/client-auth.ts';
 import { addGatewayRoutes } from '../gateway/routes.ts';
 import { introspectionSigner } from '../gateway/introspection-response.ts';
@@ -50,9 +50,11 @@ export interface PublicAppDeps {
   syncInstances: () => Promise<boolean>;
   metrics: Metrics;
   logger: Logger;
+  /** Whether the server is stopping (/readyz). */
+  readiness: Readiness;
 }
 
-export function buildPublicApp({ config, db, engine, scopes, cookieKeys, certificates, feed, clients, tokens, syncInstances, metrics, logger }: PublicAppDeps): Koa {
+export function buildPublicApp({ config, db, engine, scopes, cookieKeys, certificates, feed, clients, tokens, syncInstances, metrics, logger, readiness }: PublicAppDeps): Koa {
   const app = new Koa();
   // Koa reads the origin and the client address from X-Forwarded-* only with proxy on; the
   // first middleware below decides what those headers say, so it is safe to turn on here.
@@ -65,7 +67,7 @@ export function buildPublicApp({ config, db, engine, scopes, cookieKeys, certifi
 
   // Our routes match exactly, as the engine's are made to below: one spelling per endpoint.
   const router = new Router({ strict: true, sensitive: true });
-  addHealthRoutes(router, db);
+  addHealthRoutes(router, db, readiness);
   addGatewayRoutes(router, { introspection: ROUTES.introspection, revocations: ROUTES.revocations }, {
     config, db, clients, tokens, certificates, scopes, feed, signer: introspectionSigner(() => engine.signingKey), metrics,
   });

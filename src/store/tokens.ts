@@ -4,6 +4,7 @@
 import { createHash } from 'node:crypto';
 import { sql, type ExpressionBuilder } from 'kysely';
 import { runPrepared, type Db, type PreparedStatement } from '../db/database.ts';
+import { isDatabaseUnreachable } from '../db/errors.ts';
 import type { Database, TokenRow } from '../db/types.ts';
 
 export function tokenDigest(value: string): string {
@@ -105,9 +106,10 @@ export interface TokenWriter {
  * Group commit for new tokens: rows written while a statement is in flight wait and then go
  * together, as one multi-row INSERT — one round trip and one commit instead of one each. No
  * delay is added when nothing is in flight. Each caller's promise settles only after its row
- * is committed. When a statement fails, its rows are retried one by one, so that each caller
- * gets its own outcome (one client deleted meanwhile does not fail the others), and a
- * database that is unreachable fails every one of them.
+ * is committed. When a statement fails because the database is unreachable (its commit
+ * included), every caller of the batch gets that failure (a 503: nothing of it is handed out);
+ * when it fails otherwise, its rows are retried one by one, so that each caller gets its own
+ * outcome (one client deleted meanwhile does not fail the others).
  */
 export function createTokenWriter(db: Db): TokenWriter {
   let queue: { row: Row; settle: (err?: unknown) => void }[] = [];
@@ -131,7 +133,8 @@ export function createTokenWriter(db: Db): TokenWriter {
         await upsertRows(db, batch.map((b) => b.row));
         for (const b of batch) b.settle();
       } catch (err) {
-        if (batch.length === 1) batch[0]!.settle(err);
+        // Without the database, retrying row by row would only make each caller wait longer.
+        if (batch.length === 1 || isDatabaseUnreachable(err)) for (const b of batch) b.settle(err);
         else {
           await Promise.all(batch.map((b) => upsertRows(db, [b.row]).then(() => b.settle(), (e: unknown) => b.settle(e))));
         }

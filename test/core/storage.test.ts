@@ -100,8 +100,8 @@ describe('storage', () => {
     const token = await issueToken(server.url, opaque);
     await proxy.cut();
     await proxy.restore();
-    // Pooled connections that died with the outage fail once each (503, fail closed); a load
-    // balancer waits for /readyz, and so does this test.
+    // A load balancer waits for /readyz, and so does this test; that no request fails once the
+    // database is back is test/core/database-restart.test.ts's.
     await waitFor('/readyz to come back', async () => (await getJson(`${server.url}/readyz`)).status === 200);
     const res = await postForm(`${server.url}/introspect`, { token }, { basic: opaque.basic });
     assert.equal(res.status, 200);

@@ -4,9 +4,19 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
 
 export interface TcpProxy {
   port: number;
-  /** Drops every relayed connection and refuses new ones. */
+  /** Drops every relayed connection and refuses new ones: what a stopped PostgreSQL looks like. */
   cut(): Promise<void>;
-  /** Accepts connections again on the same port. */
+  /**
+   * PostgreSQL goes away without a word — its host crashed, or the network to it failed while
+   * it restarted: its sessions end, but the server's side of each connection is neither closed
+   * nor answered, and new connections are accepted and never answered.
+   */
+  silence(): void;
+  /**
+   * Relays again on the same port. Connections left open by silence() are reset, as a host that
+   * restarted resets connections it does not know: at once those that sent anything meanwhile
+   * (TCP sends it again), the others as soon as they send anything.
+   */
   restore(): Promise<void>;
   close(): Promise<void>;
 }
@@ -15,41 +25,67 @@ export interface TcpProxy {
 export type Tap = () => (chunk: Buffer) => void;
 
 export async function startTcpProxy(targetHost: string, targetPort: number, tap?: Tap): Promise<TcpProxy> {
-  const sockets = new Set<Socket>();
-  let server: Server;
+  /** Each relayed connection's client side and its upstream side. */
+  const pairs = new Map<Socket, Socket>();
+  /** Client sides of connections that silence() left open, and whether each sent anything since. */
+  const silenced = new Map<Socket, { sent: boolean }>();
+  let silent = false;
+  let server: Server | undefined;
   let port = 0;
-  const listen = () => new Promise<void>((resolve, reject) => {
-    server = createServer((client) => {
-      const upstream = connect(targetPort, targetHost);
-      sockets.add(client).add(upstream);
-      const drop = () => {
-        client.destroy();
-        upstream.destroy();
-        sockets.delete(client);
-        sockets.delete(upstream);
-      };
-      client.on('error', drop).on('close', drop);
-      upstream.on('error', drop).on('close', drop);
-      if (tap) {
-        const observe = tap();
-        client.on('data', (chunk: Buffer) => {
-          observe(chunk);
-          upstream.write(chunk);
-        });
-        upstream.pipe(client);
-      } else {
-        client.pipe(upstream).pipe(client);
-      }
+
+  const keepSilent = (client: Socket) => {
+    const state = { sent: false };
+    silenced.set(client, state);
+    const forget = () => silenced.delete(client);
+    client.on('error', forget).on('close', forget);
+    client.on('data', () => {
+      if (silent) state.sent = true;
+      else client.resetAndDestroy();
     });
+    // unpipe() paused it; what it receives must still be seen.
+    client.resume();
+  };
+
+  const relay = (client: Socket) => {
+    if (silent) return keepSilent(client);
+    const upstream = connect(targetPort, targetHost);
+    pairs.set(client, upstream);
+    const drop = () => {
+      client.destroy();
+      upstream.destroy();
+      pairs.delete(client);
+    };
+    client.on('error', drop).on('close', drop);
+    upstream.on('error', drop).on('close', drop);
+    if (tap) {
+      const observe = tap();
+      client.on('data', (chunk: Buffer) => {
+        observe(chunk);
+        upstream.write(chunk);
+      });
+      upstream.pipe(client);
+    } else {
+      client.pipe(upstream).pipe(client);
+    }
+  };
+
+  const listen = () => new Promise<void>((resolve, reject) => {
+    server = createServer(relay);
     server.once('error', reject);
     server.listen(port, '127.0.0.1', () => {
-      port = (server.address() as { port: number }).port;
+      port = (server!.address() as { port: number }).port;
       resolve();
     });
   });
   const stop = () => new Promise<void>((resolve) => {
-    for (const s of sockets) s.destroy();
-    sockets.clear();
+    for (const [client, upstream] of pairs) {
+      client.destroy();
+      upstream.destroy();
+    }
+    for (const client of silenced.keys()) client.destroy();
+    pairs.clear();
+    silenced.clear();
+    if (!server?.listening) return resolve();
     server.close(() => resolve());
   });
   await listen();
@@ -58,7 +94,23 @@ export async function startTcpProxy(targetHost: string, targetPort: number, tap?
       return port;
     },
     cut: stop,
-    restore: listen,
+    silence() {
+      silent = true;
+      for (const [client, upstream] of pairs) {
+        // PostgreSQL's side ends; nothing of that reaches the client side, which stays open.
+        upstream.unpipe(client);
+        client.unpipe(upstream);
+        for (const s of [client, upstream]) s.removeAllListeners('data').removeAllListeners('close').removeAllListeners('error').on('error', () => {});
+        upstream.destroy();
+        keepSilent(client);
+      }
+      pairs.clear();
+    },
+    async restore() {
+      silent = false;
+      for (const [client, { sent }] of silenced) if (sent) client.resetAndDestroy();
+      if (!server?.listening) await listen();
+    },
     close: stop,
   };
 }

@@ -1,0 +1,61 @@
+// Stopping a listener without cutting anyone off. server.close() alone refuses new connections
+// but leaves keep-alive ones open, serving further requests until they idle out; here every
+// response from the start of the drain closes its connection, and each connection goes as
+// soon as it has nothing in flight.
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+
+export interface ListenerDrain {
+  /** From now on every response, those under way included, closes its connection after it. */
+  begin(): void;
+  /**
+   * Refuses new connections and waits for the requests in flight, `timeoutMs` at most; then
+   * closes the connections still open. Resolves with the requests that were still running
+   * then (method, path without query, seconds), for the log: none when all finished in time.
+   */
+  close(timeoutMs: number): Promise<CutRequest[]>;
+}
+
+export interface CutRequest {
+  method: string;
+  path: string;
+  seconds: number;
+}
+
+export function drainable(server: Server): ListenerDrain {
+  const inFlight = new Map<ServerResponse, { method: string; path: string; since: number }>();
+  let draining = false;
+  let closing = false;
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    if (draining) res.shouldKeepAlive = false;
+    inFlight.set(res, { method: req.method ?? '', path: (req.url ?? '').split('?')[0]!, since: performance.now() });
+    res.once('close', () => {
+      inFlight.delete(res);
+      // A response whose headers went before the drain (a revocation stream) leaves its
+      // connection open and idle. Not before the listener closes: until then a client may
+      // send on an idle connection at any moment, and is answered (Connection: close).
+      if (closing) setImmediate(() => server.closeIdleConnections());
+    });
+  });
+  return {
+    begin() {
+      draining = true;
+      for (const res of inFlight.keys()) if (!res.headersSent) res.shouldKeepAlive = false;
+    },
+    close(timeoutMs) {
+      this.begin();
+      closing = true;
+      return new Promise((resolve) => {
+        const timer = setTimeout(() => {
+          const cut = [...inFlight.values()].map(({ method, path, since }) => ({ method, path, seconds: Math.round(performance.now() - since) / 1000 }));
+          server.closeAllConnections();
+          resolve(cut);
+        }, timeoutMs);
+        server.close(() => {
+          clearTimeout(timer);
+          resolve([]);
+        });
+        server.closeIdleConnections();
+      });
+    },
+  };
+}
