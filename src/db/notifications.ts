@@ -62,7 +62,10 @@ export function noticeDroppedCache<V extends {}>(
     keepFor: (value: V) => number | undefined;
   },
 ): (key: string, cacheKey?: string) => Promise<V | undefined> {
-  const cache = new LRUCache<string, V>({ max, ttlAutopurge: false });
+  // Bounded by maxSize (each entry counts 1) rather than max: with max, lru-cache allocates and
+  // on every clear() refills arrays of that length (100,000 slots for tokens), whether the
+  // cache holds anything or not.
+  const cache = new LRUCache<string, V>({ maxSize: max, sizeCalculation: () => 1, ttlAutopurge: false });
   let generation = 0;
   changes?.onNotice((topic) => {
     if (topic === undefined || topics.has(topic)) {
