@@ -66,9 +66,21 @@ function presented({ config, logger, anchors }: MtlsDeps, ctx: RequestContext): 
   return found;
 }
 
-/** A certificate that came through the proxy header: issued by an anchor and valid now. */
+const CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';
+const ANY_EXTENDED_KEY_USAGE = '2.5.29.37.0';
+
+/**
+ * A certificate that came through the proxy header: the checks the TLS handshake makes of a
+ * client certificate, since a proxy may pass on what it did not verify. Issued by an anchor,
+ * valid now, not a CA (an anchor's own certificate is not a client's), and meant for client
+ * authentication when it says what it is meant for (a server-only certificate of the same CA
+ * is refused, as the handshake refuses it).
+ */
 function chainsToAnchor(cert: X509Certificate, anchors: X509Certificate[], now = Date.now()): boolean {
   const valid = (c: X509Certificate) => Date.parse(c.validFrom) <= now && now < Date.parse(c.validTo);
+  // Node names the extended key usage extension keyUsage; undefined when the certificate has none.
+  const purposes = cert.keyUsage;
+  if (cert.ca || (purposes && !purposes.includes(CLIENT_AUTH) && !purposes.includes(ANY_EXTENDED_KEY_USAGE))) return false;
   return valid(cert) && anchors.some((ca) => valid(ca) && cert.checkIssued(ca) && cert.verify(ca.publicKey));
 }
 

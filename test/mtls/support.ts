@@ -67,6 +67,8 @@ export interface IssueOptions {
   /** openssl ca date forms (YYYYMMDDHHMMSSZ), for a certificate valid in the past. */
   startDate?: string;
   endDate?: string;
+  /** More openssl extension lines for a CA-signed certificate, e.g. extendedKeyUsage=serverAuth. */
+  extensions?: string[];
 }
 
 /** A key and a certificate for it, named `name` in the PKI directory. */
@@ -102,7 +104,8 @@ export function issue(pki: Pki, name: string, opts: IssueOptions): Issued {
     return read(dir, name);
   }
   const extFile = join(dir, `${name}.ext`);
-  writeFileSync(extFile, opts.san ? `subjectAltName=${opts.san}\n` : 'basicConstraints=CA:FALSE\n');
+  const lines = [opts.san ? `subjectAltName=${opts.san}` : 'basicConstraints=CA:FALSE', ...(opts.extensions ?? [])];
+  writeFileSync(extFile, `${lines.join('\n')}\n`);
   openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', `${issuer}.crt`, '-CAkey', `${issuer}.key`, '-set_serial', String(1000 + serial++),
     '-days', '30', '-sha256', '-extfile', extFile, '-out', `${name}.crt`], dir);
   return read(dir, name);
