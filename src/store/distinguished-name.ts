@@ -53,13 +53,13 @@ function normaliseType(raw: string): string {
 }
 
 /**
- * X.520's matching rules for the attributes of a subject (caseIgnoreMatch and its IA5 variant,
- * RFC 4517 §4.2.15 distinguishedNameMatch): case, compatibility forms and runs of spaces are
- * not significant. A BER value (`#04…`) is compared as its hex.
+ * Values compare with the case of ASCII letters and runs of spaces ignored, and nothing else:
+ * a client's identity is not widened to look-alikes. No Unicode case folding (the Kelvin sign
+ * would be a k), no compatibility folding (fullwidth letters would be ASCII ones), and only
+ * U+0020 counts as a space (not a BOM, NBSP or ideographic space).
  */
-function normaliseValue(value: string, ber: boolean): string {
-  if (ber) return value.toLowerCase();
-  return value.normalize('NFKC').toLowerCase().replace(/\s+/g, ' ').trim();
+function normaliseValue(value: string): string {
+  return value.replace(/[A-Z]/g, (c) => c.toLowerCase()).replace(/ +/g, ' ').replace(/^ | $/g, '');
 }
 
 /** The characters of an escaped value: `\,` and friends, and `\XX` hex pairs of UTF-8 bytes. */
@@ -125,14 +125,15 @@ function parseAva(text: string, { hexPairs, quotes }: ValueSyntax): Ava {
   if (eq <= 0) throw new DistinguishedNameError(`"${text.trim()}" is not of the form type=value`);
   const type = normaliseType(text.slice(0, eq));
   // Spaces around '=' and around separators are not part of the value; escaped ones are.
-  let raw = text.slice(eq + 1).replace(/^\s+/, '');
-  while (/\s$/.test(raw) && !/(^|[^\\])(\\\\)*\\\s$/.test(raw)) raw = raw.slice(0, -1);
-  if (raw.startsWith('#') && /^#([0-9a-fA-F]{2})+$/.test(raw)) return { type, value: normaliseValue(raw, true) };
+  let raw = text.slice(eq + 1).replace(/^ +/, '');
+  while (raw.endsWith(' ') && !/(^|[^\\])(\\\\)*\\ $/.test(raw)) raw = raw.slice(0, -1);
+  // A BER-encoded value would be compared as its hex, not as the text it encodes: refused.
+  if (raw.startsWith('#')) throw new DistinguishedNameError(`the value of ${type} is BER-encoded (#…): write it as text, or escape a leading # as \\#`);
   if (quotes && raw.startsWith('"')) {
     if (!raw.endsWith('"') || raw.length < 2) throw new DistinguishedNameError(`the quoted value of ${type} is not closed`);
     raw = raw.slice(1, -1);
   }
-  const value = normaliseValue(unescapeValue(raw, hexPairs), false);
+  const value = normaliseValue(unescapeValue(raw, hexPairs));
   if (!value) throw new DistinguishedNameError(`${type} has an empty value`);
   return { type, value };
 }

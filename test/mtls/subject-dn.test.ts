@@ -99,6 +99,21 @@ describe('tls_client_auth: the subject DN is compared as a name', () => {
     await assertAccepted('CN=api   gateway,O=Acme\\, Inc.,C=de', acme);
   });
 
+  it('a look-alike is a different value: fullwidth letters, a trailing no-break space or BOM, the Kelvin sign', async () => {
+    // The same CA, issued on request: a CA that lets a requester choose the characters of a
+    // name must not be able to issue another client's identity.
+    const fullwidth = issue(pki, 'dn-fullwidth', { subject: '/O=Example/CN=\uFF47\uFF41\uFF54\uFF45\uFF57\uFF41\uFF59' });
+    const noBreak = issue(pki, 'dn-nbsp', { subject: '/O=Example/CN=gateway\u00A0' });
+    const bom = issue(pki, 'dn-bom', { subject: '/O=Example\uFEFF/CN=gateway' });
+    const kelvin = issue(pki, 'dn-kelvin', { subject: '/O=Example/CN=\u212Aey' });
+    await assertRefused('CN=gateway,O=Example', fullwidth);
+    await assertRefused('CN=gateway,O=Example', noBreak);
+    await assertRefused('CN=gateway,O=Example', bom);
+    await assertRefused('CN=key,O=Example', kelvin);
+    // Each is its own name, written as it is.
+    await assertAccepted('CN=\uFF47\uFF41\uFF54\uFF45\uFF57\uFF41\uFF59,O=Example', fullwidth);
+  });
+
   it('a different value is refused', async () => {
     await assertRefused('CN=gateway2,O=Example', gateway);
     await assertRefused('CN=gateway,O=Example Ltd', gateway);
@@ -132,5 +147,9 @@ describe('tls_client_auth: the subject DN is compared as a name', () => {
     const r = await runKeymgr(['client', 'create', '--name', 'bad-dn', '--auth-method', 'tls_client_auth', '--tls-subject-dn', 'gateway'], env);
     assert.equal(r.code, 1, r.stderr);
     assert.equal(r.stderr, 'keymgr: the subject DN "gateway" does not parse: "gateway" is not of the form type=value (write it as CN=gateway,O=Example or /O=Example/CN=gateway)\n');
+    // A BER-encoded value (#…) would be compared as its hex, not as the text it encodes.
+    const ber = await runKeymgr(['client', 'create', '--name', 'ber-dn', '--auth-method', 'tls_client_auth', '--tls-subject-dn', 'CN=#0c0767617465776179,O=Example'], env);
+    assert.equal(ber.code, 1, ber.stderr);
+    assert.equal(ber.stderr, 'keymgr: the subject DN "CN=#0c0767617465776179,O=Example" does not parse: the value of cn is BER-encoded (#…): write it as text, or escape a leading # as \\# (write it as CN=gateway,O=Example or /O=Example/CN=gateway)\n');
   });
 });

@@ -81,7 +81,7 @@ export function issue(pki: Pki, name: string, opts: IssueOptions): Issued {
       '-subj', opts.subject, '-days', '30', ...ext], dir);
     return read(dir, name);
   }
-  openssl(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`,
+  openssl(['req', '-new', '-utf8', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`,
     '-subj', opts.subject, ...ext], dir);
   if (opts.startDate || opts.endDate) {
     // openssl 3.0's x509 has no -not_before: `openssl ca` sets arbitrary dates.
