@@ -63,6 +63,28 @@ export function usesSecret(method: string): boolean {
   return (SECRET_AUTH_METHODS as readonly string[]).includes(method);
 }
 
+const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
+const NEVER_REDIRECT_SCHEMES = new Set(['javascript:', 'vbscript:', 'data:', 'blob:', 'file:', 'about:']);
+
+/**
+ * What the protocol engine accepts of a redirect URI for the application type (OpenID Connect
+ * Registration §2, RFC 8252 §7): refused here, at registration, rather than found out by every
+ * request the client then makes. A web application redirects to http(s); a native one to a
+ * loopback address over http, a claimed https URI that is not loopback, or its own scheme.
+ */
+function checkRedirectUriFor(applicationType: 'web' | 'native', uri: string, { protocol, hostname }: URL): void {
+  const refuse = (why: string) => {
+    throw new ClientInputError(`redirect URI "${uri}" ${why}`);
+  };
+  if (applicationType === 'web') {
+    if (protocol !== 'https:' && protocol !== 'http:') refuse('must be an http or https URI for a web application (--native for an app with its own scheme)');
+    return;
+  }
+  if (protocol === 'http:' && !LOOPBACK_HOSTS.has(hostname)) refuse('over http must name a loopback address (127.0.0.1, [::1] or localhost) for a native application');
+  if (protocol === 'https:' && LOOPBACK_HOSTS.has(hostname)) refuse('must not name a loopback address over https for a native application (use http://127.0.0.1)');
+  if (NEVER_REDIRECT_SCHEMES.has(protocol)) refuse(`must not use the ${protocol.slice(0, -1)} scheme`);
+}
+
 function validate(input: NewClient): void {
   if (!input.name.trim()) throw new ClientInputError('name must not be empty');
   if (input.grantTypes.length === 0) throw new ClientInputError('at least one grant type is required');
@@ -83,6 +105,9 @@ function validate(input: NewClient): void {
       throw new ClientInputError(`redirect URI "${uri}" is not an absolute URI`);
     }
     if (parsed.hash) throw new ClientInputError(`redirect URI "${uri}" must not contain a fragment`);
+    // Credentials in a redirect URI would travel in every authorization response.
+    if (parsed.username || parsed.password) throw new ClientInputError(`redirect URI "${uri}" must not contain a user name or password`);
+    checkRedirectUriFor(input.applicationType ?? 'web', uri, parsed);
     // A browser sends what it redirects to percent-encoded: a raw space or control character could never match.
     if (uri.length > 2000 || /[\x00-\x20\x7f]/.test(uri)) throw new ClientInputError(`redirect URI "${uri}" must be at most 2000 characters, without spaces or control characters`);
   }

@@ -117,6 +117,29 @@ describe('management API: clients', () => {
     await expect(401, 'GET', '/management/clients', { authorization: 'Bearer nope' });
   });
 
+  it('refuses a redirect URI the protocol engine would refuse on every request, naming it (400)', async () => {
+    const cases: [string, 'web' | 'native', string][] = [
+      ['javascript:alert(1)', 'web', 'redirect URI "javascript:alert(1)" must be an http or https URI for a web application (--native for an app with its own scheme)'],
+      ['data:text/html,hi', 'web', 'redirect URI "data:text/html,hi" must be an http or https URI for a web application (--native for an app with its own scheme)'],
+      ['ftp://files.example/cb', 'web', 'redirect URI "ftp://files.example/cb" must be an http or https URI for a web application (--native for an app with its own scheme)'],
+      ['https://user:pass@app.example/cb', 'web', 'redirect URI "https://user:pass@app.example/cb" must not contain a user name or password'],
+      ['http://app.example/cb', 'native', 'redirect URI "http://app.example/cb" over http must name a loopback address (127.0.0.1, [::1] or localhost) for a native application'],
+      ['https://127.0.0.1/cb', 'native', 'redirect URI "https://127.0.0.1/cb" must not name a loopback address over https for a native application (use http://127.0.0.1)'],
+      ['javascript:alert(1)', 'native', 'redirect URI "javascript:alert(1)" must not use the javascript scheme'],
+    ];
+    for (const [uri, applicationType, description] of cases) {
+      const res = await expect(400, 'POST', '/management/clients', {
+        body: { name: 'cb', grant_types: ['authorization_code'], redirect_uris: [uri], application_type: applicationType },
+      });
+      assert.equal(res.json.error_description, description, `${applicationType} ${uri}`);
+    }
+    // What each kind of application does redirect to is taken.
+    await expect(201, 'POST', '/management/clients', { body: { name: 'web', grant_types: ['authorization_code'], redirect_uris: ['http://127.0.0.1:8080/callback', 'https://app.example/cb'] } });
+    await expect(201, 'POST', '/management/clients', {
+      body: { name: 'app', grant_types: ['authorization_code'], redirect_uris: ['http://127.0.0.1/cb', 'com.example.app:/cb', 'https://app.example/cb'], application_type: 'native', token_endpoint_auth_method: 'none' },
+    });
+  });
+
   it('every documented operation was exercised above', () => {
     // Routes of clients.ts; revoke-tokens belongs to the tokens resource.
     assert.deepEqual(conformance.unexercised((op) => / \/management\/clients/.test(op) && !op.endsWith('/revoke-tokens')), []);
