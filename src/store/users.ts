@@ -31,6 +31,19 @@ export function checkUsername(username: string): void {
   }
 }
 
+/**
+ * A name for a new user: also stable under compatibility normalisation (NFKC), so that no new
+ * user is a look-alike of another — fullwidth `ａｌｉｃｅ`, a ligature, the Kelvin sign — which
+ * the lower-case uniqueness of usernames would let through. (Only for new users: a user
+ * created before this rule can still sign in under their name.)
+ */
+export function checkNewUsername(username: string): void {
+  checkUsername(username);
+  if (username.normalize('NFKC') !== username) {
+    throw new UserInputError(`username must be written in its plain form (${JSON.stringify(username.normalize('NFKC'))}): fullwidth letters, ligatures and other compatibility characters make look-alikes of other names`);
+  }
+}
+
 /** Whether a user could have this name (checkUsername without the error). */
 export function isPossibleUsername(username: string): boolean {
   try {
@@ -70,7 +83,7 @@ function isUniqueViolation(err: unknown): boolean {
 }
 
 export async function createUser(db: Db, username: string, passwordHash: string, roles: string[] = []): Promise<UserRow> {
-  checkUsername(username);
+  checkNewUsername(username);
   return db.transaction().execute(async (trx) => {
     let user: UserRow;
     try {
@@ -112,7 +125,7 @@ export async function findFederatedUser(db: Db, federation: Federation): Promise
 export async function provisionFederatedUser(
   trx: Db, username: string, passwordHash: string, roles: string[], federation: Federation,
 ): Promise<UserRow> {
-  checkUsername(username);
+  checkNewUsername(username);
   checkNameId(federation.nameId);
   // DO NOTHING on either unique index (username, or IdP and NameID): no error aborts the
   // caller's transaction, and a concurrent insert is waited for, then seen below.

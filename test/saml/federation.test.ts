@@ -123,8 +123,9 @@ describe('SAML2 bearer grant: federated users', () => {
     assert.match(lines, /https:\/\/idp-one\.example\.com\/saml/);
   });
 
-  it('JIT refuses a NameID that would make a look-alike username (invisible characters, unnormalised text)', async () => {
-    for (const nameId of ['alice\u200b', '\u202eecila', 'cafe\u0301']) {
+  it('JIT refuses a NameID that would make a look-alike username (invisible characters, unnormalised text, compatibility forms)', async () => {
+    // The last two: fullwidth alice, and a Kelvin sign for the K of Karl.
+    for (const nameId of ['alice\u200b', '\u202eecila', 'cafe\u0301', '\uFF41\uFF4C\uFF49\uFF43\uFF45', '\u212Aarl']) {
       const lines = await refused(assertion(IDP1, key1, { nameId }));
       assert.match(lines, /cannot provision user/);
     }

@@ -231,6 +231,8 @@ describe('keymgr user, role and scope (--json)', () => {
         ['\u202eecila', /invisible characters/],
         ['line\u2028sep', /invisible characters/],
         ['cafe\u0301', /non-NFC/],
+        ['\uFF41\uFF4C\uFF49\uFF43\uFF45', /username must be written in its plain form \("alice"\)/],
+        ['\uFB01nance', /username must be written in its plain form \("finance"\)/],
       ];
       const results = await Promise.all(cases.map(([username]) =>
         keymgr(['user', 'create', '--username', username, '--password-stdin'], 'a good password')));
