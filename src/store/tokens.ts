@@ -393,8 +393,9 @@ export const PURGE_BATCH_SIZE = 1000;
  *   run, and the batch's locks are released sooner.
  * - After each batch it rests three times as long as the batch took: it takes at most about a
  *   quarter of one backend, and its WAL (which the requests' commits must flush with their
- *   own) comes in small doses. Measured with 10 million rows under load (bench s): resting as
- *   long as each batch took, the requests' p99 rose 5×, mostly waiting on WAL sync.
+ *   own) comes in small doses. It does not make the purge free: with 10 million rows under
+ *   load (bench s) the requests' p99 still rises several times while it runs, their commits
+ *   waiting on WAL sync behind the deleted pages' writes (bench/README.md).
  */
 export async function purgeExpiredTokens(db: Db, graceSeconds = 0, batchSize = PURGE_BATCH_SIZE): Promise<number> {
   const { rows: [bound] } = await sql<{ cutoff: Date }>`select now() - make_interval(secs => ${graceSeconds}) as cutoff`.execute(db);
