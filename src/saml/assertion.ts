@@ -6,12 +6,14 @@
 import { createHash, createPublicKey, verify, type KeyLike } from 'node:crypto';
 import { DOMParser, type Document, type Element, type Node } from '@xmldom/xmldom';
 import { SignedXml, type HashAlgorithm } from 'xml-crypto';
-import { AssertionRejected, MAX_ASSERTION_ID_LENGTH } from './parameter.ts';
+import { AssertionRejected } from './parameter.ts';
 
 const SAML = 'urn:oasis:names:tc:SAML:2.0:assertion';
 const SAMLP = 'urn:oasis:names:tc:SAML:2.0:protocol';
 const DSIG = 'http://www.w3.org/2000/09/xmldsig#';
 const BEARER = 'urn:oasis:names:tc:SAML:2.0:cm:bearer';
+/** xs:ID values IdPs write are short; a longer one is refused before it reaches the replay cache. */
+export const MAX_ASSERTION_ID_LENGTH = 256;
 
 // Public-key algorithms with SHA-2 only: an HMAC "signature" would be keyed with something
 // public. Each names the key type it needs, so a registered key is used for its own algorithm.

@@ -3,8 +3,6 @@
 // assertion.ts so that the XML libraries load only when an assertion is first checked.
 
 export const TRANSIENT_NAME_ID = 'urn:oasis:names:tc:SAML:2.0:nameid-format:transient';
-/** xs:ID values IdPs write are short; a longer one is refused before it reaches the replay cache. */
-export const MAX_ASSERTION_ID_LENGTH = 256;
 
 /** A malformed `assertion` parameter: invalid_request. */
 export class AssertionMalformed extends Error {}
