@@ -11,7 +11,7 @@
 // still usable.
 import { errors } from 'oidc-provider';
 import type { Db } from '../db/database.ts';
-import { consumeModel, rotateRefreshToken, type StoredModel, type TokenWriter } from '../store/tokens.ts';
+import { consumeModel, type StoredModel, type TokenWriter } from '../store/tokens.ts';
 import { guardStorage } from './errors.ts';
 import { rememberForRequest, takeFromRequest } from './request-memo.ts';
 
@@ -59,7 +59,8 @@ export function createTokenRows(db: Db, writer: TokenWriter): TokenRows {
       }
       const successor = takeFromRequest<PendingSuccessor>(PENDING_SUCCESSOR);
       if (successor) {
-        const won = await guardStorage(() => rotateRefreshToken(db, successor.presentedId, successor.model.grantId ?? '', [
+        // Group-committed with the other rotations under way (src/store/tokens.ts, createTokenWriter).
+        const won = await guardStorage(() => writer.rotate(successor.presentedId, successor.model.grantId ?? '', [
           { id: successor.id, model: successor.model },
           { id, model },
         ]));

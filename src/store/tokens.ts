@@ -94,62 +94,100 @@ export async function upsertModel(db: Db, id: string, model: StoredModel): Promi
   await upsertRows(db, [rowOf(id, model)]);
 }
 
-/** Most rows one statement of the writer below carries. */
+/** Most items one statement of a group commit carries. */
 const MAX_BATCH = 256;
 
-export interface TokenWriter {
-  /** Resolves once the row is committed (or rejects with why it is not). */
-  upsert(id: string, model: StoredModel): Promise<void>;
-}
-
 /**
- * Group commit for new tokens: rows written while a statement is in flight wait and then go
- * together, as one multi-row INSERT — one round trip and one commit instead of one each. No
- * delay is added when nothing is in flight. Each caller's promise settles only after its row
- * is committed. When a statement fails because the database is unreachable (its commit
- * included), every caller of the batch gets that failure (a 503: nothing of it is handed out);
- * when it fails otherwise, its rows are retried one by one, so that each caller gets its own
- * outcome (one client deleted meanwhile does not fail the others).
+ * Group commit: items submitted while a statement is in flight wait and then go together, as
+ * one statement — one round trip and one commit instead of one each. No delay is added when
+ * nothing is in flight. Each caller's promise settles only after its item is committed. When a
+ * statement fails because the database is unreachable (its commit included), every caller of
+ * the batch gets that failure (a 503: nothing of it is handed out); when it fails otherwise,
+ * its items are retried one by one, so that each caller gets its own outcome (one client
+ * deleted meanwhile does not fail the others).
  */
-export function createTokenWriter(db: Db): TokenWriter {
-  let queue: { row: Row; settle: (err?: unknown) => void }[] = [];
+function createGroupCommit<I, R>({ keyOf, runBatch, runOne }: {
+  /** Two items with one key never share a statement (PostgreSQL refuses a key twice in one INSERT … ON CONFLICT). */
+  keyOf: (item: I) => string;
+  /** The outcome of each item, in order. */
+  runBatch: (items: I[]) => Promise<R[]>;
+  runOne: (item: I) => Promise<R>;
+}): (item: I) => Promise<R> {
+  let queue: { item: I; resolve: (r: R) => void; reject: (err: unknown) => void }[] = [];
   let writing = false;
 
   const flush = async () => {
     writing = true;
     while (queue.length) {
-      // A key twice in one statement is refused by PostgreSQL: a second write of it waits.
       const seen = new Set<string>();
       const batch: typeof queue = [];
       const rest: typeof queue = [];
-      for (const item of queue) {
-        if (batch.length < MAX_BATCH && !seen.has(item.row.id_sha256)) {
-          seen.add(item.row.id_sha256);
-          batch.push(item);
-        } else rest.push(item);
+      for (const entry of queue) {
+        const key = keyOf(entry.item);
+        if (batch.length < MAX_BATCH && !seen.has(key)) {
+          seen.add(key);
+          batch.push(entry);
+        } else rest.push(entry);
       }
       queue = rest;
       try {
-        await upsertRows(db, batch.map((b) => b.row));
-        for (const b of batch) b.settle();
+        const outcomes = await runBatch(batch.map((b) => b.item));
+        batch.forEach((b, i) => b.resolve(outcomes[i]!));
       } catch (err) {
-        // Without the database, retrying row by row would only make each caller wait longer.
-        if (batch.length === 1 || isDatabaseUnreachable(err)) for (const b of batch) b.settle(err);
-        else {
-          await Promise.all(batch.map((b) => upsertRows(db, [b.row]).then(() => b.settle(), (e: unknown) => b.settle(e))));
-        }
+        // Without the database, retrying one by one would only make each caller wait longer.
+        if (batch.length === 1 || isDatabaseUnreachable(err)) for (const b of batch) b.reject(err);
+        else await Promise.all(batch.map((b) => runOne(b.item).then(b.resolve, b.reject)));
       }
     }
     writing = false;
   };
 
-  return {
-    upsert(id, model) {
-      return new Promise<void>((resolve, reject) => {
-        queue.push({ row: rowOf(id, model), settle: (err) => (err === undefined ? resolve() : reject(err)) });
-        if (!writing) void flush();
-      });
+  return (item) => new Promise<R>((resolve, reject) => {
+    queue.push({ item, resolve, reject });
+    if (!writing) void flush();
+  });
+}
+
+export interface TokenWriter {
+  /** Resolves once the row is committed (or rejects with why it is not). */
+  upsert(id: string, model: StoredModel): Promise<void>;
+  /**
+   * Refresh token rotation (see rotateRefreshToken), group-committed with the other rotations
+   * under way. Resolves true once the new rows are committed, false when the presented token
+   * was consumed already (then nothing is written).
+   */
+  rotate(presentedId: string, grantId: string, rows: { id: string; model: StoredModel }[]): Promise<boolean>;
+}
+
+interface Rotation {
+  presentedSha256: string;
+  grantSha256: string;
+  rows: Row[];
+}
+
+/** Group commit for new tokens and for refresh token rotations (createGroupCommit): one writer per instance. */
+export function createTokenWriter(db: Db): TokenWriter {
+  const upsert = createGroupCommit<Row, void>({
+    keyOf: (row) => row.id_sha256,
+    runBatch: async (rows) => {
+      await upsertRows(db, rows);
+      return rows.map(() => undefined);
     },
+    runOne: (row) => upsertRows(db, [row]),
+  });
+  const rotate = createGroupCommit<Rotation, boolean>({
+    // Of two rotations of one token, the second waits for the first's statement (and loses).
+    keyOf: (rotation) => rotation.presentedSha256,
+    runBatch: (rotations) => rotateRefreshTokens(db, rotations),
+    runOne: (rotation) => rotateOne(db, rotation),
+  });
+  return {
+    upsert: (id, model) => upsert(rowOf(id, model)),
+    rotate: (presentedId, grantId, rows) => rotate({
+      presentedSha256: tokenDigest(presentedId),
+      grantSha256: tokenDigest(grantId),
+      rows: rows.map(({ id, model }) => rowOf(id, model)),
+    }),
   };
 }
 
@@ -245,11 +283,15 @@ const FIND_REFRESH_TOKEN_WITH_CONTEXT: PreparedStatement = {
  * refreshes with one token, exactly one wins), and then writes nothing.
  */
 export async function rotateRefreshToken(db: Db, presentedId: string, grantId: string, rows: { id: string; model: StoredModel }[]): Promise<boolean> {
-  const values = valuesOf(rows.map(({ id, model }) => rowOf(id, model)));
-  const result = await runPrepared(db, rotationOf(rows.length), [tokenDigest(presentedId), tokenDigest(grantId), ...values]);
-  return result.rowCount === rows.length;
+  return rotateOne(db, { presentedSha256: tokenDigest(presentedId), grantSha256: tokenDigest(grantId), rows: rows.map(({ id, model }) => rowOf(id, model)) });
 }
 
+async function rotateOne(db: Db, rotation: Rotation): Promise<boolean> {
+  const result = await runPrepared(db, rotationOf(rotation.rows.length), [rotation.presentedSha256, rotation.grantSha256, ...valuesOf(rotation.rows)]);
+  return result.rowCount === rotation.rows.length;
+}
+
+/** The rotation's guard, shared by both statements: see revokeGrantRow for why the Grant row is share-locked. */
 const rotations = new Map<number, PreparedStatement>();
 function rotationOf(n: number): PreparedStatement {
   let statement = rotations.get(n);
@@ -273,6 +315,51 @@ function rotationOf(n: number): PreparedStatement {
   }
   return statement;
 }
+
+/**
+ * Several rotations (each as rotateOne) in one statement: the rotations as arrays, their new
+ * rows as arrays of columns tagged with the rotation they belong to. Returns, for each, whether
+ * it won. Grant rows are locked in digest order, so that two such statements of two instances
+ * cannot each hold one the other waits for.
+ */
+async function rotateRefreshTokens(db: Db, batch: Rotation[]): Promise<boolean[]> {
+  const rows = batch.flatMap((rotation, i) => rotation.rows.map((row) => ({ n: i + 1, row })));
+  const column = (c: (typeof COLUMNS)[number]) => rows.map(({ row }) => {
+    const value = row[c];
+    return value instanceof Date ? value.toISOString() : value;
+  });
+  const { rows: won } = await runPrepared<{ n: number }>(db, ROTATE_REFRESH_TOKENS, [
+    batch.map((r) => r.presentedSha256), batch.map((r) => r.grantSha256), rows.map((r) => r.n), ...COLUMNS.map(column),
+  ]);
+  const winners = new Set(won.map((w) => Number(w.n)));
+  return batch.map((_, i) => winners.has(i + 1));
+}
+
+const ARRAY_TYPES: Record<(typeof COLUMNS)[number], string> = {
+  id_sha256: 'text', kind: 'text', format: 'text', client_id: 'text', account_id: 'text', grant_id: 'text', uid: 'text',
+  scope: 'text', expires_at: 'timestamptz', payload: 'jsonb', issued_at: 'timestamptz',
+};
+
+const ROTATE_REFRESH_TOKENS: PreparedStatement = {
+  name: 'km_rotate_refresh_tokens',
+  text: `with rotation as (
+      select * from unnest($1::text[], $2::text[]) with ordinality as r(presented, grant_sha256, n)),
+    live_grant as (
+      select id_sha256 from tokens where id_sha256 = any($2::text[]) and kind = 'Grant' and revoked_at is null
+       order by id_sha256 for share),
+    consumed as (
+      update tokens t set consumed_at = now() from rotation r
+       where t.id_sha256 = r.presented and t.kind = 'RefreshToken' and t.consumed_at is null and t.revoked_at is null
+         and r.grant_sha256 in (select id_sha256 from live_grant)
+       returning r.n),
+    written as (
+      insert into tokens (${COLUMNS.join(', ')})
+      select ${COLUMNS.map((c) => (c === 'issued_at' ? `coalesce(w.${c}, now())` : `w.${c}`)).join(', ')}
+        from unnest($3::bigint[], ${COLUMNS.map((c, i) => `$${4 + i}::${ARRAY_TYPES[c]}[]`).join(', ')}) as w(n, ${COLUMNS.join(', ')})
+       where w.n in (select n from consumed)
+       returning 1)
+    select n::int as n from consumed`,
+};
 
 export async function findLiveModelByUid(db: Db, kind: string, uid: string): Promise<TokenRow | undefined> {
   return db.selectFrom('tokens')
@@ -378,56 +465,118 @@ export async function revokeIssuedToken(db: Db, row: TokenRow): Promise<void> {
 
 /** Rows one purge statement deletes at most: each batch is its own short transaction. */
 export const PURGE_BATCH_SIZE = 1000;
+/** Expired rows looked up per pass, then deleted in the order of their place in the table. */
+const PURGE_PASS_ROWS = 500_000;
+/** Rows one look-up statement of a pass aims at: each stays short. */
+const PURGE_LOOKUP_ROWS = 10_000;
+
+/**
+ * The most WAL the purge writes per second, about: its batches rest accordingly. Requests'
+ * commits flush the WAL written before them, the purge's included; at 100 MB/s (no rest) their
+ * p99 rose tenfold on the 2-core bench machine, at about 8 MB/s it stays within twice its
+ * figure without the purge (bench s, bench/README.md).
+ */
+const PURGE_WAL_BYTES_PER_SECOND = 8 * 1024 * 1024;
+
+/** A WAL position ('16/B374D848') as a byte count. */
+const walPosition = (lsn: string) => {
+  const [high, low] = lsn.split('/');
+  return parseInt(high!, 16) * 2 ** 32 + parseInt(low!, 16);
+};
+
+/** A row's place in the heap (its ctid), as one number that sorts as the table is laid out. */
+const placeOf = (ctid: string) => {
+  const [block, offset] = ctid.slice(1, -1).split(',');
+  return Number(block) * 65_536 + Number(offset);
+};
+const ctidOf = (place: number) => `(${Math.floor(place / 65_536)},${place % 65_536})`;
 
 /**
  * Deletes rows past their expiry (and revoked or consumed ones once expired), a batch at a
  * time: one DELETE of millions of rows would hold its locks and bloat the WAL for minutes,
  * while requests wait behind it.
  *
- * - Keyset order (expires_at, id_sha256): each batch starts where the last one ended, so it
- *   never walks again over the index entries of the rows already deleted (not yet vacuumed),
- *   which made every batch slower than the one before.
+ * - What it costs the requests is WAL: their commits flush it along with their own. The first
+ *   change to a page after a checkpoint writes the whole page to the WAL (8 KiB; with data
+ *   checksums, PostgreSQL 18's default, a hint bit is such a change too). Deleting in expiry
+ *   order jumps between pages, so each page was changed, and written whole, again and again:
+ *   1 million expired rows made 5.4 GB of WAL and 824,000 page images (bench s), and that
+ *   volume forced checkpoints, after which the requests' own writes became page images too.
+ *   So each pass first looks up where up to PURGE_PASS_ROWS expired rows are (short reads of
+ *   consecutive windows of expiry on the expiry index, no row locks), then deletes them in
+ *   the order of their place in the table: each page is changed once per pass.
+ * - A place looked up may hold another version of the row, or another row, by the time it is
+ *   deleted: every delete checks the expiry again, so only expired rows go; a row that moved is
+ *   left for the next run.
  * - Rows a request holds locked are skipped (SKIP LOCKED) and left for the next run, so the
  *   purge never waits for a request nor makes one wait long.
  * - Commits do not wait for the WAL flush: a deletion lost in a crash is redone by the next
  *   run, and the batch's locks are released sooner.
- * - After each batch it rests three times as long as the batch took: it takes at most about a
- *   quarter of one backend, and its WAL (which the requests' commits must flush with their
- *   own) comes in small doses. It does not make the purge free: with 10 million rows under
- *   load (bench s) the requests' p99 still rises several times while it runs, their commits
- *   waiting on WAL sync behind the deleted pages' writes (bench/README.md).
+ * - After each batch it rests as long as the batch took, and longer when the batch wrote much
+ *   WAL (PURGE_WAL_BYTES_PER_SECOND): it takes at most about half of one backend, and its
+ *   WAL comes in doses the requests' commits can absorb.
  */
 export async function purgeExpiredTokens(db: Db, graceSeconds = 0, batchSize = PURGE_BATCH_SIZE): Promise<number> {
-  const { rows: [bound] } = await sql<{ cutoff: Date }>`select now() - make_interval(secs => ${graceSeconds}) as cutoff`.execute(db);
-  // The last row's expiry travels as text: a Date would drop its microseconds.
-  let after: { expiresAt: string; id: string } | undefined;
+  // Microseconds since the epoch (exact in a double until the year 2255), as PostgreSQL keeps them.
+  const { rows: [bound] } = await sql<{ cutoff: string; first: string | null }>`
+    select (extract(epoch from now() - make_interval(secs => ${graceSeconds})) * 1000000)::bigint::text as cutoff,
+           (select (extract(epoch from min(expires_at)) * 1000000)::bigint::text from tokens) as first`.execute(db);
+  const cutoff = Number(bound!.cutoff);
+  let from = bound!.first === null ? cutoff : Number(bound!.first);
+  let width = 60_000_000;
   let total = 0;
-  for (;;) {
-    const started = performance.now();
-    const batch = await db.transaction().execute(async (trx) => {
-      await sql`set local synchronous_commit = off`.execute(trx);
-      const { rows } = await sql<{ deleted: string; last_expires_at: string | null; last_id: string | null }>`
-        with batch as (
-          select id_sha256, expires_at from tokens
-           where expires_at < ${bound!.cutoff}
-             ${after ? sql`and expires_at >= ${after.expiresAt}::timestamptz and (expires_at, id_sha256) > (${after.expiresAt}::timestamptz, ${after.id})` : sql``}
-           order by expires_at, id_sha256
-           limit ${batchSize}
-           for update skip locked
-        ), gone as (
-          delete from tokens where id_sha256 in (select id_sha256 from batch) returning 1
-        ), last as (
-          select expires_at, id_sha256 from batch order by expires_at desc, id_sha256 desc limit 1
-        )
-        select (select count(*) from gone)::text as deleted,
-               (select expires_at::text from last) as last_expires_at, (select id_sha256 from last) as last_id`.execute(trx);
-      return rows[0]!;
-    });
-    total += Number(batch.deleted);
-    if (!batch.last_expires_at || !batch.last_id) return total;
-    after = { expiresAt: batch.last_expires_at, id: batch.last_id };
-    await new Promise((resolve) => setTimeout(resolve, 3 * (performance.now() - started)));
+  while (from < cutoff) {
+    // A pass: the places of the expired rows in consecutive windows of expiry, each window
+    // widened or narrowed so that its statement reads about PURGE_LOOKUP_ROWS rows.
+    const places: number[] = [];
+    while (from < cutoff && places.length < PURGE_PASS_ROWS) {
+      const to = Math.min(from + width, cutoff);
+      // Narrowed to a single microsecond, a window is read whole, however many rows share it.
+      const limit = to - from > 1 ? PURGE_LOOKUP_ROWS * 4 : null;
+      const rows = await db.transaction().execute(async (trx) => {
+        // A walk down the expiry index, never a parallel scan: parallel workers would take the
+        // cores the requests need.
+        await sql`set local max_parallel_workers_per_gather = 0`.execute(trx);
+        return (await sql<{ ctid: string }>`
+          select ctid::text as ctid from tokens
+           where expires_at >= 'epoch'::timestamptz + ${String(from)}::bigint * interval '1 microsecond'
+             and expires_at < 'epoch'::timestamptz + ${String(to)}::bigint * interval '1 microsecond'
+           ${limit === null ? sql`` : sql`limit ${limit}`}`.execute(trx)).rows;
+      });
+      if (limit !== null && rows.length === limit) {
+        width = Math.max(1, Math.floor((to - from) / 8));
+        continue;
+      }
+      for (const row of rows) places.push(placeOf(row.ctid));
+      from = to;
+      if (rows.length < PURGE_LOOKUP_ROWS / 2) width *= 2;
+      else if (rows.length > PURGE_LOOKUP_ROWS * 2) width = Math.max(1, Math.floor(width / 2));
+    }
+    places.sort((x, y) => x - y);
+    for (let i = 0; i < places.length; i += batchSize) {
+      const started = performance.now();
+      const ctids = places.slice(i, i + batchSize).map(ctidOf);
+      const batch = await db.transaction().execute(async (trx) => {
+        const { rows: [before] } = await sql<{ lsn: string }>`
+          select set_config('synchronous_commit', 'off', true), pg_current_wal_insert_lsn()::text as lsn`.execute(trx);
+        const { rows: [row] } = await sql<{ deleted: string }>`
+          with batch as (
+            select ctid from tokens
+             where ctid = any(${ctids}::tid[]) and expires_at < 'epoch'::timestamptz + ${String(cutoff)}::bigint * interval '1 microsecond'
+             for update skip locked
+          ), gone as (
+            delete from tokens where ctid = any(array(select ctid from batch)) returning 1
+          )
+          select count(*)::text as deleted from gone`.execute(trx);
+        const { rows: [after] } = await sql<{ lsn: string }>`select pg_current_wal_insert_lsn()::text as lsn`.execute(trx);
+        return { deleted: Number(row!.deleted), walBytes: walPosition(after!.lsn) - walPosition(before!.lsn) };
+      });
+      total += batch.deleted;
+      const took = performance.now() - started;
+      await new Promise((resolve) => setTimeout(resolve, Math.max(took, (batch.walBytes / PURGE_WAL_BYTES_PER_SECOND) * 1000 - took)));
+    }
   }
+  return total;
 }
 
 /** Administrative revocation by value (keymgr token revoke): no client check. */

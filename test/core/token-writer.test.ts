@@ -1,7 +1,9 @@
 // Group commit of token rows (createTokenWriter): rows written together are all committed
 // before any caller hears so; a row that cannot be stored fails only its own caller; a key
 // written twice keeps the later write; a database that is unreachable fails every caller, and
-// over HTTP a burst around a database cut hands out no token that was not stored.
+// over HTTP a burst around a database cut hands out no token that was not stored. Refresh
+// token rotations are group-committed too: each wins or loses on its own, exactly one of the
+// rotations of one token wins, and a revoked grant makes its rotation write nothing.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -11,6 +13,7 @@ import { startTcpProxy, viaProxy, type TcpProxy } from '../support/tcp-proxy.ts'
 import { postForm } from '../support/http.ts';
 import { makeClient, type TestClient } from '../support/fixtures.ts';
 import { createDatabase, type Db } from '../../src/db/database.ts';
+import { sql } from 'kysely';
 import { createTokenWriter, tokenDigest, type StoredModel } from '../../src/store/tokens.ts';
 
 const model = (clientId: string, extra: Record<string, unknown> = {}): StoredModel => ({
@@ -84,6 +87,94 @@ describe('token writer (group commit)', () => {
       await proxy.restore();
     }
     assert.equal(await stored(tokens), 0);
+  });
+
+  /** A grant and a live refresh token under it, written as the engine writes them. */
+  const refreshChain = async (db: Db = database.db) => {
+    const writer = createTokenWriter(db);
+    const grantId = newToken();
+    const refreshToken = newToken();
+    const expiresAt = new Date(Date.now() + 3_600_000);
+    await writer.upsert(grantId, { kind: 'Grant', clientId: client.id, expiresAt, payload: { kind: 'Grant', clientId: client.id } });
+    await writer.upsert(refreshToken, { kind: 'RefreshToken', clientId: client.id, grantId, scope: 'read', expiresAt, payload: { kind: 'RefreshToken', n: 0 } });
+    return { grantId, refreshToken };
+  };
+  /** The rows a rotation writes: the successor and the access token issued with it. */
+  const successors = (grantId: string, clientId = client.id) => {
+    const expiresAt = new Date(Date.now() + 3_600_000);
+    return [
+      { id: newToken(), model: { kind: 'RefreshToken', clientId, grantId, scope: 'read', expiresAt, payload: { kind: 'RefreshToken', n: 1 } } },
+      { id: newToken(), model: { kind: 'AccessToken', clientId, grantId, scope: 'read', expiresAt, payload: { kind: 'AccessToken' } } },
+    ] satisfies { id: string; model: StoredModel }[];
+  };
+  const consumed = async (token: string) => (await database.db.selectFrom('tokens').select('consumed_at')
+    .where('id_sha256', '=', tokenDigest(token)).executeTakeFirstOrThrow()).consumed_at !== null;
+
+  it('rotations at once: each consumes its token and writes its rows, in one statement for those that waited', async () => {
+    // One connection, so that the statement prepared for a batch can be seen on it afterwards.
+    const single = createDatabase({ url: database.url, poolSize: 1, applicationName: 'keymanager-test' });
+    try {
+      const chains = await Promise.all(Array.from({ length: 20 }, () => refreshChain()));
+      const writer = createTokenWriter(single);
+      const rows = chains.map((c) => successors(c.grantId));
+      const won = await Promise.all(chains.map((c, i) => writer.rotate(c.refreshToken, c.grantId, rows[i]!)));
+      assert.deepEqual(won, Array(20).fill(true));
+      for (const c of chains) assert.equal(await consumed(c.refreshToken), true);
+      assert.equal(await stored(rows.flat().map((r) => r.id)), 40);
+      const prepared = await sql<{ name: string }>`select name from pg_prepared_statements where name = 'km_rotate_refresh_tokens'`.execute(single);
+      assert.equal(prepared.rows.length, 1, 'the rotations that waited did not go as one statement');
+    } finally {
+      await single.destroy();
+    }
+  });
+
+  it('of five rotations of one token at once exactly one wins, and only its rows are written', async () => {
+    const writer = createTokenWriter(database.db);
+    const { grantId, refreshToken } = await refreshChain();
+    const rows = Array.from({ length: 5 }, () => successors(grantId));
+    const won = await Promise.all(rows.map((r) => writer.rotate(refreshToken, grantId, r)));
+    assert.equal(won.filter(Boolean).length, 1);
+    const winner = won.indexOf(true);
+    assert.equal(await stored(rows[winner]!.map((r) => r.id)), 2);
+    assert.equal(await stored(rows.filter((_, i) => i !== winner).flat().map((r) => r.id)), 0);
+  });
+
+  it('a rotation under a revoked grant writes nothing and leaves the others of its burst alone', async () => {
+    const writer = createTokenWriter(database.db);
+    const chains = await Promise.all(Array.from({ length: 6 }, () => refreshChain()));
+    const revoked = chains[3]!;
+    await sql`update tokens set revoked_at = now() where id_sha256 = ${tokenDigest(revoked.grantId)}`.execute(database.db);
+    const rows = chains.map((c) => successors(c.grantId));
+    const won = await Promise.all(chains.map((c, i) => writer.rotate(c.refreshToken, c.grantId, rows[i]!)));
+    assert.deepEqual(won, [true, true, true, false, true, true]);
+    assert.equal(await consumed(revoked.refreshToken), false);
+    assert.equal(await stored(rows[3]!.map((r) => r.id)), 0);
+    assert.equal(await stored(rows.filter((_, i) => i !== 3).flat().map((r) => r.id)), 10);
+  });
+
+  it('a rotation whose rows cannot be stored fails only its own caller, and its token stays unused', async () => {
+    const writer = createTokenWriter(database.db);
+    const chains = await Promise.all(Array.from({ length: 6 }, () => refreshChain()));
+    const rows = chains.map((c, i) => successors(c.grantId, i === 2 ? 'no-such-client' : client.id));
+    const results = await Promise.allSettled(chains.map((c, i) => writer.rotate(c.refreshToken, c.grantId, rows[i]!)));
+    assert.deepEqual(results.map((r) => (r.status === 'fulfilled' ? r.value : (r.reason as { code?: string }).code)), [true, true, '23503', true, true, true]);
+    assert.equal(await consumed(chains[2]!.refreshToken), false);
+    assert.equal(await stored(rows.filter((_, i) => i !== 2).flat().map((r) => r.id)), 10);
+  });
+
+  it('with the database unreachable every rotation of a burst fails, and every token stays unused', async () => {
+    const chains = await Promise.all(Array.from({ length: 10 }, () => refreshChain()));
+    const writer = createTokenWriter(proxied);
+    const rows = chains.map((c) => successors(c.grantId));
+    await proxy.cut();
+    try {
+      const results = await Promise.allSettled(chains.map((c, i) => writer.rotate(c.refreshToken, c.grantId, rows[i]!)));
+      assert.deepEqual(results.map((r) => r.status), Array(10).fill('rejected'));
+    } finally {
+      await proxy.restore();
+    }
+    for (const c of chains) assert.equal(await consumed(c.refreshToken), false);
+    assert.equal(await stored(rows.flat().map((r) => r.id)), 0);
   });
 
   it('over HTTP: under load across a database cut, every 200 was stored and every failure is a 503', async () => {
