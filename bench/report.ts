@@ -135,7 +135,8 @@ export function renderScale(scale: Scale): string {
       + `(deleting ${purge.deletingSeconds === null ? '-' : purge.deletingSeconds.toFixed(1)} s), deleted ${purge.deleted ?? '-'} rows in ${purge.locks.transactions} transaction(s) seen, `
       + `longest holding a lock on tokens ≥ ${purge.locks.longestMs.toFixed(0)} ms; keymanager waiting for a lock in ${purge.locks.serverLockWaits} of ${purge.locks.samples} samples`
       + (purge.deletes ? `; ${purge.deletes.calls} DELETE statement(s), longest ${purge.deletes.maxMs.toFixed(0)} ms, ${(purge.deletes.totalMs / 1000).toFixed(1)} s in all` : '')
-      + (purge.purgeCpuSeconds === null ? '' : `; the purge's PostgreSQL session used ${purge.purgeCpuSeconds.toFixed(1)} s of CPU`));
+      + (purge.purgeCpuSeconds === null ? '' : `; the purge's PostgreSQL session used ${purge.purgeCpuSeconds.toFixed(1)} s of CPU`)
+      + (purge.wal ? `; WAL written meanwhile ${(purge.wal.bytes / 1e6).toFixed(0)} MB, ${purge.wal.fullPageImages.toLocaleString('en')} full-page images` : ''));
     const tx = purge.locks.transactionMs;
     if (tx.length >= 4) {
       const tenth = Math.max(1, Math.floor(tx.length / 10));

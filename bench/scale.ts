@@ -266,6 +266,22 @@ export interface PurgeUnderLoad {
   purgeCpuSeconds: number | null;
   /** From pg_stat_statements, when loaded: the purge's DELETEs on tokens. */
   deletes: { calls: number; maxMs: number; totalMs: number } | null;
+  /**
+   * WAL the whole cluster wrote from the purge's start to its end (pg_stat_wal): the purge's
+   * and the requests' alike. Full-page images are what a DELETE's first touch of a page after
+   * a checkpoint costs; the requests' commits must flush them along with their own records.
+   */
+  wal: { bytes: number; fullPageImages: number } | null;
+}
+
+/** Cluster-wide WAL counters (PostgreSQL 14+); null where the view cannot be read. */
+async function walCounters(db: BenchDatabase): Promise<{ bytes: number; fullPageImages: number } | null> {
+  try {
+    const { rows: [row] } = await sql<{ bytes: string; fpi: string }>`select wal_bytes::text as bytes, wal_fpi::text as fpi from pg_stat_wal`.execute(db.admin);
+    return row ? { bytes: Number(row.bytes), fullPageImages: Number(row.fpi) } : null;
+  } catch {
+    return null;
+  }
 }
 
 /**
@@ -306,14 +322,17 @@ export async function purgeUnderLoad(options: {
   let purgeStartedAt = 0;
   let purgeEndedAt = 0;
   let output = '';
+  const wal: { before?: Awaited<ReturnType<typeof walCounters>>; after?: Awaited<ReturnType<typeof walCounters>> } = {};
   const purged = (async () => {
     // A second of load first, so that the window starts in a steady state.
     await new Promise((resolve) => setTimeout(resolve, 1000));
+    wal.before = await walCounters(db);
     purgeStartedAt = performance.now();
     try {
       output = await options.purge();
     } finally {
       purgeEndedAt = performance.now();
+      wal.after = await walCounters(db);
     }
   })();
   const stopAfter = purged.then(() => new Promise((resolve) => setTimeout(resolve, 500)), () => undefined);
@@ -352,5 +371,8 @@ export async function purgeUnderLoad(options: {
     },
     purgeCpuSeconds: watch.purgeCpuMicros === null ? null : watch.purgeCpuMicros / 1e6,
     deletes,
+    wal: wal.before && wal.after
+      ? { bytes: wal.after.bytes - wal.before.bytes, fullPageImages: wal.after.fullPageImages - wal.before.fullPageImages }
+      : null,
   };
 }
