@@ -494,6 +494,13 @@ const placeOf = (ctid: string) => {
 const ctidOf = (place: number) => `(${Math.floor(place / 65_536)},${place % 65_536})`;
 
 /**
+ * Microseconds since the epoch as a timestamptz, exactly: a bigint times an interval goes
+ * through a double, so whole seconds and the microseconds left over go separately.
+ */
+const instantOf = (micros: bigint) => sql`('epoch'::timestamptz + ${String(micros / 1_000_000n)}::bigint * interval '1 second'
+  + ${String(micros % 1_000_000n)}::bigint * interval '1 microsecond')`;
+
+/**
  * Deletes rows past their expiry (and revoked or consumed ones once expired), a batch at a
  * time: one DELETE of millions of rows would hold its locks and bloat the WAL for minutes,
  * while requests wait behind it.
@@ -519,40 +526,44 @@ const ctidOf = (place: number) => `(${Math.floor(place / 65_536)},${place % 65_5
  *   WAL comes in doses the requests' commits can absorb.
  */
 export async function purgeExpiredTokens(db: Db, graceSeconds = 0, batchSize = PURGE_BATCH_SIZE): Promise<number> {
-  // Microseconds since the epoch (exact in a double until the year 2255), as PostgreSQL keeps them.
+  // Microseconds since the epoch, as PostgreSQL keeps them, in bigints: a double is exact only
+  // from about 1685 to 2255, and a window narrowed to one microsecond there would not move.
+  // The first finite expiry: -infinity has no such number, the first window takes it in.
   const { rows: [bound] } = await sql<{ cutoff: string; first: string | null }>`
     select (extract(epoch from now() - make_interval(secs => ${graceSeconds})) * 1000000)::bigint::text as cutoff,
-           (select (extract(epoch from min(expires_at)) * 1000000)::bigint::text from tokens) as first`.execute(db);
-  const cutoff = Number(bound!.cutoff);
-  let from = bound!.first === null ? cutoff : Number(bound!.first);
-  let width = 60_000_000;
+           (select (extract(epoch from min(expires_at)) * 1000000)::bigint::text from tokens where isfinite(expires_at)) as first`.execute(db);
+  const cutoff = BigInt(bound!.cutoff);
+  // One window at least, for rows at -infinity when no finite expiry is past the cutoff.
+  let from = bound!.first === null || BigInt(bound!.first) >= cutoff ? cutoff - 1n : BigInt(bound!.first);
+  let openBelow = true;
+  let width = 60_000_000n;
   let total = 0;
   while (from < cutoff) {
     // A pass: the places of the expired rows in consecutive windows of expiry, each window
     // widened or narrowed so that its statement reads about PURGE_LOOKUP_ROWS rows.
     const places: number[] = [];
     while (from < cutoff && places.length < PURGE_PASS_ROWS) {
-      const to = Math.min(from + width, cutoff);
+      const to = from + width < cutoff ? from + width : cutoff;
       // Narrowed to a single microsecond, a window is read whole, however many rows share it.
-      const limit = to - from > 1 ? PURGE_LOOKUP_ROWS * 4 : null;
+      const limit = to - from > 1n ? PURGE_LOOKUP_ROWS * 4 : null;
       const rows = await db.transaction().execute(async (trx) => {
         // A walk down the expiry index, never a parallel scan: parallel workers would take the
         // cores the requests need.
         await sql`set local max_parallel_workers_per_gather = 0`.execute(trx);
         return (await sql<{ ctid: string }>`
           select ctid::text as ctid from tokens
-           where expires_at >= 'epoch'::timestamptz + ${String(from)}::bigint * interval '1 microsecond'
-             and expires_at < 'epoch'::timestamptz + ${String(to)}::bigint * interval '1 microsecond'
+           where ${openBelow ? sql`true` : sql`expires_at >= ${instantOf(from)}`} and expires_at < ${instantOf(to)}
            ${limit === null ? sql`` : sql`limit ${limit}`}`.execute(trx)).rows;
       });
       if (limit !== null && rows.length === limit) {
-        width = Math.max(1, Math.floor((to - from) / 8));
+        width = (to - from) / 8n > 1n ? (to - from) / 8n : 1n;
         continue;
       }
       for (const row of rows) places.push(placeOf(row.ctid));
       from = to;
-      if (rows.length < PURGE_LOOKUP_ROWS / 2) width *= 2;
-      else if (rows.length > PURGE_LOOKUP_ROWS * 2) width = Math.max(1, Math.floor(width / 2));
+      openBelow = false;
+      if (rows.length < PURGE_LOOKUP_ROWS / 2) width *= 2n;
+      else if (rows.length > PURGE_LOOKUP_ROWS * 2 && width > 1n) width /= 2n;
     }
     places.sort((x, y) => x - y);
     for (let i = 0; i < places.length; i += batchSize) {
@@ -564,7 +575,7 @@ export async function purgeExpiredTokens(db: Db, graceSeconds = 0, batchSize = P
         const { rows: [row] } = await sql<{ deleted: string }>`
           with batch as (
             select ctid from tokens
-             where ctid = any(${ctids}::tid[]) and expires_at < 'epoch'::timestamptz + ${String(cutoff)}::bigint * interval '1 microsecond'
+             where ctid = any(${ctids}::tid[]) and expires_at < ${instantOf(cutoff)}
              for update skip locked
           ), gone as (
             delete from tokens where ctid = any(array(select ctid from batch)) returning 1

@@ -499,5 +499,35 @@ describe('keymgr CLI', () => {
       ok(next);
       assert.equal(next.json.deleted, 1);
     });
+
+    it('deletes a row expiring at -infinity (the column takes it) along with the other expired rows', async () => {
+      const client = await createClientWithCli();
+      const insert = (name: string, expiresAt: string | null) => sql`insert into tokens (id_sha256, kind, client_id, payload, expires_at)
+        values (${sha256hex(name)}, 'ClientCredentials', ${client.id}, '{}'::jsonb, ${expiresAt}::timestamptz)`.execute(database.db);
+      await insert('purge-minus-infinity', '-infinity');
+      await insert('purge-an-hour-ago', new Date(Date.now() - 3_600_000).toISOString());
+      await insert('purge-no-expiry', null);
+      await insert('purge-tomorrow', new Date(Date.now() + 86_400_000).toISOString());
+      const r = await keymgr('purge', '--json');
+      ok(r);
+      assert.equal(r.json.deleted, 2);
+      const left = await sql<{ id_sha256: string }>`select id_sha256 from tokens where client_id = ${client.id} order by id_sha256`.execute(database.db);
+      assert.deepEqual(left.rows.map((row) => row.id_sha256), [sha256hex('purge-no-expiry'), sha256hex('purge-tomorrow')].sort());
+    });
+
+    it('deletes 40,003 rows expired in the year 1000, 40,001 of them at one instant, and ends', async () => {
+      // Before 1685 a double cannot hold every microsecond since the epoch: a window of expiry
+      // one microsecond wide must still be one, and a row a microsecond after another its own.
+      const client = await createClientWithCli();
+      await sql`insert into tokens (id_sha256, kind, client_id, payload, expires_at)
+        select encode(sha256(('purge-year-1000-' || i)::bytea), 'hex'), 'ClientCredentials', ${client.id}, '{}'::jsonb,
+               '1000-01-01 00:00:00+00'::timestamptz + greatest(i - 40001, 0) * interval '1 microsecond'
+        from generate_series(1, 40003) as i`.execute(database.db);
+      const r = await keymgr('purge', '--json');
+      ok(r);
+      assert.equal(r.json.deleted, 40003);
+      const left = await sql<{ n: number }>`select count(*)::int as n from tokens where client_id = ${client.id}`.execute(database.db);
+      assert.equal(left.rows[0]!.n, 0);
+    });
   });
 });
