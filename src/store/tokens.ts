@@ -152,7 +152,7 @@ export interface TokenWriter {
   /** Resolves once the row is committed (or rejects with why it is not). */
   upsert(id: string, model: StoredModel): Promise<void>;
   /**
-   * Refresh token rotation (see rotateRefreshToken), group-committed with the other rotations
+   * Refresh token rotation (see rotateOne), group-committed with the other rotations
    * under way. Resolves true once the new rows are committed, false when the presented token
    * was consumed already (then nothing is written).
    */
@@ -282,16 +282,11 @@ const FIND_REFRESH_TOKEN_WITH_CONTEXT: PreparedStatement = {
  * presented one was not consumed already. Returns false when it was (of two concurrent
  * refreshes with one token, exactly one wins), and then writes nothing.
  */
-export async function rotateRefreshToken(db: Db, presentedId: string, grantId: string, rows: { id: string; model: StoredModel }[]): Promise<boolean> {
-  return rotateOne(db, { presentedSha256: tokenDigest(presentedId), grantSha256: tokenDigest(grantId), rows: rows.map(({ id, model }) => rowOf(id, model)) });
-}
-
 async function rotateOne(db: Db, rotation: Rotation): Promise<boolean> {
   const result = await runPrepared(db, rotationOf(rotation.rows.length), [rotation.presentedSha256, rotation.grantSha256, ...valuesOf(rotation.rows)]);
   return result.rowCount === rotation.rows.length;
 }
 
-/** The rotation's guard, shared by both statements: see revokeGrantRow for why the Grant row is share-locked. */
 const rotations = new Map<number, PreparedStatement>();
 function rotationOf(n: number): PreparedStatement {
   let statement = rotations.get(n);
