@@ -23,7 +23,7 @@ import { purgeOldAuditEvents } from './store/audit.ts';
 import { buildPublicApp } from './http/public-app.ts';
 import { buildManagementApp } from './http/management-app.ts';
 import { createLogger } from './http/logger.ts';
-import { createTokenWriter, purgeExpiredTokens } from './store/tokens.ts';
+import { createRefreshTokenReader, createTokenWriter, purgeExpiredTokens } from './store/tokens.ts';
 import { purgeOldLoginFailures } from './store/login-failures.ts';
 import { purgeExpiredAssertionIds } from './store/idps.ts';
 import { listenForChanges, type ChangeListener } from './db/notifications.ts';
@@ -91,11 +91,12 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     const clients = createClientDirectory(database.db, changes);
     // One writer per instance, shared by every provider the engine builds: its batches span them.
     const writer = createTokenWriter(database.db);
+    const readRefreshToken = createRefreshTokenReader(database.db);
     const listener = changes;
     const syncInstances = () => listener.sync();
     engine = createEngine({
       keysDir: config.keysDir, initialKeys: keys, changes, logger,
-      build: (signingKeys) => observeEngine(buildProvider({ config, db: database.db, signingKeys, cookieKeys, scopes, certificates, clients, writer, syncInstances, metrics, logger }), metrics),
+      build: (signingKeys) => observeEngine(buildProvider({ config, db: database.db, signingKeys, cookieKeys, scopes, certificates, clients, writer, readRefreshToken, syncInstances, metrics, logger }), metrics),
     });
     const running = engine;
     addStateGauges(metrics, { db: database.db, keysDir: config.keysDir, signingKid: () => running.signingKey.kid, logger });

@@ -5,7 +5,7 @@ import type { Adapter, AdapterPayload } from 'oidc-provider';
 import type { Db } from '../db/database.ts';
 import type { ClientDirectory } from './client-directory.ts';
 import {
-  findLiveModel, findLiveModelByUid, findLiveRefreshTokenWithContext, revokeByGrantId, revokeModel, type StoredModel,
+  findLiveModel, findLiveModelByUid, revokeByGrantId, revokeModel, type StoredModel,
 } from '../store/tokens.ts';
 import type { TokenRow } from '../db/types.ts';
 import { clientMetadataFromRow } from './client-metadata.ts';
@@ -72,7 +72,7 @@ export function createAdapterClass(db: Db, clients: ClientDirectory, rows: Token
      * are read in the same statement and kept for those steps of this request (request-memo.ts).
      */
     private async findRefreshToken(id: string): Promise<AdapterPayload | undefined> {
-      const found = await guard(() => findLiveRefreshTokenWithContext(db, id));
+      const found = await rows.findRefreshToken(id);
       if (!found) return undefined;
       const { token, grant, user, roles } = found;
       if (token.grant_id) rememberForRequest(GRANT_READ_AHEAD + token.grant_id, grant);

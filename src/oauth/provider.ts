@@ -7,7 +7,7 @@ import type { Db } from '../db/database.ts';
 import { clientSecretMatches } from '../store/clients.ts';
 import { createAdapterClass } from './adapter.ts';
 import type { ClientDirectory } from './client-directory.ts';
-import type { TokenWriter } from '../store/tokens.ts';
+import type { RefreshTokenReader, TokenWriter } from '../store/tokens.ts';
 import { EXTRA_CLIENT_METADATA } from './client-metadata.ts';
 import { grantableOf, grantScopes, noScopeGrantable, splitScope } from './scope-policy.ts';
 import { recordAuditEvent } from '../store/audit.ts';
@@ -59,6 +59,8 @@ export interface ProviderDeps {
   clients: ClientDirectory;
   /** Writes token rows, group-committed (src/store/tokens.ts). */
   writer: TokenWriter;
+  /** Reads refresh tokens with their context, batched (src/store/tokens.ts). */
+  readRefreshToken: RefreshTokenReader;
   /** Waits until every instance has dropped what it cached of a change just committed. */
   syncInstances: () => Promise<unknown>;
   /** What the engine's own steps count: sign-ins of the password grant, token reuse. */
@@ -66,9 +68,9 @@ export interface ProviderDeps {
   logger: Logger;
 }
 
-export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, certificates, clients, writer, syncInstances, metrics, logger }: ProviderDeps): Provider {
+export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, certificates, clients, writer, readRefreshToken, syncInstances, metrics, logger }: ProviderDeps): Provider {
   const audience = audienceOf(config);
-  const tokenRows = createTokenRows(db, writer);
+  const tokenRows = createTokenRows(db, writer, readRefreshToken);
   const endpoint = (path: string) => new URL(path, `${config.issuer.replace(/\/$/, '')}/`).href.replace(/\/$/, '');
   // Everything is signed with the algorithm of the key that signs now (the first), whatever the
   // setting says: a provider is built per key set (src/oauth/engine.ts), so this follows rotations.

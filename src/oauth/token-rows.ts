@@ -11,7 +11,7 @@
 // still usable.
 import { errors } from 'oidc-provider';
 import type { Db } from '../db/database.ts';
-import { consumeModel, type StoredModel, type TokenWriter } from '../store/tokens.ts';
+import { consumeModel, type RefreshTokenContext, type RefreshTokenReader, type StoredModel, type TokenWriter } from '../store/tokens.ts';
 import { guardStorage } from './errors.ts';
 import { rememberForRequest, takeFromRequest } from './request-memo.ts';
 
@@ -27,13 +27,18 @@ interface PendingSuccessor {
 }
 
 export interface TokenRows {
+  /**
+   * A live refresh token with its grant, user and roles: the first step of a rotation, batched
+   * with the other refreshes' lookups under way (src/store/tokens.ts, createRefreshTokenReader).
+   */
+  findRefreshToken(id: string): Promise<RefreshTokenContext | undefined>;
   /** Marks a code or refresh token used; refuses (invalid_grant) when it was used already. */
   consume(kind: string, id: string): Promise<void>;
   /** Writes a token row; resolves once it is committed. */
   write(id: string, model: StoredModel): Promise<void>;
 }
 
-export function createTokenRows(db: Db, writer: TokenWriter): TokenRows {
+export function createTokenRows(db: Db, writer: TokenWriter, readRefreshToken: RefreshTokenReader): TokenRows {
   async function consumeNow(kind: string, id: string): Promise<void> {
     const won = await guardStorage(() => consumeModel(db, kind, id));
     // Of two concurrent redemptions only one may proceed (RFC 9700 §4.14, code replay).
@@ -41,6 +46,8 @@ export function createTokenRows(db: Db, writer: TokenWriter): TokenRows {
   }
 
   return {
+    findRefreshToken: (id) => guardStorage(() => readRefreshToken(id)),
+
     async consume(kind, id) {
       // Outside a request (nothing to fold it into), at once.
       if (kind === 'RefreshToken' && rememberForRequest(PENDING_CONSUME, id)) return;

@@ -62,6 +62,16 @@ function placeholder(column: (typeof COLUMNS)[number], p: string): string {
   return `${p}::text`;
 }
 
+/**
+ * Array parameter n, hidden from the planner behind a scalar subquery. Planning for the values
+ * given, PostgreSQL sees an array's length and costs that plan below the generic one made for
+ * any length, so it plans a statement that takes arrays anew on every execution (seen in
+ * pg_prepared_statements: custom plans only). Hidden, both plans cost the same and it keeps
+ * the generic one after five executions: planning these statements, with their joins, costs
+ * PostgreSQL more than running them.
+ */
+const arrayParameter = (n: number, type: string) => `(select $${n}::${type}[])::${type}[]`;
+
 /** The parameters of rows, in the order of COLUMNS. */
 const valuesOf = (rows: Row[]) => rows.flatMap((row) => COLUMNS.map((c) => row[c]));
 
@@ -98,15 +108,16 @@ export async function upsertModel(db: Db, id: string, model: StoredModel): Promi
 const MAX_BATCH = 256;
 
 /**
- * Group commit: items submitted while a statement is in flight wait and then go together, as
- * one statement — one round trip and one commit instead of one each. No delay is added when
- * nothing is in flight. Each caller's promise settles only after its item is committed. When a
+ * Batching (for writes: group commit): items submitted while a statement is in flight wait and
+ * then go together, as one statement — one round trip and one commit instead of one each. No
+ * delay is added when nothing is in flight. Each caller's promise settles only after its
+ * item's statement has completed (a write: is committed). When a
  * statement fails because the database is unreachable (its commit included), every caller of
  * the batch gets that failure (a 503: nothing of it is handed out); when it fails otherwise,
  * its items are retried one by one, so that each caller gets its own outcome (one client
  * deleted meanwhile does not fail the others).
  */
-function createGroupCommit<I, R>({ keyOf, runBatch, runOne }: {
+function createBatcher<I, R>({ keyOf, runBatch, runOne }: {
   /** Two items with one key never share a statement (PostgreSQL refuses a key twice in one INSERT … ON CONFLICT). */
   keyOf: (item: I) => string;
   /** The outcome of each item, in order. */
@@ -165,9 +176,9 @@ interface Rotation {
   rows: Row[];
 }
 
-/** Group commit for new tokens and for refresh token rotations (createGroupCommit): one writer per instance. */
+/** Group commit for new tokens and for refresh token rotations (createBatcher): one writer per instance. */
 export function createTokenWriter(db: Db): TokenWriter {
-  const upsert = createGroupCommit<Row, void>({
+  const upsert = createBatcher<Row, void>({
     keyOf: (row) => row.id_sha256,
     runBatch: async (rows) => {
       await upsertRows(db, rows);
@@ -175,7 +186,7 @@ export function createTokenWriter(db: Db): TokenWriter {
     },
     runOne: (row) => upsertRows(db, [row]),
   });
-  const rotate = createGroupCommit<Rotation, boolean>({
+  const rotate = createBatcher<Rotation, boolean>({
     // Of two rotations of one token, the second waits for the first's statement (and loses).
     keyOf: (rotation) => rotation.presentedSha256,
     runBatch: (rotations) => rotateRefreshTokens(db, rotations),
@@ -245,27 +256,31 @@ export interface RefreshTokenContext {
 }
 
 /**
- * A live refresh token (as findLiveModel finds it) together with its grant, its user and the
- * user's roles: the refresh grant needs all four, and one round trip instead of four is most
- * of what a refresh costs (DESIGN.md §5).
+ * Live refresh tokens (as findLiveModel finds them) together with their grant, user and the
+ * user's roles, by digest: the refresh grant needs all four, and one round trip instead of
+ * four is most of what a refresh costs (DESIGN.md §5). One statement for any number of tokens
+ * (createRefreshTokenReader batches the lookups of concurrent refreshes); a digest that names
+ * no live refresh token has no entry.
  */
-export async function findLiveRefreshTokenWithContext(db: Db, id: string): Promise<RefreshTokenContext | undefined> {
-  const { rows: [row] } = await runPrepared<TokenRow & {
+export async function findLiveRefreshTokensWithContext(db: Db, digests: string[]): Promise<Map<string, RefreshTokenContext>> {
+  const { rows } = await runPrepared<TokenRow & {
     grant_sha256: string | null; grant_payload: Record<string, unknown> | null; grant_consumed_at: Date | null;
     user_id: string | null; user_username: string | null; user_disabled: boolean | null; user_roles: string[];
-  }>(db, FIND_REFRESH_TOKEN_WITH_CONTEXT, [tokenDigest(id)]);
-  if (!row) return undefined;
-  const { grant_sha256, grant_payload, grant_consumed_at, user_id, user_username, user_disabled, user_roles, ...token } = row;
-  return {
-    token,
-    grant: grant_sha256 ? { payload: grant_payload ?? {}, consumed_at: grant_consumed_at } : null,
-    user: user_id ? { id: user_id, username: user_username ?? '', disabled: user_disabled ?? true } : null,
-    roles: user_roles,
-  };
+  }>(db, FIND_REFRESH_TOKENS_WITH_CONTEXT, [digests]);
+  const found = new Map<string, RefreshTokenContext>();
+  for (const { grant_sha256, grant_payload, grant_consumed_at, user_id, user_username, user_disabled, user_roles, ...token } of rows) {
+    found.set(token.id_sha256, {
+      token,
+      grant: grant_sha256 ? { payload: grant_payload ?? {}, consumed_at: grant_consumed_at } : null,
+      user: user_id ? { id: user_id, username: user_username ?? '', disabled: user_disabled ?? true } : null,
+      roles: user_roles,
+    });
+  }
+  return found;
 }
 
-const FIND_REFRESH_TOKEN_WITH_CONTEXT: PreparedStatement = {
-  name: 'km_find_refresh_token_with_context',
+const FIND_REFRESH_TOKENS_WITH_CONTEXT: PreparedStatement = {
+  name: 'km_find_refresh_tokens_with_context',
   text: `select ${rowColumnsOf('t')},
       g.id_sha256 as grant_sha256, g.payload as grant_payload, g.consumed_at as grant_consumed_at,
       u.id as user_id, u.username as user_username, u.disabled as user_disabled,
@@ -273,8 +288,29 @@ const FIND_REFRESH_TOKEN_WITH_CONTEXT: PreparedStatement = {
     from tokens t
     left join tokens g on g.id_sha256 = encode(sha256(convert_to(t.grant_id, 'UTF8')), 'hex') and g.kind = 'Grant' and ${liveOf('g')}
     left join users u on u.id = ${accountUuid('t')}
-    where t.id_sha256 = $1 and t.kind = 'RefreshToken' and ${liveOf('t')}`,
+    where t.id_sha256 = any(${arrayParameter(1, 'text')}) and t.kind = 'RefreshToken' and ${liveOf('t')}`,
 };
+
+/** A live refresh token with its context (findLiveRefreshTokensWithContext), by the token's value. */
+export type RefreshTokenReader = (id: string) => Promise<RefreshTokenContext | undefined>;
+
+/**
+ * Refresh token lookups batched like the writes (createBatcher): the lookups of refreshes that
+ * arrive while one statement is in flight go together in the next. Each statement starts after
+ * every lookup in it was asked for, so it sees every change committed before that (a
+ * revocation answered, a token consumed). One reader per instance.
+ */
+export function createRefreshTokenReader(db: Db): RefreshTokenReader {
+  const find = createBatcher<string, RefreshTokenContext | undefined>({
+    keyOf: (digest) => digest,
+    runBatch: async (digests) => {
+      const found = await findLiveRefreshTokensWithContext(db, digests);
+      return digests.map((digest) => found.get(digest));
+    },
+    runOne: async (digest) => (await findLiveRefreshTokensWithContext(db, [digest])).get(digest),
+  });
+  return (id) => find(tokenDigest(id));
+}
 
 /**
  * Refresh token rotation in one statement: marks the presented refresh token consumed and
@@ -338,9 +374,9 @@ const ARRAY_TYPES: Record<(typeof COLUMNS)[number], string> = {
 const ROTATE_REFRESH_TOKENS: PreparedStatement = {
   name: 'km_rotate_refresh_tokens',
   text: `with rotation as (
-      select * from unnest($1::text[], $2::text[]) with ordinality as r(presented, grant_sha256, n)),
+      select * from unnest(${arrayParameter(1, 'text')}, ${arrayParameter(2, 'text')}) with ordinality as r(presented, grant_sha256, n)),
     live_grant as (
-      select id_sha256 from tokens where id_sha256 = any($2::text[]) and kind = 'Grant' and revoked_at is null
+      select id_sha256 from tokens where id_sha256 = any(${arrayParameter(2, 'text')}) and kind = 'Grant' and revoked_at is null
        order by id_sha256 for share),
     consumed as (
       update tokens t set consumed_at = now() from rotation r
@@ -350,7 +386,7 @@ const ROTATE_REFRESH_TOKENS: PreparedStatement = {
     written as (
       insert into tokens (${COLUMNS.join(', ')})
       select ${COLUMNS.map((c) => (c === 'issued_at' ? `coalesce(w.${c}, now())` : `w.${c}`)).join(', ')}
-        from unnest($3::bigint[], ${COLUMNS.map((c, i) => `$${4 + i}::${ARRAY_TYPES[c]}[]`).join(', ')}) as w(n, ${COLUMNS.join(', ')})
+        from unnest(${arrayParameter(3, 'bigint')}, ${COLUMNS.map((c, i) => arrayParameter(4 + i, ARRAY_TYPES[c])).join(', ')}) as w(n, ${COLUMNS.join(', ')})
        where w.n in (select n from consumed)
        returning 1)
     select n::int as n from consumed`,

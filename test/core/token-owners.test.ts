@@ -11,7 +11,7 @@ import { runKeymgr } from '../support/cli.ts';
 import { issueToken, makeClient, makeScope, makeUser, type TestClient } from '../support/fixtures.ts';
 import { tokenDigest } from '../../src/store/tokens.ts';
 import { createClientDirectory } from '../../src/oauth/client-directory.ts';
-import { createTokenWriter } from '../../src/store/tokens.ts';
+import { createRefreshTokenReader, createTokenWriter } from '../../src/store/tokens.ts';
 import { createAdapterClass } from '../../src/oauth/adapter.ts';
 import { createTokenRows } from '../../src/oauth/token-rows.ts';
 import pg from 'pg';
@@ -162,7 +162,7 @@ describe('tokens do not outlive their user or client', () => {
   });
 
   it('a token of a client deleted while its request was served: 401 invalid_client, not a 500', async () => {
-    const Adapter = createAdapterClass(database.db, createClientDirectory(database.db, undefined), createTokenRows(database.db, createTokenWriter(database.db)), async () => true);
+    const Adapter = createAdapterClass(database.db, createClientDirectory(database.db, undefined), createTokenRows(database.db, createTokenWriter(database.db), createRefreshTokenReader(database.db)), async () => true);
     await assert.rejects(
       new Adapter('ClientCredentials').upsert('t'.repeat(43), { kind: 'ClientCredentials', clientId: 'deleted-meanwhile', iat: 1, exp: 2 }, 60),
       (err: { error?: string; statusCode?: number }) => err.error === 'invalid_client' && err.statusCode === 401,
