@@ -2,12 +2,14 @@
 // flight go together in the next statement; each caller gets its own token with its grant, user
 // and roles, or nothing when its token is not live — whatever else is in the batch; a change
 // committed before a lookup is asked for is seen by it; without the database every caller fails.
+// The batch statements keep their generic plan rather than being planned on every execution.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { startTcpProxy, viaProxy, type TcpProxy } from '../support/tcp-proxy.ts';
 import { makeClient, makeUser, type TestClient, type TestUser } from '../support/fixtures.ts';
+import { sql } from 'kysely';
 import { createDatabase, type Db } from '../../src/db/database.ts';
 import { createRefreshTokenReader, createTokenWriter, tokenDigest } from '../../src/store/tokens.ts';
 
@@ -91,6 +93,36 @@ describe('refresh token reader (batched lookups)', () => {
     await database.db.updateTable('tokens').set({ consumed_at: new Date() }).where('id_sha256', '=', tokenDigest(second!.refreshToken)).execute();
     const [, afterConsume] = await Promise.all([inFlight, read(second!.refreshToken)]);
     assert.ok(afterConsume?.token.consumed_at instanceof Date, 'the lookup asked for after the consumption did not see it');
+  });
+
+  it('the lookup and the rotation statements are planned five times on a connection, not on every execution', async () => {
+    // PREPARE's documentation: the first five executions use plans for the values given; after
+    // that a generic plan that costs no more is kept. A plan made for an array's length would
+    // always cost less, and the statement would be planned anew every time.
+    const chains = await Promise.all(Array.from({ length: 25 }, (_, n) => chain(400 + n)));
+    const single = createDatabase({ url: database.url, poolSize: 1, applicationName: 'keymanager-test' });
+    try {
+      const read = createRefreshTokenReader(single);
+      const writer = createTokenWriter(single);
+      const expiresAt = new Date(Date.now() + 3_600_000);
+      // Five bursts of five: each is two executions (the first alone, the four that waited together).
+      for (let burst = 0; burst < 5; burst++) {
+        const five = chains.slice(burst * 5, burst * 5 + 5);
+        assert.equal((await Promise.all(five.map((c) => read(c.refreshToken)))).filter(Boolean).length, 5);
+        const won = await Promise.all(five.map((c) => writer.rotate(c.refreshToken, c.grantId, ['RefreshToken', 'AccessToken'].map((kind) => ({
+          id: newToken(), model: { kind, clientId: client.id, accountId: alice.id, grantId: c.grantId, expiresAt, payload: { kind } },
+        })))));
+        assert.deepEqual(won, Array(5).fill(true));
+      }
+      const { rows: plans } = await sql<{ name: string; custom_plans: string; generic_plans: string }>`
+        select name, custom_plans, generic_plans from pg_prepared_statements order by name`.execute(single);
+      assert.deepEqual(plans.map((p) => ({ ...p })), [
+        { name: 'km_find_refresh_tokens_with_context', custom_plans: '5', generic_plans: '5' },
+        { name: 'km_rotate_refresh_tokens', custom_plans: '5', generic_plans: '5' },
+      ]);
+    } finally {
+      await single.destroy();
+    }
   });
 
   it('with the database unreachable every lookup of a burst fails', async () => {
