@@ -34,12 +34,25 @@ function hexValue(byte: number | undefined): number {
   return lower >= 0x61 && lower <= 0x66 ? lower - 0x61 + 10 : -1;
 }
 
+/** Bytes that decode to themselves: ASCII without `%` (then only `+` means something else). NUL included. */
+function isPlainAscii(bytes: Uint8Array): boolean {
+  for (let i = 0; i < bytes.length; i++) {
+    const byte = bytes[i]!;
+    if (byte >= 0x80 || byte === PERCENT) return false;
+  }
+  return true;
+}
+
+const latin1 = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString('latin1');
+
 /**
  * One name or value as the WHATWG urlencoded parser (URLSearchParams) and node:querystring
  * decode it — `+` is a space, `%XX` a byte, a `%` not followed by two hex digits stays as it
  * is — except that bytes that are not UTF-8 are an error instead of U+FFFD. Undefined: not UTF-8.
  */
 export function decodeFormComponent(bytes: Uint8Array): string | undefined {
+  // Most names and values are plain ASCII: no copy, no decoder.
+  if (isPlainAscii(bytes)) return latin1(bytes).replaceAll('+', ' ');
   const out = new Uint8Array(bytes.length);
   let n = 0;
   for (let i = 0; i < bytes.length; i++) {
@@ -107,7 +120,10 @@ export async function readFormText(ctx: Context, maxBytes: number): Promise<stri
     if (received > maxBytes) throw new PayloadTooLarge();
     chunks.push(chunk);
   }
-  const text = encodeForm(parseFormStrict(Buffer.concat(chunks, received)));
+  const bytes = Buffer.concat(chunks, received);
+  // A plain ASCII body without NUL holds nothing to refuse, and node:querystring reads it as
+  // parseFormStrict does: kept as it came. Anything else is checked, and re-encoded.
+  const text = isPlainAscii(bytes) && !bytes.includes(0) ? latin1(bytes) : encodeForm(parseFormStrict(bytes));
   (ctx.request as { body?: unknown }).body = text;
   return text;
 }

@@ -1,7 +1,7 @@
 // Clients: registration data and their secrets. Secrets are generated here (256 bits),
 // handed out once and kept only as a SHA-256 digest, which is fast to check on the hot path
 // and useless to whoever copies the table (a 256-bit random value cannot be guessed back).
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { hash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Db } from '../db/database.ts';
 import type { ClientRow } from '../db/types.ts';
 import { assertDistinguishedName, DistinguishedNameError } from './distinguished-name.ts';
@@ -48,13 +48,13 @@ export function generateClientSecret(): string {
 }
 
 export function hashClientSecret(secret: string): string {
-  return createHash('sha256').update(secret, 'utf8').digest('hex');
+  return hash('sha256', secret, 'hex');
 }
 
 /** Constant-time comparison of a presented secret with the stored digest. */
 export function clientSecretMatches(presented: string, storedSha256: string | null): boolean {
   // Hash even when nothing is stored so that the time taken does not tell the two cases apart.
-  const presentedDigest = Buffer.from(hashClientSecret(presented), 'hex');
+  const presentedDigest = hash('sha256', presented, 'buffer');
   const stored = Buffer.from(storedSha256 ?? '0'.repeat(64), 'hex');
   return timingSafeEqual(presentedDigest, stored) && storedSha256 !== null;
 }

@@ -1,14 +1,14 @@
 // Every oidc-provider model instance (tokens, codes, grants, sessions, interactions) and the
 // JWT access tokens the server issues. Rows are keyed by the SHA-256 digest of the id, which
 // for tokens and codes is the token value itself: the value is never written anywhere.
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { sql, type ExpressionBuilder } from 'kysely';
 import { runPrepared, type Db, type PreparedStatement } from '../db/database.ts';
 import { isDatabaseUnreachable } from '../db/errors.ts';
 import type { Database, TokenRow } from '../db/types.ts';
 
 export function tokenDigest(value: string): string {
-  return createHash('sha256').update(value, 'utf8').digest('hex');
+  return hash('sha256', value, 'hex');
 }
 
 export interface StoredModel {

@@ -80,6 +80,17 @@ describe('properties: form and query parsing', () => {
     }), { numRuns: 3000 });
   });
 
+  it('a plain ASCII body (no %, no NUL), handed over as it came, reads as checked', () => {
+    // readFormText keeps such a body unchanged instead of re-encoding it.
+    const plain = fc.array(fc.oneof(fc.constantFrom('&', '=', '+', ' ', '&&', '=='), fc.string({ unit: fc.integer({ min: 1, max: 0x7f }).filter((c) => c !== 0x25).map((c) => String.fromCharCode(c)), maxLength: 6 })), { maxLength: 16 })
+      .map((p) => p.join(''));
+    fc.assert(fc.property(plain, (s) => {
+      const pairs = parseFormStrict(s);
+      assert.deepEqual(engineReads(s), grouped(pairs));
+      assert.deepEqual([...new URLSearchParams(`&${s}`)], pairs);
+    }), { numRuns: 3000 });
+  });
+
   it('reads a query string (ASCII: Node refuses other bytes in the request line) as ctx.query does', () => {
     const ascii = fc.array(fc.constantFrom(...FORM_PIECES.filter((p) => /^[\x20-\x7e]*$/.test(p))), { maxLength: 24 }).map((p) => p.join(''));
     fc.assert(fc.property(ascii, (s) => {
