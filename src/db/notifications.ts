@@ -114,6 +114,16 @@ export function listenForChanges(url: string, log: (message: string, err?: unkno
     for (const listener of listeners) listener(payload);
   };
 
+  // The listener's connection runs one statement at a time: pings, acknowledgements and the
+  // syncs of concurrent revocations would otherwise overlap, which pg queues only with a
+  // deprecation warning (and pg 9 refuses). A failed statement does not stop the ones after it.
+  const queues = new WeakMap<pg.Client, Promise<unknown>>();
+  const inTurn = <R extends pg.QueryResultRow = pg.QueryResultRow>(c: pg.Client, text: string, values?: unknown[]): Promise<pg.QueryResult<R>> => {
+    const result = (queues.get(c) ?? Promise.resolve()).then(() => c.query<R>(text, values));
+    queues.set(c, result.catch(() => {}));
+    return result;
+  };
+
   const onNotification = (c: pg.Client, n: pg.Notification) => {
     if (n.channel === ACKS_CHANNEL) {
       const [nonce, pid] = (n.payload ?? '').split(':');
@@ -123,7 +133,7 @@ export function listenForChanges(url: string, log: (message: string, err?: unkno
     }
     if (n.payload?.startsWith(SYNC_PREFIX)) {
       // Everything notified before this has been handled above (notices arrive in order).
-      c.query('select pg_notify($1, $2)', [ACKS_CHANNEL, `${n.payload.slice(SYNC_PREFIX.length)}:${ownPid}`]).catch(() => {});
+      inTurn(c, 'select pg_notify($1, $2)', [ACKS_CHANNEL, `${n.payload.slice(SYNC_PREFIX.length)}:${ownPid}`]).catch(() => {});
       return;
     }
     changed(n.payload);
@@ -144,9 +154,9 @@ export function listenForChanges(url: string, log: (message: string, err?: unkno
     c.on('end', () => drop(c));
     try {
       await c.connect();
-      await c.query(`LISTEN ${CHANGES_CHANNEL}`);
-      await c.query(`LISTEN ${ACKS_CHANNEL}`);
-      ownPid = (await c.query<{ pid: number }>('select pg_backend_pid() as pid')).rows[0]!.pid;
+      await inTurn(c, `LISTEN ${CHANGES_CHANNEL}`);
+      await inTurn(c, `LISTEN ${ACKS_CHANNEL}`);
+      ownPid = (await inTurn<{ pid: number }>(c, 'select pg_backend_pid() as pid')).rows[0]!.pid;
       client = c;
       listening = true;
       lastAnswerAt = Date.now();
@@ -163,7 +173,7 @@ export function listenForChanges(url: string, log: (message: string, err?: unkno
     pingTimer = setTimeout(() => {
       if (client !== c) return;
       const timeout = setTimeout(() => drop(c, new Error(`no answer to a ping within ${PING_TIMEOUT_MS} ms`)), PING_TIMEOUT_MS);
-      c.query('select 1').then(() => {
+      inTurn(c, 'select 1').then(() => {
         clearTimeout(timeout);
         lastAnswerAt = Date.now();
         ping(c);
@@ -217,7 +227,7 @@ export function listenForChanges(url: string, log: (message: string, err?: unkno
       try {
         // Live listeners ping every half second: a session of that name idle for longer (an
         // instance that crashed but whose session lingers, a stray client) is not waited for.
-        const { rows } = await c.query<{ pid: number }>(
+        const { rows } = await inTurn<{ pid: number }>(c,
           `select pid from pg_stat_activity where application_name = $1 and datname = current_database()
              and (state = 'active' or (state = 'idle' and state_change > now() - make_interval(secs => $2)))`, [LISTENER_APPLICATION_NAME, TRUST_FOR_MS / 1000]);
         const expected = new Set(rows.map((r) => r.pid));
@@ -226,7 +236,7 @@ export function listenForChanges(url: string, log: (message: string, err?: unkno
           waiters.set(nonce, { expected, done: () => resolve(true) });
           timer = setTimeout(() => resolve(false), timeoutMs);
         });
-        await c.query('select pg_notify($1, $2)', [CHANGES_CHANNEL, `${SYNC_PREFIX}${nonce}`]);
+        await inTurn(c, 'select pg_notify($1, $2)', [CHANGES_CHANNEL, `${SYNC_PREFIX}${nonce}`]);
         const ok = await confirmed;
         if (!ok) log(`not every instance confirmed a change within ${timeoutMs} ms (still waiting for listener pid ${[...expected].join(', ')})`);
         return ok;
