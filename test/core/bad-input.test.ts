@@ -173,6 +173,23 @@ describe('bad input at the token endpoint', () => {
     assertError(await token('grant_type=client_credentials&grant_type=client_credentials'), 400, 'invalid_request');
   });
 
+  // node:querystring, the engine's parser, reads the first 1000 `&`-separated pieces of a body
+  // (its maxKeys), empty pieces counted, and drops the rest without a word.
+  it('a duplicated parameter behind 1000 empty pieces (`&&…&`) → 400 invalid_request', async () => {
+    const res = await token(`grant_type=client_credentials&scope=read${'&'.repeat(1000)}&grant_type=password`);
+    assert.deepEqual(res.json, { error: 'invalid_request', error_description: "'grant_type' parameter must not be provided twice" }, res.text);
+    assert.equal(res.status, 400);
+  });
+
+  it('a body of more than 1000 parameters → 400 invalid_request (the engine would read only the first 1000)', async () => {
+    const filler = Array.from({ length: 998 }, (_, i) => `p${i}=&`).join('');
+    const res = await token(`grant_type=client_credentials&${filler}scope=read&grant_type=password`);
+    assert.deepEqual(res.json, { error: 'invalid_request', error_description: 'the request has more than 1000 parameters' }, res.text);
+    assert.equal(res.status, 400);
+    // 1000 are read, every one of them: the last one decides.
+    assertError(await token(`grant_type=client_credentials&${filler}scope=admin`), 400, 'invalid_scope');
+  });
+
   it('a resource other than this server → 400 invalid_target (RFC 8707)', async () => {
     assertError(await token({ grant_type: 'client_credentials', resource: 'https://elsewhere.example/' }), 400, 'invalid_target');
   });
