@@ -45,6 +45,17 @@ export interface EmbeddedPostgresOptions {
 
 export class EmbeddedPostgresError extends StartupError {}
 
+/**
+ * Beyond PostgreSQL's defaults, for a token table written all the time and purged in bulk.
+ * After each checkpoint the first change to a page logs the whole page; with the default
+ * 1 GB of WAL between checkpoints, a purge of a million rows forced a checkpoint every few
+ * seconds, each making every later write a full-page image and stalling commits on the WAL
+ * flush (bench/README.md, the purge). Checkpoints at most every 15 minutes or 4 GB of WAL: the
+ * cost is up to 4 GB of disk for pg_wal under sustained writes, and a longer recovery after a
+ * crash (replaying at most that much).
+ */
+const CLUSTER_SETTINGS = ['max_wal_size=4GB', 'checkpoint_timeout=15min'];
+
 export async function ensureEmbeddedPostgres({ dataDir, port, log = () => {}, warn = (m) => process.stderr.write(`${m}\n`), create = true }: EmbeddedPostgresOptions): Promise<EmbeddedPostgresHandle> {
   const root = resolve(dataDir);
   const clusterDir = join(root, 'postgres');
@@ -82,7 +93,7 @@ export async function ensureEmbeddedPostgres({ dataDir, port, log = () => {}, wa
     // PostgreSQL refuses to run as root; as root, run it as the "postgres" system user.
     createPostgresUser: isRoot,
     initdbFlags: ['--encoding=UTF8'],
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='],
+    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', ...CLUSTER_SETTINGS.flatMap((s) => ['-c', s])],
     onLog: (m) => log(m.trim()),
     onError: (e) => log(String(e)),
   });

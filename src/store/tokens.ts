@@ -638,8 +638,14 @@ const COUNTED_KINDS: ReadonlySet<string> = new Set([...INTROSPECTABLE_KINDS, 'Au
 
 /** In the caller's transaction: the Grant rows' locks must be held until the end. */
 async function revokeLiveRowsWhere(trx: Db, column: 'client_id' | 'account_id', value: string): Promise<number> {
-  // Grant rows first, in a statement of their own (see revokeGrantRow), then everything.
-  await trx.updateTable('tokens').set({ revoked_at: sql`now()` }).where(column, '=', value).where('kind', '=', 'Grant').where(liveRow).execute();
+  // Grant rows first, in a statement of their own (see revokeGrantRow), then everything. Locked
+  // in digest order, the order a batch of rotations locks them in (rotateRefreshTokens): in
+  // the order found, this and such a batch could each hold a grant the other waits for.
+  await trx.updateTable('tokens').set({ revoked_at: sql`now()` })
+    .where('id_sha256', 'in', (eb) => eb.selectFrom('tokens').select('id_sha256')
+      .where(column, '=', value).where('kind', '=', 'Grant').where('revoked_at', 'is', null).orderBy('id_sha256').forUpdate())
+    .where(liveRow)
+    .execute();
   const rows = await trx.updateTable('tokens')
     .set({ revoked_at: sql`now()` })
     .where(column, '=', value)
