@@ -51,15 +51,21 @@ const COLUMNS = ['id_sha256', 'kind', 'format', 'client_id', 'account_id', 'gran
 const REWRITTEN = ['client_id', 'account_id', 'grant_id', 'uid', 'scope', 'expires_at', 'payload'] as const;
 
 /**
- * The placeholder of a column's value in the statements below, typed: in a SELECT, unlike in
- * the VALUES of an INSERT, a parameter gets no type from the target column. issued_at: when the
- * request arrived, or now (the column's default) when not known.
+ * Each column's type, for the parameters of the statements below: in a SELECT or an unnest,
+ * unlike in the VALUES of an INSERT, a parameter gets no type from the target column.
+ */
+const COLUMN_TYPES: Record<(typeof COLUMNS)[number], string> = {
+  id_sha256: 'text', kind: 'text', format: 'text', client_id: 'text', account_id: 'text', grant_id: 'text', uid: 'text',
+  scope: 'text', expires_at: 'timestamptz', payload: 'jsonb', issued_at: 'timestamptz',
+};
+
+/**
+ * The placeholder of a column's value, typed. issued_at: when the request arrived, or now (the
+ * column's default) when not known.
  */
 function placeholder(column: (typeof COLUMNS)[number], p: string): string {
-  if (column === 'expires_at') return `${p}::timestamptz`;
-  if (column === 'payload') return `${p}::jsonb`;
-  if (column === 'issued_at') return `coalesce(${p}::timestamptz, now())`;
-  return `${p}::text`;
+  const typed = `${p}::${COLUMN_TYPES[column]}`;
+  return column === 'issued_at' ? `coalesce(${typed}, now())` : typed;
 }
 
 /**
@@ -301,13 +307,14 @@ export type RefreshTokenReader = (id: string) => Promise<RefreshTokenContext | u
  * revocation answered, a token consumed). One reader per instance.
  */
 export function createRefreshTokenReader(db: Db): RefreshTokenReader {
+  const lookUp = async (digests: string[]) => {
+    const found = await findLiveRefreshTokensWithContext(db, digests);
+    return digests.map((digest) => found.get(digest));
+  };
   const find = createBatcher<string, RefreshTokenContext | undefined>({
     keyOf: (digest) => digest,
-    runBatch: async (digests) => {
-      const found = await findLiveRefreshTokensWithContext(db, digests);
-      return digests.map((digest) => found.get(digest));
-    },
-    runOne: async (digest) => (await findLiveRefreshTokensWithContext(db, [digest])).get(digest),
+    runBatch: lookUp,
+    runOne: async (digest) => (await lookUp([digest]))[0],
   });
   return (id) => find(tokenDigest(id));
 }
@@ -366,11 +373,6 @@ async function rotateRefreshTokens(db: Db, batch: Rotation[]): Promise<boolean[]
   return batch.map((_, i) => winners.has(i + 1));
 }
 
-const ARRAY_TYPES: Record<(typeof COLUMNS)[number], string> = {
-  id_sha256: 'text', kind: 'text', format: 'text', client_id: 'text', account_id: 'text', grant_id: 'text', uid: 'text',
-  scope: 'text', expires_at: 'timestamptz', payload: 'jsonb', issued_at: 'timestamptz',
-};
-
 const ROTATE_REFRESH_TOKENS: PreparedStatement = {
   name: 'km_rotate_refresh_tokens',
   text: `with rotation as (
@@ -386,7 +388,7 @@ const ROTATE_REFRESH_TOKENS: PreparedStatement = {
     written as (
       insert into tokens (${COLUMNS.join(', ')})
       select ${COLUMNS.map((c) => (c === 'issued_at' ? `coalesce(w.${c}, now())` : `w.${c}`)).join(', ')}
-        from unnest(${arrayParameter(3, 'bigint')}, ${COLUMNS.map((c, i) => arrayParameter(4 + i, ARRAY_TYPES[c])).join(', ')}) as w(n, ${COLUMNS.join(', ')})
+        from unnest(${arrayParameter(3, 'bigint')}, ${COLUMNS.map((c, i) => arrayParameter(4 + i, COLUMN_TYPES[c])).join(', ')}) as w(n, ${COLUMNS.join(', ')})
        where w.n in (select n from consumed)
        returning 1)
     select n::int as n from consumed`,
