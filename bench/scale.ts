@@ -165,8 +165,16 @@ export interface LockWatch {
    */
   purgeWaits: Record<string, number>;
   serverWaits: Record<string, number>;
+  /** The checkpointer's, background writer's and WAL writer's, when not idle: who else was writing. */
+  backgroundWaits: Record<string, number>;
   /** CPU time of the purge's PostgreSQL backends (embedded cluster only), as last seen. */
   purgeCpuMicros: number | null;
+  /**
+   * What the purge's session was doing (looking up, deleting, resting) and whether autovacuum
+   * worked in the database, each time either changed: performance.now() of the sample, to lay
+   * beside the requests' latencies.
+   */
+  phases: { at: number; purge: 'lookup' | 'delete' | 'rest' | 'none'; autovacuum: boolean }[];
   stop(): Promise<void>;
 }
 
@@ -183,17 +191,32 @@ export function watchPurgeLocks(db: BenchDatabase, tokensOid: string, everyMs = 
   let serverLockWaits = 0;
   const purgeWaits: Record<string, number> = {};
   const serverWaits: Record<string, number> = {};
+  const backgroundWaits: Record<string, number> = {};
   const backendCpu = new Map<number, number>();
+  const phases: LockWatch['phases'] = [];
   let stopped = false;
   const loop = (async () => {
     while (!stopped) {
-      const { rows } = await sql<{ pid: number; app: string; state: string | null; wait: string | null; xact: string | null; ms: number | null; locks_tokens: boolean }>`
+      const { rows: all } = await sql<{ pid: number; app: string; state: string | null; wait: string | null; xact: string | null; ms: number | null; locks_tokens: boolean; query: string; vacuum: boolean; type: string }>`
         select a.pid, a.application_name as app, a.state, a.wait_event_type || ':' || a.wait_event as wait, a.xact_start::text as xact,
                extract(epoch from clock_timestamp() - a.xact_start)::float8 * 1000 as ms,
-               exists (select 1 from pg_locks l where l.pid = a.pid and l.granted and l.relation = ${tokensOid}::oid) as locks_tokens
+               exists (select 1 from pg_locks l where l.pid = a.pid and l.granted and l.relation = ${tokensOid}::oid) as locks_tokens,
+               left(ltrim(a.query), 40) as query, a.backend_type = 'autovacuum worker' as vacuum, a.backend_type as type
           from pg_stat_activity a
-         where a.datname = ${db.name} and a.application_name in ('keymgr', 'keymanager')`.execute(db.admin);
+         where (a.datname = ${db.name} and (a.application_name in ('keymgr', 'keymanager') or a.backend_type = 'autovacuum worker'))
+            or a.backend_type in ('checkpointer', 'background writer', 'walwriter')`.execute(db.admin);
       const at = performance.now();
+      const background = all.filter((r) => ['checkpointer', 'background writer', 'walwriter'].includes(r.type));
+      const rows = all.filter((r) => !r.vacuum && !background.includes(r));
+      const purgeSession = rows.find((r) => r.app === 'keymgr' && r.xact !== null);
+      const phase = {
+        at,
+        purge: !purgeSession ? (rows.some((r) => r.app === 'keymgr') ? 'rest' as const : 'none' as const)
+          : purgeSession.query.includes('ctid::text') || purgeSession.query.includes('parallel') ? 'lookup' as const : 'delete' as const,
+        autovacuum: all.some((r) => r.vacuum),
+      };
+      const last = phases[phases.length - 1];
+      if (!last || last.purge !== phase.purge || last.autovacuum !== phase.autovacuum) phases.push(phase);
       const purging = rows.filter((r) => r.app === 'keymgr' && r.locks_tokens && r.xact !== null);
       for (const r of purging) {
         const key = `${r.pid}@${r.xact}`;
@@ -210,6 +233,7 @@ export function watchPurgeLocks(db: BenchDatabase, tokensOid: string, everyMs = 
         samples++;
         const busy = rows.filter((r) => r.app === 'keymanager' && r.state === 'active');
         for (const r of busy) serverWaits[r.wait ?? 'running'] = (serverWaits[r.wait ?? 'running'] ?? 0) + 1;
+        for (const r of background) if (r.wait === null || !r.wait.startsWith('Activity:')) backgroundWaits[`${r.type} ${r.wait ?? 'running'}`] = (backgroundWaits[`${r.type} ${r.wait ?? 'running'}`] ?? 0) + 1;
         if (busy.some((r) => r.wait?.startsWith('Lock:'))) serverLockWaits++;
       }
       await new Promise((resolve) => setTimeout(resolve, everyMs));
@@ -225,7 +249,9 @@ export function watchPurgeLocks(db: BenchDatabase, tokensOid: string, everyMs = 
     serverLockWaits: 0,
     purgeWaits,
     serverWaits,
+    backgroundWaits,
     purgeCpuMicros: null,
+    phases,
     async stop() {
       stopped = true;
       await loop;
@@ -250,7 +276,11 @@ export interface PurgeUnderLoad {
   /** Scenario a at that rate with the expired rows in the table, no purge. */
   baseline: PacedRun;
   /** Scenario a at the same rate while the purge deleted: requests due in that window. */
-  during: { requests: number; latencyP50Ms: number; latencyP99Ms: number; latencyMaxMs: number };
+  during: {
+    requests: number; latencyP50Ms: number; latencyP99Ms: number; latencyMaxMs: number;
+    /** Each second of that window: its p99 and slowest, so a stall can be told from a trend. */
+    perSecond: { p99Ms: number; maxMs: number }[];
+  };
   /** The whole paced run around the purge (its failures count like any run's). */
   run: PacedRun;
   /** keymgr purge, from start to exit (a Node start, the schema check, the deletes, the audit). */
@@ -260,8 +290,10 @@ export interface PurgeUnderLoad {
   deleted: number | null;
   locks: {
     transactions: number; longestMs: number; transactionMs: number[];
-    samples: number; serverLockWaits: number; purgeWaits: Record<string, number>; serverWaits: Record<string, number>;
+    samples: number; serverLockWaits: number; purgeWaits: Record<string, number>; serverWaits: Record<string, number>; backgroundWaits: Record<string, number>;
   };
+  /** What the purge and autovacuum did, from the sampler: ms after the window's start (negative: before it). */
+  phases: { ms: number; purge: string; autovacuum: boolean }[];
   /** PostgreSQL CPU the purge used (embedded cluster only): a whole core's worth is a core the server did not have. */
   purgeCpuSeconds: number | null;
   /** From pg_stat_statements, when loaded: the purge's DELETEs on tokens. */
@@ -360,6 +392,10 @@ export async function purgeUnderLoad(options: {
       latencyP50Ms: quantile(window, 0.5),
       latencyP99Ms: quantile(window, 0.99),
       latencyMaxMs: window.length ? window[window.length - 1]! : 0,
+      perSecond: Array.from({ length: Math.ceil((to - from) / 1000) }, (_, i) => {
+        const second = latenciesBetween(samples, from - startedAt + i * 1000, Math.min(to, from + (i + 1) * 1000) - startedAt);
+        return { p99Ms: Math.round(quantile(second, 0.99) * 10) / 10, maxMs: Math.round((second.length ? second[second.length - 1]! : 0) * 10) / 10 };
+      }),
     },
     run,
     purgeSeconds: (purgeEndedAt - purgeStartedAt) / 1000,
@@ -367,8 +403,9 @@ export async function purgeUnderLoad(options: {
     deleted: Number.isFinite(deleted) ? deleted : null,
     locks: {
       transactions: watch.transactions, longestMs: watch.longestMs, transactionMs: watch.transactionMs, samples: watch.samples, serverLockWaits: watch.serverLockWaits,
-      purgeWaits: watch.purgeWaits, serverWaits: watch.serverWaits,
+      purgeWaits: watch.purgeWaits, serverWaits: watch.serverWaits, backgroundWaits: watch.backgroundWaits,
     },
+    phases: watch.phases.map((p) => ({ ms: Math.round(p.at - from), purge: p.purge, autovacuum: p.autovacuum })),
     purgeCpuSeconds: watch.purgeCpuMicros === null ? null : watch.purgeCpuMicros / 1e6,
     deletes,
     wal: wal.before && wal.after

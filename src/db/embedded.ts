@@ -53,8 +53,12 @@ export class EmbeddedPostgresError extends StartupError {}
  * flush (bench/README.md, the purge). Checkpoints at most every 15 minutes or 4 GB of WAL: the
  * cost is up to 4 GB of disk for pg_wal under sustained writes, and a longer recovery after a
  * crash (replaying at most that much).
+ * A backend that must write out a dirty page to make room asks the kernel to write it at once,
+ * 256 kB at a time (backend_flush_after; the background writer and checkpointer already do):
+ * otherwise such writes pile up in the page cache and a writeback burst stalls the WAL flushes
+ * the requests' commits wait for.
  */
-const CLUSTER_SETTINGS = ['max_wal_size=4GB', 'checkpoint_timeout=15min'];
+const CLUSTER_SETTINGS = ['max_wal_size=4GB', 'checkpoint_timeout=15min', 'backend_flush_after=256kB'];
 
 export async function ensureEmbeddedPostgres({ dataDir, port, log = () => {}, warn = (m) => process.stderr.write(`${m}\n`), create = true }: EmbeddedPostgresOptions): Promise<EmbeddedPostgresHandle> {
   const root = resolve(dataDir);

@@ -134,6 +134,42 @@ describe('bad input at the token endpoint', () => {
     } as RequestInit);
   };
 
+  // A body is read at once when it came with the headers, or from the stream as it arrives
+  // (src/http/form-body.ts): the second way must read the same bytes, within the same limit.
+  const inParts = async (parts: string[]) => {
+    const { connect } = await import('node:net');
+    const url = new URL(server.url);
+    const socket = connect(Number(url.port), url.hostname);
+    const chunks: Buffer[] = [];
+    const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.on('error', () => {});
+    for (const part of parts) {
+      socket.write(part);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    await closed;
+    const text = Buffer.concat(chunks).toString('utf8');
+    return { status: Number(text.split(' ')[1]), json: JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4)) as Record<string, unknown> };
+  };
+  const head = (length: number | 'chunked') => `POST /token HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: ${basicHeader(...client.basic)}\r\n`
+    + `Content-Type: application/x-www-form-urlencoded\r\n${length === 'chunked' ? 'Transfer-Encoding: chunked' : `Content-Length: ${length}`}\r\n\r\n`;
+
+  it('a body that arrives after its headers, in parts, is read whole: its last parameter counts', async () => {
+    // The scope, sent last, is one the client may not have: read whole, that is invalid_scope.
+    const body = 'grant_type=client_credentials&scope=admin';
+    const res = await inParts([head(body.length), body.slice(0, 10), body.slice(10, 36), body.slice(36)]);
+    assert.equal(res.status, 400);
+    assert.equal(res.json.error, 'invalid_scope');
+  });
+
+  it('a chunked body that passes the limit in its last parts, arriving late → 413', async () => {
+    const piece = (data: string) => `${data.length.toString(16)}\r\n${data}\r\n`;
+    const res = await inParts([head('chunked') + piece('grant_type=client_credentials&pad='), piece('a'.repeat(40_000)), piece('a'.repeat(40_000)), '0\r\n\r\n']);
+    assert.equal(res.status, 413);
+    assert.deepEqual(res.json, { error: 'invalid_request', error_description: 'request body is too large' });
+  });
+
   for (const path of ['/token', '/introspect', '/revoke', '/interaction/some-uid/login', '/interaction/some-uid/consent']) {
     it(`an oversized body sent chunked (no Content-Length) at ${path} → 413, as a declared one is`, async () => {
       const res = await chunked(path, 80);
