@@ -8,7 +8,6 @@
 // pairs, because node:querystring, which that parser uses, does not read every valid body as
 // it was meant: `%41%zz` followed by a raw U+0100 comes out as "A%zz\0" (a character's low
 // byte is kept when one escape in a value is malformed). Re-encoded, it reads what we checked.
-import type { IncomingMessage } from 'node:http';
 import type { Context } from 'koa';
 import { errors } from 'oidc-provider';
 
@@ -113,7 +112,15 @@ export async function readFormText(ctx: Context, maxBytes: number): Promise<stri
   if (typeof kept === 'string') return kept;
   const declared = ctx.request.length;
   if (declared !== undefined && declared > maxBytes) throw new PayloadTooLarge();
-  const bytes = bodyArrivedWhole(ctx.req, maxBytes) ?? await readBodyStream(ctx.req, maxBytes);
+  const chunks: Buffer[] = [];
+  let received = 0;
+  // destroyOnReturn false: stopping early must not reset the connection before the 413 is sent.
+  for await (const chunk of ctx.req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
+    received += chunk.length;
+    if (received > maxBytes) throw new PayloadTooLarge();
+    chunks.push(chunk);
+  }
+  const bytes = Buffer.concat(chunks, received);
   // A plain ASCII body without NUL holds nothing to refuse, and node:querystring reads it as
   // parseFormStrict does, if it reads all of it: kept as it came. Anything else is checked,
   // and re-encoded (without empty pieces).
@@ -122,28 +129,6 @@ export async function readFormText(ctx: Context, maxBytes: number): Promise<stri
     : encodeForm(engineReadable(parseFormStrict(bytes)));
   (ctx.request as { body?: unknown }).body = text;
   return text;
-}
-
-/**
- * The body, when all of it came with the headers (most token requests): taken from the
- * stream's buffer at once, without the cost of an async iterator. Undefined otherwise.
- */
-function bodyArrivedWhole(req: IncomingMessage, maxBytes: number): Buffer | undefined {
-  if (!req.complete || req.readableLength === 0 || req.readableFlowing) return undefined;
-  if (req.readableLength > maxBytes) throw new PayloadTooLarge();
-  return req.read() as Buffer;
-}
-
-async function readBodyStream(req: IncomingMessage, maxBytes: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let received = 0;
-  // destroyOnReturn false: stopping early must not reset the connection before the 413 is sent.
-  for await (const chunk of req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
-    received += chunk.length;
-    if (received > maxBytes) throw new PayloadTooLarge();
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks, received);
 }
 
 /**

@@ -134,8 +134,7 @@ describe('bad input at the token endpoint', () => {
     } as RequestInit);
   };
 
-  // A body is read at once when it came with the headers, or from the stream as it arrives
-  // (src/http/form-body.ts): the second way must read the same bytes, within the same limit.
+  // A body that arrives in parts, after its headers, is read whole and within the limit.
   const inParts = async (parts: string[]) => {
     const { connect } = await import('node:net');
     const url = new URL(server.url);
