@@ -183,6 +183,9 @@ export interface LockWatch {
  * and since when their transaction runs: every lock a transaction takes is held until it ends,
  * so the age of the transaction is how long the lock has been held.
  */
+/** PostgreSQL's own processes that write pages or WAL besides the sessions. */
+const BACKGROUND_WRITERS = ['checkpointer', 'background writer', 'walwriter'];
+
 export function watchPurgeLocks(db: BenchDatabase, tokensOid: string, everyMs = 50): LockWatch {
   const seen = new Map<string, number>();
   let firstSeenAt: number | undefined;
@@ -197,23 +200,24 @@ export function watchPurgeLocks(db: BenchDatabase, tokensOid: string, everyMs = 
   let stopped = false;
   const loop = (async () => {
     while (!stopped) {
-      const { rows: all } = await sql<{ pid: number; app: string; state: string | null; wait: string | null; xact: string | null; ms: number | null; locks_tokens: boolean; query: string; vacuum: boolean; type: string }>`
+      const { rows: all } = await sql<{ pid: number; app: string; state: string | null; wait: string | null; xact: string | null; ms: number | null; locks_tokens: boolean; query: string; type: string }>`
         select a.pid, a.application_name as app, a.state, a.wait_event_type || ':' || a.wait_event as wait, a.xact_start::text as xact,
                extract(epoch from clock_timestamp() - a.xact_start)::float8 * 1000 as ms,
                exists (select 1 from pg_locks l where l.pid = a.pid and l.granted and l.relation = ${tokensOid}::oid) as locks_tokens,
-               left(ltrim(a.query), 40) as query, a.backend_type = 'autovacuum worker' as vacuum, a.backend_type as type
+               left(ltrim(a.query), 40) as query, a.backend_type as type
           from pg_stat_activity a
          where (a.datname = ${db.name} and (a.application_name in ('keymgr', 'keymanager') or a.backend_type = 'autovacuum worker'))
-            or a.backend_type in ('checkpointer', 'background writer', 'walwriter')`.execute(db.admin);
+            or a.backend_type = any(${BACKGROUND_WRITERS})`.execute(db.admin);
       const at = performance.now();
-      const background = all.filter((r) => ['checkpointer', 'background writer', 'walwriter'].includes(r.type));
-      const rows = all.filter((r) => !r.vacuum && !background.includes(r));
+      const background = all.filter((r) => BACKGROUND_WRITERS.includes(r.type));
+      const vacuuming = all.some((r) => r.type === 'autovacuum worker');
+      const rows = all.filter((r) => r.type === 'client backend');
       const purgeSession = rows.find((r) => r.app === 'keymgr' && r.xact !== null);
       const phase = {
         at,
         purge: !purgeSession ? (rows.some((r) => r.app === 'keymgr') ? 'rest' as const : 'none' as const)
           : purgeSession.query.includes('ctid::text') || purgeSession.query.includes('parallel') ? 'lookup' as const : 'delete' as const,
-        autovacuum: all.some((r) => r.vacuum),
+        autovacuum: vacuuming,
       };
       const last = phases[phases.length - 1];
       if (!last || last.purge !== phase.purge || last.autovacuum !== phase.autovacuum) phases.push(phase);
@@ -233,7 +237,10 @@ export function watchPurgeLocks(db: BenchDatabase, tokensOid: string, everyMs = 
         samples++;
         const busy = rows.filter((r) => r.app === 'keymanager' && r.state === 'active');
         for (const r of busy) serverWaits[r.wait ?? 'running'] = (serverWaits[r.wait ?? 'running'] ?? 0) + 1;
-        for (const r of background) if (r.wait === null || !r.wait.startsWith('Activity:')) backgroundWaits[`${r.type} ${r.wait ?? 'running'}`] = (backgroundWaits[`${r.type} ${r.wait ?? 'running'}`] ?? 0) + 1;
+        for (const r of background) {
+          const key = `${r.type} ${r.wait ?? 'running'}`;
+          if (!r.wait?.startsWith('Activity:')) backgroundWaits[key] = (backgroundWaits[key] ?? 0) + 1;
+        }
         if (busy.some((r) => r.wait?.startsWith('Lock:'))) serverLockWaits++;
       }
       await new Promise((resolve) => setTimeout(resolve, everyMs));
