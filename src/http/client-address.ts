@@ -5,8 +5,28 @@
 // one of them.
 import { isIP } from 'node:net';
 
+/**
+ * Addresses normalized before (every request normalizes its peer's), bounded in number and,
+ * since X-Forwarded-For hops are the caller's text, kept only when as short as an address.
+ */
+const normalizedBefore = new Map<string, string>();
+const NORMALIZED_KEPT = 1024;
+const NORMALIZED_KEPT_MAX_LENGTH = 64;
+
 export function normalizeAddress(address: string | undefined): string {
-  const bare = (address ?? '')
+  const raw = address ?? '';
+  let normalized = normalizedBefore.get(raw);
+  if (normalized === undefined) {
+    normalized = normalizeOnce(raw);
+    if (raw.length > NORMALIZED_KEPT_MAX_LENGTH) return normalized;
+    if (normalizedBefore.size >= NORMALIZED_KEPT) normalizedBefore.clear();
+    normalizedBefore.set(raw, normalized);
+  }
+  return normalized;
+}
+
+function normalizeOnce(address: string): string {
+  const bare = address
     // Some proxies write the client's port too: `198.51.100.7:4711`, `[2001:db8::1]:4711`.
     .replace(/^(\d+\.\d+\.\d+\.\d+):\d+$/, '$1')
     .replace(/^\[([0-9A-Fa-f:.]+)\](?::\d+)?$/, '$1');

@@ -11,7 +11,7 @@
 import type { Middleware } from 'koa';
 import { errors } from 'oidc-provider';
 import { basicCredentials } from '../oauth/client-auth.ts';
-import { FORM_TYPE, PayloadTooLarge, parseFormStrict, readFormText } from './form-body.ts';
+import { declaresFormBody, PayloadTooLarge, parseFormStrict, readFormText } from './form-body.ts';
 
 export function inputGuard({ maxBodyBytes }: { maxBodyBytes: number }): Middleware {
   return async function guardInput(ctx, next) {
@@ -19,17 +19,23 @@ export function inputGuard({ maxBodyBytes }: { maxBodyBytes: number }): Middlewa
     const declared = ctx.request.length;
     if (declared !== undefined && declared > maxBodyBytes) throw new PayloadTooLarge();
 
-    let path: string;
-    try {
-      path = decodeURIComponent(ctx.path);
-    } catch {
-      throw new errors.InvalidRequest('the request path is not valid percent-encoded UTF-8');
+    // Without a `%` a path decodes to itself: the decoder is needed only for escapes.
+    let path = ctx.path;
+    if (path.includes('%')) {
+      try {
+        path = decodeURIComponent(path);
+      } catch {
+        throw new errors.InvalidRequest('the request path is not valid percent-encoded UTF-8');
+      }
     }
     if (path.includes('\0')) throw new errors.InvalidRequest('the request path must not contain NUL');
-    // Node's parser already refuses raw bytes outside ASCII in the request line; should it ever
-    // be made lenient, node:querystring (ctx.query, the engine's) would misread them.
-    if (/[^\x20-\x7e]/.test(ctx.querystring)) throw new errors.InvalidRequest('the query string must be percent-encoded ASCII');
-    parseFormStrict(ctx.querystring);
+    const query = ctx.querystring;
+    if (query) {
+      // Node's parser already refuses raw bytes outside ASCII in the request line; should it ever
+      // be made lenient, node:querystring (ctx.query, the engine's) would misread them.
+      if (/[^\x20-\x7e]/.test(query)) throw new errors.InvalidRequest('the query string must be percent-encoded ASCII');
+      parseFormStrict(query);
+    }
 
     // Client credentials: RFC 6749 §5.2 makes an unreadable one invalid_client (401, challenge).
     const authorization = ctx.get('authorization');
@@ -37,7 +43,7 @@ export function inputGuard({ maxBodyBytes }: { maxBodyBytes: number }): Middlewa
 
     // Read here, checked, and left on ctx.request.body for our routes and for oidc-provider,
     // which takes it from there once the request stream has been consumed.
-    if (ctx.method === 'POST' && ctx.request.is(FORM_TYPE)) await readFormText(ctx, maxBodyBytes);
+    if (ctx.method === 'POST' && declaresFormBody(ctx)) await readFormText(ctx, maxBodyBytes);
     await next();
   };
 }

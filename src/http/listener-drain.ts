@@ -22,19 +22,22 @@ export interface CutRequest {
 }
 
 export function drainable(server: Server): ListenerDrain {
-  const inFlight = new Map<ServerResponse, { method: string; path: string; since: number }>();
+  // Runs on every request: the URL as it came is kept (koa may rewrite req.url later) and
+  // reduced to its path only for a request that is cut off.
+  const inFlight = new Map<ServerResponse, { method: string | undefined; url: string | undefined; since: number }>();
   let draining = false;
   let closing = false;
+  function onResponseClosed(this: ServerResponse) {
+    inFlight.delete(this);
+    // A response whose headers went before the drain (a revocation stream) leaves its
+    // connection open and idle. Not before the listener closes: until then a client may
+    // send on an idle connection at any moment, and is answered (Connection: close).
+    if (closing) setImmediate(() => server.closeIdleConnections());
+  }
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     if (draining) res.shouldKeepAlive = false;
-    inFlight.set(res, { method: req.method ?? '', path: (req.url ?? '').split('?')[0]!, since: performance.now() });
-    res.once('close', () => {
-      inFlight.delete(res);
-      // A response whose headers went before the drain (a revocation stream) leaves its
-      // connection open and idle. Not before the listener closes: until then a client may
-      // send on an idle connection at any moment, and is answered (Connection: close).
-      if (closing) setImmediate(() => server.closeIdleConnections());
-    });
+    inFlight.set(res, { method: req.method, url: req.url, since: performance.now() });
+    res.on('close', onResponseClosed); // emitted once; `once` would wrap the listener per request
   });
   return {
     begin() {
@@ -46,7 +49,9 @@ export function drainable(server: Server): ListenerDrain {
       closing = true;
       return new Promise((resolve) => {
         const timer = setTimeout(() => {
-          const cut = [...inFlight.values()].map(({ method, path, since }) => ({ method, path, seconds: Math.round(performance.now() - since) / 1000 }));
+          const cut = [...inFlight.values()].map(({ method, url, since }) => ({
+            method: method ?? '', path: (url ?? '').split('?')[0]!, seconds: Math.round(performance.now() - since) / 1000,
+          }));
           server.closeAllConnections();
           resolve(cut);
         }, timeoutMs);

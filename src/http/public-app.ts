@@ -99,11 +99,10 @@ export function buildPublicApp({ config, db, engine, scopes, cookieKeys, certifi
   });
 
   app.use(measureRequests(metrics));
-  app.use(async function stampArrival(ctx, next) {
+  // One middleware for what every request gets before anything can refuse it: each layer of
+  // koa middleware costs every request a promise and a closure.
+  app.use(async function receiveRequest(ctx, next) {
     stampRequestReceived(ctx);
-    await next();
-  });
-  app.use(async function pinIssuerOrigin(ctx, next) {
     // oidc-provider builds endpoint URLs (discovery, audiences) from the request's origin. A
     // Host header chosen by the caller must never put another origin into our metadata.
     const headers = ctx.request.headers;
@@ -113,15 +112,13 @@ export function buildPublicApp({ config, db, engine, scopes, cookieKeys, certifi
     // peer, or what our own proxies in front say (src/http/client-address.ts).
     const forwardedFor = config.trustProxy ? ctx.get('x-forwarded-for') : undefined;
     headers['x-forwarded-for'] = clientAddress(ctx.req.socket.remoteAddress, forwardedFor, trustedProxies);
-    await next();
-  });
-  app.use(errorMapper(logger, { realm: config.issuer }));
-  app.use(countClientAuthFailures(metrics));
-  app.use(async function securityHeaders(ctx, next) {
+    // On every answer, errors included (errorMapper keeps the headers set before it).
     ctx.set('X-Content-Type-Options', 'nosniff');
     ctx.set('Referrer-Policy', 'no-referrer');
     await next();
   });
+  app.use(errorMapper(logger, { realm: config.issuer }));
+  app.use(countClientAuthFailures(metrics));
   app.use(inputGuard({ maxBodyBytes: config.maxBodyBytes }));
   app.use(async function authorizationServerMetadata(ctx, next) {
     // RFC 8414 metadata is the same document as OpenID discovery, under its own name.

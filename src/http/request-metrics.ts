@@ -19,11 +19,12 @@ export function matchedRoute(ctx: Context): string {
 /** Outermost middleware: times each request until its answer is decided. */
 export function measureRequests({ httpDuration }: Pick<Metrics, 'httpDuration'>): Middleware {
   return async function measureRequestsMiddleware(ctx, next) {
-    const end = httpDuration.startTimer();
+    // Not httpDuration.startTimer(): it allocates two hrtime arrays and a merged label object per request.
+    const started = performance.now();
     try {
       await next();
     } finally {
-      end({ route: matchedRoute(ctx), status: String(ctx.status) });
+      httpDuration.observe({ route: matchedRoute(ctx), status: String(ctx.status) }, (performance.now() - started) / 1000);
     }
   };
 }

@@ -7,29 +7,60 @@
 import { errors } from 'oidc-provider';
 import type { ScopeLookup } from './scope-registry.ts';
 
-export function splitScope(scope: unknown): string[] {
-  return typeof scope === 'string' ? [...new Set(scope.split(' ').filter(Boolean))] : [];
+/**
+ * Scope strings split before, by their text, bounded: a token request splits the client's
+ * allowed scopes and the requested ones, nearly always the same few strings. Long strings are
+ * not kept (the bound is on the number of entries, not their size).
+ */
+const splitBefore = new Map<string, readonly string[]>();
+const SPLITS_KEPT = 256;
+const SPLIT_KEPT_MAX_LENGTH = 512;
+const NONE: readonly string[] = Object.freeze([]);
+
+/** The distinct scopes of a space-separated scope string, in order; anything else has none. */
+export function splitScope(scope: unknown): readonly string[] {
+  if (typeof scope !== 'string') return NONE;
+  const known = splitBefore.get(scope);
+  if (known) return known;
+  const split = Object.freeze([...new Set(scope.split(' ').filter(Boolean))]);
+  if (scope.length <= SPLIT_KEPT_MAX_LENGTH) {
+    if (splitBefore.size >= SPLITS_KEPT) splitBefore.clear();
+    splitBefore.set(scope, split);
+  }
+  return split;
+}
+
+/** The distinct scopes of a scope string, as a set (memoized with splitScope). */
+const setsBefore = new WeakMap<readonly string[], ReadonlySet<string>>();
+function scopeSetOf(scope: string): ReadonlySet<string> {
+  const split = splitScope(scope);
+  let set = setsBefore.get(split);
+  if (!set) {
+    set = new Set(split);
+    setsBefore.set(split, set);
+  }
+  return set;
 }
 
 /** The requested scopes that may be granted; `userRoles` null: the token acts for the client itself. */
 export async function grantableOf(
   registry: ScopeLookup,
   allowedScope: string,
-  requested: string[],
+  requested: readonly string[],
   userRoles: string[] | null,
 ): Promise<string[]> {
-  const allowed = new Set(splitScope(allowedScope));
+  const allowed = scopeSetOf(allowedScope);
   const registered = await registry.find(requested.filter((s) => allowed.has(s)));
-  const roles = new Set(userRoles ?? []);
+  const roles = userRoles === null ? null : new Set(userRoles);
   return requested.filter((s) => {
     const scope = registered.get(s);
-    if (!scope) return false;
-    return userRoles === null || scope.roles.length === 0 || scope.roles.some((r) => roles.has(r));
+    if (!scope || !allowed.has(s)) return false;
+    return roles === null || scope.roles.length === 0 || scope.roles.some((r) => roles.has(r));
   });
 }
 
 /** invalid_scope: scopes were asked for and none of them can be granted. */
-export function noScopeGrantable(requested: string[]): InstanceType<typeof errors.InvalidScope> {
+export function noScopeGrantable(requested: readonly string[]): InstanceType<typeof errors.InvalidScope> {
   return new errors.InvalidScope('requested scope is not allowed', requested.join(' '));
 }
 

@@ -7,7 +7,12 @@ import { findScopes, listScopes, type RegisteredScope } from '../store/scopes.ts
 import { guardStorage } from './errors.ts';
 
 export interface ScopeLookup {
-  find(names: string[]): Promise<Map<string, RegisteredScope>>;
+  /**
+   * The registered scopes among `names`, by name. The map may hold other scopes too (the
+   * cached registry, handed out as it is: no copy per token request): look names up in it,
+   * never list it, and never change it.
+   */
+  find(names: readonly string[]): Promise<ReadonlyMap<string, RegisteredScope>>;
   /** Every registered scope, by name. */
   all(): Promise<string[]>;
 }
@@ -15,9 +20,6 @@ export interface ScopeLookup {
 export function createScopeRegistry(db: Db, changes: ChangeListener | undefined): ScopeLookup {
   let cache: Map<string, RegisteredScope> | undefined;
   let cachedAt = -1;
-
-  const pick = (all: Map<string, RegisteredScope>, names: string[]) =>
-    new Map(names.flatMap((n) => (all.has(n) ? [[n, all.get(n)!] as const] : [])));
 
   /** The whole registry: the cache while it is good, a fresh read otherwise. */
   const registry = async (): Promise<Map<string, RegisteredScope>> => {
@@ -37,7 +39,7 @@ export function createScopeRegistry(db: Db, changes: ChangeListener | undefined)
       if (names.length === 0) return new Map();
       if (!changes?.listening) return guardStorage(() => findScopes(db, names));
       const cached = await registry();
-      if (names.every((n) => cached.has(n))) return pick(cached, names);
+      if (names.every((n) => cached.has(n))) return cached;
       // A name the cache lacks may have been registered a moment ago by another process (keymgr,
       // an admin script) whose notice is still on its way: the database decides before a refusal.
       return guardStorage(() => findScopes(db, names));

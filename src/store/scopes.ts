@@ -33,7 +33,7 @@ export async function listScopes(db: Db): Promise<RegisteredScope[]> {
 }
 
 /** The registered scopes among `names`, each with its role bindings: one query. */
-export async function findScopes(db: Db, names: string[]): Promise<Map<string, RegisteredScope>> {
+export async function findScopes(db: Db, names: readonly string[]): Promise<Map<string, RegisteredScope>> {
   const found = new Map<string, RegisteredScope>();
   if (names.length === 0) return found;
   const rows = await db.selectFrom('scopes')

@@ -79,7 +79,11 @@ function placeholder(column: (typeof COLUMNS)[number], p: string): string {
 const arrayParameter = (n: number, type: string) => `(select $${n}::${type}[])::${type}[]`;
 
 /** The parameters of rows, in the order of COLUMNS. */
-const valuesOf = (rows: Row[]) => rows.flatMap((row) => COLUMNS.map((c) => row[c]));
+function valuesOf(rows: Row[]): unknown[] {
+  const values: unknown[] = [];
+  for (const row of rows) for (const c of COLUMNS) values.push(row[c]);
+  return values;
+}
 
 /**
  * The upsert of n rows, prepared (src/db/database.ts) once per n and connection. Every token
