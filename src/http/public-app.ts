@@ -30,6 +30,30 @@ import { countClientAuthFailures, measureRequests } from './request-metrics.ts';
 const DISCOVERY_PATH = '/.well-known/openid-configuration';
 const POST_ONLY = new Set<string>([ROUTES.token, ROUTES.introspection, ROUTES.revocation]);
 
+/** A path's first segment: `/interaction/abc/login` → `/interaction`. */
+function firstSegment(path: string): string {
+  const end = path.indexOf('/', 1);
+  return end < 0 ? path : path.slice(0, end);
+}
+
+/**
+ * The router's routes() and allowedMethods(), run only for a path whose first segment one of
+ * its routes begins with. Matching walks every route and costs each request that none serves,
+ * /token above all, for nothing: such a path can match no route, and allowedMethods answers
+ * only for paths a route matched. Routes whose first segment is a pattern would defeat this:
+ * then every request goes through the router.
+ */
+function onlyWhereRouted(router: Router): Koa.Middleware {
+  // As app.use takes them: the router's own context type is what koa hands every middleware.
+  const routes = router.routes() as Koa.Middleware;
+  const allowedMethods = router.allowedMethods() as Koa.Middleware;
+  const run: Koa.Middleware = (ctx, next) => routes(ctx, () => allowedMethods(ctx, next));
+  const firsts = router.stack.map((layer) => (typeof layer.path === 'string' ? firstSegment(layer.path) : undefined));
+  if (firsts.some((first) => first === undefined || /[:(*?]/.test(first))) return run;
+  const routed = new Set(firsts);
+  return (ctx, next) => (routed.has(firstSegment(ctx.path)) ? run(ctx, next) : next());
+}
+
 export interface PublicAppDeps {
   config: Config;
   db: Db;
@@ -140,8 +164,7 @@ export function buildPublicApp({ config, db, engine, scopes, cookieKeys, certifi
     }
     await next();
   });
-  app.use(router.routes());
-  app.use(router.allowedMethods());
+  app.use(onlyWhereRouted(router));
   app.use(correctProviderErrors());
   app.use(onlyDocumentedEngineRoutes({
     exact: [ROUTES.authorization, ROUTES.token, ROUTES.jwks, DISCOVERY_PATH],
