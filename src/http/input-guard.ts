@@ -14,7 +14,8 @@ import { basicCredentials } from '../oauth/client-auth.ts';
 import { declaresFormBody, PayloadTooLarge, parseFormStrict, readFormText } from './form-body.ts';
 
 export function inputGuard({ maxBodyBytes }: { maxBodyBytes: number }): Middleware {
-  return async function guardInput(ctx, next) {
+  // Plain, not async (public-app.ts): a request without a form body goes on at once.
+  return function guardInput(ctx, next) {
     // Answered on the declared length whatever the media type: spares reading the body.
     const declared = ctx.request.length;
     if (declared !== undefined && declared > maxBodyBytes) throw new PayloadTooLarge();
@@ -43,7 +44,7 @@ export function inputGuard({ maxBodyBytes }: { maxBodyBytes: number }): Middlewa
 
     // Read here, checked, and left on ctx.request.body for our routes and for oidc-provider,
     // which takes it from there once the request stream has been consumed.
-    if (ctx.method === 'POST' && declaresFormBody(ctx)) await readFormText(ctx, maxBodyBytes);
-    await next();
+    if (ctx.method === 'POST' && declaresFormBody(ctx)) return readFormText(ctx, maxBodyBytes).then(() => next());
+    return next();
   };
 }

@@ -124,8 +124,10 @@ export function buildPublicApp({ config, db, engine, scopes, cookieKeys, certifi
 
   app.use(measureRequests(metrics));
   // One middleware for what every request gets before anything can refuse it: each layer of
-  // koa middleware costs every request a promise and a closure.
-  app.use(async function receiveRequest(ctx, next) {
+  // koa middleware costs every request a promise and a closure. Those with nothing to do after
+  // the layers below are plain functions that hand on next()'s promise, not async ones that
+  // wait for it (koa-compose turns what they throw into a rejection alike).
+  app.use(function receiveRequest(ctx, next) {
     stampRequestReceived(ctx);
     // oidc-provider builds endpoint URLs (discovery, audiences) from the request's origin. A
     // Host header chosen by the caller must never put another origin into our metadata.
@@ -139,7 +141,7 @@ export function buildPublicApp({ config, db, engine, scopes, cookieKeys, certifi
     // On every answer, errors included (errorMapper keeps the headers set before it).
     ctx.set('X-Content-Type-Options', 'nosniff');
     ctx.set('Referrer-Policy', 'no-referrer');
-    await next();
+    return next();
   });
   app.use(errorMapper(logger, { realm: config.issuer }));
   app.use(countClientAuthFailures(metrics));
@@ -155,14 +157,14 @@ export function buildPublicApp({ config, db, engine, scopes, cookieKeys, certifi
       ctx.body = { ...body, scopes_supported: [...new Set([...(body.scopes_supported ?? []), ...(await scopes.all())])] };
     }
   });
-  app.use(async function postOnlyEndpoints(ctx, next) {
+  app.use(function postOnlyEndpoints(ctx, next) {
     if (POST_ONLY.has(ctx.path) && ctx.method !== 'POST' && ctx.method !== 'OPTIONS') {
       ctx.set('Allow', 'POST');
       ctx.status = 405;
       ctx.body = { error: 'invalid_request', error_description: `${ctx.path} accepts only POST` };
-      return;
+      return undefined;
     }
-    await next();
+    return next();
   });
   app.use(onlyWhereRouted(router));
   app.use(correctProviderErrors());

@@ -117,10 +117,14 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, cer
     loadExistingGrant: loadExistingGrant({ config, db, scopes }),
     // A refresh token for every client that has the refresh_token grant, not only on
     // offline_access, and not tied to the browser session that signed the user in.
-    issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
-    expiresWithSession: async () => false,
+    issueRefreshToken: (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+    expiresWithSession: () => false,
     findAccount: async (_ctx, sub) => guardStorage(() => findActiveAccount(db, sub)),
-    extraTokenClaims: async (ctx, token) => guardStorage(() => userTokenClaims(db, ctx, 'accountId' in token ? token.accountId : undefined)),
+    extraTokenClaims: (ctx, token) => {
+      const accountId = 'accountId' in token ? token.accountId : undefined;
+      // A client's own token (client credentials) has no user, so no claims: nothing to wait for.
+      return accountId ? guardStorage(() => userTokenClaims(db, ctx, accountId)) : undefined;
+    },
     extraClientMetadata: {
       properties: [...EXTRA_CLIENT_METADATA],
     },
@@ -147,8 +151,8 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, cer
       revocation: { enabled: false },
       resourceIndicators: {
         enabled: true,
-        defaultResource: async () => audience,
-        useGrantedResource: async () => true,
+        defaultResource: () => audience,
+        useGrantedResource: () => true,
         getResourceServerInfo: async (ctx, resourceIndicator, client) => {
           if (resourceIndicator !== audience) throw new errors.InvalidTarget();
           const allowed = String(client.km_allowed_scope ?? '');

@@ -50,7 +50,8 @@ export async function grantableOf(
   userRoles: string[] | null,
 ): Promise<string[]> {
   const allowed = scopeSetOf(allowedScope);
-  const registered = await registry.find(requested.filter((s) => allowed.has(s)));
+  const wanted = requested.filter((s) => allowed.has(s));
+  const registered = registry.cached(wanted) ?? await registry.find(wanted);
   const roles = userRoles === null ? null : new Set(userRoles);
   return requested.filter((s) => {
     const scope = registered.get(s);

@@ -13,6 +13,11 @@ export interface ScopeLookup {
    * never list it, and never change it.
    */
   find(names: readonly string[]): Promise<ReadonlyMap<string, RegisteredScope>>;
+  /**
+   * As find, from the cache alone and at once: undefined unless every name is in a cache that
+   * is good. A token request that finds its scopes there waits for nothing (find is async).
+   */
+  cached(names: readonly string[]): ReadonlyMap<string, RegisteredScope> | undefined;
   /** Every registered scope, by name. */
   all(): Promise<string[]>;
 }
@@ -21,9 +26,13 @@ export function createScopeRegistry(db: Db, changes: ChangeListener | undefined)
   let cache: Map<string, RegisteredScope> | undefined;
   let cachedAt = -1;
 
+  /** The cache, if it may be used: kept while this instance hears of every change since. */
+  const goodCache = () => (cache && changes?.listening && cachedAt === changes.generation ? cache : undefined);
+
   /** The whole registry: the cache while it is good, a fresh read otherwise. */
   const registry = async (): Promise<Map<string, RegisteredScope>> => {
-    if (cache && changes?.listening && cachedAt === changes.generation) return cache;
+    const good = goodCache();
+    if (good) return good;
     const generation = changes?.generation;
     const all = new Map((await guardStorage(() => listScopes(db))).map((s) => [s.name, s]));
     // Keep it only if nothing changed while it was being read.
@@ -35,6 +44,10 @@ export function createScopeRegistry(db: Db, changes: ChangeListener | undefined)
   };
 
   return {
+    cached(names) {
+      const good = goodCache();
+      return good && names.every((n) => good.has(n)) ? good : undefined;
+    },
     async find(names) {
       if (names.length === 0) return new Map();
       if (!changes?.listening) return guardStorage(() => findScopes(db, names));

@@ -45,6 +45,22 @@ export function createTokenRows(db: Db, writer: TokenWriter, readRefreshToken: R
     if (!won) throw new errors.InvalidGrant('already consumed');
   }
 
+  function writeOwnOrWithSuccessor(id: string, model: StoredModel): Promise<void> {
+    const successor = takeFromRequest<PendingSuccessor>(PENDING_SUCCESSOR);
+    // Group-committed with the other rows being written (src/store/tokens.ts, createTokenWriter).
+    if (!successor) return guardStorage(() => writer.upsert(id, model));
+    return writeWithSuccessor(successor, id, model);
+  }
+
+  async function writeWithSuccessor(successor: PendingSuccessor, id: string, model: StoredModel): Promise<void> {
+    // Group-committed with the other rotations under way (src/store/tokens.ts, createTokenWriter).
+    const won = await guardStorage(() => writer.rotate(successor.presentedId, successor.model.grantId ?? '', [
+      { id: successor.id, model: successor.model },
+      { id, model },
+    ]));
+    if (!won) throw new errors.InvalidGrant('already consumed');
+  }
+
   return {
     findRefreshToken: (id) => guardStorage(() => readRefreshToken(id)),
 
@@ -54,28 +70,16 @@ export function createTokenRows(db: Db, writer: TokenWriter, readRefreshToken: R
       await consumeNow(kind, id);
     },
 
-    async write(id, model) {
+    // Not async: the usual row, a token of its own, goes to the writer without a frame of its own.
+    write(id, model) {
       const presentedId = takeFromRequest<string>(PENDING_CONSUME);
-      if (presentedId !== undefined) {
-        if (model.kind === 'RefreshToken') {
-          rememberForRequest(PENDING_SUCCESSOR, { presentedId, id, model } satisfies PendingSuccessor);
-          return;
-        }
-        // Not the sequence above: consume first, as the engine asked, then go on.
-        await consumeNow('RefreshToken', presentedId);
+      if (presentedId === undefined) return writeOwnOrWithSuccessor(id, model);
+      if (model.kind === 'RefreshToken') {
+        rememberForRequest(PENDING_SUCCESSOR, { presentedId, id, model } satisfies PendingSuccessor);
+        return Promise.resolve();
       }
-      const successor = takeFromRequest<PendingSuccessor>(PENDING_SUCCESSOR);
-      if (successor) {
-        // Group-committed with the other rotations under way (src/store/tokens.ts, createTokenWriter).
-        const won = await guardStorage(() => writer.rotate(successor.presentedId, successor.model.grantId ?? '', [
-          { id: successor.id, model: successor.model },
-          { id, model },
-        ]));
-        if (!won) throw new errors.InvalidGrant('already consumed');
-        return;
-      }
-      // Group-committed with the other rows being written (src/store/tokens.ts, createTokenWriter).
-      await guardStorage(() => writer.upsert(id, model));
+      // Not the sequence above: consume first, as the engine asked, then go on.
+      return consumeNow('RefreshToken', presentedId).then(() => writeOwnOrWithSuccessor(id, model));
     },
   };
 }
