@@ -84,6 +84,11 @@ export interface Measurement {
   statusCodes: Record<string, number>;
   latencyP50Ms: number;
   latencyP99Ms: number;
+  /**
+   * Scenarios measured in rounds (BENCH_ROUNDS, run.ts): this is the round with the median
+   * server CPU per request; here are every round's figures, in the order they ran.
+   */
+  rounds?: { serverCpuMicrosPerRequest: number | null; requestsPerSecond: number }[];
 }
 
 /** The chains for one run of `scenario`, or undefined when every request is the same. */
@@ -184,4 +189,12 @@ export async function measure(scenario: Scenario, target: Target, settings: Load
     latencyP50Ms: result.latency.p50,
     latencyP99Ms: result.latency.p99,
   };
+}
+
+/** Of several runs of one scenario against one server, the one with the median server CPU per request, with every run's figures. */
+export function medianRound(runs: Measurement[]): Measurement {
+  const cost = (m: Measurement) => m.serverCpuMicrosPerRequest ?? Number.POSITIVE_INFINITY;
+  const sorted = [...runs].sort((x, y) => cost(x) - cost(y));
+  const median = sorted[Math.floor((sorted.length - 1) / 2)]!;
+  return { ...median, rounds: runs.map(({ serverCpuMicrosPerRequest, requestsPerSecond }) => ({ serverCpuMicrosPerRequest, requestsPerSecond })) };
 }

@@ -50,8 +50,12 @@ export function renderTable(scenarios: Scenario[], measurements: Measurement[], 
   const out = [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)];
   if (comparisons.length) {
     out.push('', 'server CPU per request, keymanager vs bare oidc-provider (in-memory adapter):');
+    const roundsOf = (scenario: string, target: string) =>
+      measurements.find((m) => m.scenario === scenario && m.target === target)?.rounds?.map((r) => fmt(r.serverCpuMicrosPerRequest)).join(', ');
     for (const c of comparisons) {
-      out.push(`  ${c.scenario}: ${fmt(c.keymanagerCpuMicrosPerRequest)} µs vs ${fmt(c.bareCpuMicrosPerRequest)} µs  ratio ${fmt(c.cpuRatio, 2)}x`);
+      const [km, bare] = [roundsOf(c.scenario, 'keymanager'), roundsOf(c.scenario, 'bare')];
+      const medians = km && bare ? `  (median of rounds: keymanager ${km} µs; bare ${bare} µs)` : '';
+      out.push(`  ${c.scenario}: ${fmt(c.keymanagerCpuMicrosPerRequest)} µs vs ${fmt(c.bareCpuMicrosPerRequest)} µs  ratio ${fmt(c.cpuRatio, 2)}x${medians}`);
     }
   }
   // Introspection by bearer (f) against introspection with Basic (c), both keymanager, same run.
