@@ -38,9 +38,10 @@ function firstSegment(path: string): string {
 
 /**
  * The router's routes() and allowedMethods(), run only for a path whose first segment one of
- * its routes begins with. Matching walks every route and costs each request that none serves,
- * /token above all, for nothing: such a path can match no route, and allowedMethods answers
- * only for paths a route matched. Routes whose first segment is a pattern would defeat this:
+ * its routes begins with, or a method the router does not implement. Matching walks every route
+ * and costs each request that none serves, /token above all, for nothing: such a path can match
+ * no route, and allowedMethods answers it only for such a method (501, RFC 9110 §9.1, on any
+ * path the layers below leave 404). Routes whose first segment is a pattern would defeat this:
  * then every request goes through the router.
  */
 function onlyWhereRouted(router: Router): Koa.Middleware {
@@ -51,7 +52,8 @@ function onlyWhereRouted(router: Router): Koa.Middleware {
   const firsts = router.stack.map((layer) => (typeof layer.path === 'string' ? firstSegment(layer.path) : undefined));
   if (firsts.some((first) => first === undefined || /[:(*?]/.test(first))) return run;
   const routed = new Set(firsts);
-  return (ctx, next) => (routed.has(firstSegment(ctx.path)) ? run(ctx, next) : next());
+  const implemented = new Set(router.methods);
+  return (ctx, next) => (routed.has(firstSegment(ctx.path)) || !implemented.has(ctx.method) ? run(ctx, next) : next());
 }
 
 export interface PublicAppDeps {

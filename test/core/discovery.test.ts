@@ -7,7 +7,7 @@ import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { freePort, startTestServer, type TestServer } from '../support/server.ts';
-import { basicHeader, getJson, postForm } from '../support/http.ts';
+import { basicHeader, getJson, postForm, rawRequest } from '../support/http.ts';
 import { makeClient } from '../support/fixtures.ts';
 
 const PRIVATE_JWK_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'k', 'oth'];
@@ -129,6 +129,17 @@ describe('discovery, JWKS and health', () => {
       const body = JSON.parse(text) as Record<string, unknown>;
       assert.equal(typeof body.error, 'string');
     });
+  }
+
+  // RFC 9110 §9.1: a method the server does not implement is 501 (Not Implemented), on every
+  // path: the engine's endpoints, ours, and paths that name nothing.
+  for (const method of ['PROPFIND', 'TRACE']) {
+    for (const path of ['/jwks', '/.well-known/openid-configuration', '/authorize', '/healthz', '/no-such-path']) {
+      it(`${method} ${path} is 501 (a method not implemented)`, async () => {
+        const res = await rawRequest(server.url, { method, target: path });
+        assert.equal(res.status, 501, res.text);
+      });
+    }
   }
 });
 
