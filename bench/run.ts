@@ -225,6 +225,15 @@ async function main(): Promise<number> {
           const { run } = await runPaced(scenario, target, { rate, connections, seconds: settings.seconds }, await startChains(scenario, target, connections));
           log(`  p50 ${run.latencyP50Ms.toFixed(1)} ms, p99 ${run.latencyP99Ms.toFixed(1)} ms, ${pacedFailures(run)} failed`);
           paced.push(run);
+          // The bare provider at the same rate: the tail that this machine and the load
+          // generator give any server, at a third of its own peak (see *Latency at 70 %*).
+          const bareStep = steps.find((step) => step.target !== kmTarget);
+          if (bareStep) {
+            const bareScenario = built[steps.indexOf(bareStep)]!;
+            const { run: bareRun } = await runPaced(bareScenario, bareStep.target, { rate, connections, seconds: settings.seconds }, undefined);
+            log(`  bare at the same rate: p50 ${bareRun.latencyP50Ms.toFixed(1)} ms, p99 ${bareRun.latencyP99Ms.toFixed(1)} ms, ${pacedFailures(bareRun)} failed`);
+            paced.push(bareRun);
+          }
         }
       }
     }

@@ -14,12 +14,14 @@ import { errors } from 'oidc-provider';
 export const FORM_TYPE = 'application/x-www-form-urlencoded';
 
 /**
- * What ctx.request.is(FORM_TYPE) answers for each Content-Type seen, bounded. Every request is
+ * What ctx.request.is(FORM_TYPE) answers for each Content-Type seen, bounded in number and, the
+ * header being the caller's text, kept only when as short as a media type is. Every request is
  * asked (input-guard.ts) and nearly all send one of a few spellings: parsing the header each
  * time was a measurable part of a token request.
  */
 const formTypes = new Map<string, boolean>();
 const FORM_TYPES_KEPT = 64;
+const FORM_TYPE_KEPT_MAX_LENGTH = 128;
 
 /** RFC 9110 §6.4.1 as ctx.request.is (type-is) reads it: chunked or a Content-Length, which may be 0. */
 function requestHasBody(ctx: Context): boolean {
@@ -34,6 +36,7 @@ export function declaresFormBody(ctx: Context): boolean {
   let form = formTypes.get(type);
   if (form === undefined) {
     form = Boolean(ctx.request.is(FORM_TYPE));
+    if (type.length > FORM_TYPE_KEPT_MAX_LENGTH) return form;
     if (formTypes.size >= FORM_TYPES_KEPT) formTypes.clear();
     formTypes.set(type, form);
   }

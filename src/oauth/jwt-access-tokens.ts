@@ -22,11 +22,11 @@ interface SavedToken {
   jkt?: string;
 }
 
-async function recordJwtAccessToken(rows: TokenRows, value: string, token: SavedToken): Promise<void> {
+function recordJwtAccessToken(rows: TokenRows, value: string, token: SavedToken): Promise<void> {
   // The claims as signed are the record; the model adds what the JWT leaves out.
   const claims = decodeJwt(value);
   // Storage failures come back as the engine's errors (503 when the database is unreachable).
-  await rows.write(value, {
+  return rows.write(value, {
     kind: token.kind,
     format: 'jwt',
     clientId: token.clientId ?? null,
@@ -58,11 +58,13 @@ async function recordJwtAccessToken(rows: TokenRows, value: string, token: Saved
 export function recordJwtAccessTokensWhenSaved(provider: Provider, rows: TokenRows): void {
   for (const Model of [provider.AccessToken, provider.ClientCredentials]) {
     const save = Model.prototype.save as (this: SavedToken) => Promise<string>;
-    Model.prototype.save = async function saveAndRecord(this: SavedToken): Promise<string> {
-      const value = await save.call(this);
-      // The engine decides the format while saving (from the resource server).
-      if (this.format === 'jwt') await recordJwtAccessToken(rows, value, this);
-      return value;
+    // Not async: every access token, opaque ones too, passes here; a frame less to wait through.
+    Model.prototype.save = function saveAndRecord(this: SavedToken): Promise<string> {
+      return save.call(this).then((value) => {
+        // The engine decides the format while saving (from the resource server).
+        if (this.format !== 'jwt') return value;
+        return recordJwtAccessToken(rows, value, this).then(() => value);
+      });
     };
   }
 }
