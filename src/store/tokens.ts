@@ -256,8 +256,12 @@ const FIND_LIVE_MODEL: PreparedStatement = {
 };
 
 /** What the refresh grant reads besides the refresh token, read with it in one statement. */
+/** What the refresh grant reads of the refresh token's own row. */
+export type RefreshTokenRow = Pick<TokenRow, 'id_sha256' | 'grant_id' | 'account_id' | 'payload' | 'consumed_at'>;
+
 export interface RefreshTokenContext {
-  token: TokenRow;
+  /** Only the columns the refresh grant uses: each column more is parsed on every refresh. */
+  token: RefreshTokenRow;
   /** The token's Grant row if it is live (as findLiveModel would find it), else null. */
   grant: Pick<TokenRow, 'payload' | 'consumed_at'> | null;
   /** The token's user, null when it has none or it was deleted. */
@@ -273,7 +277,7 @@ export interface RefreshTokenContext {
  * no live refresh token has no entry.
  */
 export async function findLiveRefreshTokensWithContext(db: Db, digests: string[]): Promise<Map<string, RefreshTokenContext>> {
-  const { rows } = await runPrepared<TokenRow & {
+  const { rows } = await runPrepared<RefreshTokenRow & {
     grant_sha256: string | null; grant_payload: Record<string, unknown> | null; grant_consumed_at: Date | null;
     user_id: string | null; user_username: string | null; user_disabled: boolean | null; user_roles: string[];
   }>(db, FIND_REFRESH_TOKENS_WITH_CONTEXT, [digests]);
@@ -291,7 +295,7 @@ export async function findLiveRefreshTokensWithContext(db: Db, digests: string[]
 
 const FIND_REFRESH_TOKENS_WITH_CONTEXT: PreparedStatement = {
   name: 'km_find_refresh_tokens_with_context',
-  text: `select ${rowColumnsOf('t')},
+  text: `select t.id_sha256, t.grant_id, t.account_id, t.payload, t.consumed_at,
       g.id_sha256 as grant_sha256, g.payload as grant_payload, g.consumed_at as grant_consumed_at,
       u.id as user_id, u.username as user_username, u.disabled as user_disabled,
       coalesce((select array_agg(r.role_name order by r.role_name) from user_roles r where r.user_id = u.id), '{}') as user_roles
