@@ -4,13 +4,13 @@
 // entry that is not one of our proxies, and the header counts only when the TCP peer itself is
 // one of them.
 import { isIP } from 'node:net';
+import { LRUCache } from 'lru-cache';
 
 /**
  * Addresses normalized before (every request normalizes its peer's), bounded in number and,
  * since X-Forwarded-For hops are the caller's text, kept only when as short as an address.
  */
-const normalizedBefore = new Map<string, string>();
-const NORMALIZED_KEPT = 1024;
+const normalizedBefore = new LRUCache<string, string>({ max: 1024 });
 const NORMALIZED_KEPT_MAX_LENGTH = 64;
 
 export function normalizeAddress(address: string | undefined): string {
@@ -18,9 +18,7 @@ export function normalizeAddress(address: string | undefined): string {
   let normalized = normalizedBefore.get(raw);
   if (normalized === undefined) {
     normalized = normalizeOnce(raw);
-    if (raw.length > NORMALIZED_KEPT_MAX_LENGTH) return normalized;
-    if (normalizedBefore.size >= NORMALIZED_KEPT) normalizedBefore.clear();
-    normalizedBefore.set(raw, normalized);
+    if (raw.length <= NORMALIZED_KEPT_MAX_LENGTH) normalizedBefore.set(raw, normalized);
   }
   return normalized;
 }

@@ -9,6 +9,7 @@
 // it was meant: `%41%zz` followed by a raw U+0100 comes out as "A%zz\0" (a character's low
 // byte is kept when one escape in a value is malformed). Re-encoded, it reads what we checked.
 import type { Context } from 'koa';
+import { LRUCache } from 'lru-cache';
 import { errors } from 'oidc-provider';
 
 export const FORM_TYPE = 'application/x-www-form-urlencoded';
@@ -19,8 +20,7 @@ export const FORM_TYPE = 'application/x-www-form-urlencoded';
  * asked (input-guard.ts) and nearly all send one of a few spellings: parsing the header each
  * time was a measurable part of a token request.
  */
-const formTypes = new Map<string, boolean>();
-const FORM_TYPES_KEPT = 64;
+const formTypes = new LRUCache<string, boolean>({ max: 64 });
 const FORM_TYPE_KEPT_MAX_LENGTH = 128;
 
 /** RFC 9110 §6.4.1 as ctx.request.is (type-is) reads it: chunked or a Content-Length, which may be 0. */
@@ -36,9 +36,7 @@ export function declaresFormBody(ctx: Context): boolean {
   let form = formTypes.get(type);
   if (form === undefined) {
     form = Boolean(ctx.request.is(FORM_TYPE));
-    if (type.length > FORM_TYPE_KEPT_MAX_LENGTH) return form;
-    if (formTypes.size >= FORM_TYPES_KEPT) formTypes.clear();
-    formTypes.set(type, form);
+    if (type.length <= FORM_TYPE_KEPT_MAX_LENGTH) formTypes.set(type, form);
   }
   return form;
 }

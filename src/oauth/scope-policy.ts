@@ -4,6 +4,7 @@
 // bindings do not apply to them). Scopes that fail are dropped (the response's `scope`
 // shows what was granted, RFC 6749 §3.3); if scopes were asked for and none survive, the
 // request fails with invalid_scope.
+import { LRUCache } from 'lru-cache';
 import { errors } from 'oidc-provider';
 import type { ScopeLookup } from './scope-registry.ts';
 
@@ -12,8 +13,7 @@ import type { ScopeLookup } from './scope-registry.ts';
  * allowed scopes and the requested ones, nearly always the same few strings. Long strings are
  * not kept (the bound is on the number of entries, not their size).
  */
-const splitBefore = new Map<string, readonly string[]>();
-const SPLITS_KEPT = 256;
+const splitBefore = new LRUCache<string, readonly string[]>({ max: 256 });
 const SPLIT_KEPT_MAX_LENGTH = 512;
 const NONE: readonly string[] = Object.freeze([]);
 
@@ -23,10 +23,7 @@ export function splitScope(scope: unknown): readonly string[] {
   const known = splitBefore.get(scope);
   if (known) return known;
   const split = Object.freeze([...new Set(scope.split(' ').filter(Boolean))]);
-  if (scope.length <= SPLIT_KEPT_MAX_LENGTH) {
-    if (splitBefore.size >= SPLITS_KEPT) splitBefore.clear();
-    splitBefore.set(scope, split);
-  }
+  if (scope.length <= SPLIT_KEPT_MAX_LENGTH) splitBefore.set(scope, split);
   return split;
 }
 
@@ -53,9 +50,10 @@ export async function grantableOf(
   const wanted = requested.filter((s) => allowed.has(s));
   const registered = registry.cached(wanted) ?? await registry.find(wanted);
   const roles = userRoles === null ? null : new Set(userRoles);
-  return requested.filter((s) => {
+  // From `wanted`, not the registry's map: that may hold scopes the client is not allowed.
+  return wanted.filter((s) => {
     const scope = registered.get(s);
-    if (!scope || !allowed.has(s)) return false;
+    if (!scope) return false;
     return roles === null || scope.roles.length === 0 || scope.roles.some((r) => roles.has(r));
   });
 }

@@ -121,11 +121,11 @@ const MAX_BATCH = 256;
  * Batching (for writes: group commit): items submitted while a statement is in flight wait and
  * then go together, as one statement — one round trip and one commit instead of one each. No
  * delay is added when nothing is in flight. Each caller's promise settles only after its
- * item's statement has completed (a write: is committed). When a
- * statement fails because the database is unreachable (its commit included), every caller of
- * the batch gets that failure (a 503: nothing of it is handed out); when it fails otherwise,
- * its items are retried one by one, so that each caller gets its own outcome (one client
- * deleted meanwhile does not fail the others).
+ * item's statement has completed (a write: is committed). When a statement fails because the
+ * database is unreachable (its commit included), every caller of the batch gets that failure
+ * (a 503: nothing of it is handed out); when it fails otherwise, its items are retried one by
+ * one, so that each caller gets its own outcome (one client deleted meanwhile does not fail
+ * the others).
  */
 function createBatcher<I, R>({ keyOf, runBatch, runOne }: {
   /** Two items with one key never share a statement (PostgreSQL refuses a key twice in one INSERT … ON CONFLICT). */
@@ -255,10 +255,10 @@ const FIND_LIVE_MODEL: PreparedStatement = {
   text: `select ${rowColumnsOf('tokens')} from tokens where id_sha256 = $1 and kind = $2 and ${liveOf('tokens')}`,
 };
 
-/** What the refresh grant reads besides the refresh token, read with it in one statement. */
 /** What the refresh grant reads of the refresh token's own row. */
 export type RefreshTokenRow = Pick<TokenRow, 'id_sha256' | 'grant_id' | 'account_id' | 'payload' | 'consumed_at'>;
 
+/** What the refresh grant reads besides the refresh token, read with it in one statement. */
 export interface RefreshTokenContext {
   /** Only the columns the refresh grant uses: each column more is parsed on every refresh. */
   token: RefreshTokenRow;
