@@ -21,6 +21,7 @@ import { findActiveAccount, rolesOfAccount, userTokenClaims } from './accounts.t
 import { ID_TOKEN_TTL, signingAlgorithmOf } from '../keys/signing-keys.ts';
 import { loadExistingGrant } from './interactions/consent.ts';
 import { interactionPolicyWithLiveAccounts } from './interactions/policy.ts';
+import { engineSigningKeys } from './signing-key.ts';
 import type { mtlsFeature } from './mtls.ts';
 import { protocolErrorPage } from './interactions/pages.ts';
 import type { Metrics } from '../http/metrics.ts';
@@ -79,7 +80,8 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, cer
   const configuration: Configuration = {
     adapter: createAdapterClass(db, clients, tokenRows, syncInstances),
     clients: [],
-    jwks: { keys: signingKeys as Configuration['jwks'] extends { keys: infer K } ? K : never },
+    // Signed in this process with node:crypto (src/oauth/signing-key.ts).
+    jwks: { keys: engineSigningKeys(signingKeys) },
     routes: {
       authorization: ROUTES.authorization,
       token: ROUTES.token,
@@ -130,6 +132,9 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, cer
     },
     features: {
       devInteractions: { enabled: false },
+      // What lets the engine take the keys of src/oauth/signing-key.ts. Experimental in the
+      // engine: a release that changes it stops the start here, with the engine's message.
+      externalSigningSupport: { enabled: true, ack: 'experimental-01' },
       // Not offered, so neither served nor advertised: an endpoint in the metadata is a
       // promise. (/userinfo would need OIDC claims we do not keep; logout would be the engine's
       // stock page; PAR and DPoP are not wired into our grants, introspection and revocation.)
