@@ -11,6 +11,7 @@
 import { constants, createPrivateKey, createPublicKey, sign, type JsonWebKey, type KeyObject } from 'node:crypto';
 import type { JWK } from 'jose';
 import { ExternalSigningKey } from 'oidc-provider';
+import { StartupError } from '../config/startup-errors.ts';
 import { signingAlgorithmOf, type SigningAlgorithm } from '../keys/signing-keys.ts';
 
 /** JWS signature bytes (RFC 7518 §3) for each algorithm a key may carry. */
@@ -22,6 +23,24 @@ const SIGNERS: Record<SigningAlgorithm, (key: KeyObject, data: Uint8Array) => Bu
   ES256: (key, data) => sign('sha256', data, { key, dsaEncoding: 'ieee-p1363' }),
   // RFC 8037 §3.1: Ed25519 hashes internally.
   EdDSA: (key, data) => sign(null, data, key),
+};
+
+/** The key each algorithm signs with (RFC 7518 §3.3: RSA keys of at least 2048 bits). */
+function fitsAlgorithm(key: KeyObject, alg: SigningAlgorithm): boolean {
+  const details = key.asymmetricKeyDetails ?? {};
+  switch (alg) {
+    case 'RS256':
+    case 'PS256': return key.asymmetricKeyType === 'rsa' && (details.modulusLength ?? 0) >= 2048;
+    case 'ES256': return key.asymmetricKeyType === 'ec' && details.namedCurve === 'prime256v1';
+    case 'EdDSA': return key.asymmetricKeyType === 'ed25519';
+  }
+}
+
+const KEY_OF: Record<SigningAlgorithm, string> = {
+  RS256: 'an RSA key of at least 2048 bits',
+  PS256: 'an RSA key of at least 2048 bits',
+  ES256: 'an EC P-256 key',
+  EdDSA: 'an Ed25519 key',
 };
 
 class InProcessSigningKey extends ExternalSigningKey {
@@ -36,6 +55,9 @@ class InProcessSigningKey extends ExternalSigningKey {
     super();
     const alg = signingAlgorithmOf(jwk);
     this.#privateKey = createPrivateKey({ key: jwk as JsonWebKey, format: 'jwk' });
+    // node:crypto would sign with whatever the key is: a key file edited by hand must not make
+    // tokens whose header names another algorithm than their signature's.
+    if (!fitsAlgorithm(this.#privateKey, alg)) throw new StartupError(`signing key ${jwk.kid} (signing-keys.json in the keys directory): ${alg} needs ${KEY_OF[alg]}`);
     this.#publicKey = createPublicKey(this.#privateKey);
     this.#sign = SIGNERS[alg];
     this.#alg = alg;

@@ -7,6 +7,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet, type JWK } from 'jose';
@@ -184,6 +185,22 @@ describe('signing algorithm', () => {
       await jwtVerify(t, createLocalJWKSet(jwks));
     }
     assert.deepEqual([...kids], [stored[0]!.jwk.kid]);
+  });
+
+  it('a key whose type does not fit its alg (edited by hand) stops the start, naming the key and what the alg needs', async () => {
+    const cases = [
+      { alg: 'ES256', key: generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey, needs: 'an EC P-256 key' },
+      { alg: 'RS256', key: generateKeyPairSync('rsa', { modulusLength: 1024 }).privateKey, needs: 'an RSA key of at least 2048 bits' },
+      { alg: 'PS256', key: generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey, needs: 'an RSA key of at least 2048 bits' },
+      { alg: 'ES256', key: generateKeyPairSync('ec', { namedCurve: 'P-384' }).privateKey, needs: 'an EC P-256 key' },
+      { alg: 'EdDSA', key: generateKeyPairSync('ed448').privateKey, needs: 'an Ed25519 key' },
+    ];
+    for (const [i, { alg, key, needs }] of cases.entries()) {
+      const keysDir = tempDir('km-keys-');
+      const jwk = { ...key.export({ format: 'jwk' }), kid: `hand-edited-${i}`, alg, use: 'sig' };
+      writeFileSync(join(keysDir, 'signing-keys.json'), JSON.stringify({ keys: [{ jwk, created_at: new Date().toISOString(), retire_at: null }] }));
+      await assert.rejects(start(alg, keysDir), { message: `signing key hand-edited-${i} (signing-keys.json in the keys directory): ${alg} needs ${needs}` });
+    }
   });
 
   it('refuses another value at start, naming the setting and the accepted values', async () => {
