@@ -10,6 +10,7 @@ import { existsSync, linkSync, mkdirSync, readFileSync, renameSync, unlinkSync, 
 import { dirname, join } from 'node:path';
 import { exportJWK, generateKeyPair, type GenerateKeyPairOptions, type JWK } from 'jose';
 import { SIGNING_ALGORITHMS, type SigningAlgorithm } from '../config/index.ts';
+import { jwkThumbprint, SigningKeyFileError, signingKeyLabel, signingKeyMaterial } from './signing-key-material.ts';
 
 export { SIGNING_ALGORITHMS, type SigningAlgorithm };
 
@@ -31,9 +32,9 @@ export function isSigningAlgorithm(value: unknown): value is SigningAlgorithm {
  * The algorithm a key signs with. Keys written before keys carried `alg` (or edited by hand
  * without it) are RSA keys of the time, which signed RS256.
  */
-export function signingAlgorithmOf(jwk: JWK): SigningAlgorithm {
+export function signingAlgorithmOf(jwk: JWK, label = signingKeyLabel(jwk.kid, 0)): SigningAlgorithm {
   const alg = jwk.alg ?? DEFAULT_SIGNING_ALGORITHM;
-  if (!isSigningAlgorithm(alg)) throw new Error(`signing key ${jwk.kid}: unsupported alg ${alg} (expected one of ${SIGNING_ALGORITHMS.join(', ')})`);
+  if (!isSigningAlgorithm(alg)) throw new SigningKeyFileError(`${label}: unsupported alg ${String(alg).slice(0, 40)} (expected one of ${SIGNING_ALGORITHMS.join(', ')})`);
   return alg;
 }
 
@@ -71,8 +72,15 @@ async function newKey(alg: SigningAlgorithm): Promise<StoredKey> {
 }
 
 function read(path: string): KeyFile {
-  const parsed = JSON.parse(readFileSync(path, 'utf8')) as KeyFile;
-  if (!Array.isArray(parsed.keys) || parsed.keys.length === 0) throw new Error(`${path}: no keys`);
+  let parsed: KeyFile;
+  try {
+    parsed = JSON.parse(readFileSync(path, 'utf8')) as KeyFile;
+  } catch (err) {
+    if (!(err instanceof SyntaxError)) throw err;
+    // V8's message quotes the text around the fault, which may be part of a private key.
+    throw new SigningKeyFileError(`${path}: not valid JSON`);
+  }
+  if (!Array.isArray(parsed?.keys) || parsed.keys.length === 0) throw new SigningKeyFileError(`${path}: no keys`);
   return parsed;
 }
 
@@ -98,8 +106,25 @@ function write(path: string, file: KeyFile, { onlyIfAbsent = false } = {}): bool
   }
 }
 
+/**
+ * The keys still published, each checked to sign its alg verifiably (a key without kid gets its
+ * RFC 7638 thumbprint, as oidc-provider would name it, so that everything that names the key
+ * agrees). Whatever reads the file — start, reload, rotation, listing — refuses a file that
+ * cannot be used, rather than serve, keep or write around a key that would not sign.
+ */
 function live(file: KeyFile, now = Date.now()): StoredKey[] {
-  return file.keys.filter((k) => !k.retire_at || Date.parse(k.retire_at) > now);
+  const kids = new Set<string>();
+  return file.keys.flatMap((k, position) => {
+    const label = signingKeyLabel(k?.jwk?.kid, position);
+    if (typeof k?.jwk !== 'object' || k.jwk === null || Array.isArray(k.jwk)) throw new SigningKeyFileError(`${label}: "jwk" is not a JWK object`);
+    if (k.retire_at && !(Date.parse(k.retire_at) > now)) return [];
+    if (k.jwk.kid !== undefined && (typeof k.jwk.kid !== 'string' || !k.jwk.kid)) throw new SigningKeyFileError(`${label}: kid is not a non-empty string`);
+    const { publicKey } = signingKeyMaterial(k.jwk, signingAlgorithmOf(k.jwk, label), label);
+    const kid = k.jwk.kid ?? jwkThumbprint(publicKey);
+    if (kids.has(kid)) throw new SigningKeyFileError(`${label}: another published key has the same kid`);
+    kids.add(kid);
+    return [{ ...k, jwk: { ...k.jwk, kid } }];
+  });
 }
 
 /** A published key as operators see it: never the private parts. */
