@@ -6,7 +6,6 @@
 // the key lists.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { generateKeyPairSync, type JsonWebKey } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -18,7 +17,7 @@ import { expectReply, managementClient, startManagementApi } from '../support/ma
 import { conformanceChecker } from '../support/openapi.ts';
 import { getJson, postForm } from '../support/http.ts';
 import { issueToken, makeClient, type TestClient } from '../support/fixtures.ts';
-import { REPO_ROOT, runKeymgr } from '../support/cli.ts';
+import { runKeymgr, runScript } from '../support/cli.ts';
 
 const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'k'];
 const LABEL = (kid: string) => `signing key ${kid} (signing-keys.json in the keys directory)`;
@@ -102,19 +101,10 @@ describe('signing-keys.json edited by hand', () => {
       mkdirSync(keysDir);
       writeFileSync(join(keysDir, 'signing-keys.json'), file);
       writeFileSync(join(dir, 'empty.toml'), '');
-      const child = spawn(process.execPath, ['src/main.ts'], {
-        cwd: REPO_ROOT,
-        env: {
-          ...process.env, KM_CONFIG: join(dir, 'empty.toml'), DATABASE_URL: database.url, KM_TLS: 'off', KM_KEYS_DIR: keysDir, KM_DATA_DIR: join(dir, 'data'),
-          KM_PORT: String(await freePort()), KM_MANAGEMENT_PORT: String(await freePort()), KM_WORKERS: '1', KM_LOG_LEVEL: 'info',
-        },
-        stdio: ['ignore', 'pipe', 'pipe'],
+      const { code, stdout, stderr } = await runScript('src/main.ts', [], {
+        KM_CONFIG: join(dir, 'empty.toml'), DATABASE_URL: database.url, KM_TLS: 'off', KM_KEYS_DIR: keysDir, KM_DATA_DIR: join(dir, 'data'),
+        KM_PORT: String(await freePort()), KM_MANAGEMENT_PORT: String(await freePort()), KM_WORKERS: '1', KM_LOG_LEVEL: 'info',
       });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (c: Buffer) => { stdout += c.toString('utf8'); });
-      child.stderr.on('data', (c: Buffer) => { stderr += c.toString('utf8'); });
-      const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)));
       assert.equal(code, 2, `${name}: ${stderr}`);
       assert.equal(stderr, `keymanager: ${line(join(keysDir, 'signing-keys.json'))}\n`, name);
       for (const fragment of fragmentsOf(jwks)) assert.ok(!stdout.includes(fragment) && !stderr.includes(fragment), `${name}: key material "${fragment}" in the output`);

@@ -20,7 +20,12 @@ export interface KeymgrResult {
  */
 export async function runKeymgr(args: string[], env: Record<string, string>, input?: string): Promise<KeymgrResult> {
   if (!env.DATABASE_URL) throw new Error('runKeymgr: env.DATABASE_URL is required');
-  const child = spawn(process.execPath, ['src/cli/keymgr.ts', ...args], {
+  return runScript('src/cli/keymgr.ts', args, env, input);
+}
+
+/** Runs a script of the repository (`src/main.ts`, …) to its end, as runKeymgr runs keymgr. */
+export async function runScript(script: string, args: string[], env: Record<string, string>, input?: string): Promise<KeymgrResult> {
+  const child = spawn(process.execPath, [script, ...args], {
     cwd: REPO_ROOT,
     env: { ...process.env, ...env },
     stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
