@@ -69,8 +69,12 @@ describe('signing-keys.json edited by hand', () => {
     const b = rsa();
     const { p: _p, q: _q, dp: _dp, dq: _dq, qi: _qi, ...withoutCrt } = rsa();
     const unquoted = rsa();
-    const cases: { name: string; file: string; jwks: JsonWebKey[]; line: (path: string) => string }[] = [
+    const cases: { name: string; file: string; jwks: JsonWebKey[]; line: (path: string) => string; workers?: number }[] = [
       { name: 'RSA without p, q, dp, dq, qi', file: fileOf({ ...withoutCrt, kid: 'no-crt', alg: 'RS256' }), jwks: [withoutCrt],
+        line: () => `${LABEL('no-crt')}: not a valid private key: members missing or damaged (RSA needs n, e, d, p, q, dp, dq, qi; EC crv, x, y, d; OKP crv, x, d)` },
+      // With workers, the supervising process reads the file first: one refusal, not a worker
+      // started again and again.
+      { name: 'RSA without p, q, dp, dq, qi, two workers', file: fileOf({ ...withoutCrt, kid: 'no-crt', alg: 'RS256' }), jwks: [withoutCrt], workers: 2,
         line: () => `${LABEL('no-crt')}: not a valid private key: members missing or damaged (RSA needs n, e, d, p, q, dp, dq, qi; EC crv, x, y, d; OKP crv, x, d)` },
       { name: 'public members only', file: fileOf({ kty: 'RSA', n: a.n, e: a.e, kid: 'public-only', alg: 'RS256' }), jwks: [],
         line: () => `${LABEL('public-only')}: not a valid private key: members missing or damaged (RSA needs n, e, d, p, q, dp, dq, qi; EC crv, x, y, d; OKP crv, x, d)` },
@@ -95,7 +99,7 @@ describe('signing-keys.json edited by hand', () => {
       { name: 'JSON broken inside the private key', file: fileOf({ ...unquoted, kid: 'broken', alg: 'RS256' }).replace(`"d":"${unquoted.d}"`, `"d":${unquoted.d}"`), jwks: [unquoted],
         line: (path) => `${path}: not valid JSON` },
     ];
-    for (const { name, file, jwks, line } of cases) {
+    for (const { name, file, jwks, line, workers = 1 } of cases) {
       const dir = tempDir('km-keyfile-');
       const keysDir = join(dir, 'keys');
       mkdirSync(keysDir);
@@ -103,8 +107,8 @@ describe('signing-keys.json edited by hand', () => {
       writeFileSync(join(dir, 'empty.toml'), '');
       const { code, stdout, stderr } = await runScript('src/main.ts', [], {
         KM_CONFIG: join(dir, 'empty.toml'), DATABASE_URL: database.url, KM_TLS: 'off', KM_KEYS_DIR: keysDir, KM_DATA_DIR: join(dir, 'data'),
-        KM_PORT: String(await freePort()), KM_MANAGEMENT_PORT: String(await freePort()), KM_WORKERS: '1', KM_LOG_LEVEL: 'info',
-      });
+        KM_PORT: String(await freePort()), KM_MANAGEMENT_PORT: String(await freePort()), KM_WORKERS: String(workers), KM_LOG_LEVEL: 'info',
+      }, { stopAfterMs: 60_000 });
       assert.equal(code, 2, `${name}: ${stderr}`);
       assert.equal(stderr, `keymanager: ${line(join(keysDir, 'signing-keys.json'))}\n`, name);
       for (const fragment of fragmentsOf(jwks)) assert.ok(!stdout.includes(fragment) && !stderr.includes(fragment), `${name}: key material "${fragment}" in the output`);

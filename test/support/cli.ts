@@ -20,17 +20,22 @@ export interface KeymgrResult {
  */
 export async function runKeymgr(args: string[], env: Record<string, string>, input?: string): Promise<KeymgrResult> {
   if (!env.DATABASE_URL) throw new Error('runKeymgr: env.DATABASE_URL is required');
-  return runScript('src/cli/keymgr.ts', args, env, input);
+  return runScript('src/cli/keymgr.ts', args, env, { input });
 }
 
-/** Runs a script of the repository (`src/main.ts`, …) to its end, as runKeymgr runs keymgr. */
-export async function runScript(script: string, args: string[], env: Record<string, string>, input?: string): Promise<KeymgrResult> {
+/**
+ * Runs a script of the repository (`src/main.ts`, …) to its end, as runKeymgr runs keymgr.
+ * `stopAfterMs`: a server expected to end by itself is sent SIGTERM if it is still running
+ * then, so that a test of a start that should fail cannot hang or leave it behind.
+ */
+export async function runScript(script: string, args: string[], env: Record<string, string>, { input, stopAfterMs }: { input?: string; stopAfterMs?: number } = {}): Promise<KeymgrResult> {
   const child = spawn(process.execPath, [script, ...args], {
     cwd: REPO_ROOT,
     env: { ...process.env, ...env },
     stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
   });
   if (input !== undefined) child.stdin!.end(input);
+  const stop = stopAfterMs === undefined ? undefined : setTimeout(() => child.kill('SIGTERM'), stopAfterMs);
   const out: Buffer[] = [];
   const err: Buffer[] = [];
   child.stdout!.on('data', (chunk: Buffer) => out.push(chunk));
@@ -39,6 +44,7 @@ export async function runScript(script: string, args: string[], env: Record<stri
     child.once('error', reject);
     child.once('close', (c, signal) => resolve(c ?? (signal ? 128 : 0)));
   });
+  clearTimeout(stop);
   const stdout = Buffer.concat(out).toString('utf8');
   const stderr = Buffer.concat(err).toString('utf8');
   let json: unknown;
