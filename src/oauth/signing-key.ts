@@ -6,7 +6,8 @@
 // libuv's thread pool and wakes the event loop when it is done: two thread hand-offs and
 // jose's own encoding per token, about 50 µs of CPU on top of the signature itself (bench b).
 // The signature is the same either way (same key, same algorithm, same bytes signed), and so
-// is /jwks. It holds up the event loop while it runs (about 0.2 ms for RSA 2048, far less for
+// is /jwks (but for a key stored without alg, now published as the RS256 key it always signed
+// as). It holds up the event loop while it runs (about 0.2 ms for RSA 2048, far less for
 // ES256 and EdDSA); more cores are used through workers (KM_WORKERS).
 import type { KeyObject } from 'node:crypto';
 import type { JWK } from 'jose';
