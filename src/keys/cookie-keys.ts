@@ -1,15 +1,16 @@
 // Secrets that sign oidc-provider's cookies (login sessions, interactions). They live beside
 // the signing keys so that every instance sharing keys/ accepts the others' cookies.
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { KeyFileError, readKeyFile } from './key-file.ts';
 
 export function loadOrCreateCookieKeys(keysDir: string): string[] {
   const path = join(keysDir, 'cookie-keys.json');
   if (existsSync(path)) {
-    const keys = JSON.parse(readFileSync(path, 'utf8')) as unknown;
+    const keys = readKeyFile(path);
     if (Array.isArray(keys) && keys.length > 0 && keys.every((k) => typeof k === 'string' && k.length >= 32)) return keys;
-    throw new Error(`${path}: expected a JSON array of secrets of at least 32 characters`);
+    throw new KeyFileError(`${path}: expected a JSON array of secrets of at least 32 characters`);
   }
   mkdirSync(keysDir, { recursive: true, mode: 0o700 });
   const keys = [randomBytes(32).toString('base64url')];

@@ -3,8 +3,9 @@
 // JWK in keys/management-token-key.json, created on first start; instances sharing keys/
 // share it, and of two instances starting together one key wins.
 import { randomUUID } from 'node:crypto';
-import { existsSync, linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { KeyFileError, readKeyFile } from './key-file.ts';
 import { exportJWK, generateKeyPair, importJWK, type JWK } from 'jose';
 
 export const MANAGEMENT_TOKEN_ALG = 'RS256';
@@ -39,14 +40,19 @@ export async function loadOrCreateManagementKey(keysDir: string, bits: number): 
       unlinkSync(tmp);
     }
   }
-  const jwk = JSON.parse(readFileSync(path, 'utf8')) as JWK & { kid: string };
+  const jwk = readKeyFile(path) as JWK & { kid: string };
+  const unusable = () => new KeyFileError(`${path}: expected a private RSA JWK with a kid (delete the file to have a new key made; management tokens signed with the old one stop working)`);
+  if (typeof jwk !== 'object' || jwk === null || typeof jwk.kid !== 'string' || !jwk.kid) throw unusable();
   const { d: _d, p: _p, q: _q, dp: _dp, dq: _dq, qi: _qi, ...publicJwk } = jwk;
+  // jose's own message is not needed: the file is the operator's to fix or remove.
+  const [privateKey, publicKey] = await Promise.all([importJWK(jwk, MANAGEMENT_TOKEN_ALG), importJWK(publicJwk, MANAGEMENT_TOKEN_ALG)]).catch(() => { throw unusable(); });
+  if ((privateKey as CryptoKey).type !== 'private') throw unusable();
   return {
     created,
     key: {
       kid: jwk.kid,
-      privateKey: await importJWK(jwk, MANAGEMENT_TOKEN_ALG) as CryptoKey,
-      publicKey: await importJWK(publicJwk, MANAGEMENT_TOKEN_ALG) as CryptoKey,
+      privateKey: privateKey as CryptoKey,
+      publicKey: publicKey as CryptoKey,
       bits: Buffer.from(jwk.n ?? '', 'base64url').length * 8,
     },
   };

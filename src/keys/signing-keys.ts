@@ -6,10 +6,11 @@
 // signs, never the setting. The setting (signing_algorithm) decides only which algorithm a new
 // key gets, so a key set may mix algorithms while an old key is being retired.
 import { randomUUID } from 'node:crypto';
-import { existsSync, linkSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { exportJWK, generateKeyPair, type GenerateKeyPairOptions, type JWK } from 'jose';
 import { SIGNING_ALGORITHMS, type SigningAlgorithm } from '../config/index.ts';
+import { readKeyFile } from './key-file.ts';
 import { jwkThumbprint, SigningKeyFileError, signingKeyLabel, signingKeyMaterial } from './signing-key-material.ts';
 
 export { SIGNING_ALGORITHMS, type SigningAlgorithm };
@@ -72,14 +73,7 @@ async function newKey(alg: SigningAlgorithm): Promise<StoredKey> {
 }
 
 function read(path: string): KeyFile {
-  let parsed: KeyFile;
-  try {
-    parsed = JSON.parse(readFileSync(path, 'utf8')) as KeyFile;
-  } catch (err) {
-    if (!(err instanceof SyntaxError)) throw err;
-    // V8's message quotes the text around the fault, which may be part of a private key.
-    throw new SigningKeyFileError(`${path}: not valid JSON`);
-  }
+  const parsed = readKeyFile(path) as KeyFile;
   if (!Array.isArray(parsed?.keys) || parsed.keys.length === 0) throw new SigningKeyFileError(`${path}: no keys`);
   return parsed;
 }

@@ -6,7 +6,7 @@
 // the key lists.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { generateKeyPairSync, type JsonWebKey } from 'node:crypto';
+import { generateKeyPairSync, randomBytes, type JsonWebKey } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { calculateJwkThumbprint, createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from 'jose';
@@ -179,5 +179,39 @@ describe('signing-keys.json edited by hand', () => {
     const listed = await runKeymgr(['keys', 'list', '--json'], { DATABASE_URL: database.url, KM_KEYS_DIR: keysDir, KM_LOG_LEVEL: 'silent' });
     assert.equal(listed.code, 0, listed.stderr);
     assert.deepEqual(listed.json.map((k: { kid: string; alg: string; signing: boolean }) => [k.kid, k.alg, k.signing]), [[thumbprint, 'ES256', true]]);
+  });
+  it('cookie-keys.json and management-token-key.json damaged by hand stop the start the same way: exit code 2, one line naming the file, no secret on stderr or in the log', async () => {
+    const secret = randomBytes(32).toString('base64url');
+    const management = { ...rsa(), kid: 'mgmt', alg: 'RS256', use: 'sig' };
+    const { d: _d, p: _p, q: _q, dp: _dp, dq: _dq, qi: _qi, ...publicOnly } = management;
+    const cookieLine = (path: string) => `${path}: expected a JSON array of secrets of at least 32 characters`;
+    const managementLine = (path: string) => `${path}: expected a private RSA JWK with a kid (delete the file to have a new key made; management tokens signed with the old one stop working)`;
+    const cases: { name: string; file: string; content: string; line: (path: string) => string }[] = [
+      // A closing quote lost: JSON.parse's own message would quote the secret around the fault.
+      { name: 'cookie keys, JSON broken inside a secret', file: 'cookie-keys.json', content: `["${secret}]`, line: (path) => `${path}: not valid JSON` },
+      { name: 'cookie keys, a secret too short', file: 'cookie-keys.json', content: '["short"]', line: cookieLine },
+      { name: 'cookie keys, not an array', file: 'cookie-keys.json', content: `{"key":"${secret}"}`, line: cookieLine },
+      { name: 'management key, JSON broken inside d', file: 'management-token-key.json', content: JSON.stringify(management).replace(`"d":"${management.d}"`, `"d":${management.d}"`), line: (path) => `${path}: not valid JSON` },
+      { name: 'management key, public members only', file: 'management-token-key.json', content: JSON.stringify(publicOnly), line: managementLine },
+      { name: 'management key, without kid', file: 'management-token-key.json', content: JSON.stringify({ ...management, kid: undefined }), line: managementLine },
+      { name: 'management key, not a JWK', file: 'management-token-key.json', content: '[1, 2]', line: managementLine },
+      { name: 'management key, an EC key', file: 'management-token-key.json', content: JSON.stringify({ ...ec(), kid: 'mgmt' }), line: managementLine },
+    ];
+    for (const { name, file, content, line } of cases) {
+      const dir = tempDir('km-keyfile-');
+      const keysDir = join(dir, 'keys');
+      mkdirSync(keysDir);
+      writeFileSync(join(keysDir, file), content);
+      writeFileSync(join(dir, 'empty.toml'), '');
+      const { code, stdout, stderr } = await runScript('src/main.ts', [], {
+        KM_CONFIG: join(dir, 'empty.toml'), DATABASE_URL: database.url, KM_TLS: 'off', KM_KEYS_DIR: keysDir, KM_DATA_DIR: join(dir, 'data'),
+        KM_PORT: String(await freePort()), KM_MANAGEMENT_PORT: String(await freePort()), KM_LOG_LEVEL: 'info',
+      }, { stopAfterMs: 60_000 });
+      assert.equal(code, 2, `${name}: ${stderr}`);
+      assert.equal(stderr, `keymanager: ${line(join(keysDir, file))}\n`, name);
+      for (const fragment of [...fragmentsOf([management]), ...Array.from({ length: secret.length - 7 }, (_, i) => secret.slice(i, i + 8))]) {
+        assert.ok(!stdout.includes(fragment) && !stderr.includes(fragment), `${name}: key material "${fragment}" in the output`);
+      }
+    }
   });
 });
