@@ -5,14 +5,8 @@
 // signature's, or that do not verify with what /jwks publishes.
 import { constants, createHash, createPrivateKey, createPublicKey, sign, verify, type JsonWebKey, type KeyObject, type SignKeyObjectInput } from 'node:crypto';
 import type { JWK } from 'jose';
-import { StartupError } from '../config/startup-errors.ts';
 import type { SigningAlgorithm } from '../config/index.ts';
-
-/**
- * A key in signing-keys.json that cannot be used. Its message names the key and what is wrong,
- * never a member's value: it goes to stderr and the log.
- */
-export class SigningKeyFileError extends StartupError {}
+import { KeyFileError } from './key-file.ts';
 
 /** How each algorithm's signature is made and checked: hash and node:crypto options. */
 const JWS: Record<SigningAlgorithm, { hash: string | null; options: Omit<SignKeyObjectInput, 'key'> }> = {
@@ -57,7 +51,8 @@ export function signingKeyLabel(kid: unknown, position: number): string {
 
 /** The key pair of a stored private JWK, checked to be one that signs `alg` verifiably. */
 export function signingKeyMaterial(jwk: JWK, alg: SigningAlgorithm, label: string): { privateKey: KeyObject; publicKey: KeyObject } {
-  const refuse = (why: string) => new SigningKeyFileError(`${label}: ${why}`);
+  // The message names the key and what is wrong, never a member's value: it goes to stderr and the log.
+  const refuse = (why: string) => new KeyFileError(`${label}: ${why}`);
   if (jwk.use !== undefined && jwk.use !== 'sig') throw refuse(`use is not "sig": not a signing key`);
   if (jwk.key_ops !== undefined && !(Array.isArray(jwk.key_ops) && jwk.key_ops.includes('sign'))) throw refuse('key_ops does not include "sign"');
   let privateKey: KeyObject;

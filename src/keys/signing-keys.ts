@@ -10,8 +10,8 @@ import { existsSync, linkSync, mkdirSync, renameSync, unlinkSync, writeFileSync 
 import { dirname, join } from 'node:path';
 import { exportJWK, generateKeyPair, type GenerateKeyPairOptions, type JWK } from 'jose';
 import { SIGNING_ALGORITHMS, type SigningAlgorithm } from '../config/index.ts';
-import { readKeyFile } from './key-file.ts';
-import { jwkThumbprint, SigningKeyFileError, signingKeyLabel, signingKeyMaterial } from './signing-key-material.ts';
+import { KeyFileError, readKeyFile } from './key-file.ts';
+import { jwkThumbprint, signingKeyLabel, signingKeyMaterial } from './signing-key-material.ts';
 
 export { SIGNING_ALGORITHMS, type SigningAlgorithm };
 
@@ -35,7 +35,7 @@ export function isSigningAlgorithm(value: unknown): value is SigningAlgorithm {
  */
 export function signingAlgorithmOf(jwk: JWK, label = signingKeyLabel(jwk.kid, 0)): SigningAlgorithm {
   const alg = jwk.alg ?? DEFAULT_SIGNING_ALGORITHM;
-  if (!isSigningAlgorithm(alg)) throw new SigningKeyFileError(`${label}: unsupported alg ${String(alg).slice(0, 40)} (expected one of ${SIGNING_ALGORITHMS.join(', ')})`);
+  if (!isSigningAlgorithm(alg)) throw new KeyFileError(`${label}: unsupported alg ${String(alg).slice(0, 40)} (expected one of ${SIGNING_ALGORITHMS.join(', ')})`);
   return alg;
 }
 
@@ -74,7 +74,7 @@ async function newKey(alg: SigningAlgorithm): Promise<StoredKey> {
 
 function read(path: string): KeyFile {
   const parsed = readKeyFile(path) as KeyFile;
-  if (!Array.isArray(parsed?.keys) || parsed.keys.length === 0) throw new SigningKeyFileError(`${path}: no keys`);
+  if (!Array.isArray(parsed?.keys) || parsed.keys.length === 0) throw new KeyFileError(`${path}: no keys`);
   return parsed;
 }
 
@@ -110,12 +110,12 @@ function live(file: KeyFile, now = Date.now()): StoredKey[] {
   const kids = new Set<string>();
   return file.keys.flatMap((k, position) => {
     const label = signingKeyLabel(k?.jwk?.kid, position);
-    if (typeof k?.jwk !== 'object' || k.jwk === null || Array.isArray(k.jwk)) throw new SigningKeyFileError(`${label}: "jwk" is not a JWK object`);
+    if (typeof k?.jwk !== 'object' || k.jwk === null || Array.isArray(k.jwk)) throw new KeyFileError(`${label}: "jwk" is not a JWK object`);
     if (k.retire_at && !(Date.parse(k.retire_at) > now)) return [];
-    if (k.jwk.kid !== undefined && (typeof k.jwk.kid !== 'string' || !k.jwk.kid)) throw new SigningKeyFileError(`${label}: kid is not a non-empty string`);
+    if (k.jwk.kid !== undefined && (typeof k.jwk.kid !== 'string' || !k.jwk.kid)) throw new KeyFileError(`${label}: kid is not a non-empty string`);
     const { publicKey } = signingKeyMaterial(k.jwk, signingAlgorithmOf(k.jwk, label), label);
     const kid = k.jwk.kid ?? jwkThumbprint(publicKey);
-    if (kids.has(kid)) throw new SigningKeyFileError(`${label}: another published key has the same kid`);
+    if (kids.has(kid)) throw new KeyFileError(`${label}: another published key has the same kid`);
     kids.add(kid);
     return [{ ...k, jwk: { ...k.jwk, kid } }];
   });
