@@ -4,8 +4,13 @@
 // token_introspection; no top-level sub or exp, so it cannot pass for an access token). Both
 // carry a cache hint: a gateway may keep an active answer for the token's remaining lifetime,
 // at most introspection_cache_max_age seconds; an inactive one never.
+//
+// Signed as the engine signs its JWTs (src/oauth/signing-key.ts): node:crypto's one-shot sign on
+// this thread, not jose's WebCrypto, which queues each signature on the thread pool.
+import type { KeyObject } from 'node:crypto';
 import type { Context } from 'koa';
-import { importJWK, SignJWT, type JWK } from 'jose';
+import type { JWK } from 'jose';
+import { jwsSignature, signingKeyLabel, signingKeyMaterial } from '../keys/signing-key-material.ts';
 import { signingAlgorithmOf, type SigningAlgorithm } from '../keys/signing-keys.ts';
 import type { IntrospectionResponse } from './introspection.ts';
 
@@ -16,7 +21,7 @@ interface Signer {
   kid: string;
   /** The key's own algorithm, as for everything else it signs (src/keys/signing-keys.ts). */
   alg: SigningAlgorithm;
-  key: Promise<CryptoKey | Uint8Array>;
+  privateKey: KeyObject;
 }
 
 /** The key that signs now (it changes on rotation, src/oauth/engine.ts), imported once per key. */
@@ -25,8 +30,9 @@ export function introspectionSigner(currentKey: () => JWK) {
   return (): Signer => {
     const jwk = currentKey();
     if (!cached || cached.kid !== jwk.kid) {
-      const alg = signingAlgorithmOf(jwk);
-      cached = { kid: String(jwk.kid), alg, key: importJWK(jwk, alg) };
+      const label = signingKeyLabel(jwk.kid, 0);
+      const alg = signingAlgorithmOf(jwk, label);
+      cached = { kid: String(jwk.kid), alg, privateKey: signingKeyMaterial(jwk, alg, label).privateKey };
     }
     return cached;
   };
@@ -47,12 +53,13 @@ export function wantsJwt(ctx: Context): boolean {
   return ctx.accepts('application/json', INTROSPECTION_JWT_MEDIA_TYPE) === INTROSPECTION_JWT_MEDIA_TYPE;
 }
 
-export async function signIntrospection(signer: IntrospectionSigner, issuer: string, clientId: string, result: IntrospectionResponse): Promise<string> {
-  const { kid, alg, key } = signer();
-  return new SignJWT({ token_introspection: result })
-    .setProtectedHeader({ alg, kid, typ: INTROSPECTION_JWT_TYP })
-    .setIssuer(issuer)
-    .setAudience(clientId)
-    .setIssuedAt()
-    .sign(await key);
+const base64url = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
+
+/** The answer as a compact JWS (RFC 7515 §7.1). */
+export function signIntrospection(signer: IntrospectionSigner, issuer: string, clientId: string, result: IntrospectionResponse): string {
+  const { kid, alg, privateKey } = signer();
+  const signingInput = `${base64url({ alg, kid, typ: INTROSPECTION_JWT_TYP })}.${base64url({
+    token_introspection: result, iss: issuer, aud: clientId, iat: Math.floor(Date.now() / 1000),
+  })}`;
+  return `${signingInput}.${jwsSignature(alg, privateKey, Buffer.from(signingInput)).toString('base64url')}`;
 }

@@ -58,7 +58,7 @@ export function addGatewayRoutes(router: Router, paths: { introspection: string;
     ctx.vary('Accept');
     if (jwt) {
       ctx.type = INTROSPECTION_JWT_MEDIA_TYPE;
-      ctx.body = await signIntrospection(deps.signer, config.issuer, caller.client.client_id, result);
+      ctx.body = signIntrospection(deps.signer, config.issuer, caller.client.client_id, result);
     } else {
       ctx.body = result;
     }
