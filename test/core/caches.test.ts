@@ -13,6 +13,7 @@ import { postForm } from '../support/http.ts';
 import { issueToken, makeClient, makeUser, type TestClient } from '../support/fixtures.ts';
 import { runKeymgr } from '../support/cli.ts';
 import { tokenDigest } from '../../src/store/tokens.ts';
+import { waitFor } from '../support/wait.ts';
 
 describe('caches across instances', () => {
   let database: TestDatabase;
@@ -183,10 +184,18 @@ describe('caches across instances', () => {
     const tokens = [await issueToken(a.url, owner, 'read'), await issueToken(a.url, owner, 'read')];
     for (const t of tokens) assert.equal(await active(b, t), true); // cached at B
     // Cut every listener connection; the revocation's notice then reaches nobody.
+    const marks = [a, b].map((server) => server.logMark());
     const admin = new pg.Client({ connectionString: database.url });
     await admin.connect();
     try {
       await admin.query("select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'keymanager-listener' and datname = current_database()");
+      // pg_terminate_backend only signals the backend: an instance is cut off once the end of its
+      // connection has reached it (it logs so), not when the call returns. Until then a listener
+      // not yet gone would still receive the notice, and the request could overtake it.
+      for (const [i, server] of [a, b].entries()) {
+        await waitFor(`${server.url} to see its listener connection cut`,
+          async () => server.logsSince(marks[i]!).some((entry) => entry.msg === 'change listener disconnected'));
+      }
       await admin.query('update tokens set revoked_at = now() where id_sha256 = any($1)', [tokens.map(tokenDigest)]);
     } finally {
       await admin.end();
