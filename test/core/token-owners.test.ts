@@ -1,6 +1,8 @@
 // RFC 7662 §2.2: a token of a deleted or disabled user, or of a disabled client, is not
-// active — from the next request on, on every instance, whether the change came from keymgr
-// or from an admin script writing SQL. Re-enabling brings nothing back.
+// active — from the next request on, on every instance, when the change came from keymgr; when
+// an admin script wrote SQL, as soon as its notice arrives (README "Caches, and when a change
+// counts everywhere"; the SQL case here introspects nothing before the change, so no instance
+// holds those tokens and the next request reads the database). Re-enabling brings nothing back.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { sql } from 'kysely';
