@@ -1,5 +1,5 @@
-// Client certificates for mutual TLS (RFC 8705). Rows are read on every request that needs
-// them, so an added or removed certificate takes effect at once on every instance.
+// Client certificates for mutual TLS (RFC 8705). Any change to the table is announced to every
+// instance (trigger client_certificates_changed), which drops the client rows it cached.
 import { createHash, X509Certificate } from 'node:crypto';
 import { sql } from 'kysely';
 import type { Db } from '../db/database.ts';
@@ -148,10 +148,16 @@ export async function removeCertificate(db: Db, clientId: string, alias: string)
 }
 
 /** The client's certificates that may authenticate now: not removed, within their validity. */
-export async function usableCertificatesOfClient(db: Db, clientId: string): Promise<CertificateRow[]> {
+/**
+ * A client's certificates that are not removed and not expired, each with whether it is valid
+ * now (by the database's clock): one not valid yet becomes usable at its not_before, which is
+ * how long a cache of the usable ones may be kept (src/oauth/client-directory.ts).
+ */
+export async function unexpiredCertificatesOfClient(db: Db, clientId: string): Promise<(CertificateRow & { valid_now: boolean })[]> {
   return db.selectFrom('client_certificates').selectAll()
+    .select(sql<boolean>`not_before <= now()`.as('valid_now'))
     .where('client_id', '=', clientId).where('removed_at', 'is', null)
-    .where('not_before', '<=', sql<Date>`now()`).where('not_after', '>', sql<Date>`now()`)
+    .where('not_after', '>', sql<Date>`now()`)
     .orderBy('alias').execute();
 }
 

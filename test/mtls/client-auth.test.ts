@@ -173,6 +173,20 @@ describe('mutual TLS client authentication', () => {
       assertInvalidClient(await revoke(id, cert, first.json.access_token), 'revoke after removal');
     });
 
+    it('a certificate registered before it is valid works from its notBefore on, though the client was cached without it', async () => {
+      // openssl's -startdate, a few seconds ahead (whole seconds, as certificates hold them).
+      const validFrom = new Date(Math.ceil(Date.now() / 1000) * 1000 + 5000);
+      const stamp = validFrom.toISOString().replace(/[-:T]/g, '').replace(/\.\d+Z$/, 'Z');
+      const current = issue(pki, 'self-current', { subject: '/CN=self-current', issuer: 'self' });
+      const upcoming = issue(pki, 'self-upcoming', { subject: '/CN=self-upcoming', issuer: 'self', startDate: stamp, endDate: '20991231000000Z' });
+      const id = await selfSignedClient(current);
+      // Upload refuses a certificate not valid yet (cli.test.ts); put it in as an admin script could.
+      await addCertificate(database.db, id, 'upcoming', describeX509(new X509Certificate(upcoming.cert)));
+      assertOk(await token(id, current), 'the current one (the client is now cached, without the upcoming one)');
+      await waitFor('the upcoming certificate to become valid', async () => Date.now() >= validFrom.getTime() + 1000);
+      assertOk(await token(id, upcoming), 'after its notBefore');
+    });
+
     it('an expired certificate (registered before it expired) fails', async () => {
       const id = await selfSignedClient();
       // Upload refuses it (cli.test.ts); put it in as if it had been registered while valid.
