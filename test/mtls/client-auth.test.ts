@@ -173,18 +173,26 @@ describe('mutual TLS client authentication', () => {
       assertInvalidClient(await revoke(id, cert, first.json.access_token), 'revoke after removal');
     });
 
-    it('a certificate registered before it is valid works from its notBefore on, though the client was cached without it', async () => {
-      // openssl's -startdate, a few seconds ahead (whole seconds, as certificates hold them).
-      const validFrom = new Date(Math.ceil(Date.now() / 1000) * 1000 + 5000);
-      const stamp = validFrom.toISOString().replace(/[-:T]/g, '').replace(/\.\d+Z$/, 'Z');
+    it('while its client is cached, a certificate is refused from its notAfter on, and one registered before it is valid works from its notBefore on', async () => {
+      // openssl's dates, a few seconds ahead (whole seconds, as certificates hold them): one
+      // certificate ends and another begins at that instant.
+      const boundary = new Date(Math.ceil(Date.now() / 1000) * 1000 + 5000);
+      const stamp = boundary.toISOString().replace(/[-:T]/g, '').replace(/\.\d+Z$/, 'Z');
       const current = issue(pki, 'self-current', { subject: '/CN=self-current', issuer: 'self' });
+      const ending = issue(pki, 'self-ending', { subject: '/CN=self-ending', issuer: 'self', startDate: '20200101000000Z', endDate: stamp });
       const upcoming = issue(pki, 'self-upcoming', { subject: '/CN=self-upcoming', issuer: 'self', startDate: stamp, endDate: '20991231000000Z' });
-      const id = await selfSignedClient(current);
-      // Upload refuses a certificate not valid yet (cli.test.ts); put it in as an admin script could.
-      await addCertificate(database.db, id, 'upcoming', describeX509(new X509Certificate(upcoming.cert)));
-      assertOk(await token(id, current), 'the current one (the client is now cached, without the upcoming one)');
-      await waitFor('the upcoming certificate to become valid', async () => Date.now() >= validFrom.getTime() + 1000);
-      assertOk(await token(id, upcoming), 'after its notBefore');
+      // Two clients: each one's cache entry must end at its own certificate's date.
+      const endingOf = await selfSignedClient(current);
+      const upcomingOf = await selfSignedClient(issue(pki, 'self-current-2', { subject: '/CN=self-current-2', issuer: 'self' }));
+      // Upload refuses certificates expired or not valid yet (cli.test.ts); put them in as an admin script could.
+      await addCertificate(database.db, endingOf, 'ending', describeX509(new X509Certificate(ending.cert)));
+      await addCertificate(database.db, upcomingOf, 'upcoming', describeX509(new X509Certificate(upcoming.cert)));
+      // Both clients are now cached: one with the ending certificate, the other without the upcoming one.
+      assertOk(await token(endingOf, current), 'the current one');
+      assertInvalidClient(await token(upcomingOf, current), 'a certificate of the other client');
+      await waitFor('the boundary to pass', async () => Date.now() >= boundary.getTime() + 1000);
+      assertInvalidClient(await token(endingOf, ending), 'after its notAfter');
+      assertOk(await token(upcomingOf, upcoming), 'after its notBefore');
     });
 
     it('an expired certificate (registered before it expired) fails', async () => {
