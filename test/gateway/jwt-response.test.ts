@@ -46,7 +46,10 @@ describe('JWT introspection responses (RFC 9701)', () => {
     assert.equal(res.headers.get('content-type'), JWT_TYPE);
     assert.equal(res.headers.get('cache-control'), 'private, max-age=60');
     assert.match(res.headers.get('vary') ?? '', /Accept/);
+    // RFC 7515 §7.1 compact form: three base64url parts, no padding; the header has only these members.
+    assert.match(res.text, /^[\w-]+\.[\w-]+\.[\w-]+$/);
     const header = decodeProtectedHeader(res.text);
+    assert.deepEqual(Object.keys(header).sort(), ['alg', 'kid', 'typ']);
     assert.equal(header.typ, 'token-introspection+jwt');
     assert.equal(header.alg, 'RS256');
     const { payload } = await jwtVerify(res.text, createLocalJWKSet(await jwks()), {
@@ -76,6 +79,18 @@ describe('JWT introspection responses (RFC 9701)', () => {
     }
     const none = await postForm(`${server.url}/introspect`, { token }, { basic: gateway.basic });
     assert.equal(none.headers.get('content-type'), 'application/json; charset=utf-8');
+  });
+
+  it('a client_id with quotes and backslashes (any visible ASCII may be one) is the audience, verbatim: it cannot reach the header', async () => {
+    const odd = await makeClient(database.db, { introspectAny: true, scope: [] });
+    const id = 'gw "}.{"alg":"none","kid":"x\\';
+    await database.db.updateTable('clients').set({ client_id: id }).where('client_id', '=', odd.id).execute();
+    const token = await issueToken(server.url, app, 'read');
+    const res = await ask(token, { accept: JWT_TYPE }, { ...odd, id, basic: [id, odd.secret] });
+    assert.equal(res.status, 200, res.text);
+    const { payload, protectedHeader } = await jwtVerify(res.text, createLocalJWKSet(await jwks()), { audience: id, typ: 'token-introspection+jwt', algorithms: ['RS256'] });
+    assert.deepEqual(Object.keys(protectedHeader).sort(), ['alg', 'kid', 'typ']);
+    assert.equal(payload.aud, id);
   });
 
   it('a bearer caller is the audience: the client its token was issued to', async () => {
