@@ -8,21 +8,23 @@ import type { JWK } from 'jose';
 import type { SigningAlgorithm } from '../config/index.ts';
 import { KeyFileError } from './key-file.ts';
 
-/** How each algorithm's signature is made and checked: hash and node:crypto options. */
-const JWS: Record<SigningAlgorithm, { hash: string | null; options: Omit<SignKeyObjectInput, 'key'> }> = {
-  RS256: { hash: 'sha256', options: {} },
+/** How each algorithm's signature is made and checked: hash and node:crypto options, if any. */
+const JWS: Record<SigningAlgorithm, { hash: string | null; options?: Omit<SignKeyObjectInput, 'key'> }> = {
+  RS256: { hash: 'sha256' },
   // RFC 7518 §3.5: the salt is as long as the hash.
   PS256: { hash: 'sha256', options: { padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 } },
   // RFC 7518 §3.4: R and S concatenated, not DER.
   ES256: { hash: 'sha256', options: { dsaEncoding: 'ieee-p1363' } },
   // RFC 8037 §3.1: Ed25519 hashes internally.
-  EdDSA: { hash: null, options: {} },
+  EdDSA: { hash: null },
 };
 
 /** The JWS signature bytes of `data` (the encoded header and payload, joined by a dot). */
 export function jwsSignature(alg: SigningAlgorithm, privateKey: KeyObject, data: Uint8Array): Buffer {
   const { hash, options } = JWS[alg];
-  return sign(hash, data, { key: privateKey, ...options });
+  // The key object itself where no option is needed: node:crypto tells an options object from
+  // a key by catching two exceptions, each with its stack trace (about 15 µs per JWT in bench b).
+  return sign(hash, data, options ? { key: privateKey, ...options } : privateKey);
 }
 
 /** The key each algorithm signs with (RFC 7518 §3.3: RSA keys of at least 2048 bits). */
