@@ -6,7 +6,6 @@
 // access token passes through, whichever grant, endpoint or path variant led there — never
 // to the URL of the request.
 import type Provider from 'oidc-provider';
-import { decodeJwt } from 'jose';
 import type { TokenRows } from './token-rows.ts';
 import { requestReceivedAt } from './request-time.ts';
 
@@ -22,9 +21,25 @@ interface SavedToken {
   jkt?: string;
 }
 
+interface SignedClaims {
+  jti?: string;
+  iat?: number;
+  exp?: number;
+  nbf?: number;
+  scope?: string;
+  aud?: string | string[];
+}
+
+/** The payload of a JWT the engine has just signed: trusted, so only decoded, not checked
+ * (node's native base64url, not jose's decodeJwt, which decodes in JavaScript: ~3 µs a JWT). */
+function signedClaims(jwt: string): SignedClaims {
+  const start = jwt.indexOf('.') + 1;
+  return JSON.parse(Buffer.from(jwt.slice(start, jwt.indexOf('.', start)), 'base64url').toString('utf8')) as SignedClaims;
+}
+
 function recordJwtAccessToken(rows: TokenRows, value: string, token: SavedToken): Promise<void> {
   // The claims as signed are the record; the model adds what the JWT leaves out.
-  const claims = decodeJwt(value);
+  const claims = signedClaims(value);
   // Storage failures come back as the engine's errors (503 when the database is unreachable).
   return rows.write(value, {
     kind: token.kind,
@@ -33,7 +48,7 @@ function recordJwtAccessToken(rows: TokenRows, value: string, token: SavedToken)
     accountId: token.accountId ?? null,
     grantId: token.grantId ?? null,
     uid: null,
-    scope: claims.scope as string | undefined ?? null,
+    scope: claims.scope ?? null,
     expiresAt: claims.exp ? new Date(claims.exp * 1000) : null,
     payload: {
       kind: token.kind,
