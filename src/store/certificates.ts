@@ -147,7 +147,6 @@ export async function removeCertificate(db: Db, clientId: string, alias: string)
   return r.numUpdatedRows > 0n;
 }
 
-/** The client's certificates that may authenticate now: not removed, within their validity. */
 /**
  * A client's certificates that are not removed and not expired, each with whether it is valid
  * now (by the database's clock): one not valid yet becomes usable at its not_before, which is

@@ -9,6 +9,7 @@ import { basicHeader } from '../support/http.ts';
 import { makeClient, makeUser } from '../support/fixtures.ts';
 import { addCertificate, describeX509, parseCertificatePem, removeCertificate } from '../../src/store/certificates.ts';
 import { X509Certificate } from 'node:crypto';
+import { sql } from 'kysely';
 import { waitFor } from '../support/wait.ts';
 import { assertInvalidClient, createPki, get, issue, post, startTlsServer, thumbprintOf, type Issued, type Pki, type TlsReply } from './support.ts';
 
@@ -201,6 +202,24 @@ describe('mutual TLS client authentication', () => {
       await addCertificate(database.db, id, 'old', describeX509(new X509Certificate(expiredSelf.cert)));
       assertInvalidClient(await token(id, expiredSelf), 'token');
       assertInvalidClient(await introspect(id, expiredSelf, 'whatever'), 'introspect');
+    });
+
+    it("the schema refuses certificate dates of ±infinity, which no certificate has (db/README.md, 0016), and the client keeps working", async () => {
+      // pg hands ±infinity over as a number, not a Date: stored, such a row made every
+      // certificate of its client a 500 (the client cache), the listing and the expiry metric too.
+      const current = issue(pki, 'self-beside-infinite', { subject: '/CN=self-beside-infinite', issuer: 'self' });
+      const other = issue(pki, 'self-infinite', { subject: '/CN=self-infinite', issuer: 'self' });
+      const id = await selfSignedClient(current);
+      await addCertificate(database.db, id, 'other', describeX509(new X509Certificate(other.cert)));
+      for (const set of ["not_before = 'infinity'", "not_after = 'infinity'", "not_before = '-infinity'", "not_after = '-infinity'"]) {
+        await assert.rejects(
+          sql`update client_certificates set ${sql.raw(set)} where client_id = ${id} and alias = 'other'`.execute(database.db),
+          (err: { code?: string; constraint?: string }) => err.code === '23514' && err.constraint === 'client_certificates_dates_finite',
+          set,
+        );
+      }
+      assertOk(await token(id, current), 'the current certificate');
+      assertOk(await token(id, other), 'the other certificate, its dates unchanged');
     });
 
     it('a certificate with a wrong client_id (unknown client) is invalid_client', async () => {
