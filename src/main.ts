@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 import { ConfigError, issuerFollowsListener, loadConfig, SETTINGS, workerCount, type Config } from './config/index.ts';
 import { PortInUseError, StartupError } from './config/startup-errors.ts';
 import cluster from 'node:cluster';
+import { flushCompileCache } from 'node:module';
 import { connectDatabase, type DatabaseHandle } from './db/connect.ts';
 import { prepareSigningKeys } from './store/signing-key-changes.ts';
 import { loadOrCreateTlsMaterial } from './keys/tls.ts';
@@ -260,6 +261,9 @@ async function main(): Promise<void> {
   } catch (err) {
     exitAfterStartupFailure(logger, err);
   }
+  // Node writes its compile cache (NODE_COMPILE_CACHE, set by `npm start`) only at exit; a
+  // server that is killed, not stopped, would leave the next start without it.
+  flushCompileCache();
   exitAfterStopOnSignal(logger, async (signal) => {
     logger.info({ signal }, 'stopping');
     await server.stop();
@@ -349,6 +353,8 @@ async function runPrimary(config: Config, logger: Logger, workers: number): Prom
     fork();
   });
   aggregateWorkerMetrics();
+  // The workers load the modules this process has loaded: from the compile cache, once written.
+  flushCompileCache();
   for (let i = 0; i < workers; i++) fork();
   logger.info({ workers }, 'keymanager started its workers');
 
