@@ -1,5 +1,6 @@
-// Node's compile cache (README "Start-up and the compile cache"): `npm start` keeps it in
-// node_modules/.cache/node-compile-cache, and a started server has written what it loaded
+// Node's compile cache (README "Start-up and the compile cache"): `npm start` keeps it in the
+// project's node_modules/.cache/node-compile-cache (an absolute path: keymgr and the tests'
+// servers run from other directories and must not make a node_modules there), and a started server has written what it loaded
 // (the TypeScript already stripped) before it is ever stopped, so that a server that is killed
 // still leaves the next start a warm cache.
 import { after, before, describe, it } from 'node:test';
@@ -58,7 +59,7 @@ describe('the compile cache', () => {
     };
   };
 
-  it('npm start runs the server with NODE_COMPILE_CACHE=node_modules/.cache/node-compile-cache', async () => {
+  it('npm start runs the server with NODE_COMPILE_CACHE=<the project>/node_modules/.cache/node-compile-cache', async () => {
     const { url, env } = await serverEnv({});
     const npm = spawn('npm', ['start'], { cwd: REPO_ROOT, env, stdio: 'ignore' });
     children.push(npm);
@@ -68,7 +69,7 @@ describe('the compile cache', () => {
     assert.deepEqual(others, []);
     const environment = readFileSync(`/proc/${serverPid}/environ`, 'utf8').split('\0');
     assert.equal(readFileSync(`/proc/${serverPid}/cmdline`, 'utf8').split('\0').slice(-2, -1)[0], 'src/main.ts');
-    assert.deepEqual(environment.filter((v) => v.startsWith('NODE_COMPILE_CACHE=')), ['NODE_COMPILE_CACHE=node_modules/.cache/node-compile-cache']);
+    assert.deepEqual(environment.filter((v) => v.startsWith('NODE_COMPILE_CACHE=')), [`NODE_COMPILE_CACHE=${join(REPO_ROOT, 'node_modules/.cache/node-compile-cache')}`]);
     process.kill(Number(serverPid), 'SIGTERM');
     await exited(npm);
   });
