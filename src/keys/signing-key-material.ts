@@ -22,9 +22,39 @@ const JWS: Record<SigningAlgorithm, { hash: string | null; options?: Omit<SignKe
 /** The JWS signature bytes of `data` (the encoded header and payload, joined by a dot). */
 export function jwsSignature(alg: SigningAlgorithm, privateKey: KeyObject, data: Uint8Array): Buffer {
   const { hash, options } = JWS[alg];
-  // The key object itself where no option is needed: node:crypto tells an options object from
-  // a key by catching two exceptions, each with its stack trace (about 15 µs per JWT in bench b).
+  // The key object itself wherever possible: node:crypto tells an options object from a key by
+  // catching two exceptions, each with its stack trace (about 15 µs per JWT in bench b). ES256
+  // gets its encoding here instead (an ES256 signature 34 → 18 µs); PS256's padding has no
+  // other way in.
+  if (alg === 'ES256') return p1363FromDer(sign(hash, data, privateKey), P256_SCALAR_BYTES);
   return sign(hash, data, options ? { key: privateKey, ...options } : privateKey);
+}
+
+const P256_SCALAR_BYTES = 32;
+
+/**
+ * An ECDSA signature as OpenSSL makes it (DER: a SEQUENCE of the INTEGERs r and s) as JWS
+ * carries it (RFC 7518 §3.4): r and s as unsigned big-endian numbers of `size` bytes each,
+ * one after the other. DER writes each in as few bytes as it takes, plus a zero byte when the
+ * top bit is set, so either may be shorter or one byte longer than `size`.
+ */
+function p1363FromDer(der: Buffer, size: number): Buffer {
+  const malformed = () => new Error('ECDSA signature: not the DER encoding of two integers');
+  // For curves up to P-384 the SEQUENCE is shorter than 128 bytes: one length byte.
+  if (der[0] !== 0x30 || der[1] !== der.length - 2) throw malformed();
+  const out = Buffer.alloc(2 * size);
+  let at = 2;
+  for (let half = 0; half < 2; half++) {
+    if (der[at] !== 0x02 || at + 2 > der.length) throw malformed();
+    const end = at + 2 + der[at + 1]!;
+    let start = at + 2;
+    while (start < end && der[start] === 0) start++;
+    if (end > der.length || end - start > size) throw malformed();
+    der.copy(out, (half + 1) * size - (end - start), start, end);
+    at = end;
+  }
+  if (at !== der.length) throw malformed();
+  return out;
 }
 
 /** The key each algorithm signs with (RFC 7518 §3.3: RSA keys of at least 2048 bits). */

@@ -117,6 +117,26 @@ describe('signing algorithm', () => {
     });
   }
 
+  it('ES256: every one of 2,000 access tokens verifies with /jwks, those whose r or s begins with a zero byte included', async () => {
+    // The server converts OpenSSL's DER signature to JWS's fixed-width r || s itself. DER
+    // drops leading zero bytes, so about one signature in 128 has a shorter r or s: 2,000
+    // tokens all but certainly include some (the chance of none is below 1 in 5 million).
+    const server = await start('ES256');
+    const verifyWith = createLocalJWKSet(await jwksOf(server));
+    const tokens: string[] = [];
+    await Promise.all(Array.from({ length: 8 }, async () => {
+      while (tokens.length < 2000) tokens.push(await issueToken(server.url, jwtClient));
+    }));
+    let padded = 0;
+    for (const token of tokens) {
+      const signature = Buffer.from(token.split('.')[2]!, 'base64url');
+      assert.equal(signature.length, 64);
+      if (signature[0] === 0 || signature[32] === 0) padded++;
+      await jwtVerify(token, verifyWith, { issuer: server.config.issuer, algorithms: ['ES256'] });
+    }
+    assert.ok(padded > 0, 'no signature with a short r or s among 2,000');
+  });
+
   it('a start with another algorithm replaces the signing key once; old tokens still verify; running instances follow', async () => {
     const keysDir = tempDir('km-keys-');
     const a = await start('RS256', keysDir);
