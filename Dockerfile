@@ -8,13 +8,19 @@ COPY package.json package-lock.json ./
 RUN npm ci --omit=dev && npm cache clean --force
 COPY src ./src
 COPY db ./db
-# Node's compile cache (README, "Start-up and the compile cache"), filled now by loading the
-# server's modules without starting it: every container starts from it.
-ENV NODE_COMPILE_CACHE=/app/node_modules/.cache/node-compile-cache
-RUN node --input-type=module -e "await import('/app/src/main.ts')" && chown -R node:node node_modules/.cache
 # keys/ is a volume (signing keys, cookie keys, development TLS certificate); it must be
 # writable by the unprivileged user the server runs as.
-RUN mkdir -p keys && chown node:node keys
+RUN mkdir -p keys node_modules/.cache && chown node:node keys node_modules/.cache
+# Node's compile cache (README, "Start-up and the compile cache"), filled now by loading the
+# server's modules without starting it (the SAML reader too, which the server loads at its
+# first assertion), so that every container starts from it. Filled as the user the server runs
+# as (Node keeps one cache per user id), then made read-only for it: the server reads it, and
+# nothing running as that user can change what the next start runs.
+ENV NODE_COMPILE_CACHE=/app/node_modules/.cache/node-compile-cache
+USER node
+RUN node --input-type=module -e "await import('/app/src/main.ts'); await import('/app/src/saml/assertion.ts')"
+USER root
+RUN chown -R root:root node_modules/.cache && chmod -R a+rX,go-w node_modules/.cache
 USER node
 EXPOSE 9443 9164
 # What `npm start` runs, started directly: behind npm and `sh -c`, SIGTERM from `docker stop`
