@@ -165,7 +165,7 @@ export interface TargetLine {
 
 export interface TargetInputs {
   measurements: Measurement[];
-  calibration: { signatureMicros: number; argon2HashMicros: number } | undefined;
+  calibration: { signingAlgorithm: string; signatureMicros: number; argon2HashMicros: number } | undefined;
   paced: PacedRun[];
   memory: Memory;
   soak: Soak | undefined;
@@ -214,7 +214,7 @@ export function targets(inputs: TargetInputs): TargetLine[] {
   } else notRun('a', aDb, a ? '- (PostgreSQL CPU is read only from the embedded cluster)' : 'not run');
 
   const b = km('b');
-  const bTarget = '<= a + one RS256 signature';
+  const bTarget = `<= a + one ${calibration?.signingAlgorithm ?? 'RS256'} signature`;
   if (b?.serverCpuMicrosPerRequest && a?.serverCpuMicrosPerRequest && calibration) {
     const limit = a.serverCpuMicrosPerRequest + calibration.signatureMicros;
     lines.push({ scenario: 'b', measured: `${b.serverCpuMicrosPerRequest.toFixed(0)} µs`, target: `${bTarget} = ${limit.toFixed(0)} µs`, met: b.serverCpuMicrosPerRequest <= limit });

@@ -2,7 +2,7 @@
 // with the same scenarios, and reports server CPU per request side by side (DESIGN.md §5).
 // Knobs: BENCH_SECONDS, BENCH_WARMUP_SECONDS, BENCH_CONNECTIONS, BENCH_PASSWORD_CONNECTIONS,
 // BENCH_SCENARIOS, BENCH_DATABASE_URL, BENCH_PROFILE, BENCH_SOAK_SECONDS, BENCH_SCALE_ROWS,
-// BENCH_SCALE_EXPIRED_ROWS, BENCH_OUTAGE_SECONDS (see README.md).
+// BENCH_SCALE_EXPIRED_ROWS, BENCH_OUTAGE_SECONDS, BENCH_SIGNING_ALGORITHM (see README.md).
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -10,6 +10,7 @@ import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { openBenchDatabase, type BenchDatabase } from './database.ts';
+import { SIGNING_ALGORITHMS, type SigningAlgorithm } from '../src/config/index.ts';
 import { measure, medianRound, startChains, type LoadSettings, type Measurement, type Scenario, type Target } from './load.ts';
 import { PACED_CONNECTION_FACTOR, runPaced, type PacedRun } from './paced.ts';
 import { clockTicksPerSecond, freePort, processTreeRssBytes, runCommand, startChild, waitForHttp, type Child } from './processes.ts';
@@ -61,6 +62,12 @@ const only = process.env.BENCH_SCENARIOS?.split(',').map((x) => x.trim()).filter
 const unknownIds = only.filter((id) => !(SCENARIO_IDS as readonly string[]).includes(id));
 if (unknownIds.length) {
   process.stderr.write(`bench: BENCH_SCENARIOS names no scenario ${unknownIds.join(', ')} (there are ${SCENARIO_IDS.join(', ')})\n`);
+  process.exit(2);
+}
+// keymanager's signing_algorithm, and the signature b's target adds to a.
+const signingAlgorithm = (process.env.BENCH_SIGNING_ALGORITHM || 'RS256') as SigningAlgorithm;
+if (!(SIGNING_ALGORITHMS as readonly string[]).includes(signingAlgorithm)) {
+  process.stderr.write(`bench: BENCH_SIGNING_ALGORITHM must be one of ${SIGNING_ALGORITHMS.join(', ')}\n`);
   process.exit(2);
 }
 const isSet = (name: string) => (process.env[name] ?? '') !== '';
@@ -137,6 +144,7 @@ async function main(): Promise<number> {
       KM_ISSUER: `http://127.0.0.1:${kmPort}`,
       KM_MANAGEMENT_PORT: String(managementPort),
       KM_LOG_LEVEL: 'warn',
+      KM_SIGNING_ALGORITHM: signingAlgorithm,
       // As `npm start` runs it. The import below fills the cache first, so that the idle RSS is
       // that of every start but the first after an install or upgrade (README, "Start-up").
       NODE_COMPILE_CACHE: join(root, 'node_modules/.cache/node-compile-cache'),
@@ -354,7 +362,7 @@ async function main(): Promise<number> {
     const scenarios = [...scenarioById.values()];
     const comparisons = compare(scenarios, measurements);
     // The reference costs of the targets, measured in this process (the servers are idle now).
-    const calibration = await calibrate();
+    const calibration = await calibrate(signingAlgorithm);
     const targetLines = targets({
       measurements, calibration, paced, memory, soak, scale,
       soakHow: 'BENCH_SCENARIOS=r or BENCH_SOAK_SECONDS',
@@ -366,7 +374,7 @@ async function main(): Promise<number> {
     if (scale) process.stdout.write(`\n${renderScale(scale)}\n`);
     if (feedLatency) process.stdout.write(`\n${renderFeedLatency(feedLatency)}\n`);
     if (outage) process.stdout.write(`\n${renderOutage(outage)}\n`);
-    process.stdout.write(`\none RS256 signature: ${calibration.signatureMicros.toFixed(0)} µs CPU; one argon2id hash (m=19456, t=2, p=1): ${(calibration.argon2HashMicros / 1000).toFixed(1)} ms CPU\n`);
+    process.stdout.write(`\none ${signingAlgorithm} signature: ${calibration.signatureMicros.toFixed(0)} µs CPU; one argon2id hash (m=19456, t=2, p=1): ${(calibration.argon2HashMicros / 1000).toFixed(1)} ms CPU\n`);
     process.stdout.write(`\n${renderTargets(targetLines)}\n`);
     const failed = runs.filter((m) => failures(m) > 0);
     const failedPaced = [...paced, ...scaleFailures].filter((r) => pacedFailures(r) > 0);
