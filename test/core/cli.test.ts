@@ -500,11 +500,11 @@ describe('keymgr CLI', () => {
       assert.equal(next.json.deleted, 1);
     });
 
-    it('deletes a row expiring at -infinity (the column takes it) along with the other expired rows', async () => {
+    it('deletes a row expiring at the earliest instant the column takes (4713 BC; -infinity is refused, 0017) along with the other expired rows', async () => {
       const client = await createClientWithCli();
       const insert = (name: string, expiresAt: string | null) => sql`insert into tokens (id_sha256, kind, client_id, payload, expires_at)
         values (${sha256hex(name)}, 'ClientCredentials', ${client.id}, '{}'::jsonb, ${expiresAt}::timestamptz)`.execute(database.db);
-      await insert('purge-minus-infinity', '-infinity');
+      await insert('purge-4713-bc', '4713-01-01 00:00:00+00 BC');
       await insert('purge-an-hour-ago', new Date(Date.now() - 3_600_000).toISOString());
       await insert('purge-no-expiry', null);
       await insert('purge-tomorrow', new Date(Date.now() + 86_400_000).toISOString());

@@ -15,7 +15,7 @@ import { issueToken, makeClient, makeUser, type TestClient } from '../support/fi
 import { deleteClient, rotateClientSecret, setClientDisabled } from '../../src/store/clients.ts';
 import { setUserDisabled } from '../../src/store/users.ts';
 import { revokeTokensOfClient } from '../../src/store/tokens.ts';
-import { sql } from 'kysely';
+import { sql, type RawBuilder } from 'kysely';
 
 const FAST = { memoryCost: 8192, timeCost: 1, parallelism: 1 };
 const sha256 = (value: string) => createHash('sha256').update(value, 'utf8').digest('hex');
@@ -328,5 +328,29 @@ describe('revocation feed', () => {
     assert.equal(blindFeed.events.length, 0);
     blindFeed.close();
     seeingFeed.close();
+  });
+
+  it('an expiry of ±infinity is refused for tokens and events (db/README.md, 0017): the feed goes on', async () => {
+    // pg hands 'infinity' over as a number, not a Date: stored, the event could never be sent,
+    // so no gateway heard of that revocation, and the feed held back the ones after it.
+    const feed = await subscribe(b);
+    const forever = await issueToken(a.url, app, 'read');
+    const attempt = (statement: RawBuilder<unknown>) => statement.execute(database.db).then(
+      () => 'accepted',
+      (err: { code?: string; constraint?: string }) => `${err.code} ${err.constraint}`,
+    );
+    const refusals = [
+      // As an admin script could: a live token made to never expire (then revoked below), an event written by hand.
+      await attempt(sql`update tokens set expires_at = 'infinity' where id_sha256 = ${sha256(forever)}`),
+      await attempt(sql`insert into revocation_events (token_sha256, client_id, expires_at, reason)
+        values (${sha256('an event written by hand')}, ${app.id}, 'infinity', 'revoked')`),
+    ];
+    await revoke(forever, app);
+    const next = await issueToken(a.url, app, 'read');
+    await revoke(next, app);
+    await feed.waitFor(2);
+    assert.deepEqual(feed.events.map((e) => e.json.sha256), [sha256(forever), sha256(next)]);
+    assert.deepEqual(refusals, ['23514 tokens_dates_in_range', '23514 revocation_events_dates_in_range']);
+    feed.close();
   });
 });

@@ -11,6 +11,7 @@ import { addCertificate, describeX509, parseCertificatePem, removeCertificate } 
 import { X509Certificate } from 'node:crypto';
 import { sql } from 'kysely';
 import { waitFor } from '../support/wait.ts';
+import { listenForChanges } from '../../src/db/notifications.ts';
 import { assertInvalidClient, createPki, get, issue, post, startTlsServer, thumbprintOf, type Issued, type Pki, type TlsReply } from './support.ts';
 
 describe('mutual TLS client authentication', () => {
@@ -220,6 +221,33 @@ describe('mutual TLS client authentication', () => {
       }
       assertOk(await token(id, current), 'the current certificate');
       assertOk(await token(id, other), 'the other certificate, its dates unchanged');
+    });
+
+    it('the schema refuses certificate dates after the last instant a JavaScript Date holds (db/README.md, 0017): a cached client stops taking a certificate at its notAfter', async () => {
+      // pg hands an instant after 275760-09-13 over as an invalid Date: stored on one certificate
+      // of a client, it made the client's cache entry last until the next change notice, and the
+      // client's other certificates went on authenticating past their notAfter.
+      const boundary = new Date(Math.ceil(Date.now() / 1000) * 1000 + 8000);
+      const stamp = boundary.toISOString().replace(/[-:T]/g, '').replace(/\.\d+Z$/, 'Z');
+      const current = issue(pki, 'self-far-future', { subject: '/CN=self-far-future', issuer: 'self' });
+      const ending = issue(pki, 'self-ending-beside', { subject: '/CN=self-ending-beside', issuer: 'self', startDate: '20200101000000Z', endDate: stamp });
+      const id = await selfSignedClient(current);
+      await addCertificate(database.db, id, 'ending', describeX509(new X509Certificate(ending.cert)));
+      const refused = await sql`update client_certificates set not_after = '294276-12-31 23:59:59+00' where client_id = ${id} and alias = 'primary'`
+        .execute(database.db).then(() => 'accepted', (err: { code?: string; constraint?: string }) => `${err.code} ${err.constraint}`);
+      // Every notice handled: the next read of the client is the one its cache entry keeps.
+      const listener = listenForChanges(database.url, () => {});
+      try {
+        await waitFor('a change listener', async () => listener.listening || undefined);
+        assert.equal(await listener.sync(), true);
+      } finally {
+        await listener.close();
+      }
+      assertOk(await token(id, ending), 'before its notAfter');
+      await waitFor('the boundary to pass', async () => Date.now() >= boundary.getTime() + 1000);
+      assertInvalidClient(await token(id, ending), 'after its notAfter');
+      assertOk(await token(id, current), 'the certificate whose date the update would have moved');
+      assert.equal(refused, '23514 client_certificates_dates_in_range');
     });
 
     it('a certificate with a wrong client_id (unknown client) is invalid_client', async () => {
