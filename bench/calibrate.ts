@@ -1,26 +1,16 @@
 // What the targets are measured against, on this machine in this run: the CPU time of
 // one signature with the configured algorithm (b ≤ a + one signature) and of one argon2id hash
 // with the server's parameters (d's limit: 1 / one hash's CPU time, logins per core-second).
-import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import argon2 from 'argon2';
 import type { SigningAlgorithm } from '../src/config/index.ts';
-import { jwsSignature } from '../src/keys/signing-key-material.ts';
+import { jwsSignature, signingKeyLabel, signingKeyMaterial } from '../src/keys/signing-key-material.ts';
+import { generateSigningKey } from '../src/keys/signing-keys.ts';
 
 export interface Calibration {
   signingAlgorithm: SigningAlgorithm;
   signatureMicros: number;
   argon2HashMicros: number;
 }
-
-/** A key of the kind the server generates for each algorithm (src/keys). */
-const keyFor = (alg: SigningAlgorithm): KeyObject => {
-  switch (alg) {
-    case 'RS256':
-    case 'PS256': return generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
-    case 'ES256': return generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey;
-    case 'EdDSA': return generateKeyPairSync('ed25519').privateKey;
-  }
-};
 
 const cpuMicros = () => {
   const u = process.cpuUsage();
@@ -29,11 +19,12 @@ const cpuMicros = () => {
 
 export async function calibrate(signingAlgorithm: SigningAlgorithm): Promise<Calibration> {
   // The signature alone, made by the server's own function (jwsSignature: node:crypto's
-  // one-shot sign), with a key like the one the server generates, over as many bytes as a JWT
-  // access token's header and claims. Signing a whole JWT through jose (WebCrypto, on the
+  // one-shot sign) with a key the server's own way (generateSigningKey), over as many bytes as
+  // a JWT access token's header and claims. Signing a whole JWT through jose (WebCrypto, on the
   // thread pool) costs about 55 µs more for RS256 here: that was the reference until the server
   // stopped signing that way, and would flatter b now.
-  const privateKey = keyFor(signingAlgorithm);
+  const jwk = await generateSigningKey(signingAlgorithm);
+  const { privateKey } = signingKeyMaterial(jwk, signingAlgorithm, signingKeyLabel(jwk.kid, 0));
   const signingInput = Buffer.alloc(420, 'e');
   const signature = () => jwsSignature(signingAlgorithm, privateKey, signingInput);
   for (let i = 0; i < 20; i++) signature();

@@ -11,14 +11,7 @@ import { join } from 'node:path';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { freePort, tempDir } from '../support/server.ts';
 import { REPO_ROOT } from '../support/cli.ts';
-
-const until = async (what: string, condition: () => boolean | Promise<boolean>) => {
-  const deadline = Date.now() + 60_000;
-  while (!(await condition())) {
-    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-};
+import { until } from '../support/token-load.ts';
 
 const healthy = (url: string) => fetch(`${url}/healthz`).then((r) => r.status === 200, () => false);
 
