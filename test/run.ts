@@ -3,6 +3,7 @@
 // then runs every test/**/*.test.ts with node:test. Each test file makes its own database.
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensureEmbeddedPostgres, type EmbeddedPostgresHandle } from '../src/db/embedded.ts';
 import { freePort } from './support/server.ts';
@@ -25,15 +26,21 @@ if (!url) {
   url = embedded.adminUrl; // test files create and drop databases of their own
 }
 
+// The run's temporary files (keys, data and config directories of the servers the tests start,
+// and of the processes they spawn) go under one directory of its own, removed at the end: a
+// test that does not clean up after itself leaves nothing behind in the machine's /tmp.
+const runTmp = mkdtempSync(join(tmpdir(), 'km-test-run-'));
+
 const files = process.argv.slice(2);
 const child = spawn(process.execPath, [
   '--test',
   '--test-concurrency=2',
   '--test-timeout=120000',
   ...(files.length ? files : ['test/**/*.test.ts']),
-], { stdio: 'inherit', env: { ...process.env, TEST_DATABASE_URL: url } });
+], { stdio: 'inherit', env: { ...process.env, TEST_DATABASE_URL: url, TMPDIR: runTmp } });
 
 const code = await new Promise<number>((resolve) => child.on('exit', (c, signal) => resolve(c ?? (signal ? 1 : 0))));
 await embedded?.stop();
 if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+rmSync(runTmp, { recursive: true, force: true });
 process.exit(code);
