@@ -63,6 +63,8 @@ export interface PacedRun {
   timeouts: number;
   mismatches: number;
   statusCodes: Record<string, number>;
+  /** For a run of the bare provider: at which rate it was paced, and why. */
+  reference?: string;
 }
 
 const TIMEOUT_MS = 10_000;

@@ -97,7 +97,7 @@ export function renderPaced(runs: PacedRun[]): string {
   for (const r of runs) {
     out.push(`  ${r.scenario} ${r.target}: ${r.rate.toFixed(0)} req/s asked, ${r.achievedRate.toFixed(0)} done, at most ${r.peakConcurrency} of ${r.connections} connections busy, `
       + `p50 ${r.latencyP50Ms.toFixed(1)} ms, p99 ${r.latencyP99Ms.toFixed(1)} ms, max ${r.latencyMaxMs.toFixed(1)} ms, `
-      + `${fmt(r.serverCpuMicrosPerRequest)} µs CPU/req, ${pacedFailures(r)} failed${r.target === 'bare' ? ' (at keymanager\'s rate, for reference)' : ''}`);
+      + `${fmt(r.serverCpuMicrosPerRequest)} µs CPU/req, ${pacedFailures(r)} failed${r.reference ? ` (${r.reference}, for reference)` : ''}`);
   }
   return out.join('\n');
 }
