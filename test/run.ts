@@ -2,7 +2,7 @@
 // obtains the system packages the tests drive (support/system-packages.ts),
 // then runs every test/**/*.test.ts with node:test. Each test file makes its own database.
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensureEmbeddedPostgres, type EmbeddedPostgresHandle } from '../src/db/embedded.ts';
@@ -30,6 +30,9 @@ if (!url) {
 // and of the processes they spawn) go under one directory of its own, removed at the end: a
 // test that does not clean up after itself leaves nothing behind in the machine's /tmp.
 const runTmp = mkdtempSync(join(tmpdir(), 'km-test-run-'));
+// Others may pass through it but not list it, as through /tmp: the Apache of the gateway tests
+// runs as www-data and reads the document root a test makes inside.
+chmodSync(runTmp, 0o711);
 
 const files = process.argv.slice(2);
 const child = spawn(process.execPath, [
