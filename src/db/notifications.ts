@@ -66,24 +66,40 @@ export function noticeDroppedCache<V extends {}>(
   // on every clear() refills arrays of that length (100,000 slots for tokens), whether the
   // cache holds anything or not.
   const cache = new LRUCache<string, V>({ maxSize: max, sizeCalculation: () => 1, ttlAutopurge: false });
+  // Reads under way, by key, each with the generation it started in. Requests that miss while
+  // one is under way share it instead of each sending the same statement: a hot entry that
+  // expires (or a cache just emptied) under thousands of requests a second would otherwise
+  // send a burst of identical reads, and those requests would all wait behind it.
+  const reading = new Map<string, { generation: number; value: Promise<V | undefined> }>();
   let generation = 0;
   changes?.onNotice((topic) => {
     if (topic === undefined || topics.has(topic)) {
       generation++;
       cache.clear();
+      // A read started before the notice may have read what the notice changed: requests that
+      // arrive from now on start their own.
+      reading.clear();
     }
   });
   return async (key, cacheKey = key) => {
     if (!changes?.listening) return read(key);
     const hit = cache.get(cacheKey);
     if (hit) return hit;
+    const underway = reading.get(cacheKey);
+    if (underway && underway.generation === generation) return underway.value;
     const startedAt = generation;
-    const value = await read(key);
-    const ttl = value === undefined ? undefined : keepFor(value);
-    if (value !== undefined && ttl !== undefined && changes.listening && startedAt === generation) {
-      cache.set(cacheKey, value, { ttl: Math.max(1, ttl) });
+    const value = read(key);
+    reading.set(cacheKey, { generation: startedAt, value });
+    try {
+      const row = await value;
+      const ttl = row === undefined ? undefined : keepFor(row);
+      if (row !== undefined && ttl !== undefined && changes.listening && startedAt === generation) {
+        cache.set(cacheKey, row, { ttl: Math.max(1, ttl) });
+      }
+      return row;
+    } finally {
+      if (reading.get(cacheKey)?.value === value) reading.delete(cacheKey);
     }
-    return value;
   };
 }
 
