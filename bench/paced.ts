@@ -65,6 +65,15 @@ export interface PacedRun {
   statusCodes: Record<string, number>;
   /** For a run of the bare provider: at which rate it was paced, and why. */
   reference?: string;
+  /** When measured in rounds: every round's p99, in the order they ran (this run is the median one). */
+  p99Rounds?: number[];
+}
+
+/** The round with the median p99 (the lower middle one of an even count), all rounds' p99 attached. */
+export function medianPacedRound(runs: PacedRun[]): PacedRun {
+  const sorted = [...runs].sort((x, y) => x.latencyP99Ms - y.latencyP99Ms);
+  const median = sorted[Math.floor((sorted.length - 1) / 2)]!;
+  return runs.length > 1 ? { ...median, p99Rounds: runs.map((r) => r.latencyP99Ms) } : median;
 }
 
 const TIMEOUT_MS = 10_000;

@@ -12,7 +12,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { openBenchDatabase, type BenchDatabase } from './database.ts';
 import { SIGNING_ALGORITHMS, type SigningAlgorithm } from '../src/config/index.ts';
 import { measure, medianRound, startChains, type LoadSettings, type Measurement, type Scenario, type Target } from './load.ts';
-import { PACED_CONNECTION_FACTOR, runPaced, type PacedRun } from './paced.ts';
+import { medianPacedRound, PACED_CONNECTION_FACTOR, runPaced, type PacedRun } from './paced.ts';
 import { clockTicksPerSecond, freePort, processTreeRssBytes, runCommand, startChild, waitForHttp, type Child } from './processes.ts';
 import {
   compare, failures, pacedFailures, PACED_SHARE, renderMemory, renderPaced, renderScale, renderTable, renderTargets, targets, writeJson,
@@ -202,7 +202,9 @@ async function main(): Promise<number> {
     const measurements: Measurement[] = [];
     /** Every run of every round, the ones not reported included: a failure in any fails the bench. */
     const runs: Measurement[] = [];
+    /** The median round of each paced series, reported; and every paced run, for failures. */
     const paced: PacedRun[] = [];
+    const pacedRuns: PacedRun[] = [];
     const scenarioById = new Map<string, Scenario>();
     for (let i = 0; i < selected.length; i++) {
       // keymanager's a or c and the bare provider's measured in turn, round after round.
@@ -234,25 +236,31 @@ async function main(): Promise<number> {
         if (target === kmTarget && ['a', 'c', 'e'].includes(scenario.id)) {
           const connections = PACED_CONNECTION_FACTOR * (scenario.connections ?? settings.connections);
           const rate = PACED_SHARE * m.requestsPerSecond;
-          log(`  at 70 % of that: ${rate.toFixed(0)} req/s for ${settings.seconds} s`);
-          const { run } = await runPaced(scenario, target, { rate, connections, seconds: settings.seconds }, await startChains(scenario, target, connections));
-          log(`  p50 ${run.latencyP50Ms.toFixed(1)} ms, p99 ${run.latencyP99Ms.toFixed(1)} ms, ${pacedFailures(run)} failed`);
-          paced.push(run);
-          // The bare provider at the same rate: the tail that this machine and the load
-          // generator give any server, at a third of its own peak (see *Latency at 70 %*).
+          // Beside keymanager, the bare provider: at the same rate (the tail this machine and the
+          // load generator give any server, at a third of its own peak), and at 70 % of its own
+          // peak (the engine alone where the target puts keymanager). See *Latency at 70 %*.
           const bareStep = steps.find((step) => step.target !== kmTarget);
-          if (bareStep) {
-            const bareScenario = built[steps.indexOf(bareStep)]!;
-            const { run: bareRun } = await runPaced(bareScenario, bareStep.target, { rate, connections, seconds: settings.seconds }, undefined);
-            log(`  bare at the same rate: p50 ${bareRun.latencyP50Ms.toFixed(1)} ms, p99 ${bareRun.latencyP99Ms.toFixed(1)} ms, ${pacedFailures(bareRun)} failed`);
-            paced.push({ ...bareRun, reference: 'at keymanager\'s rate' });
-            // … and at 70 % of its own peak: the tail the engine alone has where the target
-            // puts keymanager, on the same machine with the same load generator.
-            const bareRate = PACED_SHARE * medians[steps.indexOf(bareStep)]!.requestsPerSecond;
-            const { run: bareOwn } = await runPaced(bareScenario, bareStep.target, { rate: bareRate, connections, seconds: settings.seconds }, undefined);
-            log(`  bare at 70 % of its own peak (${bareRate.toFixed(0)} req/s): p50 ${bareOwn.latencyP50Ms.toFixed(1)} ms, p99 ${bareOwn.latencyP99Ms.toFixed(1)} ms, ${pacedFailures(bareOwn)} failed`);
-            paced.push({ ...bareOwn, reference: 'at 70 % of its own peak' });
+          const bareScenario = bareStep && built[steps.indexOf(bareStep)]!;
+          const bareRate = bareStep && PACED_SHARE * medians[steps.indexOf(bareStep)]!.requestsPerSecond;
+          const series: { label: string; run: () => Promise<PacedRun>; reference?: string; runs: PacedRun[] }[] = [
+            { label: 'keymanager', runs: [], run: async () => (await runPaced(scenario, target, { rate, connections, seconds: settings.seconds }, await startChains(scenario, target, connections))).run },
+            ...(bareStep && bareScenario && bareRate ? [
+              { label: 'bare at the same rate', reference: 'at keymanager\'s rate', runs: [], run: async () => (await runPaced(bareScenario, bareStep.target, { rate, connections, seconds: settings.seconds }, undefined)).run },
+              { label: `bare at 70 % of its own peak (${bareRate.toFixed(0)} req/s)`, reference: 'at 70 % of its own peak', runs: [], run: async () => (await runPaced(bareScenario, bareStep.target, { rate: bareRate, connections, seconds: settings.seconds }, undefined)).run },
+            ] : []),
+          ];
+          // Rounds, as for the full-speed runs: one paced run's p99 moved by a factor of two
+          // and more from one run to the next, the bare provider's as much as keymanager's.
+          log(`  at 70 % of that: ${rate.toFixed(0)} req/s for ${settings.seconds} s${count > 1 ? `, ${count} rounds` : ''}`);
+          for (let round = 1; round <= count; round++) {
+            for (const entry of series) {
+              const run = entry.reference ? { ...(await entry.run()), reference: entry.reference } : await entry.run();
+              log(`  ${entry.label}${count > 1 ? ` (round ${round})` : ''}: p50 ${run.latencyP50Ms.toFixed(1)} ms, p99 ${run.latencyP99Ms.toFixed(1)} ms, ${pacedFailures(run)} failed`);
+              entry.runs.push(run);
+              pacedRuns.push(run);
+            }
           }
+          for (const entry of series) paced.push(medianPacedRound(entry.runs));
         }
       }
     }
@@ -384,7 +392,7 @@ async function main(): Promise<number> {
     process.stdout.write(`\none ${signingAlgorithm} signature: ${calibration.signatureMicros.toFixed(0)} µs CPU; one argon2id hash (m=19456, t=2, p=1): ${(calibration.argon2HashMicros / 1000).toFixed(1)} ms CPU\n`);
     process.stdout.write(`\n${renderTargets(targetLines)}\n`);
     const failed = runs.filter((m) => failures(m) > 0);
-    const failedPaced = [...paced, ...scaleFailures].filter((r) => pacedFailures(r) > 0);
+    const failedPaced = [...pacedRuns, ...scaleFailures].filter((r) => pacedFailures(r) > 0);
     const soakFailed = soak !== undefined && soak.failed > 0;
     const resultsFile = join(benchDir, 'results', 'latest.json');
     writeJson(resultsFile, {
@@ -394,6 +402,7 @@ async function main(): Promise<number> {
       comparisons,
       ...(feedLatency ? { feedLatency } : {}),
       paced,
+      pacedRounds: pacedRuns,
       memory,
       ...(soak ? { soak } : {}),
       ...(scale ? { scale } : {}),
