@@ -66,11 +66,11 @@ export function noticeDroppedCache<V extends {}>(
   // on every clear() refills arrays of that length (100,000 slots for tokens), whether the
   // cache holds anything or not.
   const cache = new LRUCache<string, V>({ maxSize: max, sizeCalculation: () => 1, ttlAutopurge: false });
-  // Reads under way, by key, each with the generation it started in. Requests that miss while
-  // one is under way share it instead of each sending the same statement: a hot entry that
-  // expires (or a cache just emptied) under thousands of requests a second would otherwise
-  // send a burst of identical reads, and those requests would all wait behind it.
-  const reading = new Map<string, { generation: number; value: Promise<V | undefined> }>();
+  // Reads under way, by key, all started since the last notice (it empties the map). Requests
+  // that miss while one is under way share it instead of each sending the same statement: a
+  // hot entry that expires (or a cache just emptied) under thousands of requests a second
+  // would otherwise send a burst of identical reads, and those requests would all wait behind it.
+  const reading = new Map<string, Promise<V | undefined>>();
   let generation = 0;
   changes?.onNotice((topic) => {
     if (topic === undefined || topics.has(topic)) {
@@ -86,10 +86,10 @@ export function noticeDroppedCache<V extends {}>(
     const hit = cache.get(cacheKey);
     if (hit) return hit;
     const underway = reading.get(cacheKey);
-    if (underway && underway.generation === generation) return underway.value;
+    if (underway) return underway;
     const startedAt = generation;
     const value = read(key);
-    reading.set(cacheKey, { generation: startedAt, value });
+    reading.set(cacheKey, value);
     try {
       const row = await value;
       const ttl = row === undefined ? undefined : keepFor(row);
@@ -98,7 +98,7 @@ export function noticeDroppedCache<V extends {}>(
       }
       return row;
     } finally {
-      if (reading.get(cacheKey)?.value === value) reading.delete(cacheKey);
+      if (reading.get(cacheKey) === value) reading.delete(cacheKey);
     }
   };
 }
