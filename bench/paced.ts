@@ -10,7 +10,7 @@
 // the full-load p99. Its latency correction also takes the expected interval as ceil(1 / rate)
 // milliseconds — 1 ms whatever the rate — and records made-up samples from that.
 import { connect, type Socket } from 'node:net';
-import type { Chain, Scenario, Target } from './load.ts';
+import { lowerMedianBy, type Chain, type Scenario, type Target } from './load.ts';
 import { processTreeCpuMicros } from './processes.ts';
 
 export interface PacedSettings {
@@ -71,8 +71,7 @@ export interface PacedRun {
 
 /** The round with the median p99 (the lower middle one of an even count), all rounds' p99 attached. */
 export function medianPacedRound(runs: PacedRun[]): PacedRun {
-  const sorted = [...runs].sort((x, y) => x.latencyP99Ms - y.latencyP99Ms);
-  const median = sorted[Math.floor((sorted.length - 1) / 2)]!;
+  const median = lowerMedianBy(runs, (r) => r.latencyP99Ms);
   return runs.length > 1 ? { ...median, p99Rounds: runs.map((r) => r.latencyP99Ms) } : median;
 }
 

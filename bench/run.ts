@@ -11,7 +11,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { openBenchDatabase, type BenchDatabase } from './database.ts';
 import { SIGNING_ALGORITHMS, type SigningAlgorithm } from '../src/config/index.ts';
-import { measure, medianRound, startChains, type LoadSettings, type Measurement, type Scenario, type Target } from './load.ts';
+import { measure, medianRound, peakRate, startChains, type LoadSettings, type Measurement, type Scenario, type Target } from './load.ts';
 import { medianPacedRound, PACED_CONNECTION_FACTOR, runPaced, type PacedRun } from './paced.ts';
 import { clockTicksPerSecond, freePort, processTreeRssBytes, runCommand, startChild, waitForHttp, type Child } from './processes.ts';
 import {
@@ -235,13 +235,13 @@ async function main(): Promise<number> {
         // The latency target is set at 70 % of the rate this full-speed run reached.
         if (target === kmTarget && ['a', 'c', 'e'].includes(scenario.id)) {
           const connections = PACED_CONNECTION_FACTOR * (scenario.connections ?? settings.connections);
-          const rate = PACED_SHARE * m.requestsPerSecond;
+          const rate = PACED_SHARE * peakRate(m);
           // Beside keymanager, the bare provider: at the same rate (the tail this machine and the
           // load generator give any server, at a third of its own peak), and at 70 % of its own
           // peak (the engine alone where the target puts keymanager). See *Latency at 70 %*.
           const bareStep = steps.find((step) => step.target !== kmTarget);
           const bareScenario = bareStep && built[steps.indexOf(bareStep)]!;
-          const bareRate = bareStep && PACED_SHARE * medians[steps.indexOf(bareStep)]!.requestsPerSecond;
+          const bareRate = bareStep && PACED_SHARE * peakRate(medians[steps.indexOf(bareStep)]!);
           const series: { label: string; run: () => Promise<PacedRun>; reference?: string; runs: PacedRun[] }[] = [
             { label: 'keymanager', runs: [], run: async () => (await runPaced(scenario, target, { rate, connections, seconds: settings.seconds }, await startChains(scenario, target, connections))).run },
             ...(bareStep && bareScenario && bareRate ? [
