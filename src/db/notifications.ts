@@ -70,7 +70,12 @@ export function noticeDroppedCache<V extends {}>(
   // that miss while one is under way share it instead of each sending the same statement: a
   // hot entry that expires (or a cache just emptied) under thousands of requests a second
   // would otherwise send a burst of identical reads, and those requests would all wait behind it.
-  const reading = new Map<string, Promise<V | undefined>>();
+  // A shared read began before the requests that join it: its answer is theirs only if it is
+  // one the cache keeps, because only those are covered by the notices that empty this map.
+  // What is not kept (an unknown key, a refresh token, a token already inactive) may change
+  // with no notice at all (a rotation, a revoked grant), so a request that joined such a read
+  // reads again itself: it arrived after the read began, perhaps after the change committed.
+  const reading = new Map<string, Promise<{ row: V | undefined; kept: boolean }>>();
   let generation = 0;
   changes?.onNotice((topic) => {
     if (topic === undefined || topics.has(topic)) {
@@ -81,24 +86,29 @@ export function noticeDroppedCache<V extends {}>(
       reading.clear();
     }
   });
+  const readThrough = async (key: string, cacheKey: string) => {
+    const startedAt = generation;
+    const row = await read(key);
+    const ttl = row === undefined ? undefined : keepFor(row);
+    const kept = row !== undefined && ttl !== undefined && changes!.listening && startedAt === generation;
+    if (kept) cache.set(cacheKey, row, { ttl: Math.max(1, ttl!) });
+    return { row, kept };
+  };
   return async (key, cacheKey = key) => {
     if (!changes?.listening) return read(key);
     const hit = cache.get(cacheKey);
     if (hit) return hit;
     const underway = reading.get(cacheKey);
-    if (underway) return underway;
-    const startedAt = generation;
-    const value = read(key);
-    reading.set(cacheKey, value);
+    if (underway) {
+      const shared = await underway;
+      return shared.kept ? shared.row : read(key);
+    }
+    const own = readThrough(key, cacheKey);
+    reading.set(cacheKey, own);
     try {
-      const row = await value;
-      const ttl = row === undefined ? undefined : keepFor(row);
-      if (row !== undefined && ttl !== undefined && changes.listening && startedAt === generation) {
-        cache.set(cacheKey, row, { ttl: Math.max(1, ttl) });
-      }
-      return row;
+      return (await own).row;
     } finally {
-      if (reading.get(cacheKey) === value) reading.delete(cacheKey);
+      if (reading.get(cacheKey) === own) reading.delete(cacheKey);
     }
   };
 }

@@ -3,7 +3,9 @@
 // hot token whose entry expires under thousands of introspections a second, or a cache just
 // emptied by a notice, must not turn into a burst of identical statements that every one of
 // those requests waits behind. Sharing never crosses a notice: a request that arrives after
-// one reads afresh, as it would with no read under way.
+// one reads afresh, as it would with no read under way. Nor does it cover what the cache does
+// not keep (a refresh token, an unknown key): that may change with no notice, so a request that
+// joined such a read reads again itself.
 //
 // The reads here are the store's own, against the test's PostgreSQL; each is held at a gate
 // until the test lets it go, so that "at once" does not depend on timing.
@@ -36,23 +38,30 @@ describe('read-through caches: requests that miss at once share one read', () =>
     await database?.drop();
   });
 
-  /** A cache of client rows whose reads wait at a gate: `reads` counts the statements sent. */
-  function gatedCache() {
+  /**
+   * A cache of client rows whose reads wait at a gate: `reads` counts the statements sent. By
+   * default the gate is before the statement; with `gateAfterRead` the statement has run (and
+   * seen the row as it then was) when the read reaches the gate.
+   */
+  function gatedCache({ topics = ['clients'], keep = true, gateAfterRead = false } = {}) {
     const gates: (() => void)[] = [];
     const state = { reads: 0, failNext: false };
+    const gate = () => new Promise<void>((resolve) => gates.push(resolve));
     const find = noticeDroppedCache<ClientRow>(changes, {
-      topics: new Set(['clients']),
+      topics: new Set(topics),
       max: 100,
       read: async (id) => {
-        await new Promise<void>((resolve) => gates.push(resolve));
+        if (!gateAfterRead) await gate();
         state.reads++;
         if (state.failNext) {
           state.failNext = false;
           throw new Error('the database is unreachable');
         }
-        return findClientById(database.db, id);
+        const row = await findClientById(database.db, id);
+        if (gateAfterRead) await gate();
+        return row;
       },
-      keepFor: () => 60_000,
+      keepFor: () => (keep ? 60_000 : undefined),
     });
     const open = async () => {
       while (gates.length) gates.shift()!();
@@ -113,6 +122,25 @@ describe('read-through caches: requests that miss at once share one read', () =>
     assert.equal(gates.length, 1, 'a new read, not the failed one');
     await open();
     assert.equal((await again)?.name, 'failure case');
+    assert.equal(state.reads, 2);
+  });
+
+  it('a request that joins a read whose answer is not kept reads again: what is not kept may change with no notice', async () => {
+    // Like the token cache and a refresh token: it keeps none, and its rotation or its grant's
+    // revocation sends no notice. Here, a cache that keeps nothing and hears no client notices.
+    const { find, state, gates, open } = gatedCache({ topics: ['tokens'], keep: false, gateAfterRead: true });
+    await sql`update clients set name = 'before the change' where client_id = ${client.id}`.execute(database.db);
+    const first = find(client.id);
+    await waitFor('the first read to have run', async () => gates.length === 1);
+    // The change commits while the first read is still under way; then the second request comes.
+    await sql`update clients set name = 'after the change' where client_id = ${client.id}`.execute(database.db);
+    let answered = false;
+    const second = find(client.id).finally(() => { answered = true; });
+    await open();
+    assert.equal((await first)?.name, 'before the change');
+    await waitFor('the second request to answer or to read', async () => answered || gates.length === 1);
+    await open();
+    assert.equal((await second)?.name, 'after the change', 'the request that came after the change got the row from before it');
     assert.equal(state.reads, 2);
   });
 });
