@@ -76,7 +76,7 @@ async function syncRunningInstances(url: string): Promise<void> {
   try {
     const deadline = Date.now() + 3000;
     while (!listener.listening && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-    if (listener.listening) await listener.sync(2000);
+    await listener.sync(2000);
   } finally {
     await listener.close();
   }

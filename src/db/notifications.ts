@@ -8,7 +8,9 @@
 // instance's listener (they are the `keymanager-listener` sessions of this database) to
 // acknowledge a notice sent after the change committed. Notices reach each listener in commit
 // order and are handled in order, so an acknowledgement means the change's own notice has been
-// handled — its caches dropped — on that instance.
+// handled — its caches dropped — on that instance. While this instance's own listener is down
+// (cut, or reconnecting), sync() still waits for the others, through a connection of its own
+// that listens for their acknowledgements: their caches are trusted whether or not ours are.
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { LRUCache } from 'lru-cache';
@@ -16,6 +18,8 @@ import { LRUCache } from 'lru-cache';
 export const CHANGES_CHANNEL = 'km_changes';
 const ACKS_CHANNEL = 'km_acks';
 const LISTENER_APPLICATION_NAME = 'keymanager-listener';
+/** The connection sync() opens while the listener is down: not a listener, not waited for. */
+const SYNC_APPLICATION_NAME = 'keymanager-sync';
 const SYNC_PREFIX = 'sync:';
 const PING_EVERY_MS = 500;
 const PING_TIMEOUT_MS = 1000;
@@ -40,8 +44,9 @@ export interface ChangeListener {
   onNotice(listener: (payload: string | undefined) => void): void;
   /**
    * Waits until every instance listening on this database has handled the notices of what
-   * committed before the call (up to `timeoutMs`). False when some did not confirm in time
-   * (or this instance is not listening): they are either gone or not trusting their caches.
+   * committed before the call (up to `timeoutMs`), also while this instance's own listener is
+   * down. False when some did not confirm in time (they are either gone or not trusting their
+   * caches), or the database could not be asked.
    */
   sync(timeoutMs?: number): Promise<boolean>;
   close(): Promise<void>;
@@ -150,11 +155,15 @@ export function listenForChanges(url: string, log: (message: string, err?: unkno
     return result;
   };
 
+  const acknowledged = (payload: string | undefined) => {
+    const [nonce, pid] = (payload ?? '').split(':');
+    const waiter = waiters.get(nonce ?? '');
+    if (waiter && waiter.expected.delete(Number(pid)) && waiter.expected.size === 0) waiter.done();
+  };
+
   const onNotification = (c: pg.Client, n: pg.Notification) => {
     if (n.channel === ACKS_CHANNEL) {
-      const [nonce, pid] = (n.payload ?? '').split(':');
-      const waiter = waiters.get(nonce ?? '');
-      if (waiter && waiter.expected.delete(Number(pid)) && waiter.expected.size === 0) waiter.done();
+      acknowledged(n.payload);
       return;
     }
     if (n.payload?.startsWith(SYNC_PREFIX)) {
@@ -165,16 +174,72 @@ export function listenForChanges(url: string, log: (message: string, err?: unkno
     changed(n.payload);
   };
 
-  const connect = async () => {
-    if (closed) return;
+  /** A connection of this listener's (`name`: see sync()), every statement bounded. */
+  const newClient = (name: string) => {
     // Its name is how sync() finds the listeners: one in the URL must not replace it.
-    const listenerUrl = new URL(url);
-    listenerUrl.searchParams.delete('application_name');
+    const namedUrl = new URL(url);
+    namedUrl.searchParams.delete('application_name');
     // Every statement bounded too: one left unanswered (a network gone silent while LISTEN was
     // on its way) would otherwise keep this listener from ever reconnecting.
-    const c = new pg.Client({
-      connectionString: listenerUrl.href, application_name: LISTENER_APPLICATION_NAME, connectionTimeoutMillis: 3000, query_timeout: 3000,
+    return new pg.Client({ connectionString: namedUrl.href, application_name: name, connectionTimeoutMillis: 3000, query_timeout: 3000 });
+  };
+
+  /**
+   * Sends a sync notice through `c` and waits for the listeners named in pg_stat_activity (and
+   * `ownPid`, this instance's listener, when it is up) to acknowledge it; `c` must be listening
+   * on ACKS_CHANNEL.
+   */
+  const confirmThrough = async (c: pg.Client, ownPid: number | undefined, timeoutMs: number): Promise<boolean> => {
+    const nonce = randomUUID();
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      // Live listeners ping every half second: a session of that name idle for longer (an
+      // instance that crashed but whose session lingers, a stray client) is not waited for.
+      const { rows } = await inTurn<{ pid: number }>(c,
+        `select pid from pg_stat_activity where application_name = $1 and datname = current_database()
+           and (state = 'active' or (state = 'idle' and state_change > now() - make_interval(secs => $2)))`, [LISTENER_APPLICATION_NAME, TRUST_FOR_MS / 1000]);
+      const expected = new Set(rows.map((r) => r.pid));
+      if (ownPid !== undefined) expected.add(ownPid);
+      if (expected.size === 0) return true;
+      const confirmed = new Promise<boolean>((resolve) => {
+        waiters.set(nonce, { expected, done: () => resolve(true) });
+        timer = setTimeout(() => resolve(false), timeoutMs);
+      });
+      await inTurn(c, 'select pg_notify($1, $2)', [CHANGES_CHANNEL, `${SYNC_PREFIX}${nonce}`]);
+      const ok = await confirmed;
+      if (!ok) log(`not every instance confirmed a change within ${timeoutMs} ms (still waiting for listener pid ${[...expected].join(', ')})`);
+      return ok;
+    } catch (err) {
+      log('could not confirm a change with the other instances', err);
+      return false;
+    } finally {
+      clearTimeout(timer);
+      waiters.delete(nonce);
+    }
+  };
+
+  /** sync() while this instance's listener is down: the others are waited for all the same. */
+  const confirmWithoutListener = async (timeoutMs: number): Promise<boolean> => {
+    const c = newClient(SYNC_APPLICATION_NAME);
+    c.on('error', () => {}); // a failure shows in the statement that meets it
+    c.on('notification', (n) => {
+      if (n.channel === ACKS_CHANNEL) acknowledged(n.payload);
     });
+    try {
+      await c.connect();
+      await inTurn(c, `LISTEN ${ACKS_CHANNEL}`);
+      return await confirmThrough(c, undefined, timeoutMs);
+    } catch (err) {
+      log('could not confirm a change with the other instances', err);
+      return false;
+    } finally {
+      c.end().catch(() => {});
+    }
+  };
+
+  const connect = async () => {
+    if (closed) return;
+    const c = newClient(LISTENER_APPLICATION_NAME);
     c.on('notification', (n) => onNotification(c, n));
     c.on('error', (err) => drop(c, err));
     c.on('end', () => drop(c));
@@ -246,33 +311,9 @@ export function listenForChanges(url: string, log: (message: string, err?: unkno
       listeners.push(listener);
     },
     async sync(timeoutMs = SYNC_TIMEOUT_MS) {
+      if (closed) return false;
       const c = client;
-      if (!c || !listening) return false;
-      const nonce = randomUUID();
-      let timer: NodeJS.Timeout | undefined;
-      try {
-        // Live listeners ping every half second: a session of that name idle for longer (an
-        // instance that crashed but whose session lingers, a stray client) is not waited for.
-        const { rows } = await inTurn<{ pid: number }>(c,
-          `select pid from pg_stat_activity where application_name = $1 and datname = current_database()
-             and (state = 'active' or (state = 'idle' and state_change > now() - make_interval(secs => $2)))`, [LISTENER_APPLICATION_NAME, TRUST_FOR_MS / 1000]);
-        const expected = new Set(rows.map((r) => r.pid));
-        expected.add(ownPid!);
-        const confirmed = new Promise<boolean>((resolve) => {
-          waiters.set(nonce, { expected, done: () => resolve(true) });
-          timer = setTimeout(() => resolve(false), timeoutMs);
-        });
-        await inTurn(c, 'select pg_notify($1, $2)', [CHANGES_CHANNEL, `${SYNC_PREFIX}${nonce}`]);
-        const ok = await confirmed;
-        if (!ok) log(`not every instance confirmed a change within ${timeoutMs} ms (still waiting for listener pid ${[...expected].join(', ')})`);
-        return ok;
-      } catch (err) {
-        log('could not confirm a change with the other instances', err);
-        return false;
-      } finally {
-        clearTimeout(timer);
-        waiters.delete(nonce);
-      }
+      return c && listening ? confirmThrough(c, ownPid, timeoutMs) : confirmWithoutListener(timeoutMs);
     },
     async close() {
       closed = true;

@@ -4,6 +4,7 @@
 // deprecated (pg 9 refuses them), and says so in the server's log.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import pg from 'pg';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { listenForChanges, type ChangeListener } from '../../src/db/notifications.ts';
 
@@ -44,5 +45,40 @@ describe('change listener connection', () => {
     assert.deepEqual(warnings.map((w) => w.message), []);
     assert.deepEqual(logged, []);
     assert.ok(listeners.every((l) => l.listening));
+  });
+
+  it('sync() waits for the other instances while its own listener is down', async () => {
+    const own = listenForChanges(database.url, () => {});
+    listeners.push(own);
+    await until(() => own.listening, 'the listener');
+    // Another instance's listener, played by a session of the listeners' name that pings like
+    // one and acknowledges a sync only when the test says so.
+    const other = new pg.Client({ connectionString: database.url, application_name: 'keymanager-listener' });
+    await other.connect();
+    const syncs: string[] = [];
+    other.on('notification', (n) => {
+      if (n.payload?.startsWith('sync:')) syncs.push(n.payload.slice('sync:'.length));
+    });
+    await other.query('LISTEN km_changes');
+    const otherPid = (await other.query<{ pid: number }>('select pg_backend_pid() as pid')).rows[0]!.pid;
+    let pinging = Promise.resolve();
+    const pings = setInterval(() => { pinging = pinging.then(() => other.query('select 1')).then(() => {}); }, 200);
+    try {
+      // The listeners are cut, this instance's among them (each reconnects half a second later).
+      await other.query(`select pg_terminate_backend(pid) from pg_stat_activity
+                          where application_name = 'keymanager-listener' and datname = current_database() and pid <> $1`, [otherPid]);
+      await until(() => !own.listening, 'the listener to be found cut');
+      let settled = false;
+      const confirmed = own.sync(5000).finally(() => { settled = true; });
+      await until(() => syncs.length === 1 || settled, 'the sync notice to reach the other instance');
+      assert.equal(settled, false, 'sync() answered without waiting for the other instance');
+      await pinging;
+      await other.query('select pg_notify($1, $2)', ['km_acks', `${syncs[0]}:${otherPid}`]);
+      assert.equal(await confirmed, true);
+    } finally {
+      clearInterval(pings);
+      await pinging;
+      await other.end();
+    }
   });
 });
