@@ -1,6 +1,7 @@
 // Resource owner password credentials grant (RFC 6749 §4.3) with role-bound scopes.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { sql } from 'kysely';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { postForm, type Reply } from '../support/http.ts';
@@ -209,5 +210,25 @@ describe('password grant', () => {
       const body2 = `grant_type=password&username=${admin.username}&password=%FF%FE`;
       assertError(await postForm(`${server.url}/token`, body2, { basic: withRefresh.basic }), 400, 'invalid_request');
     });
+  });
+
+  it('a database connection lost during the sign-in → 503 temporarily_unavailable, not a 500', async () => {
+    // The session that records the attempt ends itself, as when PostgreSQL restarts or an
+    // operator terminates it: the statement fails with SQLSTATE 57P01 (admin_shutdown).
+    await sql`create function km_test_end_session() returns trigger language plpgsql as $$
+                begin perform pg_terminate_backend(pg_backend_pid()); return new; end $$`.execute(database.db);
+    await sql`create trigger km_test_end_session before insert on login_failures
+                for each row execute function km_test_end_session()`.execute(database.db);
+    try {
+      const res = await signIn(withRefresh, { username: viewer.username, password: viewer.password, scope: 'reports' });
+      assert.equal(res.status, 503, res.text);
+      assert.deepEqual(res.json, { error: 'temporarily_unavailable', error_description: 'the service is temporarily unavailable' });
+    } finally {
+      await sql`drop trigger km_test_end_session on login_failures`.execute(database.db);
+      await sql`drop function km_test_end_session()`.execute(database.db);
+    }
+    // And the next sign-in, on a new connection, works.
+    const again = await signIn(withRefresh, { username: viewer.username, password: viewer.password, scope: 'reports' });
+    assert.equal(again.status, 200, again.text);
   });
 });

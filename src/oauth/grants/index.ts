@@ -10,6 +10,7 @@ import { saml2BearerGrant } from './saml2-bearer.ts';
 import type { ScopeLookup } from '../scope-registry.ts';
 import type { CertificateCheck } from '../client-auth.ts';
 import type { Metrics } from '../../http/metrics.ts';
+import { guardStorage } from '../errors.ts';
 
 export interface GrantDeps {
   config: Config;
@@ -35,6 +36,10 @@ const GRANTS: ExtensionGrant[] = [
 
 export function registerGrants(provider: Provider, deps: GrantDeps): void {
   for (const grant of GRANTS) {
-    provider.registerGrantType(grant.grantType, grant.handler(deps), grant.parameters);
+    const handle = grant.handler(deps);
+    // The engine answers any error that is not one of its own with a 500: a storage failure
+    // anywhere in a grant (a sign-in's lockout count, a role lookup, an assertion's replay
+    // record) becomes its typed error here, a 503 when the database is unreachable.
+    provider.registerGrantType(grant.grantType, (ctx) => guardStorage(() => handle(ctx)), grant.parameters);
   }
 }
