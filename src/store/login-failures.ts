@@ -8,6 +8,7 @@
 // than the limit are ever checked within a window.
 import { sql } from 'kysely';
 import type { Db } from '../db/database.ts';
+import { isDatabaseUnreachable } from '../db/errors.ts';
 
 export interface LockoutPolicy {
   maxFailures: number;
@@ -83,17 +84,45 @@ export async function reserveLoginAttemptWhenFree(db: Db, username: string, sour
 }
 
 /** The password was wrong: the attempt's row becomes a failure. */
-export async function recordLoginFailure(db: Db, id: string): Promise<void> {
-  await db.updateTable('login_failures').set({ in_flight: false, failed_at: sql`clock_timestamp()` }).where('id', '=', id).execute();
+export function recordLoginFailure(db: Db, id: string): Promise<void> {
+  return settleAttempt(() => db.updateTable('login_failures').set({ in_flight: false, failed_at: sql`clock_timestamp()` }).where('id', '=', id).execute());
 }
 
 /**
  * A successful sign-in clears the account's failures and its own row (the address's other
  * rows still count). Other checks of the account still in flight keep their rows.
  */
-export async function clearLoginFailures(db: Db, username: string, ownAttemptId: string): Promise<void> {
-  await db.deleteFrom('login_failures').where('username_lower', '=', sql<string>`lower(${username})`)
-    .where((eb) => eb.or([eb('in_flight', '=', false), eb('id', '=', ownAttemptId)])).execute();
+export function clearLoginFailures(db: Db, username: string, ownAttemptId: string): Promise<void> {
+  return settleAttempt(() => db.deleteFrom('login_failures').where('username_lower', '=', sql<string>`lower(${username})`)
+    .where((eb) => eb.or([eb('in_flight', '=', false), eb('id', '=', ownAttemptId)])).execute());
+}
+
+const SETTLE_RETRY_DELAYS_MS = [200, 1000, 5000, 20_000];
+
+/**
+ * An attempt's outcome must reach its row: a row left in flight takes a place in the window
+ * at once and, after ABANDONED_AFTER_SECONDS, counts as a failure, so a few sign-ins whose
+ * connections were lost (PostgreSQL restarting, sessions terminated) would lock an account.
+ * A write lost that way is tried again in the background; the caller still gets the error
+ * (its request fails with a 503, as any other whose database went away).
+ */
+async function settleAttempt(write: () => Promise<unknown>): Promise<void> {
+  try {
+    await write();
+  } catch (err) {
+    if (isDatabaseUnreachable(err)) retrySettling(write, 0);
+    throw err;
+  }
+}
+
+function retrySettling(write: () => Promise<unknown>, attempt: number): void {
+  const delay = SETTLE_RETRY_DELAYS_MS[attempt];
+  if (delay === undefined) return;
+  setTimeout(() => {
+    write().catch((err: unknown) => {
+      if (isDatabaseUnreachable(err)) retrySettling(write, attempt + 1);
+    });
+  }, delay).unref();
 }
 
 /**

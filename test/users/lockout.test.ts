@@ -10,6 +10,7 @@ import { postForm } from '../support/http.ts';
 import { makeClient, makeScope, makeUser, type TestClient } from '../support/fixtures.ts';
 import { Browser, formAction, formToken, type Step } from '../support/browserless.ts';
 import { counterMoves } from '../support/prometheus.ts';
+import { waitFor } from '../support/wait.ts';
 
 const WINDOW = 600;
 
@@ -166,6 +167,35 @@ describe('brute-force protection', () => {
     const fromElsewhere = await signIn('gina', victim.password, nextAddress());
     assert.equal(fromElsewhere.status, 200, 'the account itself is not locked');
   });
+
+  for (const outcome of [{ name: 'success', operation: 'delete' }, { name: 'failure', operation: 'update' }]) {
+    it(`an attempt whose ${outcome.name} was lost with its connection does not stay in flight (it would count as a failure and lock the account)`, async () => {
+      const user = await makeUser(database.db, `lost-${outcome.name}`);
+      const from = nextAddress();
+      // The first write of the outcome ends its own session, as when PostgreSQL restarts or an
+      // operator terminates it (SQLSTATE 57P01); a sequence, because the session's transaction
+      // is rolled back with it.
+      await sql.raw(`create sequence km_test_lost_outcome;
+        create function km_test_lose_outcome() returns trigger language plpgsql as $$
+          begin if nextval('km_test_lost_outcome') = 1 then perform pg_terminate_backend(pg_backend_pid()); end if;
+                if tg_op = 'DELETE' then return old; end if; return new; end $$;
+        create trigger km_test_lose_outcome before ${outcome.operation} on login_failures
+          for each row execute function km_test_lose_outcome()`).execute(database.db);
+      try {
+        const res = await signIn(user.username, outcome.name === 'success' ? user.password : 'wrong', from);
+        assert.equal(res.status, 503, res.text);
+        assert.deepEqual(res.json, { error: 'temporarily_unavailable', error_description: 'the service is temporarily unavailable' });
+        await waitFor('the attempt to leave flight', async () => {
+          const { rows } = await sql<{ n: string }>`select count(*) as n from login_failures where username_lower = ${user.username} and in_flight`.execute(database.db);
+          return rows[0]!.n === '0';
+        });
+      } finally {
+        await sql.raw(`drop trigger km_test_lose_outcome on login_failures; drop function km_test_lose_outcome(); drop sequence km_test_lost_outcome`).execute(database.db);
+      }
+      const { rows } = await sql<{ n: string }>`select count(*) as n from login_failures where username_lower = ${user.username}`.execute(database.db);
+      assert.equal(rows[0]!.n, outcome.name === 'success' ? '0' : '1', 'the outcome as it was decided');
+    });
+  }
 
   it('ignores X-Forwarded-For from a server that does not trust a proxy', async () => {
     const untrusting = await startTestServer(database.url, { lockoutMaxFailures: 100, lockoutMaxFailuresPerAddress: 100, lockoutWindow: WINDOW });
