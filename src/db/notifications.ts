@@ -24,9 +24,13 @@ const SYNC_PREFIX = 'sync:';
 const PING_EVERY_MS = 500;
 const PING_TIMEOUT_MS = 1000;
 /**
- * Caches are trusted only while the last ping answered this recently: an instance silently cut
- * off from PostgreSQL stops answering from them within this time, which is shorter than the
- * wait of sync(), so an instance that did not confirm a change no longer trusts its caches.
+ * Caches are trusted only while the last answered ping was sent this recently: an instance
+ * silently cut off from PostgreSQL stops answering from them within this time, which is shorter
+ * than the wait of sync(), so an instance that did not confirm a change no longer trusts its
+ * caches. Counted from when the ping was sent, not when its answer came: sync() stops waiting
+ * for a listener that PostgreSQL last saw this long ago, and PostgreSQL saw the ping after it
+ * was sent, so the listener stops trusting no later than sync() stops waiting for it, however
+ * slow the answer's way back.
  */
 const TRUST_FOR_MS = 1500;
 const SYNC_TIMEOUT_MS = 2000;
@@ -131,6 +135,7 @@ export function listenForChanges(url: string, log: (message: string, err?: unkno
   let client: pg.Client | undefined;
   let ownPid: number | undefined;
   let listening = false;
+  /** When the last answered ping was sent (see TRUST_FOR_MS). */
   let lastAnswerAt = 0;
   let generation = 0;
   let closed = false;
@@ -247,10 +252,11 @@ export function listenForChanges(url: string, log: (message: string, err?: unkno
       await c.connect();
       await inTurn(c, `LISTEN ${CHANGES_CHANNEL}`);
       await inTurn(c, `LISTEN ${ACKS_CHANNEL}`);
+      const askedAt = Date.now();
       ownPid = (await inTurn<{ pid: number }>(c, 'select pg_backend_pid() as pid')).rows[0]!.pid;
       client = c;
       listening = true;
-      lastAnswerAt = Date.now();
+      lastAnswerAt = askedAt;
       retryDelay = 500;
       changed(); // whatever happened while we were not listening is unknown
       ping(c);
@@ -264,9 +270,10 @@ export function listenForChanges(url: string, log: (message: string, err?: unkno
     pingTimer = setTimeout(() => {
       if (client !== c) return;
       const timeout = setTimeout(() => drop(c, new Error(`no answer to a ping within ${PING_TIMEOUT_MS} ms`)), PING_TIMEOUT_MS);
+      const sentAt = Date.now();
       inTurn(c, 'select 1').then(() => {
         clearTimeout(timeout);
-        lastAnswerAt = Date.now();
+        lastAnswerAt = sentAt;
         ping(c);
       }, (err: unknown) => {
         clearTimeout(timeout);
