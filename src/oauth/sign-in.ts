@@ -7,7 +7,7 @@ import type { Db } from '../db/database.ts';
 import type { UserRow } from '../db/types.ts';
 import { findUserByUsername, isPossibleUsername, MAX_USERNAME_LENGTH, upgradePasswordHash } from '../store/users.ts';
 import { dummyHash, hashNeedsUpgrade, hashPassword, MAX_PASSWORD_BYTES, passwordParams, verifyPassword } from '../store/passwords.ts';
-import { clearLoginFailures, recordLoginFailure, reserveLoginAttemptWhenFree } from '../store/login-failures.ts';
+import { clearLoginFailures, recordLoginFailure, releaseLoginAttempt, reserveLoginAttemptWhenFree } from '../store/login-failures.ts';
 import { recordAuditEvent } from '../store/audit.ts';
 import type { Metrics } from '../http/metrics.ts';
 
@@ -70,8 +70,17 @@ export async function signIn({ config, db, logger, metrics }: SignInDeps, { user
     return undefined;
   }
 
-  const user = await findUserByUsername(db, username);
-  const passwordOk = await verifyCounted(metrics, user?.password_hash ?? (await dummyHash(params)), password);
+  let user: UserRow | undefined;
+  let passwordOk: boolean;
+  try {
+    user = await findUserByUsername(db, username);
+    passwordOk = await verifyCounted(metrics, user?.password_hash ?? (await dummyHash(params)), password);
+  } catch (err) {
+    // Undecided, the reserved row would stay in flight: a place taken in the window, and a
+    // failure after a minute (src/store/login-failures.ts). The request fails all the same.
+    releaseLoginAttempt(db, attempt.id).catch((releaseErr: unknown) => logger.warn({ error: (releaseErr as Error).message }, 'sign-in attempt not released'));
+    throw err;
+  }
   // A disabled user's right password counts like a wrong one: the lock state must not tell
   // them apart (a locked account answers faster).
   if (!user || !passwordOk || user.disabled) {

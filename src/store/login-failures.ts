@@ -97,6 +97,14 @@ export function clearLoginFailures(db: Db, username: string, ownAttemptId: strin
     .where((eb) => eb.or([eb('in_flight', '=', false), eb('id', '=', ownAttemptId)])).execute());
 }
 
+/**
+ * The attempt ended before its password was checked (the user could not be read): it was no
+ * guess, so its row leaves the window instead of staying in flight.
+ */
+export function releaseLoginAttempt(db: Db, id: string): Promise<void> {
+  return settleAttempt(() => db.deleteFrom('login_failures').where('id', '=', id).where('in_flight', '=', true).execute());
+}
+
 const SETTLE_RETRY_DELAYS_MS = [200, 1000, 5000, 20_000];
 
 /**

@@ -4,6 +4,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { sql } from 'kysely';
+import pg from 'pg';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { postForm } from '../support/http.ts';
@@ -196,6 +197,31 @@ describe('brute-force protection', () => {
       assert.equal(rows[0]!.n, outcome.name === 'success' ? '0' : '1', 'the outcome as it was decided');
     });
   }
+
+  it('an attempt that ends before its password is checked (the user could not be read) leaves the window', async () => {
+    const user = await makeUser(database.db, 'unreadable');
+    const from = nextAddress();
+    // A server that gives each statement one second; the users table is held locked past it.
+    const impatient = await startTestServer(database.url, { trustProxy: true, trustedProxies: ['127.0.0.1'], databaseRequestTimeout: 1, lockoutMaxFailures: 3, lockoutWindow: WINDOW });
+    const locker = new pg.Client({ connectionString: database.url });
+    await locker.connect();
+    try {
+      await locker.query('begin');
+      await locker.query('lock table users in access exclusive mode');
+      const res = await postForm(`${impatient.url}/token`, { grant_type: 'password', username: user.username, password: user.password },
+        { basic: client.basic, headers: { 'x-forwarded-for': from } });
+      assert.equal(res.status, 503, res.text);
+      assert.deepEqual(res.json, { error: 'temporarily_unavailable', error_description: 'the service is temporarily unavailable' });
+      await locker.query('rollback');
+      await waitFor('the attempt to leave the window', async () => {
+        const { rows } = await sql<{ n: string }>`select count(*) as n from login_failures where username_lower = ${user.username}`.execute(database.db);
+        return rows[0]!.n === '0';
+      });
+    } finally {
+      await locker.end();
+      await impatient.stop();
+    }
+  });
 
   it('ignores X-Forwarded-For from a server that does not trust a proxy', async () => {
     const untrusting = await startTestServer(database.url, { lockoutMaxFailures: 100, lockoutMaxFailuresPerAddress: 100, lockoutWindow: WINDOW });
