@@ -182,6 +182,8 @@ export interface LoginFailuresTable {
   failed_at: Timestamp;
   /** A check still running (0007): counts against the room in the window, not yet a failure. */
   in_flight: ColumnType<boolean, boolean | undefined, boolean>;
+  /** Named by the server before the reservation is sent (0018): a reservation whose answer was lost is found by it. */
+  attempt_key: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export type UserRow = Selectable<UsersTable>;

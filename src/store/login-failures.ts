@@ -6,6 +6,7 @@
 // instance), the window is counted and, if there is room, a row is inserted at once, in
 // flight until the check is decided (0007). However many guesses arrive together, no more
 // than the limit are ever checked within a window.
+import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import type { Db } from '../db/database.ts';
 import { isDatabaseUnreachable } from '../db/errors.ts';
@@ -30,6 +31,20 @@ export type AttemptReservation =
 const ABANDONED_AFTER_SECONDS = 60;
 
 export async function reserveLoginAttempt(db: Db, username: string, sourceAddress: string, policy: LockoutPolicy): Promise<AttemptReservation> {
+  // Named before it is sent: if the connection is lost, the reservation may have committed
+  // with no answer, and its id unknown; it is then deleted by this key (0018).
+  const attemptKey = randomUUID();
+  try {
+    return await reserve(db, username, sourceAddress, policy, attemptKey);
+  } catch (err) {
+    if (isDatabaseUnreachable(err)) {
+      settleAttempt(() => db.deleteFrom('login_failures').where('attempt_key', '=', attemptKey).where('in_flight', '=', true).execute()).catch(() => {});
+    }
+    throw err;
+  }
+}
+
+function reserve(db: Db, username: string, sourceAddress: string, policy: LockoutPolicy, attemptKey: string): Promise<AttemptReservation> {
   return db.transaction().execute(async (trx) => {
     // The account's key is folded by PostgreSQL's lower(), the very function that finds the
     // user (users_username_lower_uq): two spellings that reach one user share one count.
@@ -48,8 +63,8 @@ export async function reserveLoginAttempt(db: Db, username: string, sourceAddres
       ), address as (
         select ${failed} as failed, count(*) as all_rows from login_failures where source_address = ${sourceAddress} and failed_at > ${since}
       ), reserved as (
-        insert into login_failures (username_lower, source_address, failed_at, in_flight)
-        select ${usernameLower}, ${sourceAddress}, clock_timestamp(), true from account, address
+        insert into login_failures (username_lower, source_address, failed_at, in_flight, attempt_key)
+        select ${usernameLower}, ${sourceAddress}, clock_timestamp(), true, ${attemptKey}::uuid from account, address
         where account.all_rows < ${policy.maxFailures} and address.all_rows < ${policy.maxFailuresPerAddress}
         returning id
       )

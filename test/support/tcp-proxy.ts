@@ -19,6 +19,12 @@ export interface TcpProxy {
    */
   restore(): Promise<void>;
   close(): Promise<void>;
+  /**
+   * The next time a client sends bytes that `matches` (read as latin1 text), the server's
+   * answer to them is lost: the connection breaks once PostgreSQL has done the work and before
+   * its answer reaches the client, as when a network fails at that moment. Once.
+   */
+  loseReplyTo(matches: (sent: string) => boolean): void;
 }
 
 /** Sees each relayed connection's bytes from client to server, as they pass. */
@@ -30,6 +36,9 @@ export async function startTcpProxy(targetHost: string, targetPort: number, tap?
   /** Client sides of connections that silence() left open, and whether each sent anything since. */
   const silenced = new Map<Socket, { sent: boolean }>();
   let silent = false;
+  let loseReplyTo: ((sent: string) => boolean) | undefined;
+  /** Client sides whose next answer from the server is to be lost. */
+  const losing = new Set<Socket>();
   let server: Server | undefined;
   let port = 0;
 
@@ -57,16 +66,19 @@ export async function startTcpProxy(targetHost: string, targetPort: number, tap?
     };
     client.on('error', drop).on('close', drop);
     upstream.on('error', drop).on('close', drop);
-    if (tap) {
-      const observe = tap();
-      client.on('data', (chunk: Buffer) => {
-        observe(chunk);
-        upstream.write(chunk);
-      });
-      upstream.pipe(client);
-    } else {
-      client.pipe(upstream).pipe(client);
-    }
+    const observe = tap?.();
+    client.on('data', (chunk: Buffer) => {
+      observe?.(chunk);
+      if (loseReplyTo?.(chunk.toString('latin1'))) {
+        loseReplyTo = undefined;
+        losing.add(client);
+      }
+      upstream.write(chunk);
+    });
+    upstream.on('data', (chunk: Buffer) => {
+      if (losing.delete(client)) drop();
+      else client.write(chunk);
+    });
   };
 
   const listen = () => new Promise<void>((resolve, reject) => {
@@ -112,6 +124,9 @@ export async function startTcpProxy(targetHost: string, targetPort: number, tap?
       if (!server?.listening) await listen();
     },
     close: stop,
+    loseReplyTo(matches) {
+      loseReplyTo = matches;
+    },
   };
 }
 

@@ -12,6 +12,7 @@ import { makeClient, makeScope, makeUser, type TestClient } from '../support/fix
 import { Browser, formAction, formToken, type Step } from '../support/browserless.ts';
 import { counterMoves } from '../support/prometheus.ts';
 import { waitFor } from '../support/wait.ts';
+import { startTcpProxy, viaProxy } from '../support/tcp-proxy.ts';
 
 const WINDOW = 600;
 
@@ -220,6 +221,33 @@ describe('brute-force protection', () => {
     } finally {
       await locker.end();
       await impatient.stop();
+    }
+  });
+
+  it('a reservation that committed but whose answer was lost does not stay in flight', async () => {
+    const user = await makeUser(database.db, 'lost-reservation');
+    const target = new URL(database.url);
+    const proxy = await startTcpProxy(target.hostname, Number(target.port));
+    const behindProxy = await startTestServer(viaProxy(database.url, proxy), { trustProxy: true, trustedProxies: ['127.0.0.1'], lockoutMaxFailures: 3, lockoutWindow: WINDOW });
+    try {
+      // The answer to the COMMIT of the transaction that inserted the attempt's row is lost.
+      let reserving = false;
+      proxy.loseReplyTo((sent) => {
+        if (sent.includes('insert into login_failures')) reserving = true;
+        return reserving && /\bcommit\b/.test(sent);
+      });
+      const res = await postForm(`${behindProxy.url}/token`, { grant_type: 'password', username: user.username, password: user.password },
+        { basic: client.basic, headers: { 'x-forwarded-for': nextAddress() } });
+      assert.equal(reserving, true, 'the reservation went through the proxy');
+      assert.equal(res.status, 503, res.text);
+      assert.deepEqual(res.json, { error: 'temporarily_unavailable', error_description: 'the service is temporarily unavailable' });
+      await waitFor('the committed reservation to be deleted', async () => {
+        const { rows } = await sql<{ n: string }>`select count(*) as n from login_failures where username_lower = ${user.username}`.execute(database.db);
+        return rows[0]!.n === '0';
+      });
+    } finally {
+      await behindProxy.stop();
+      await proxy.close();
     }
   });
 
