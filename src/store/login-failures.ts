@@ -37,9 +37,7 @@ export async function reserveLoginAttempt(db: Db, username: string, sourceAddres
   try {
     return await reserve(db, username, sourceAddress, policy, attemptKey);
   } catch (err) {
-    if (isDatabaseUnreachable(err)) {
-      settleAttempt(() => db.deleteFrom('login_failures').where('attempt_key', '=', attemptKey).where('in_flight', '=', true).execute()).catch(() => {});
-    }
+    if (isDatabaseUnreachable(err)) releaseInFlight(db, 'attempt_key', attemptKey).catch(() => {});
     throw err;
   }
 }
@@ -117,7 +115,12 @@ export function clearLoginFailures(db: Db, username: string, ownAttemptId: strin
  * guess, so its row leaves the window instead of staying in flight.
  */
 export function releaseLoginAttempt(db: Db, id: string): Promise<void> {
-  return settleAttempt(() => db.deleteFrom('login_failures').where('id', '=', id).where('in_flight', '=', true).execute());
+  return releaseInFlight(db, 'id', id);
+}
+
+/** Deletes a reserved row still in flight, found by its id or (its id unknown) its attempt key. */
+function releaseInFlight(db: Db, by: 'id' | 'attempt_key', value: string): Promise<void> {
+  return settleAttempt(() => db.deleteFrom('login_failures').where(by, '=', value).where('in_flight', '=', true).execute());
 }
 
 const SETTLE_RETRY_DELAYS_MS = [200, 1000, 5000, 20_000];
