@@ -13,6 +13,7 @@ import type { TokenLookup } from './token-cache.ts';
 import { certificateThumbprint } from '../store/certificates.ts';
 import { findClientById } from '../store/clients.ts';
 import { rolesOfUser } from '../store/users.ts';
+import { splitScope } from '../oauth/scope-policy.ts';
 import { isTokenActive, type IntrospectionCaller } from './introspection.ts';
 
 /** The scope a gateway's bearer token must carry (registered by migration 0010). */
@@ -111,15 +112,21 @@ async function bearerCaller({ db, scopes, tokens, clients }: GatewayCallerDeps, 
   if (!(row.scope ?? '').split(' ').includes(INTROSPECT_SCOPE)) {
     throw new BearerTokenError(403, 'insufficient_scope', `the access token lacks the ${INTROSPECT_SCOPE} scope`, INTROSPECT_SCOPE);
   }
+  const client = row.client_id ? await clients.find(row.client_id) : undefined;
+  if (!client || client.row.disabled) throw invalidToken('the access token is not active');
+  // The scope counts only while it would still be granted, as at /token: registered and in the
+  // client's allow-list. An operator who takes it away ends a gateway's rights at once, not
+  // when its token (`keymgr token issue --ttl`: up to ten years) expires.
+  const registered = (scopes.cached([INTROSPECT_SCOPE]) ?? await scopes.find([INTROSPECT_SCOPE])).get(INTROSPECT_SCOPE);
+  if (!registered || !splitScope(client.row.scope).includes(INTROSPECT_SCOPE)) {
+    throw new BearerTokenError(403, 'insufficient_scope', `the ${INTROSPECT_SCOPE} scope is no longer granted to the token's client`, INTROSPECT_SCOPE);
+  }
   if (row.account_id) {
     // A user's token speaks for the user: only while they hold a role bound to the scope.
-    const bindings = (await scopes.find([INTROSPECT_SCOPE])).get(INTROSPECT_SCOPE)?.roles ?? [];
     const held = await rolesOfUser(db, row.account_id);
-    if (!bindings.some((r) => held.includes(r))) {
+    if (!registered.roles.some((r) => held.includes(r))) {
       throw new BearerTokenError(403, 'insufficient_scope', `the user no longer holds a role bound to the ${INTROSPECT_SCOPE} scope`, INTROSPECT_SCOPE);
     }
   }
-  const client = row.client_id ? await clients.find(row.client_id) : undefined;
-  if (!client || client.row.disabled) throw invalidToken('the access token is not active');
   return { client: { client_id: client.row.client_id }, anyToken: true, audiences: client.row.introspect_audiences };
 }

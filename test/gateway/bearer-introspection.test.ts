@@ -12,6 +12,9 @@ import { postForm, type Reply } from '../support/http.ts';
 import { issueToken, makeClient, makeScope, makeUser, type TestClient, type TestUser } from '../support/fixtures.ts';
 import { runKeymgr } from '../support/cli.ts';
 import { revokeRole } from '../../src/store/users.ts';
+import { updateClient } from '../../src/store/clients.ts';
+import { createScope, deleteScope } from '../../src/store/scopes.ts';
+import { syncEveryInstance } from '../support/wait.ts';
 
 const FAST = { memoryCost: 8192, timeCost: 1, parallelism: 1 };
 
@@ -145,6 +148,34 @@ describe('bearer-authenticated introspection', () => {
     await revokeRole(database.db, operator.username, 'introspector');
     refused(await introspectWith(refreshed.json.access_token, target), 403, 'insufficient_scope',
       'the user no longer holds a role bound to the introspect scope', 'introspect');
+  });
+
+  it('a bearer counts only while its client is still allowed the introspect scope and the scope is registered: else 403 insufficient_scope', async () => {
+    // Found by an outside review: the allow-list narrowed or the scope deleted, a gateway's
+    // existing token (keymgr token issue: up to ten years) went on introspecting every token.
+    const narrowed = await makeClient(database.db, { scope: ['introspect', 'read'] });
+    const bearer = await issueToken(server.url, narrowed, 'introspect');
+    const target = await issueToken(server.url, app, 'read');
+    assert.equal((await introspectWith(bearer, target)).json.active, true);
+    const noLongerGranted = "the introspect scope is no longer granted to the token's client";
+
+    await updateClient(database.db, narrowed.id, { scope: ['read'] });
+    await syncEveryInstance(database.url);
+    refused(await introspectWith(bearer, target), 403, 'insufficient_scope', noLongerGranted, 'introspect');
+    await updateClient(database.db, narrowed.id, { scope: ['introspect', 'read'] });
+    await syncEveryInstance(database.url);
+    assert.equal((await introspectWith(bearer, target)).json.active, true);
+
+    // The scope deleted (the client's allow-list still names it): no longer granted to anyone.
+    assert.equal(await deleteScope(database.db, 'introspect'), true);
+    await syncEveryInstance(database.url);
+    try {
+      refused(await introspectWith(bearer, target), 403, 'insufficient_scope', noLongerGranted, 'introspect');
+    } finally {
+      await createScope(database.db, 'introspect', '', ['introspector']);
+      await syncEveryInstance(database.url);
+    }
+    assert.equal((await introspectWith(bearer, target)).json.active, true);
   });
 
   it('keymgr token issue prints one long-lived token that works as the gateway\'s bearer', async () => {

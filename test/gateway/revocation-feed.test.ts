@@ -12,7 +12,7 @@ import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { basicHeader, postForm, toReply } from '../support/http.ts';
 import { issueToken, makeClient, makeUser, type TestClient } from '../support/fixtures.ts';
-import { deleteClient, rotateClientSecret, setClientDisabled } from '../../src/store/clients.ts';
+import { deleteClient, rotateClientSecret, setClientDisabled, updateClient } from '../../src/store/clients.ts';
 import { setUserDisabled } from '../../src/store/users.ts';
 import { revokeTokensOfClient } from '../../src/store/tokens.ts';
 import { sql, type RawBuilder } from 'kysely';
@@ -241,7 +241,7 @@ describe('revocation feed', () => {
     feed.close();
   });
 
-  it('a stream ends once the gateway\'s credentials no longer count: bearer revoked, client disabled, secret rotated', async () => {
+  it('a stream ends once the gateway\'s credentials no longer count: bearer revoked, its client no longer allowed introspect, client disabled, secret rotated', async () => {
     const ended = async (feed: Feed) => {
       const deadline = Date.now() + 15_000;
       while (!feed.ended) {
@@ -255,6 +255,11 @@ describe('revocation feed', () => {
     await revoke(bearer, gateway);
     await ended(byBearer);
     assert.equal(bySecret.ended, false, 'the other gateway stream goes on');
+
+    const narrowed = await makeClient(database.db, { scope: ['introspect'] });
+    const byNarrowed = await subscribe(b, { authorization: `Bearer ${await issueToken(a.url, narrowed, 'introspect')}` });
+    await updateClient(database.db, narrowed.id, { scope: [] });
+    await ended(byNarrowed);
 
     const disabled = await makeClient(database.db, { introspectAny: true, scope: [] });
     const rotated = await makeClient(database.db, { introspectAny: true, scope: [] });
