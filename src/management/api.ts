@@ -57,9 +57,13 @@ function unstorable(text: string): boolean {
   return text.includes('\0') || !text.isWellFormed();
 }
 
+/** No body of this API nests half as deep; past it the walk below would exhaust the stack (a 500). */
+const MAX_JSON_DEPTH = 32;
+
 /** The path of the first unstorable key or string in a JSON value, if any. */
 function unstorableAt(value: unknown, path: string[] = []): string | undefined {
   if (typeof value === 'string') return unstorable(value) ? path.join('.') || 'body' : undefined;
+  if (path.length >= MAX_JSON_DEPTH && value && typeof value === 'object') throw badRequest(`body: nested more than ${MAX_JSON_DEPTH} levels deep`);
   if (Array.isArray(value)) {
     for (const [i, item] of value.entries()) {
       const at = unstorableAt(item, [...path, String(i)]);

@@ -55,6 +55,14 @@ describe('management API: clients', () => {
     const notJson = await call('POST', '/management/clients', { authorization: admin });
     assert.equal(notJson.status, 415);
     conformance.check('POST', '/management/clients', 415, notJson.json);
+    // Nested past any body of this API (an outside review: 30,000 levels exhausted the stack of
+    // the NUL check, 500 on every write route).
+    for (const depth of [33, 30_000]) {
+      const deep = await expect(400, 'POST', '/management/clients', { body: '['.repeat(depth) + ']'.repeat(depth) });
+      assert.deepEqual(deep.json, { error: 'invalid_request', error_description: 'body: nested more than 32 levels deep' });
+    }
+    const nested = await expect(400, 'POST', '/management/clients', { body: `{"name": "x", "scope": ${'['.repeat(31)}${']'.repeat(31)}}` });
+    assert.match(nested.json.error_description, /^scope: /, 'within the limit: judged by the schema');
     const huge = await expect(413, 'POST', '/management/clients', { body: { name: 'x'.repeat(70 * 1024) } });
     assert.equal(huge.json.error, 'invalid_request');
   });
