@@ -13,6 +13,15 @@ import { errors } from 'oidc-provider';
 import { basicCredentials } from '../oauth/client-auth.ts';
 import { declaresFormBody, PayloadTooLarge, parseFormStrict, readFormText } from './form-body.ts';
 
+/** A query string with a parameter PostgreSQL cannot hold (NUL, not UTF-8): 400 invalid_request naming it. */
+export function refuseUnstorableQuery(query: string): void {
+  if (!query) return;
+  // Node's parser already refuses raw bytes outside ASCII in the request line; should it ever
+  // be made lenient, node:querystring (ctx.query, the engine's) would misread them.
+  if (/[^\x20-\x7e]/.test(query)) throw new errors.InvalidRequest('the query string must be percent-encoded ASCII');
+  parseFormStrict(query);
+}
+
 export function inputGuard({ maxBodyBytes }: { maxBodyBytes: number }): Middleware {
   // Plain, not async (public-app.ts): a request without a form body goes on at once.
   return function guardInput(ctx, next) {
@@ -30,13 +39,7 @@ export function inputGuard({ maxBodyBytes }: { maxBodyBytes: number }): Middlewa
       }
     }
     if (path.includes('\0')) throw new errors.InvalidRequest('the request path must not contain NUL');
-    const query = ctx.querystring;
-    if (query) {
-      // Node's parser already refuses raw bytes outside ASCII in the request line; should it ever
-      // be made lenient, node:querystring (ctx.query, the engine's) would misread them.
-      if (/[^\x20-\x7e]/.test(query)) throw new errors.InvalidRequest('the query string must be percent-encoded ASCII');
-      parseFormStrict(query);
-    }
+    refuseUnstorableQuery(ctx.querystring);
 
     // Client credentials: RFC 6749 §5.2 makes an unreadable one invalid_client (401, challenge).
     const authorization = ctx.get('authorization');

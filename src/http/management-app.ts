@@ -5,6 +5,7 @@ import Router from '@koa/router';
 import type { Logger } from 'pino';
 import type { Db } from '../db/database.ts';
 import { addHealthRoutes, type Readiness } from './health.ts';
+import { refuseUnstorableQuery } from './input-guard.ts';
 import { errorMapper } from './errors.ts';
 import { managementRouters } from '../management/router.ts';
 import type { ManagementAuthDeps } from '../management/auth.ts';
@@ -32,6 +33,13 @@ export function buildManagementApp({ db, logger, management, metrics, exposition
   addMetricsRoute(router, { exposition, management, logger });
   app.use(measureRequests(metrics));
   app.use(errorMapper(logger, { realm: 'keymanager management' }));
+  app.use(function refuseUnstorableQueries(ctx, next) {
+    // As on the public listener: a NUL or bytes that are not UTF-8 in a query parameter
+    // (?client_id=, ?action=) are refused here, not discovered by PostgreSQL or searched for as
+    // U+FFFD. Paths are not: a write to any path is audited, whatever bytes it carries.
+    refuseUnstorableQuery(ctx.querystring);
+    return next();
+  });
   app.use(async function refuseBrowsersFromElsewhere(ctx, next) {
     // The management API is for operators' tools (curl, scripts), not for web pages: a request
     // a browser sends on behalf of another site (Sec-Fetch-Site, Origin) could otherwise act
