@@ -30,7 +30,7 @@ export interface Metrics {
 
 const INTROSPECTION_RESULTS = ['active', 'inactive', 'refused', 'error'] as const;
 const REVOCATION_KINDS = ['access_token', 'refresh_token', 'unknown'] as const;
-const LOGIN_RESULTS = ['success', 'failure', 'locked'] as const;
+const LOGIN_RESULTS = ['success', 'failure', 'locked', 'overdue'] as const;
 const CLIENT_AUTH_METHODS_TRIED: ClientAuthMethodTried[] = ['client_secret_basic', 'client_secret_post', 'tls_client_auth', 'self_signed_tls_client_auth', 'none'];
 
 // From a local cache hit (well under a millisecond) to an argon2 sign-in and a slow database.

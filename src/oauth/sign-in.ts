@@ -7,7 +7,7 @@ import type { Db } from '../db/database.ts';
 import type { UserRow } from '../db/types.ts';
 import { findUserByUsername, isPossibleUsername, MAX_USERNAME_LENGTH, upgradePasswordHash } from '../store/users.ts';
 import { dummyHash, hashNeedsUpgrade, hashPassword, MAX_PASSWORD_BYTES, passwordParams, verifyPassword } from '../store/passwords.ts';
-import { clearLoginFailures, recordLoginFailure, releaseLoginAttempt, reserveLoginAttemptWhenFree } from '../store/login-failures.ts';
+import { clearLoginFailures, decidedInTime, recordLoginFailure, releaseLoginAttempt, reserveLoginAttemptWhenFree } from '../store/login-failures.ts';
 import { recordAuditEvent } from '../store/audit.ts';
 import type { Metrics } from '../http/metrics.ts';
 
@@ -58,7 +58,7 @@ async function verifyCounted(metrics: SignInDeps['metrics'], hash: string, passw
 export async function signIn({ config, db, logger, metrics }: SignInDeps, { username: typed, password, source, clientId }: SignInAttempt): Promise<UserRow | undefined> {
   const params = passwordParams(config);
   const username = isPossibleUsername(typed) ? typed : IMPOSSIBLE_USERNAME_ACCOUNT;
-  const policy = { maxFailures: config.lockoutMaxFailures, maxFailuresPerAddress: config.lockoutMaxFailuresPerAddress, windowSeconds: config.lockoutWindow };
+  const policy = { maxFailures: config.lockoutMaxFailures, maxFailuresPerAddress: config.lockoutMaxFailuresPerAddress, windowSeconds: config.lockoutWindow, statementTimeoutSeconds: config.databaseRequestTimeout };
 
   // The attempt takes its place in the window before any password is checked (see
   // src/store/login-failures.ts), so a burst of guesses cannot outrun the count.
@@ -70,16 +70,25 @@ export async function signIn({ config, db, logger, metrics }: SignInDeps, { user
     return undefined;
   }
 
+  const release = () => releaseLoginAttempt(db, attempt.id)
+    .catch((err: unknown) => logger.warn({ error: (err as Error).message }, 'sign-in attempt not released'));
   let user: UserRow | undefined;
   let passwordOk: boolean;
   try {
     user = await findUserByUsername(db, username);
     passwordOk = await verifyCounted(metrics, user?.password_hash ?? (await dummyHash(params)), password);
   } catch (err) {
-    // Undecided, the reserved row would stay in flight: a place taken in the window, and a
-    // failure after a minute (src/store/login-failures.ts). The request fails all the same.
-    releaseLoginAttempt(db, attempt.id).catch((releaseErr: unknown) => logger.warn({ error: (releaseErr as Error).message }, 'sign-in attempt not released'));
+    // Undecided, the reserved row would stay in flight, a place taken in the window for a
+    // while (src/store/login-failures.ts). The request fails all the same.
+    release();
     throw err;
+  }
+  if (!decidedInTime(attempt)) {
+    // Too late to be told: others may have been checked in this one's place meanwhile.
+    release();
+    logger.warn({ event: 'login.overdue', client_id: clientId, source }, 'sign-in refused: the password check took too long to be told');
+    metrics.logins.inc({ result: 'overdue' });
+    return undefined;
   }
   // A disabled user's right password counts like a wrong one: the lock state must not tell
   // them apart (a locked account answers faster).

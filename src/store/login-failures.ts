@@ -6,7 +6,14 @@
 // instance), the window is counted and, if there is room, a row is inserted at once, in
 // flight until the check is decided (0007). However many guesses arrive together, no more
 // than the limit are ever checked within a window.
+//
+// A check's outcome is told (its answer sent) only once it is written, and only if it was
+// decided within decideWithinSeconds of its reservation. So a check whose outcome was never
+// written — its process died, its connection was lost — or that was decided too late revealed
+// nothing: it was no guess. Its row, left in flight, holds its place until no told check can
+// still be running behind it (abandonedAfterSeconds), and then counts for nothing.
 import { randomUUID } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { sql } from 'kysely';
 import type { Db } from '../db/database.ts';
 import { isDatabaseUnreachable } from '../db/errors.ts';
@@ -15,34 +22,57 @@ export interface LockoutPolicy {
   maxFailures: number;
   maxFailuresPerAddress: number;
   windowSeconds: number;
+  /** database_request_timeout: the longest wait for a connection, and the longest statement. */
+  statementTimeoutSeconds: number;
+}
+
+/**
+ * How long a check may take from its reservation to its decision and still be told: reading
+ * the user (a connection and a statement) and the password's hash, with room for a queue of
+ * hashes on a busy server.
+ */
+function decideWithinSeconds(policy: LockoutPolicy): number {
+  return 2 * policy.statementTimeoutSeconds + 10;
+}
+
+/**
+ * When a row still in flight stops holding its place: past the latest moment a check decided
+ * in time can have its outcome written (a connection and a statement after its decision), with
+ * a margin.
+ */
+export function abandonedAfterSeconds(policy: LockoutPolicy): number {
+  return decideWithinSeconds(policy) + 2 * policy.statementTimeoutSeconds + 5;
 }
 
 export type LockReason = 'account' | 'address';
 
 export type AttemptReservation =
-  /** The attempt may check a password; `id` is its row, in flight until decided. */
-  | { outcome: 'reserved'; id: string; lockedIfFails: LockReason | null }
+  /**
+   * The attempt may check a password; `id` is its row, in flight until decided. `decideBy`
+   * (performance.now() milliseconds): a decision after it must not be told (decidedInTime).
+   */
+  | { outcome: 'reserved'; id: string; lockedIfFails: LockReason | null; decideBy: number }
   /** Failures have used up the window. */
   | { outcome: 'locked'; reason: LockReason }
   /** Another attempt holds the count, or the room left is taken by checks still running: try again in a moment. */
   | { outcome: 'busy' };
 
-/** A check in flight longer than this was abandoned (its process died): it counts as a failure. */
-const ABANDONED_AFTER_SECONDS = 60;
-
 export async function reserveLoginAttempt(db: Db, username: string, sourceAddress: string, policy: LockoutPolicy): Promise<AttemptReservation> {
   // Named before it is sent: if the connection is lost, the reservation may have committed
   // with no answer, and its id unknown; it is then deleted by this key (0018).
   const attemptKey = randomUUID();
+  // Taken before the reservation is sent: its row's age, counted by PostgreSQL from when the
+  // row was written, is never more than the time since.
+  const decideBy = performance.now() + decideWithinSeconds(policy) * 1000;
   try {
-    return await reserve(db, username, sourceAddress, policy, attemptKey);
+    return await reserve(db, username, sourceAddress, policy, attemptKey, decideBy);
   } catch (err) {
     if (isDatabaseUnreachable(err)) releaseInFlight(db, 'attempt_key', attemptKey).catch(() => {});
     throw err;
   }
 }
 
-function reserve(db: Db, username: string, sourceAddress: string, policy: LockoutPolicy, attemptKey: string): Promise<AttemptReservation> {
+function reserve(db: Db, username: string, sourceAddress: string, policy: LockoutPolicy, attemptKey: string, decideBy: number): Promise<AttemptReservation> {
   return db.transaction().execute(async (trx) => {
     // The account's key is folded by PostgreSQL's lower(), the very function that finds the
     // user (users_username_lower_uq): two spellings that reach one user share one count.
@@ -54,12 +84,14 @@ function reserve(db: Db, username: string, sourceAddress: string, policy: Lockou
          and pg_try_advisory_xact_lock(hashtextextended(${`km.login.address:${sourceAddress}`}, 0)) as ok`.execute(trx);
     if (!locked[0]?.ok) return { outcome: 'busy' } as const;
     const since = sql`clock_timestamp() - make_interval(secs => ${policy.windowSeconds})`;
-    const failed = sql`count(*) filter (where not in_flight or failed_at < clock_timestamp() - make_interval(secs => ${ABANDONED_AFTER_SECONDS}))`;
+    const failed = sql`count(*) filter (where not in_flight)`;
+    // Failures, and checks in flight that may still be told.
+    const placesTaken = sql`count(*) filter (where not in_flight or failed_at > clock_timestamp() - make_interval(secs => ${abandonedAfterSeconds(policy)}))`;
     const { rows } = await sql<{ account_failed: string; account_all: string; address_failed: string; address_all: string; id: string | null }>`
       with account as (
-        select ${failed} as failed, count(*) as all_rows from login_failures where username_lower = ${usernameLower} and failed_at > ${since}
+        select ${failed} as failed, ${placesTaken} as all_rows from login_failures where username_lower = ${usernameLower} and failed_at > ${since}
       ), address as (
-        select ${failed} as failed, count(*) as all_rows from login_failures where source_address = ${sourceAddress} and failed_at > ${since}
+        select ${failed} as failed, ${placesTaken} as all_rows from login_failures where source_address = ${sourceAddress} and failed_at > ${since}
       ), reserved as (
         insert into login_failures (username_lower, source_address, failed_at, in_flight, attempt_key)
         select ${usernameLower}, ${sourceAddress}, clock_timestamp(), true, ${attemptKey}::uuid from account, address
@@ -74,7 +106,7 @@ function reserve(db: Db, username: string, sourceAddress: string, policy: Lockou
     if (r.id !== null) {
       const lockedIfFails = accountFailed + 1 >= policy.maxFailures ? 'account'
         : addressFailed + 1 >= policy.maxFailuresPerAddress ? 'address' : null;
-      return { outcome: 'reserved', id: String(r.id), lockedIfFails };
+      return { outcome: 'reserved', id: String(r.id), lockedIfFails, decideBy };
     }
     if (accountFailed >= policy.maxFailures) return { outcome: 'locked', reason: 'account' };
     if (addressFailed >= policy.maxFailuresPerAddress) return { outcome: 'locked', reason: 'address' };
@@ -94,6 +126,15 @@ export async function reserveLoginAttemptWhenFree(db: Db, username: string, sour
     // A password check takes tens of milliseconds; jitter keeps waiters from moving in step.
     await new Promise((resolve) => setTimeout(resolve, 10 + Math.random() * 20));
   }
+}
+
+/**
+ * Whether a decided check may be told. If not, its row may already have stopped holding its
+ * place (others may have been checked in its stead), so its outcome is not written either:
+ * the row is released and the caller refuses as for any other refusal, whatever the password.
+ */
+export function decidedInTime(attempt: { decideBy: number }): boolean {
+  return performance.now() <= attempt.decideBy;
 }
 
 /** The password was wrong: the attempt's row becomes a failure. */

@@ -5,8 +5,12 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { sql } from 'kysely';
 import pg from 'pg';
+import { execFileSync } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
-import { startTestServer, type TestServer } from '../support/server.ts';
+import { startTestServer, tempDir, type TestServer } from '../support/server.ts';
 import { postForm } from '../support/http.ts';
 import { makeClient, makeScope, makeUser, type TestClient } from '../support/fixtures.ts';
 import { Browser, formAction, formToken, type Step } from '../support/browserless.ts';
@@ -247,6 +251,71 @@ describe('brute-force protection', () => {
     } finally {
       await behindProxy.stop();
       await proxy.close();
+    }
+  });
+
+  // 4 × database_request_timeout + 15 s (README, lockout): 35 s at the default of 5.
+  const HOLDS_PLACE_SECONDS = 35;
+  /** Rows in flight of checks whose outcome never came, `age` seconds after their reservation. */
+  const leaveInFlight = (username: string, ages: number[]) => sql`insert into login_failures (username_lower, source_address, failed_at, in_flight)
+    select ${username}, '203.0.113.7', clock_timestamp() - make_interval(secs => age), true from unnest(${ages}::int[]) as age`.execute(database.db);
+
+  it('a check whose outcome never came holds its place while a told check could still be behind it, then counts for nothing', async () => {
+    // An outside review: rows left in flight by a PostgreSQL outage longer than the outcome's
+    // retries, or by a reservation whose COMMIT landed after its key's delete, counted as
+    // failures after a minute and locked the account for its window; a success cleared none.
+    const user = await makeUser(database.db, 'outlived');
+    await leaveInFlight(user.username, [HOLDS_PLACE_SECONDS + 2, HOLDS_PLACE_SECONDS + 2, 70]);
+    const right = await signIn(user.username, user.password, nextAddress());
+    assert.equal(right.status, 200, right.text);
+    for (const wrong of ['wrong-1', 'wrong-2']) assert.equal((await signIn(user.username, wrong, nextAddress())).json.error, 'invalid_grant');
+    assert.equal((await signIn(user.username, user.password, nextAddress())).status, 200, 'two failures of three: not locked');
+
+    // Still within the time a told check may take: the places stay taken (the limit is 3).
+    const held = await makeUser(database.db, 'held');
+    await leaveInFlight(held.username, [HOLDS_PLACE_SECONDS - 10, HOLDS_PLACE_SECONDS - 10, HOLDS_PLACE_SECONDS - 10]);
+    const mark = server.logMark();
+    const refused = await signIn(held.username, held.password, nextAddress());
+    assert.equal(refused.status, 400, refused.text);
+    assert.deepEqual(refused.json.error, 'invalid_grant');
+    assert.equal(server.logsSince(mark).find((l) => l.event === 'login.locked')?.reason, 'busy');
+  });
+
+  it('a check decided too late to be told is refused whatever the password, and its row released', async () => {
+    // With database_request_timeout 1 a check must be decided within 2 × 1 + 10 s of its
+    // reservation (README, lockout). The hash is held up that long: every thread of libuv's
+    // pool (where argon2 runs) waits to open a FIFO for reading until it is opened for writing.
+    const user = await makeUser(database.db, 'overdue');
+    const slow = await startTestServer(database.url, { trustProxy: true, trustedProxies: ['127.0.0.1'], databaseRequestTimeout: 1, lockoutMaxFailures: 3, lockoutWindow: WINDOW });
+    const fifo = join(tempDir('km-fifo-'), 'threads');
+    execFileSync('mkfifo', [fifo]);
+    const signInAt = (from: string) => postForm(`${slow.url}/token`, { grant_type: 'password', username: user.username, password: user.password },
+      { basic: client.basic, headers: { 'x-forwarded-for': from } });
+    let threads: Promise<FileHandle>[] = [];
+    const releaseThreads = async () => {
+      if (!threads.length) return;
+      closeSync(openSync(fifo, 'w'));
+      for (const handle of await Promise.all(threads)) await handle.close();
+      threads = [];
+    };
+    try {
+      assert.equal((await signInAt(nextAddress())).status, 200, 'the pool has its connections before the threads are held');
+      threads = Array.from({ length: Number(process.env.UV_THREADPOOL_SIZE ?? 4) }, () => open(fifo, 'r'));
+      const mark = slow.logMark();
+      const started = Date.now();
+      const pending = signInAt(nextAddress());
+      await waitFor('the attempt to be reserved', async () => (await attemptRows(user.username, { inFlight: true })) === 1);
+      await waitFor('the time to decide to pass', async () => Date.now() - started > 12_500, 20_000);
+      await releaseThreads();
+      const res = await pending;
+      assert.equal(res.status, 400, res.text);
+      assert.equal(res.json.error, 'invalid_grant');
+      assert.ok(slow.logsSince(mark).some((l) => l.event === 'login.overdue'), 'logged as overdue');
+      await waitFor('the row to be released', async () => (await attemptRows(user.username)) === 0);
+      assert.equal((await signInAt(nextAddress())).status, 200, 'nothing counted against the account');
+    } finally {
+      await releaseThreads();
+      await slow.stop();
     }
   });
 
