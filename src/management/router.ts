@@ -63,6 +63,8 @@ export function managementRouters(deps: ManagementAuthDeps): Router[] {
       ctx.body = { AccessToken: token };
     });
     session.get('/logout', async (ctx) => {
+      // A HEAD is a GET without the body, and must change nothing (RFC 9110 §9.2.1).
+      if (ctx.method === 'HEAD') throw new ManagementError(405, 'invalid_request', 'use GET /management/logout');
       const principal = await principalFromBearer(deps, ctx);
       await revokeManagementToken(deps.db, bearerToken(ctx)!);
       deps.logger.info({ event: 'management.logout', username: principal.username }, 'management user signed out');

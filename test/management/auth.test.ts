@@ -154,7 +154,7 @@ describe('management API authentication (jwt handler)', () => {
     }
   });
 
-  it('refuses requests a browser makes on behalf of another site (CSRF), and HEAD at login', async () => {
+  it('refuses requests a browser makes on behalf of another site (CSRF), and HEAD at login and logout', async () => {
     const token = await login();
     for (const headers of [{ origin: 'https://evil.example' }, { 'sec-fetch-site': 'cross-site' }, { 'sec-fetch-site': 'same-site' }] as Record<string, string>[]) {
       const res = await call('POST', '/management/clients/x/disable', { authorization: `Bearer ${token}`, headers });
@@ -166,6 +166,9 @@ describe('management API authentication (jwt handler)', () => {
     assert.equal((await call('HEAD', '/management/login', { authorization: admin })).status, 405);
     const after = await database.db.selectFrom('management_tokens').select((e) => e.fn.countAll<string>().as('n')).executeTakeFirstOrThrow();
     assert.equal(after.n, before.n, 'no token minted');
+    // Nor does HEAD at logout revoke the token (an outside review: it did).
+    assert.equal((await call('HEAD', '/management/logout', { authorization: `Bearer ${token}` })).status, 405);
+    assert.equal((await call('GET', '/management/clients', { authorization: `Bearer ${token}` })).status, 200, 'the token still counts');
   });
 
   it('an auditor reads but cannot write (403)', async () => {
