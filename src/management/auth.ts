@@ -66,8 +66,10 @@ async function checkCredentials(deps: ManagementAuthDeps, username: string, pass
   const policy = { maxFailures: config.lockoutMaxFailures, maxFailuresPerAddress: 1_000_000_000, windowSeconds: config.lockoutWindow, statementTimeoutSeconds: config.databaseRequestTimeout };
   const account = managementAccountKey(username);
   const attempt = await reserveLoginAttemptWhenFree(db, account, source, policy);
+  const known = users.has(username);
   const audit = (action: string) => deps.auditRefusal({
-    actorType: 'management_user', actor: users.has(username) ? username : '(unknown user)', action, source, outcome: 'failure',
+    actorType: 'management_user', actor: known ? username : '(unknown user)', action, source, outcome: 'failure',
+    account: known ? username : undefined,
   });
   if (attempt.outcome !== 'reserved') {
     logger.warn({ event: 'management.login.locked', reason: attempt.outcome === 'locked' ? attempt.reason : 'busy', source }, 'management sign-in refused: too many failed attempts');

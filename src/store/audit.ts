@@ -14,9 +14,16 @@ export interface AuditEvent {
   changedFields?: string[];
 }
 
-/** What the caller sent, made storable: an audit event must be written whatever the input held. */
+/**
+ * Characters that would make a line of the trail printed as text say something else: control
+ * characters (a newline starts a forged line, an escape sequence rewrites the terminal), line
+ * and paragraph separators, and bidirectional overrides and isolates (text shown reordered).
+ */
+const MISLEADING = /[\0-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+
+/** What the caller sent, made storable and safe to print: an audit event must be written whatever the input held. */
 function storable(text: string, max = 255): string {
-  return text.slice(0, max).replaceAll('\0', '\uFFFD').toWellFormed();
+  return text.slice(0, max).replace(MISLEADING, '\uFFFD').toWellFormed();
 }
 
 export async function recordAuditEvent(db: Db, event: AuditEvent): Promise<void> {

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { userInfo } from 'node:os';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { freePort, startTestServer, type TestServer } from '../support/server.ts';
-import { basicAuth, managementClient } from '../support/management.ts';
+import { basicAuth, managementClient, startManagementApi } from '../support/management.ts';
 import { conformanceChecker } from '../support/openapi.ts';
 import { runKeymgr } from '../support/cli.ts';
 import { basicHeader } from '../support/http.ts';
@@ -137,6 +137,11 @@ describe('audit events', () => {
     assert.equal(nul.status, 403);
     const [denied] = await events('POST /clients/:clientId/disable');
     assert.deepEqual([denied!.actor, denied!.outcome, denied!.resource_id], ['watcher', 'failure', '\uFFFD']);
+    // Nothing that would make the trail, printed as text, say something else (an outside
+    // review: a newline and an escape sequence were stored as sent): a newline, ESC, C1, U+2028, RLO.
+    await call('POST', '/management/clients/a%0Ab%1B%5B2Kc%C2%85d%E2%80%A8e%E2%80%AEf/disable', { authorization: auditor });
+    const [forging] = await events('POST /clients/:clientId/disable');
+    assert.equal(forging!.resource_id, 'a\uFFFDb\uFFFD[2Kc\uFFFDd\uFFFDe\uFFFDf');
     const keyed = await call('POST', '/management/clients', { authorization: admin, body: '{"\\u0000": 1, "name": "x"}' });
     assert.equal(keyed.status, 400);
     assert.deepEqual(keyed.json, { error: 'invalid_request', error_description: '(a key): must not contain NUL or invalid Unicode' });
@@ -204,5 +209,33 @@ describe('audit events: refused attempts without credentials', () => {
     ]);
     const logged = server.logs.filter((l) => l.includes('"event":"audit.suppressed"'));
     assert.equal(logged.length, 5, 'every attempt past the limit is still logged');
+  });
+});
+
+describe('audit events of refused attempts under a flood', () => {
+  it('refused writes from many addresses, past the 300 rows a minute of all sources, cannot keep an operator\'s failed sign-ins and lockout out of the trail', async () => {
+    // An outside review: 10 writes from each of 30 loopback addresses, then 5 wrong passwords
+    // for admin: locked, and not one row of it in the trail.
+    const { database, server, call } = await startManagementApi({ lockoutMaxFailures: 2 });
+    try {
+      // The limits count per minute (README): start well inside one, so that all falls in it.
+      const second = new Date().getUTCSeconds();
+      if (second >= 40) await new Promise((r) => setTimeout(r, (61 - second) * 1000));
+      for (let n = 1; n <= 31; n++) {
+        const refused = await Promise.all(Array.from({ length: 10 }, () => call('POST', '/management/clients/c1/disable', { localAddress: `127.0.1.${n}` })));
+        assert.deepEqual(refused.map((r) => r.status), Array(10).fill(401));
+      }
+      const gap = await database.db.selectFrom('audit_events').select(['action', 'source']).where('action', '=', 'audit.suppressed').where('source', 'is', null).execute();
+      assert.equal(gap.length, 1, 'the flood went past what all sources may write');
+      for (const password of ['wrong-1', 'wrong-2', 'wrong-3']) {
+        assert.equal((await call('GET', '/management/login', { authorization: basicAuth('watcher', password) })).status, 401);
+      }
+      const trail = await database.db.selectFrom('audit_events').select(['action', 'actor', 'source', 'outcome']).where('actor', '=', 'watcher').where('outcome', '=', 'failure').orderBy('id').execute();
+      const refusal = (action: string) => ({ action, actor: 'watcher', source: '127.0.0.1', outcome: 'failure' });
+      assert.deepEqual(trail, [refusal('management.login.failed'), refusal('management.login.failed'), refusal('management.login.locked')]);
+    } finally {
+      await server.stop();
+      await database.drop();
+    }
   });
 });

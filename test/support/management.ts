@@ -23,7 +23,8 @@ export function basicAuth(username: string, password: string): string {
 export function managementClient(server: TestServer) {
   const ca = readFileSync(join(server.keysDir, 'tls', 'server.crt'), 'utf8');
   const url = new URL(server.managementUrl);
-  return function call(method: string, path: string, { authorization, body, headers: extra, chunked }: { authorization?: string; body?: unknown; headers?: Record<string, string>; chunked?: boolean } = {}): Promise<ManagementReply> {
+  /** `localAddress`: the caller's address as the server sees it (any of 127/8 on loopback). */
+  return function call(method: string, path: string, { authorization, body, headers: extra, chunked, localAddress }: { authorization?: string; body?: unknown; headers?: Record<string, string>; chunked?: boolean; localAddress?: string } = {}): Promise<ManagementReply> {
     const payload = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
     const headers: Record<string, string> = { accept: 'application/json', ...extra };
     if (authorization) headers.authorization = authorization;
@@ -33,7 +34,7 @@ export function managementClient(server: TestServer) {
       if (!chunked) headers['content-length'] = String(Buffer.byteLength(payload));
     }
     return new Promise((resolve, reject) => {
-      const req = request({ host: '127.0.0.1', port: url.port, path, method, headers, ca, servername: 'localhost', agent: false }, (res) => {
+      const req = request({ host: '127.0.0.1', port: url.port, path, method, headers, ca, servername: 'localhost', agent: false, localAddress }, (res) => {
         let text = '';
         res.setEncoding('utf8');
         res.on('data', (c: string) => { text += c; });
