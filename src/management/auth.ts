@@ -86,12 +86,12 @@ async function checkCredentials(deps: ManagementAuthDeps, username: string, pass
     return undefined;
   }
   if (!user || !ok) {
-    await recordLoginFailure(db, attempt.id);
+    await recordLoginFailure(db, attempt);
     logger.warn({ event: 'management.login.failed', source, known_user: Boolean(user) }, 'management sign-in failed');
     await audit('management.login.failed');
     return undefined;
   }
-  await clearLoginFailures(db, account, attempt.id);
+  await clearLoginFailures(db, account, attempt);
   return user;
 }
 

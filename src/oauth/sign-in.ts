@@ -93,7 +93,7 @@ export async function signIn({ config, db, logger, metrics }: SignInDeps, { user
   // A disabled user's right password counts like a wrong one: the lock state must not tell
   // them apart (a locked account answers faster).
   if (!user || !passwordOk || user.disabled) {
-    await recordLoginFailure(db, attempt.id);
+    await recordLoginFailure(db, attempt);
     metrics.logins.inc({ result: 'failure' });
     if (user && passwordOk) logger.info({ event: 'login.disabled', client_id: clientId, user_id: user.id }, 'sign-in refused: user disabled');
     else logger.info({ event: 'login.failed', client_id: clientId, source, known_user: Boolean(user) }, 'password sign-in failed');
@@ -107,7 +107,7 @@ export async function signIn({ config, db, logger, metrics }: SignInDeps, { user
     }
     return undefined;
   }
-  await clearLoginFailures(db, username, attempt.id);
+  await clearLoginFailures(db, username, attempt);
   metrics.logins.inc({ result: 'success' });
   if (hashNeedsUpgrade(user.password_hash, params)) {
     await upgradePasswordHash(db, user.id, user.password_hash, await hashPassword(password, params));

@@ -51,7 +51,7 @@ export type AttemptReservation =
    * The attempt may check a password; `id` is its row, in flight until decided. `decideBy`
    * (performance.now() milliseconds): a decision after it must not be told (decidedInTime).
    */
-  | { outcome: 'reserved'; id: string; lockedIfFails: LockReason | null; decideBy: number }
+  | { outcome: 'reserved'; id: string; lockedIfFails: LockReason | null; decideBy: number; holdsPlaceSeconds: number }
   /** Failures have used up the window. */
   | { outcome: 'locked'; reason: LockReason }
   /** Another attempt holds the count, or the room left is taken by checks still running: try again in a moment. */
@@ -106,7 +106,7 @@ function reserve(db: Db, username: string, sourceAddress: string, policy: Lockou
     if (r.id !== null) {
       const lockedIfFails = accountFailed + 1 >= policy.maxFailures ? 'account'
         : addressFailed + 1 >= policy.maxFailuresPerAddress ? 'address' : null;
-      return { outcome: 'reserved', id: String(r.id), lockedIfFails, decideBy };
+      return { outcome: 'reserved', id: String(r.id), lockedIfFails, decideBy, holdsPlaceSeconds: abandonedAfterSeconds(policy) };
     }
     if (accountFailed >= policy.maxFailures) return { outcome: 'locked', reason: 'account' };
     if (addressFailed >= policy.maxFailuresPerAddress) return { outcome: 'locked', reason: 'address' };
@@ -137,18 +137,32 @@ export function decidedInTime(attempt: { decideBy: number }): boolean {
   return performance.now() <= attempt.decideBy;
 }
 
+type Reserved = Extract<AttemptReservation, { outcome: 'reserved' }>;
+
+/**
+ * Whether the attempt's row still holds its place, as PostgreSQL sees it when the outcome
+ * arrives. An outcome written later — a retry after a lost connection, a statement PostgreSQL
+ * received late — would change what the account's lock state tells about a check that was
+ * never told, after another was checked in its place: it changes nothing.
+ */
+function holdsPlace(attempt: Reserved) {
+  return sql<boolean>`id = ${attempt.id} and in_flight and failed_at > clock_timestamp() - make_interval(secs => ${attempt.holdsPlaceSeconds})`;
+}
+
 /** The password was wrong: the attempt's row becomes a failure. */
-export function recordLoginFailure(db: Db, id: string): Promise<void> {
-  return settleAttempt(() => db.updateTable('login_failures').set({ in_flight: false, failed_at: sql`clock_timestamp()` }).where('id', '=', id).execute());
+export function recordLoginFailure(db: Db, attempt: Reserved): Promise<void> {
+  return settleAttempt(() => sql`update login_failures set in_flight = false, failed_at = clock_timestamp() where ${holdsPlace(attempt)}`.execute(db));
 }
 
 /**
  * A successful sign-in clears the account's failures and its own row (the address's other
- * rows still count). Other checks of the account still in flight keep their rows.
+ * rows still count), in one statement, and only while its row still holds its place. Other
+ * checks of the account still in flight keep their rows.
  */
-export function clearLoginFailures(db: Db, username: string, ownAttemptId: string): Promise<void> {
-  return settleAttempt(() => db.deleteFrom('login_failures').where('username_lower', '=', sql<string>`lower(${username})`)
-    .where((eb) => eb.or([eb('in_flight', '=', false), eb('id', '=', ownAttemptId)])).execute());
+export function clearLoginFailures(db: Db, username: string, attempt: Reserved): Promise<void> {
+  return settleAttempt(() => sql`
+    with own as (delete from login_failures where ${holdsPlace(attempt)} returning id)
+    delete from login_failures where username_lower = lower(${username}) and not in_flight and exists (select from own)`.execute(db));
 }
 
 /**

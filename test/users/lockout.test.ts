@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { startTestServer, tempDir, type TestServer } from '../support/server.ts';
 import { postForm } from '../support/http.ts';
-import { makeClient, makeScope, makeUser, type TestClient } from '../support/fixtures.ts';
+import { makeClient, makeScope, makeUser, type TestClient, type TestUser } from '../support/fixtures.ts';
 import { Browser, formAction, formToken, type Step } from '../support/browserless.ts';
 import { counterMoves } from '../support/prometheus.ts';
 import { waitFor } from '../support/wait.ts';
@@ -280,6 +280,45 @@ describe('brute-force protection', () => {
     assert.deepEqual(refused.json.error, 'invalid_grant');
     assert.equal(server.logsSince(mark).find((l) => l.event === 'login.locked')?.reason, 'busy');
   });
+
+  for (const outcome of [{ name: 'success', password: (u: TestUser) => u.password }, { name: 'failure', password: () => 'wrong' }]) {
+    it(`an outcome (${outcome.name}) written after its row stopped holding its place changes nothing`, async () => {
+      // An outside review's recheck: the outcome's write lost with its connection, its retry
+      // landed after the row's place had been given to another check; a late success then
+      // unlocked the account, so its lock state told whether the untold password was right.
+      const user = await makeUser(database.db, `late-${outcome.name}`);
+      for (const wrong of ['wrong-1', 'wrong-2']) assert.equal((await signIn(user.username, wrong, nextAddress())).status, 400);
+      // Writes to login_failures end their session while the gate is shut (as when PostgreSQL
+      // restarts: SQLSTATE 57P01); once it is open they are counted. Statement-level, so that a
+      // write matching no row counts too. The test's own session passes with km.test_bypass.
+      await sql.raw(`create table km_test_gate (opened boolean); create table km_test_writes (at timestamptz);
+        create function km_test_hold_writes() returns trigger language plpgsql as $$
+          begin
+            if current_setting('km.test_bypass', true) = 'on' then return null; end if;
+            if not exists (select from km_test_gate) then perform pg_terminate_backend(pg_backend_pid()); end if;
+            insert into km_test_writes values (clock_timestamp()); return null;
+          end $$;
+        create trigger km_test_hold_writes before update or delete on login_failures
+          for each statement execute function km_test_hold_writes()`).execute(database.db);
+      const own = new pg.Client({ connectionString: database.url });
+      await own.connect();
+      try {
+        const res = await signIn(user.username, outcome.password(user), nextAddress());
+        assert.equal(res.status, 503, res.text);
+        assert.deepEqual(res.json, UNAVAILABLE);
+        await own.query(`set km.test_bypass = 'on'`);
+        await own.query(`update login_failures set failed_at = clock_timestamp() - make_interval(secs => ${HOLDS_PLACE_SECONDS + 1})
+          where username_lower = $1 and in_flight`, [user.username]);
+        await own.query('insert into km_test_gate values (true)');
+        await waitFor('a retry of the outcome', async () => Number((await own.query('select count(*) as n from km_test_writes')).rows[0].n) > 0);
+      } finally {
+        await own.end();
+        await sql.raw(`drop trigger km_test_hold_writes on login_failures; drop function km_test_hold_writes(); drop table km_test_gate, km_test_writes`).execute(database.db);
+      }
+      assert.equal(await attemptRows(user.username), 3, 'the two failures and the row left in flight, as they were');
+      assert.equal(await attemptRows(user.username, { inFlight: true }), 1);
+    });
+  }
 
   it('a check decided too late to be told is refused whatever the password, and its row released', async () => {
     // With database_request_timeout 1 a check must be decided within 2 × 1 + 10 s of its
