@@ -17,9 +17,11 @@ export interface AuditEvent {
 /**
  * Characters that would make a line of the trail printed as text say something else: control
  * characters (a newline starts a forged line, an escape sequence rewrites the terminal), line
- * and paragraph separators, and bidirectional overrides and isolates (text shown reordered).
+ * and paragraph separators, format characters (bidirectional overrides, isolates and marks
+ * show text reordered; zero-width and tag characters hide in a name that looks like another)
+ * and the Hangul fillers, which show as blanks.
  */
-const MISLEADING = /[\0-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+const MISLEADING = /[\p{Cc}\p{Cf}\u2028\u2029\u115f\u3164]/gu;
 
 /** What the caller sent, made storable and safe to print: an audit event must be written whatever the input held. */
 function storable(text: string, max = 255): string {

@@ -138,10 +138,12 @@ describe('audit events', () => {
     const [denied] = await events('POST /clients/:clientId/disable');
     assert.deepEqual([denied!.actor, denied!.outcome, denied!.resource_id], ['watcher', 'failure', '\uFFFD']);
     // Nothing that would make the trail, printed as text, say something else (an outside
-    // review: a newline and an escape sequence were stored as sent): a newline, ESC, C1, U+2028, RLO.
-    await call('POST', '/management/clients/a%0Ab%1B%5B2Kc%C2%85d%E2%80%A8e%E2%80%AEf/disable', { authorization: auditor });
+    // review: a newline and an escape sequence were stored as sent, then marks and zero-width
+    // characters): a newline, ESC, NEL, U+2028, RLO, RLM, ZWSP, BOM, a tag character, U+3164.
+    const misleading = ['\n', '\x1b', '\x85', '\u2028', '\u202e', '\u200f', '\u200b', '\ufeff', '\u{e0041}', '\u3164'];
+    await call('POST', `/management/clients/${encodeURIComponent(`a${misleading.join('b')}c`)}/disable`, { authorization: auditor });
     const [forging] = await events('POST /clients/:clientId/disable');
-    assert.equal(forging!.resource_id, 'a\uFFFDb\uFFFD[2Kc\uFFFDd\uFFFDe\uFFFDf');
+    assert.equal(forging!.resource_id, `a${misleading.map(() => '\uFFFD').join('b')}c`);
     const keyed = await call('POST', '/management/clients', { authorization: admin, body: '{"\\u0000": 1, "name": "x"}' });
     assert.equal(keyed.status, 400);
     assert.deepEqual(keyed.json, { error: 'invalid_request', error_description: '(a key): must not contain NUL or invalid Unicode' });
