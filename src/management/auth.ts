@@ -12,7 +12,7 @@ import type { Config } from '../config/index.ts';
 import type { Db } from '../db/database.ts';
 import type { ManagementKey } from '../keys/management-key.ts';
 import { MANAGEMENT_TOKEN_ALG } from '../keys/management-key.ts';
-import { clearLoginFailures, decidedInTime, managementAccountKey, recordLoginFailure, releaseLoginAttempt, reserveLoginAttemptWhenFree } from '../store/login-failures.ts';
+import { clearLoginFailures, managementAccountKey, recordLoginFailure, reserveLoginAttemptWhenFree } from '../store/login-failures.ts';
 import { dummyHash, passwordParams, verifyPassword } from '../store/passwords.ts';
 import { useManagementToken } from '../store/management-tokens.ts';
 import type { RefusalAudit } from './refusal-audit.ts';
@@ -63,7 +63,7 @@ async function checkCredentials(deps: ManagementAuthDeps, username: string, pass
   const { config, db, logger, users } = deps;
   // Per account only: operators share a few addresses (a bastion, 127.0.0.1), and a limit per
   // address would let anyone who reaches the port lock every operator out at once.
-  const policy = { maxFailures: config.lockoutMaxFailures, maxFailuresPerAddress: 1_000_000_000, windowSeconds: config.lockoutWindow, statementTimeoutSeconds: config.databaseRequestTimeout };
+  const policy = { maxFailures: config.lockoutMaxFailures, maxFailuresPerAddress: 1_000_000_000, windowSeconds: config.lockoutWindow };
   const account = managementAccountKey(username);
   const attempt = await reserveLoginAttemptWhenFree(db, account, source, policy);
   const known = users.has(username);
@@ -79,19 +79,19 @@ async function checkCredentials(deps: ManagementAuthDeps, username: string, pass
   const user = users.get(username);
   // The same argon2 work whether the user exists or not.
   const ok = await verifyPassword(user?.passwordHash ?? (await dummyHash(passwordParams(config))), password);
-  if (!decidedInTime(attempt)) {
-    // Too late to be told (src/store/login-failures.ts): refused whatever the password.
-    await releaseLoginAttempt(db, attempt.id).catch((err: unknown) => logger.warn({ error: (err as Error).message }, 'sign-in attempt not released'));
+  // Refused whatever the password when its row gave up its place before the outcome was
+  // written (src/store/login-failures.ts): others may have been checked in its stead.
+  const overdue = () => {
     logger.warn({ event: 'management.login.overdue', source }, 'management sign-in refused: the password check took too long to be told');
     return undefined;
-  }
+  };
   if (!user || !ok) {
-    await recordLoginFailure(db, attempt);
+    if (!(await recordLoginFailure(db, attempt))) return overdue();
     logger.warn({ event: 'management.login.failed', source, known_user: Boolean(user) }, 'management sign-in failed');
     await audit('management.login.failed');
     return undefined;
   }
-  await clearLoginFailures(db, account, attempt);
+  if (!(await clearLoginFailures(db, account, attempt))) return overdue();
   return user;
 }
 

@@ -7,7 +7,7 @@ import type { Db } from '../db/database.ts';
 import type { UserRow } from '../db/types.ts';
 import { findUserByUsername, isPossibleUsername, MAX_USERNAME_LENGTH, upgradePasswordHash } from '../store/users.ts';
 import { dummyHash, hashNeedsUpgrade, hashPassword, MAX_PASSWORD_BYTES, passwordParams, verifyPassword } from '../store/passwords.ts';
-import { clearLoginFailures, decidedInTime, recordLoginFailure, releaseLoginAttempt, reserveLoginAttemptWhenFree } from '../store/login-failures.ts';
+import { clearLoginFailures, recordLoginFailure, releaseLoginAttempt, reserveLoginAttemptWhenFree } from '../store/login-failures.ts';
 import { recordAuditEvent } from '../store/audit.ts';
 import type { Metrics } from '../http/metrics.ts';
 
@@ -58,7 +58,7 @@ async function verifyCounted(metrics: SignInDeps['metrics'], hash: string, passw
 export async function signIn({ config, db, logger, metrics }: SignInDeps, { username: typed, password, source, clientId }: SignInAttempt): Promise<UserRow | undefined> {
   const params = passwordParams(config);
   const username = isPossibleUsername(typed) ? typed : IMPOSSIBLE_USERNAME_ACCOUNT;
-  const policy = { maxFailures: config.lockoutMaxFailures, maxFailuresPerAddress: config.lockoutMaxFailuresPerAddress, windowSeconds: config.lockoutWindow, statementTimeoutSeconds: config.databaseRequestTimeout };
+  const policy = { maxFailures: config.lockoutMaxFailures, maxFailuresPerAddress: config.lockoutMaxFailuresPerAddress, windowSeconds: config.lockoutWindow };
 
   // The attempt takes its place in the window before any password is checked (see
   // src/store/login-failures.ts), so a burst of guesses cannot outrun the count.
@@ -70,8 +70,6 @@ export async function signIn({ config, db, logger, metrics }: SignInDeps, { user
     return undefined;
   }
 
-  const release = () => releaseLoginAttempt(db, attempt.id)
-    .catch((err: unknown) => logger.warn({ error: (err as Error).message }, 'sign-in attempt not released'));
   let user: UserRow | undefined;
   let passwordOk: boolean;
   try {
@@ -80,20 +78,19 @@ export async function signIn({ config, db, logger, metrics }: SignInDeps, { user
   } catch (err) {
     // Undecided, the reserved row would stay in flight, a place taken in the window for a
     // while (src/store/login-failures.ts). The request fails all the same.
-    release();
+    releaseLoginAttempt(db, attempt.id).catch((releaseErr: unknown) => logger.warn({ error: (releaseErr as Error).message }, 'sign-in attempt not released'));
     throw err;
   }
-  if (!decidedInTime(attempt)) {
-    // Too late to be told: others may have been checked in this one's place meanwhile.
-    release();
+  /** Refused whatever the password: its row gave up its place before the outcome was written, so others may have been checked in its stead. */
+  const overdue = () => {
     logger.warn({ event: 'login.overdue', client_id: clientId, source }, 'sign-in refused: the password check took too long to be told');
     metrics.logins.inc({ result: 'overdue' });
     return undefined;
-  }
+  };
   // A disabled user's right password counts like a wrong one: the lock state must not tell
   // them apart (a locked account answers faster).
   if (!user || !passwordOk || user.disabled) {
-    await recordLoginFailure(db, attempt);
+    if (!(await recordLoginFailure(db, attempt))) return overdue();
     metrics.logins.inc({ result: 'failure' });
     if (user && passwordOk) logger.info({ event: 'login.disabled', client_id: clientId, user_id: user.id }, 'sign-in refused: user disabled');
     else logger.info({ event: 'login.failed', client_id: clientId, source, known_user: Boolean(user) }, 'password sign-in failed');
@@ -107,7 +104,7 @@ export async function signIn({ config, db, logger, metrics }: SignInDeps, { user
     }
     return undefined;
   }
-  await clearLoginFailures(db, username, attempt);
+  if (!(await clearLoginFailures(db, username, attempt))) return overdue();
   metrics.logins.inc({ result: 'success' });
   if (hashNeedsUpgrade(user.password_hash, params)) {
     await upgradePasswordHash(db, user.id, user.password_hash, await hashPassword(password, params));

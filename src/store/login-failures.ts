@@ -7,14 +7,15 @@
 // flight until the check is decided (0007). However many guesses arrive together, no more
 // than the limit are ever checked within a window.
 //
-// A check's outcome is told (its answer sent) only once it is written, and only if it was
-// decided within decideWithinSeconds of its reservation. So a check whose outcome was never
-// written — its process died, its connection was lost — or that was decided too late revealed
-// nothing: it was no guess. Its row, left in flight, holds its place until no told check can
-// still be running behind it (abandonedAfterSeconds), and then counts for nothing.
+// A check's outcome is told (its answer sent) only if it was written while its row still held
+// its place: the write is conditional on it, under the same advisory locks as a reservation,
+// so no reservation can have counted the row as given up before the outcome landed. A check
+// whose outcome was never written (its process died, its connection was lost) or was written
+// too late revealed nothing: it was no guess. Its row, left in flight, holds its place for
+// HOLDS_PLACE_SECONDS and then counts for nothing. The time is the same for every instance
+// and every setting: two instances that disagreed on it could each act on its own.
 import { randomUUID } from 'node:crypto';
-import { performance } from 'node:perf_hooks';
-import { sql } from 'kysely';
+import { sql, type RawBuilder } from 'kysely';
 import type { Db } from '../db/database.ts';
 import { isDatabaseUnreachable } from '../db/errors.ts';
 
@@ -22,36 +23,16 @@ export interface LockoutPolicy {
   maxFailures: number;
   maxFailuresPerAddress: number;
   windowSeconds: number;
-  /** database_request_timeout: the longest wait for a connection, and the longest statement. */
-  statementTimeoutSeconds: number;
 }
 
-/**
- * How long a check may take from its reservation to its decision and still be told: reading
- * the user (a connection and a statement) and the password's hash, with room for a queue of
- * hashes on a busy server.
- */
-function decideWithinSeconds(policy: LockoutPolicy): number {
-  return 2 * policy.statementTimeoutSeconds + 10;
-}
-
-/**
- * When a row still in flight stops holding its place: past the latest moment a check decided
- * in time can have its outcome written (a connection and a statement after its decision), with
- * a margin.
- */
-export function abandonedAfterSeconds(policy: LockoutPolicy): number {
-  return decideWithinSeconds(policy) + 2 * policy.statementTimeoutSeconds + 5;
-}
+/** How long a row in flight holds its place: far longer than any check takes to be decided and written. */
+export const HOLDS_PLACE_SECONDS = 30;
 
 export type LockReason = 'account' | 'address';
 
 export type AttemptReservation =
-  /**
-   * The attempt may check a password; `id` is its row, in flight until decided. `decideBy`
-   * (performance.now() milliseconds): a decision after it must not be told (decidedInTime).
-   */
-  | { outcome: 'reserved'; id: string; lockedIfFails: LockReason | null; decideBy: number; holdsPlaceSeconds: number }
+  /** The attempt may check a password; `id` is its row, in flight until decided; the locks it was reserved under. */
+  | { outcome: 'reserved'; id: string; lockedIfFails: LockReason | null; locks: AttemptLocks }
   /** Failures have used up the window. */
   | { outcome: 'locked'; reason: LockReason }
   /** Another attempt holds the count, or the room left is taken by checks still running: try again in a moment. */
@@ -61,32 +42,42 @@ export async function reserveLoginAttempt(db: Db, username: string, sourceAddres
   // Named before it is sent: if the connection is lost, the reservation may have committed
   // with no answer, and its id unknown; it is then deleted by this key (0018).
   const attemptKey = randomUUID();
-  // Taken before the reservation is sent: its row's age, counted by PostgreSQL from when the
-  // row was written, is never more than the time since.
-  const decideBy = performance.now() + decideWithinSeconds(policy) * 1000;
   try {
-    return await reserve(db, username, sourceAddress, policy, attemptKey, decideBy);
+    return await reserve(db, username, sourceAddress, policy, attemptKey);
   } catch (err) {
     if (isDatabaseUnreachable(err)) releaseInFlight(db, 'attempt_key', attemptKey).catch(() => {});
     throw err;
   }
 }
 
-function reserve(db: Db, username: string, sourceAddress: string, policy: LockoutPolicy, attemptKey: string, decideBy: number): Promise<AttemptReservation> {
+/** What an attempt's advisory locks are keyed by: the account and the address. */
+interface AttemptLocks {
+  username: string;
+  sourceAddress: string;
+}
+
+function accountLockKey(username: string) {
+  // The account's key is folded by PostgreSQL's lower(), the very function that finds the
+  // user (users_username_lower_uq): two spellings that reach one user share one count.
+  return sql`hashtextextended('km.login.account:' || lower(${username}), 0)`;
+}
+
+function addressLockKey(sourceAddress: string) {
+  return sql`hashtextextended(${`km.login.address:${sourceAddress}`}, 0)`;
+}
+
+function reserve(db: Db, username: string, sourceAddress: string, policy: LockoutPolicy, attemptKey: string): Promise<AttemptReservation> {
   return db.transaction().execute(async (trx) => {
-    // The account's key is folded by PostgreSQL's lower(), the very function that finds the
-    // user (users_username_lower_uq): two spellings that reach one user share one count.
     const usernameLower = sql`lower(${username})`;
     // Try, never wait, for the locks: a waiting attempt would hold a pooled connection while
     // it waits. Whoever does not get them is told to try again in a moment (busy).
     const { rows: locked } = await sql<{ ok: boolean }>`
-      select pg_try_advisory_xact_lock(hashtextextended('km.login.account:' || ${usernameLower}, 0))
-         and pg_try_advisory_xact_lock(hashtextextended(${`km.login.address:${sourceAddress}`}, 0)) as ok`.execute(trx);
+      select pg_try_advisory_xact_lock(${accountLockKey(username)}) and pg_try_advisory_xact_lock(${addressLockKey(sourceAddress)}) as ok`.execute(trx);
     if (!locked[0]?.ok) return { outcome: 'busy' } as const;
     const since = sql`clock_timestamp() - make_interval(secs => ${policy.windowSeconds})`;
     const failed = sql`count(*) filter (where not in_flight)`;
     // Failures, and checks in flight that may still be told.
-    const placesTaken = sql`count(*) filter (where not in_flight or failed_at > clock_timestamp() - make_interval(secs => ${abandonedAfterSeconds(policy)}))`;
+    const placesTaken = sql`count(*) filter (where not in_flight or failed_at > clock_timestamp() - make_interval(secs => ${HOLDS_PLACE_SECONDS}))`;
     const { rows } = await sql<{ account_failed: string; account_all: string; address_failed: string; address_all: string; id: string | null }>`
       with account as (
         select ${failed} as failed, ${placesTaken} as all_rows from login_failures where username_lower = ${usernameLower} and failed_at > ${since}
@@ -106,7 +97,7 @@ function reserve(db: Db, username: string, sourceAddress: string, policy: Lockou
     if (r.id !== null) {
       const lockedIfFails = accountFailed + 1 >= policy.maxFailures ? 'account'
         : addressFailed + 1 >= policy.maxFailuresPerAddress ? 'address' : null;
-      return { outcome: 'reserved', id: String(r.id), lockedIfFails, decideBy, holdsPlaceSeconds: abandonedAfterSeconds(policy) };
+      return { outcome: 'reserved', id: String(r.id), lockedIfFails, locks: { username, sourceAddress } };
     }
     if (accountFailed >= policy.maxFailures) return { outcome: 'locked', reason: 'account' };
     if (addressFailed >= policy.maxFailuresPerAddress) return { outcome: 'locked', reason: 'address' };
@@ -128,41 +119,42 @@ export async function reserveLoginAttemptWhenFree(db: Db, username: string, sour
   }
 }
 
-/**
- * Whether a decided check may be told. If not, its row may already have stopped holding its
- * place (others may have been checked in its stead), so its outcome is not written either:
- * the row is released and the caller refuses as for any other refusal, whatever the password.
- */
-export function decidedInTime(attempt: { decideBy: number }): boolean {
-  return performance.now() <= attempt.decideBy;
-}
-
 type Reserved = Extract<AttemptReservation, { outcome: 'reserved' }>;
 
 /**
- * Whether the attempt's row still holds its place, as PostgreSQL sees it when the outcome
- * arrives. An outcome written later — a retry after a lost connection, a statement PostgreSQL
- * received late — would change what the account's lock state tells about a check that was
- * never told, after another was checked in its place: it changes nothing.
+ * The outcome's statement, run only while the attempt's row still holds its place, as
+ * PostgreSQL sees it when the outcome arrives, and under the reservation's locks (waited for:
+ * a reservation holds them for one short statement), so that no reservation decides between
+ * the check and the write. Whether it ran: an outcome that did not may not be told. One
+ * arriving late — a retry after a lost connection, a statement PostgreSQL received after the
+ * client gave up — changes nothing.
  */
-function holdsPlace(attempt: Reserved) {
-  return sql<boolean>`id = ${attempt.id} and in_flight and failed_at > clock_timestamp() - make_interval(secs => ${attempt.holdsPlaceSeconds})`;
+async function writeWhileHoldingPlace(db: Db, attempt: Reserved, outcome: (holdsPlace: RawBuilder<boolean>) => RawBuilder<{ id: string }>): Promise<boolean> {
+  let written = false;
+  await settleAttempt(() => db.transaction().execute(async (trx) => {
+    await sql`select pg_advisory_xact_lock(${accountLockKey(attempt.locks.username)}), pg_advisory_xact_lock(${addressLockKey(attempt.locks.sourceAddress)})`.execute(trx);
+    const holdsPlace = sql<boolean>`id = ${attempt.id} and in_flight and failed_at > clock_timestamp() - make_interval(secs => ${HOLDS_PLACE_SECONDS})`;
+    written = (await outcome(holdsPlace).execute(trx)).rows.length > 0;
+  }));
+  return written;
 }
 
-/** The password was wrong: the attempt's row becomes a failure. */
-export function recordLoginFailure(db: Db, attempt: Reserved): Promise<void> {
-  return settleAttempt(() => sql`update login_failures set in_flight = false, failed_at = clock_timestamp() where ${holdsPlace(attempt)}`.execute(db));
+/** The password was wrong: the attempt's row becomes a failure. False: too late, nothing written. */
+export function recordLoginFailure(db: Db, attempt: Reserved): Promise<boolean> {
+  return writeWhileHoldingPlace(db, attempt, (holdsPlace) =>
+    sql<{ id: string }>`update login_failures set in_flight = false, failed_at = clock_timestamp() where ${holdsPlace} returning id`);
 }
 
 /**
  * A successful sign-in clears the account's failures and its own row (the address's other
- * rows still count), in one statement, and only while its row still holds its place. Other
- * checks of the account still in flight keep their rows.
+ * rows still count). Other checks of the account still in flight keep their rows. False: too
+ * late, nothing written.
  */
-export function clearLoginFailures(db: Db, username: string, attempt: Reserved): Promise<void> {
-  return settleAttempt(() => sql`
-    with own as (delete from login_failures where ${holdsPlace(attempt)} returning id)
-    delete from login_failures where username_lower = lower(${username}) and not in_flight and exists (select from own)`.execute(db));
+export function clearLoginFailures(db: Db, username: string, attempt: Reserved): Promise<boolean> {
+  return writeWhileHoldingPlace(db, attempt, (holdsPlace) => sql<{ id: string }>`
+    with own as (delete from login_failures where ${holdsPlace} returning id),
+      failures as (delete from login_failures where username_lower = lower(${username}) and not in_flight and exists (select from own))
+    select id from own`);
 }
 
 /**
@@ -181,11 +173,12 @@ function releaseInFlight(db: Db, by: 'id' | 'attempt_key', value: string): Promi
 const SETTLE_RETRY_DELAYS_MS = [200, 1000, 5000, 20_000];
 
 /**
- * An attempt's outcome must reach its row: a row left in flight takes a place in the window
- * at once and, after ABANDONED_AFTER_SECONDS, counts as a failure, so a few sign-ins whose
- * connections were lost (PostgreSQL restarting, sessions terminated) would lock an account.
- * A write lost that way is tried again in the background; the caller still gets the error
- * (its request fails with a 503, as any other whose database went away).
+ * An attempt's outcome should reach its row: a row left in flight takes a place in the window
+ * for HOLDS_PLACE_SECONDS, so a few sign-ins whose connections were lost (PostgreSQL
+ * restarting, sessions terminated) would leave an account no room for that long. A write lost
+ * that way is tried again in the background (it changes nothing once the row has given up its
+ * place); the caller still gets the error (its request fails with a 503, as any other whose
+ * database went away).
  */
 async function settleAttempt(write: () => Promise<unknown>): Promise<void> {
   try {
