@@ -26,7 +26,10 @@ export interface LockoutPolicy {
 }
 
 /** How long a row in flight holds its place: far longer than any check takes to be decided and written. */
-export const HOLDS_PLACE_SECONDS = 30;
+const HOLDS_PLACE_SECONDS = 30;
+
+/** A row of a check in flight that still holds its place: counted by reservations, and the condition of its outcome's write. */
+const HOLDING_PLACE = sql<boolean>`in_flight and failed_at > clock_timestamp() - make_interval(secs => ${HOLDS_PLACE_SECONDS})`;
 
 export type LockReason = 'account' | 'address';
 
@@ -77,7 +80,7 @@ function reserve(db: Db, username: string, sourceAddress: string, policy: Lockou
     const since = sql`clock_timestamp() - make_interval(secs => ${policy.windowSeconds})`;
     const failed = sql`count(*) filter (where not in_flight)`;
     // Failures, and checks in flight that may still be told.
-    const placesTaken = sql`count(*) filter (where not in_flight or failed_at > clock_timestamp() - make_interval(secs => ${HOLDS_PLACE_SECONDS}))`;
+    const placesTaken = sql`count(*) filter (where not in_flight or ${HOLDING_PLACE})`;
     const { rows } = await sql<{ account_failed: string; account_all: string; address_failed: string; address_all: string; id: string | null }>`
       with account as (
         select ${failed} as failed, ${placesTaken} as all_rows from login_failures where username_lower = ${usernameLower} and failed_at > ${since}
@@ -129,14 +132,12 @@ type Reserved = Extract<AttemptReservation, { outcome: 'reserved' }>;
  * arriving late — a retry after a lost connection, a statement PostgreSQL received after the
  * client gave up — changes nothing.
  */
-async function writeWhileHoldingPlace(db: Db, attempt: Reserved, outcome: (holdsPlace: RawBuilder<boolean>) => RawBuilder<{ id: string }>): Promise<boolean> {
-  let written = false;
-  await settleAttempt(() => db.transaction().execute(async (trx) => {
+function writeWhileHoldingPlace(db: Db, attempt: Reserved, outcome: (holdsPlace: RawBuilder<boolean>) => RawBuilder<{ id: string }>): Promise<boolean> {
+  return settleAttempt(() => db.transaction().execute(async (trx) => {
     await sql`select pg_advisory_xact_lock(${accountLockKey(attempt.locks.username)}), pg_advisory_xact_lock(${addressLockKey(attempt.locks.sourceAddress)})`.execute(trx);
-    const holdsPlace = sql<boolean>`id = ${attempt.id} and in_flight and failed_at > clock_timestamp() - make_interval(secs => ${HOLDS_PLACE_SECONDS})`;
-    written = (await outcome(holdsPlace).execute(trx)).rows.length > 0;
+    const { rows } = await outcome(sql<boolean>`id = ${attempt.id} and ${HOLDING_PLACE}`).execute(trx);
+    return rows.length > 0;
   }));
-  return written;
 }
 
 /** The password was wrong: the attempt's row becomes a failure. False: too late, nothing written. */
@@ -166,8 +167,8 @@ export function releaseLoginAttempt(db: Db, id: string): Promise<void> {
 }
 
 /** Deletes a reserved row still in flight, found by its id or (its id unknown) its attempt key. */
-function releaseInFlight(db: Db, by: 'id' | 'attempt_key', value: string): Promise<void> {
-  return settleAttempt(() => db.deleteFrom('login_failures').where(by, '=', value).where('in_flight', '=', true).execute());
+async function releaseInFlight(db: Db, by: 'id' | 'attempt_key', value: string): Promise<void> {
+  await settleAttempt(() => db.deleteFrom('login_failures').where(by, '=', value).where('in_flight', '=', true).execute());
 }
 
 const SETTLE_RETRY_DELAYS_MS = [200, 1000, 5000, 20_000];
@@ -180,9 +181,9 @@ const SETTLE_RETRY_DELAYS_MS = [200, 1000, 5000, 20_000];
  * place); the caller still gets the error (its request fails with a 503, as any other whose
  * database went away).
  */
-async function settleAttempt(write: () => Promise<unknown>): Promise<void> {
+async function settleAttempt<T>(write: () => Promise<T>): Promise<T> {
   try {
-    await write();
+    return await write();
   } catch (err) {
     if (isDatabaseUnreachable(err)) retrySettling(write, 0);
     throw err;
