@@ -6,12 +6,11 @@
 // 401 invalid_token, 403 insufficient_scope, 400 invalid_request, each with its challenge.
 import type { Context } from 'koa';
 import type { Db } from '../db/database.ts';
-import { authenticateClient, type CertificateCheck } from '../oauth/client-auth.ts';
+import { authenticateClient, ClientAuthFailed, type CertificateCheck } from '../oauth/client-auth.ts';
 import type { ScopeLookup } from '../oauth/scope-registry.ts';
 import type { ClientDirectory } from '../oauth/client-directory.ts';
 import type { TokenLookup } from './token-cache.ts';
 import { certificateThumbprint } from '../store/certificates.ts';
-import { findClientById } from '../store/clients.ts';
 import { rolesOfUser } from '../store/users.ts';
 import { splitScope } from '../oauth/scope-policy.ts';
 import { isTokenActive, type IntrospectionCaller } from './introspection.ts';
@@ -54,23 +53,35 @@ export interface GatewayCallerDeps {
 export interface AuthenticatedGateway {
   caller: IntrospectionCaller;
   /**
-   * Whether the credentials would still be accepted now: a long-lived connection (the
-   * revocation feed) asks this again and again, and ends when the answer is no — the bearer
-   * revoked or expired, the client disabled, its secret rotated or its gateway flag removed.
+   * Whether the credentials would still be accepted now, with the same rights: a long-lived
+   * connection (the revocation feed) asks this again and again, and ends when the answer is
+   * no — the bearer revoked or expired, the client disabled, its secret rotated, its
+   * certificate removed, its gateway flag removed or its audiences changed.
    */
   stillAuthorized(): Promise<boolean>;
+  /** A bearer's token row (tokens.id_sha256): the feed ends its stream when it is revoked. */
+  bearerSha256?: string;
 }
 
+const sameAudiences = (a: string[] | null, b: string[] | null) =>
+  a === b || (a !== null && b !== null && a.length === b.length && a.every((x, i) => x === b[i]));
+
 export async function authenticateGateway(deps: GatewayCallerDeps, ctx: Context, form: URLSearchParams): Promise<AuthenticatedGateway> {
-  const { db, certificates, clients } = deps;
+  const { certificates, clients } = deps;
   const authorization = ctx.get('authorization');
   if (!/^Bearer(\s|$)/i.test(authorization)) {
     const client = await authenticateClient(clients, certificates, ctx, form);
     return {
       caller: { client, anyToken: client.introspect_any, audiences: client.introspect_audiences },
+      // The same credentials, on the same connection (its certificate too), checked again.
       async stillAuthorized() {
-        const now = await findClientById(db, client.client_id);
-        return Boolean(now && !now.disabled && now.introspect_any === client.introspect_any && now.secret_sha256 === client.secret_sha256);
+        try {
+          const now = await authenticateClient(clients, certificates, ctx, form);
+          return now.introspect_any === client.introspect_any && sameAudiences(now.introspect_audiences, client.introspect_audiences);
+        } catch (err) {
+          if (err instanceof ClientAuthFailed) return false;
+          throw err;
+        }
       },
     };
   }
@@ -82,9 +93,10 @@ export async function authenticateGateway(deps: GatewayCallerDeps, ctx: Context,
   if (!value) throw new BearerTokenError(400, 'invalid_request', 'malformed Authorization header (RFC 6750 section 2.1)');
   const presented = certificates.getCertificate(ctx);
   const thumbprint = presented ? certificateThumbprint(presented) : undefined;
-  const caller = await bearerCaller(deps, value, thumbprint);
+  const { caller, bearerSha256 } = await bearerCaller(deps, value, thumbprint);
   return {
     caller,
+    bearerSha256,
     async stillAuthorized() {
       try {
         await bearerCaller(deps, value, thumbprint);
@@ -98,7 +110,7 @@ export async function authenticateGateway(deps: GatewayCallerDeps, ctx: Context,
 }
 
 /** The checks of a bearer: active access token, its certificate, the scope, the user's role. */
-async function bearerCaller({ db, scopes, tokens, clients }: GatewayCallerDeps, value: string, presentedThumbprint: string | undefined): Promise<IntrospectionCaller> {
+async function bearerCaller({ db, scopes, tokens, clients }: GatewayCallerDeps, value: string, presentedThumbprint: string | undefined): Promise<{ caller: IntrospectionCaller; bearerSha256: string }> {
   const row = await tokens.find(value);
   if (!isTokenActive(row) || row.kind === 'RefreshToken') throw invalidToken('the access token is not active');
   const payload = row.payload as Record<string, unknown>;
@@ -128,5 +140,5 @@ async function bearerCaller({ db, scopes, tokens, clients }: GatewayCallerDeps, 
       throw new BearerTokenError(403, 'insufficient_scope', `the user no longer holds a role bound to the ${INTROSPECT_SCOPE} scope`, INTROSPECT_SCOPE);
     }
   }
-  return { client: { client_id: client.row.client_id }, anyToken: true, audiences: client.row.introspect_audiences };
+  return { caller: { client: { client_id: client.row.client_id }, anyToken: true, audiences: client.row.introspect_audiences }, bearerSha256: row.id_sha256 };
 }

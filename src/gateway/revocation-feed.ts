@@ -11,6 +11,7 @@ import type { Db } from '../db/database.ts';
 import type { ChangeListener } from '../db/notifications.ts';
 import { latestRevocationEventId, revocationEventsAfter, type RevocationEvent } from '../store/revocation-events.ts';
 import type { IntrospectionCaller } from './introspection.ts';
+import type { AuthenticatedGateway } from './caller.ts';
 
 const BATCH = 500;
 /** Beyond this many open streams per instance, new ones are refused (503) rather than starve the rest. */
@@ -24,6 +25,12 @@ const MAX_HELD_EVENTS = 10_000;
 const POLL_WHILE_UNLISTENED_MS = 1000;
 /** How long a backlog waits for the subscriber to read what was sent before sending more. */
 const DRAIN_TIMEOUT_MS = 30_000;
+/**
+ * Changes that can take a gateway's rights away (its client row, certificates, the scope
+ * registry, a token row, a user disabled; or notices missed): every stream's credentials are
+ * checked again at once. The heartbeat's check covers the rest (expiry, a user's roles).
+ */
+const RIGHTS_TOPICS = new Set(['clients', 'client_certificates', 'scopes', 'scope_roles', 'tokens', 'users']);
 
 interface Subscriber {
   caller: IntrospectionCaller;
@@ -32,14 +39,16 @@ interface Subscriber {
   /** Live events held back while the backlog is being sent. */
   held: RevocationEvent[] | null;
   stream: PassThrough;
-  /** Asked every heartbeat: the stream ends once the gateway's credentials no longer count. */
+  /** Asked every heartbeat and after every change in RIGHTS_TOPICS: the stream ends once the gateway's credentials no longer count. */
   stillAuthorized: () => Promise<boolean>;
+  /** A bearer's own token: its revocation event ends the stream. */
+  bearerSha256: string | undefined;
   end: (why?: string) => void;
 }
 
 export interface RevocationFeed {
   /** Turns the request into an event stream for an authenticated gateway. */
-  subscribe(ctx: Context, caller: IntrospectionCaller, stillAuthorized: () => Promise<boolean>): Promise<void>;
+  subscribe(ctx: Context, gateway: AuthenticatedGateway): Promise<void>;
   close(): void;
 }
 
@@ -102,6 +111,8 @@ export function createRevocationFeed({ db, changes, logger, heartbeatSeconds }: 
   };
 
   const offer = (s: Subscriber, e: RevocationEvent) => {
+    // Also before the stream's start: a bearer revoked while its stream was being opened.
+    if (e.token_sha256 === s.bearerSha256) return s.end('its bearer token was revoked');
     const id = BigInt(e.id);
     if (id <= s.position) return;
     s.position = id;
@@ -173,26 +184,42 @@ export function createRevocationFeed({ db, changes, logger, heartbeatSeconds }: 
     if (!changes?.listening && subscribers.size > 0) void pump();
   }, POLL_WHILE_UNLISTENED_MS);
   poll.unref();
-  let checking = false;
-  const heartbeat = setInterval(() => {
-    for (const s of [...subscribers]) if (!s.held) send(s, ': keepalive\n\n');
-    if (checking) return;
-    checking = true;
+  let checking: Promise<void> | undefined;
+  let checkAgain = false;
+  /** Every stream's credentials checked again; one run at a time, and one more if asked meanwhile. */
+  const checkRights = () => {
+    if (checking) {
+      checkAgain = true;
+      return;
+    }
     // One subscriber after another (not a burst of queries). A check that cannot be made (the
     // database is down) ends the stream too: the gateway then stops caching until it is back.
-    void (async () => {
-      for (const s of [...subscribers]) {
-        const allowed = await s.stillAuthorized().catch(() => false);
-        if (!allowed) s.end('the gateway\'s credentials no longer count');
-      }
+    checking = (async () => {
+      do {
+        checkAgain = false;
+        for (const s of [...subscribers]) {
+          const allowed = await s.stillAuthorized().catch(() => false);
+          if (!allowed) s.end('the gateway\'s credentials no longer count');
+        }
+      } while (checkAgain);
     })().finally(() => {
-      checking = false;
+      checking = undefined;
     });
+  };
+  changes?.onNotice((topic) => {
+    if (subscribers.size === 0 || (topic !== undefined && !RIGHTS_TOPICS.has(topic))) return;
+    // After the other listeners of this notice (the client and scope caches) have dropped what
+    // it changed, so that the check reads the change.
+    setImmediate(checkRights);
+  });
+  const heartbeat = setInterval(() => {
+    for (const s of [...subscribers]) if (!s.held) send(s, ': keepalive\n\n');
+    checkRights();
   }, heartbeatSeconds * 1000);
   heartbeat.unref();
 
   return {
-    async subscribe(ctx, caller, stillAuthorized) {
+    async subscribe(ctx, { caller, stillAuthorized, bearerSha256 }) {
       // A connection closed before now (while the caller was authenticated, say) has already
       // said so; one closed later says it through the listener. Neither is ever kept.
       const socket = ctx.req.socket;
@@ -214,7 +241,7 @@ export function createRevocationFeed({ db, changes, logger, heartbeatSeconds }: 
       const resume = resumePoint(ctx.get('last-event-id'));
       const stream = new PassThrough();
       const s: Subscriber = {
-        caller, position: resume !== undefined && resume < latest ? resume : latest, held: [], stream, stillAuthorized,
+        caller, position: resume !== undefined && resume < latest ? resume : latest, held: [], stream, stillAuthorized, bearerSha256,
         end(why) {
           if (!subscribers.delete(s)) return;
           if (why) logger.info({ client_id: clientId, why }, 'revocation feed stream ended');
@@ -223,6 +250,12 @@ export function createRevocationFeed({ db, changes, logger, heartbeatSeconds }: 
       };
       subscriber = s;
       subscribers.add(s);
+      // A change that came between the authentication and now: its notice either arrived
+      // before (the caches have dropped what it changed, so this check sees it) or comes
+      // after (and checks this stream with the others).
+      void stillAuthorized().catch(() => false).then((allowed) => {
+        if (!allowed) s.end('the gateway\'s credentials no longer count');
+      });
 
       ctx.status = 200;
       ctx.type = 'text/event-stream';

@@ -79,6 +79,6 @@ export function addGatewayRoutes(router: Router, paths: { introspection: string;
     if (typeof ctx.query.client_id === 'string') form.set('client_id', ctx.query.client_id);
     const gateway = await authenticateGateway(deps, ctx, form);
     if (!gateway.caller.anyToken) throw new NotAGateway();
-    await deps.feed.subscribe(ctx, gateway.caller, gateway.stillAuthorized);
+    await deps.feed.subscribe(ctx, gateway);
   });
 }

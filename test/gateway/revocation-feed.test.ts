@@ -9,13 +9,19 @@ import { createHash } from 'node:crypto';
 import { decodeJwt } from 'jose';
 import { createParser, type EventSourceMessage } from 'eventsource-parser';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
-import { startTestServer, type TestServer } from '../support/server.ts';
+import { freePort, startTestServer, type TestServer } from '../support/server.ts';
 import { basicHeader, postForm, toReply } from '../support/http.ts';
 import { issueToken, makeClient, makeUser, type TestClient } from '../support/fixtures.ts';
 import { deleteClient, rotateClientSecret, setClientDisabled, updateClient } from '../../src/store/clients.ts';
 import { setUserDisabled } from '../../src/store/users.ts';
 import { revokeTokensOfClient } from '../../src/store/tokens.ts';
 import { sql, type RawBuilder } from 'kysely';
+import { readFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
+import { join } from 'node:path';
+import { addCertificate, parseCertificatePem, removeCertificate } from '../../src/store/certificates.ts';
+import { deleteScope } from '../../src/store/scopes.ts';
+import { createPki, issue, post, type Issued, type Pki } from '../mtls/support.ts';
 
 const FAST = { memoryCost: 8192, timeCost: 1, parallelism: 1 };
 const sha256 = (value: string) => createHash('sha256').update(value, 'utf8').digest('hex');
@@ -357,5 +363,107 @@ describe('revocation feed', () => {
     assert.deepEqual(feed.events.map((e) => e.json.sha256), [sha256(forever), sha256(next)]);
     assert.deepEqual(refusals, ['23514 tokens_dates_in_range', '23514 revocation_events_dates_in_range']);
     feed.close();
+  });
+});
+
+/** A GET /revocations over HTTPS with a client certificate; `ended` once the server ends it. */
+function openTlsFeed(url: string, opts: { ca: string; client?: { cert: string; key: string }; headers?: Record<string, string> }): Promise<{ status: number; ended: () => boolean; close: () => void }> {
+  const u = new URL(url);
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest({
+      host: '127.0.0.1', port: u.port, path: `${u.pathname}${u.search}`, method: 'GET', servername: 'localhost',
+      ca: opts.ca, cert: opts.client?.cert, key: opts.client?.key, agent: false,
+      headers: { accept: 'text/event-stream', ...opts.headers },
+    }, (res) => {
+      let ended = false;
+      res.on('data', () => {}).on('end', () => (ended = true)).on('error', () => (ended = true));
+      resolve({ status: res.statusCode ?? 0, ended: () => ended, close: () => req.destroy() });
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('revocation feed: a gateway\'s rights taken away end its stream at once, not at the next heartbeat', () => {
+  let database: TestDatabase;
+  let server: TestServer;
+  let serverCa: string;
+  let pki: Pki;
+  const open: { close: () => void }[] = [];
+
+  before(async () => {
+    pki = createPki();
+    database = await createTestDatabase();
+    // The longest heartbeat there is (300 s): a stream that ends within the deadline below was
+    // ended by the change, not by the periodic check.
+    const port = await freePort();
+    server = await startTestServer(database.url, { tls: true, port, issuer: `https://localhost:${port}`, clientCaFile: pki.caFile, revocationFeedHeartbeat: 300 });
+    serverCa = readFileSync(join(server.keysDir, 'tls', 'server.crt'), 'utf8');
+  });
+  after(async () => {
+    for (const f of open) f.close();
+    await server?.stop();
+    await database?.drop();
+  });
+
+  const subscribe = async (opts: { client?: Issued; headers?: Record<string, string>; clientId?: string }) => {
+    const query = opts.clientId ? `?client_id=${encodeURIComponent(opts.clientId)}` : '';
+    const feed = await openTlsFeed(`${server.url}/revocations${query}`, {
+      ca: serverCa, client: opts.client && { cert: opts.client.cert, key: opts.client.key }, headers: opts.headers,
+    });
+    open.push(feed);
+    assert.equal(feed.status, 200);
+    return feed;
+  };
+  const ended = async (feed: { ended: () => boolean }, what: string) => {
+    const deadline = Date.now() + 15_000;
+    while (!feed.ended()) {
+      assert.ok(Date.now() < deadline, `${what}: the stream was not ended`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+
+  it('a gateway that authenticated with its certificate: the certificate removed', async () => {
+    const cert = issue(pki, 'feed-gw', { subject: '/CN=feed-gw', issuer: 'self' });
+    const gw = await makeClient(database.db, { authMethod: 'self_signed_tls_client_auth', introspectAny: true, scope: [] });
+    await addCertificate(database.db, gw.id, 'primary', parseCertificatePem(cert.cert));
+    const other = await makeClient(database.db, { introspectAny: true, scope: [] });
+    const bystander = await subscribe({ headers: { authorization: basicHeader(...other.basic) } });
+    const feed = await subscribe({ client: cert, clientId: gw.id });
+    assert.equal(await removeCertificate(database.db, gw.id, 'primary'), true);
+    await ended(feed, 'certificate removed');
+    assert.equal(bystander.ended(), false, 'another gateway\'s stream goes on');
+  });
+
+  it('a gateway with a secret: introspect_any removed; its audiences narrowed', async () => {
+    const unflagged = await makeClient(database.db, { introspectAny: true, scope: [] });
+    const narrowed = await makeClient(database.db, { introspectAny: true, scope: [] });
+    const byUnflagged = await subscribe({ headers: { authorization: basicHeader(...unflagged.basic) } });
+    const byNarrowed = await subscribe({ headers: { authorization: basicHeader(...narrowed.basic) } });
+    await updateClient(database.db, unflagged.id, { introspectAny: false });
+    await ended(byUnflagged, 'introspect_any removed');
+    assert.equal(byNarrowed.ended(), false);
+    // Events of other audiences would still reach the stream it opened under the old limits.
+    await updateClient(database.db, narrowed.id, { introspectAudiences: ['https://api.example/orders'] });
+    await ended(byNarrowed, 'audiences narrowed');
+  });
+
+  it('a bearer: the token revoked; the introspect scope deleted', async () => {
+    const gw = await makeClient(database.db, { scope: ['introspect'] });
+    const issueIntrospectToken = async () => {
+      const res = await post(`${server.url}/token`, { grant_type: 'client_credentials', scope: 'introspect' }, { ca: serverCa, headers: { authorization: basicHeader(...gw.basic) } });
+      assert.equal(res.status, 200, res.text);
+      return (res.json as { access_token: string }).access_token;
+    };
+    const revoked = await issueIntrospectToken();
+    const kept = await issueIntrospectToken();
+    const byRevoked = await subscribe({ headers: { authorization: `Bearer ${revoked}` } });
+    const byKept = await subscribe({ headers: { authorization: `Bearer ${kept}` } });
+    const res = await post(`${server.url}/revoke`, { token: revoked }, { ca: serverCa, headers: { authorization: basicHeader(...gw.basic) } });
+    assert.equal(res.status, 200, res.text);
+    await ended(byRevoked, 'bearer revoked');
+    assert.equal(byKept.ended(), false, 'the same client\'s other token goes on');
+    assert.equal(await deleteScope(database.db, 'introspect'), true);
+    await ended(byKept, 'introspect scope deleted');
   });
 });
