@@ -11,6 +11,10 @@ import { postForm } from '../support/http.ts';
 import { runKeymgr } from '../support/cli.ts';
 import { makeClient, makeScope, makeUser, type TestClient, type TestUser } from '../support/fixtures.ts';
 import { Browser, runCodeFlow } from '../support/browserless.ts';
+import { syncEveryInstance } from '../support/wait.ts';
+import { updateClient } from '../../src/store/clients.ts';
+import { findConsent, rememberConsent } from '../../src/store/consents.ts';
+import { migrate, readMigrations } from '../../src/db/migrator.ts';
 
 const REDIRECT = 'https://app.example/cb';
 
@@ -90,6 +94,43 @@ describe('scope policy at issue time, for a signed-in browser', () => {
     assert.deepEqual(scopesOf(tokens.scope), ['read']);
   });
 
+  it('a scope deleted and registered again under its name is a new scope: no client allowed it, no consent or grant holds it', async () => {
+    // Found by an outside review: the name stayed in allow-lists, consents and grants, and all
+    // of it counted again once the name was registered again (perhaps meaning something else).
+    await makeScope(database.db, 'files');
+    const app = await makeClient(database.db, { grantTypes: ['authorization_code', 'refresh_token'], scope: ['read', 'files'], redirectUris: [REDIRECT] });
+    const service = await makeClient(database.db, { scope: ['files'] });
+    const user = await makeUser(database.db, 'fay');
+    const browser = new Browser(server.url);
+    const back = await runCodeFlow(browser, { clientId: app.id, redirectUri: REDIRECT, scope: 'read files', username: user.username, password: user.password });
+    const first = await postForm(`${server.url}/token`, { grant_type: 'authorization_code', code: back.searchParams.get('code')!, redirect_uri: REDIRECT }, { basic: app.basic });
+    assert.equal(first.status, 200, first.text);
+    assert.deepEqual(scopesOf(first.json.scope), ['files', 'read']);
+
+    assert.equal((await runKeymgr(['scope', 'delete', 'files'], env)).code, 0);
+    const allowLists = await sql<{ client_id: string; scope: string }>`select client_id, scope from clients where client_id in (${app.id}, ${service.id}) order by client_id`.execute(database.db);
+    assert.deepEqual(allowLists.rows, [{ client_id: app.id, scope: 'read' }, { client_id: service.id, scope: '' }].sort((x, y) => (x.client_id < y.client_id ? -1 : 1)));
+    const consent = await sql<{ scopes: string[] }>`select scopes from consents where user_id = ${user.id}::uuid and client_id = ${app.id}`.execute(database.db);
+    assert.deepEqual(consent.rows[0]!.scopes, ['read']);
+
+    assert.equal((await runKeymgr(['scope', 'create', 'files'], env)).code, 0);
+    // Not allowed again: the client that had it gets invalid_scope.
+    const cc = await postForm(`${server.url}/token`, { grant_type: 'client_credentials', scope: 'files' }, { basic: service.basic });
+    assert.equal(cc.status, 400, cc.text);
+    assert.equal(cc.json.error, 'invalid_scope');
+    // Allowed again to the app: the old refresh token's grant does not hold it, and the signed-in
+    // user is asked again.
+    await updateClient(database.db, app.id, { scope: ['read', 'files'] });
+    await syncEveryInstance(database.url);
+    const refreshed = await postForm(`${server.url}/token`, { grant_type: 'refresh_token', refresh_token: first.json.refresh_token }, { basic: app.basic });
+    assert.equal(refreshed.status, 200, refreshed.text);
+    assert.deepEqual(scopesOf(refreshed.json.scope), ['read']);
+    const params = new URLSearchParams({ response_type: 'code', client_id: app.id, redirect_uri: REDIRECT, scope: 'read files', state: 's4' });
+    const page = await browser.follow(await browser.get(`/authorize?${params}`));
+    assert.equal(page.status, 200, page.location);
+    assert.match(page.html ?? '', /name="decision"/, 'the consent page');
+  });
+
   it('a user disabled during the session is sent to the sign-in page, never a 500', async () => {
     const user = await makeUser(database.db, 'ella');
     const { browser } = await signedIn(user, 'read');
@@ -107,5 +148,32 @@ describe('scope policy at issue time, for a signed-in browser', () => {
     const none = await browser.get(`/authorize?${params}&prompt=none`);
     const back = new URL((await browser.follow(none)).location!);
     assert.equal(back.searchParams.get('error'), 'login_required');
+  });
+});
+
+describe('upgrading: 0019 forgets the scopes earlier deletions left behind', () => {
+  it('unregistered names leave allow-lists, consents (not openid or offline_access) and grants; registered ones stay, in order', async () => {
+    const database = await createTestDatabase({ migrated: false });
+    try {
+      await migrate(database.db, readMigrations().filter((m) => m.version < '0019'));
+      for (const name of ['read', 'gone', 'write']) await makeScope(database.db, name);
+      const app = await makeClient(database.db, { grantTypes: ['authorization_code', 'refresh_token'], scope: ['write', 'gone', 'read'], redirectUris: [REDIRECT] });
+      const user = await makeUser(database.db, 'gil');
+      await rememberConsent(database.db, user.id, app.id, ['openid', 'offline_access', 'gone', 'read', 'write']);
+      const grant = { accountId: user.id, clientId: app.id, kind: 'Grant', openid: { scope: 'openid offline_access' }, resources: { 'https://api.example': 'write gone read', 'https://other.example': 'gone' } };
+      await sql`insert into tokens (id_sha256, kind, client_id, account_id, payload, expires_at)
+        values (${'a'.repeat(64)}, 'Grant', ${app.id}, ${user.id}, ${JSON.stringify(grant)}::jsonb, now() + interval '1 day')`.execute(database.db);
+      // As `keymgr scope delete` did before 0019: the scope row alone.
+      await sql`delete from scopes where name = 'gone'`.execute(database.db);
+
+      const applied = await migrate(database.db);
+      assert.deepEqual(applied.map((m) => m.version), ['0019']);
+      assert.equal((await sql<{ scope: string }>`select scope from clients where client_id = ${app.id}`.execute(database.db)).rows[0]!.scope, 'write read');
+      assert.deepEqual(await findConsent(database.db, user.id, app.id), ['openid', 'offline_access', 'read', 'write']);
+      const { rows: [stored] } = await sql<{ payload: typeof grant }>`select payload from tokens where id_sha256 = ${'a'.repeat(64)}`.execute(database.db);
+      assert.deepEqual(stored!.payload, { ...grant, resources: { 'https://api.example': 'write read', 'https://other.example': '' } });
+    } finally {
+      await database.drop();
+    }
   });
 });

@@ -129,13 +129,13 @@ describe('the clients table refuses a client the server cannot serve', () => {
     await assertRefused('made public while it has client_credentials', update("token_endpoint_auth_method = 'none', secret_sha256 = NULL"), CHECK_VIOLATION, 'clients_public_client_grants');
   });
 
-  it('a scope deleted later stays in the allow-list without blocking other changes (it is simply not granted)', async () => {
-    await sql.query("INSERT INTO scopes (name) VALUES ('temporary')");
-    await insert({ ...VALID, client_id: 'stale-scope', scope: 'read temporary' });
+  it('a scope deleted with plain SQL leaves every allow-list (0019); other changes go on', async () => {
+    await sql.query("INSERT INTO scopes (name) VALUES ('temporary'), ('temporary2')");
+    await insert({ ...VALID, client_id: 'stale-scope', scope: 'temporary read temporary2' });
     await sql.query("DELETE FROM scopes WHERE name = 'temporary'");
     await sql.query("UPDATE clients SET disabled = true, name = 'renamed' WHERE client_id = 'stale-scope'");
     const { rows } = await sql.query("SELECT scope FROM clients WHERE client_id = 'stale-scope'");
-    assert.equal(rows[0].scope, 'read temporary');
+    assert.equal(rows[0].scope, 'read temporary2');
   });
 
   it('clients written by the server\'s own registration pass every rule', async () => {

@@ -12,7 +12,7 @@ import { postForm, type Reply } from '../support/http.ts';
 import { issueToken, makeClient, makeScope, makeUser, type TestClient, type TestUser } from '../support/fixtures.ts';
 import { runKeymgr } from '../support/cli.ts';
 import { revokeRole } from '../../src/store/users.ts';
-import { updateClient } from '../../src/store/clients.ts';
+import { findClientById, updateClient } from '../../src/store/clients.ts';
 import { createScope, deleteScope } from '../../src/store/scopes.ts';
 import { syncEveryInstance } from '../support/wait.ts';
 
@@ -166,15 +166,21 @@ describe('bearer-authenticated introspection', () => {
     await syncEveryInstance(database.url);
     assert.equal((await introspectWith(bearer, target)).json.active, true);
 
-    // The scope deleted (the client's allow-list still names it): no longer granted to anyone.
+    // The scope deleted: no longer granted to anyone, and gone from every allow-list (0019).
+    const allowed = (await sql<{ client_id: string; scope: string }>`select client_id, scope from clients where 'introspect' = any(string_to_array(scope, ' '))`.execute(database.db)).rows;
     assert.equal(await deleteScope(database.db, 'introspect'), true);
     await syncEveryInstance(database.url);
     try {
       refused(await introspectWith(bearer, target), 403, 'insufficient_scope', noLongerGranted, 'introspect');
+      assert.equal((await findClientById(database.db, narrowed.id))!.scope, 'read');
     } finally {
       await createScope(database.db, 'introspect', '', ['introspector']);
       await syncEveryInstance(database.url);
     }
+    // Registered again, it is a new scope: no client is allowed it until given it again.
+    refused(await introspectWith(bearer, target), 403, 'insufficient_scope', noLongerGranted, 'introspect');
+    for (const { client_id, scope } of allowed) await updateClient(database.db, client_id, { scope: scope.split(' ') });
+    await syncEveryInstance(database.url);
     assert.equal((await introspectWith(bearer, target)).json.active, true);
   });
 
