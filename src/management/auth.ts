@@ -15,6 +15,7 @@ import { MANAGEMENT_TOKEN_ALG } from '../keys/management-key.ts';
 import { clearLoginFailures, managementAccountKey, recordLoginFailure, reserveLoginAttemptWhenFree } from '../store/login-failures.ts';
 import { dummyHash, passwordParams, verifyPassword } from '../store/passwords.ts';
 import { useManagementToken } from '../store/management-tokens.ts';
+import { MAX_USERNAME_LENGTH } from '../store/users.ts';
 import type { RefusalAudit } from './refusal-audit.ts';
 import { unauthorized } from './errors.ts';
 import type { ManagementRole, ManagementUser } from './user-store.ts';
@@ -58,13 +59,17 @@ export function basicCredentials(header: string): { username: string; password: 
   return { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
 }
 
+const IMPOSSIBLE_OPERATOR = '\u0002impossible-username';
+
 /** The user when the credentials are right and the lockout allows a check; undefined otherwise. */
 async function checkCredentials(deps: ManagementAuthDeps, username: string, password: string, source: string): Promise<ManagementUser | undefined> {
   const { config, db, logger, users } = deps;
   // Per account only: operators share a few addresses (a bastion, 127.0.0.1), and a limit per
   // address would let anyone who reaches the port lock every operator out at once.
   const policy = { maxFailures: config.lockoutMaxFailures, maxFailuresPerAddress: 1_000_000_000, windowSeconds: config.lockoutWindow };
-  const account = managementAccountKey(username);
+  // A name no operator can have (config: at most 255 characters) is counted under one key: the
+  // store cannot index an account key of any length (a 500 before any check, found by a review).
+  const account = managementAccountKey(username.length <= MAX_USERNAME_LENGTH ? username : IMPOSSIBLE_OPERATOR);
   const attempt = await reserveLoginAttemptWhenFree(db, account, source, policy);
   const known = users.has(username);
   const audit = (action: string) => deps.auditRefusal({
@@ -86,7 +91,7 @@ async function checkCredentials(deps: ManagementAuthDeps, username: string, pass
     return undefined;
   };
   if (!user || !ok) {
-    if (!(await recordLoginFailure(db, attempt))) return overdue();
+    if (!(await recordLoginFailure(db, attempt)).written) return overdue();
     logger.warn({ event: 'management.login.failed', source, known_user: Boolean(user) }, 'management sign-in failed');
     await audit('management.login.failed');
     return undefined;

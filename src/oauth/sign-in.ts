@@ -90,16 +90,17 @@ export async function signIn({ config, db, logger, metrics }: SignInDeps, { user
   // A disabled user's right password counts like a wrong one: the lock state must not tell
   // them apart (a locked account answers faster).
   if (!user || !passwordOk || user.disabled) {
-    if (!(await recordLoginFailure(db, attempt))) return overdue();
+    const failure = await recordLoginFailure(db, attempt);
+    if (!failure.written) return overdue();
     metrics.logins.inc({ result: 'failure' });
     if (user && passwordOk) logger.info({ event: 'login.disabled', client_id: clientId, user_id: user.id }, 'sign-in refused: user disabled');
     else logger.info({ event: 'login.failed', client_id: clientId, source, known_user: Boolean(user) }, 'password sign-in failed');
-    if (attempt.lockedIfFails) {
-      logger.warn({ event: 'login.lockout', reason: attempt.lockedIfFails, source }, 'account or address locked after repeated failures');
-      metrics.lockouts.inc({ reason: attempt.lockedIfFails });
+    if (failure.locked) {
+      logger.warn({ event: 'login.lockout', reason: failure.locked, source }, 'account or address locked after repeated failures');
+      metrics.lockouts.inc({ reason: failure.locked });
       await recordAuditEvent(db, {
         actorType: 'system', actor: 'keymanager', action: 'login.lockout', outcome: 'success', source,
-        resourceType: attempt.lockedIfFails, resourceId: attempt.lockedIfFails === 'account' ? username : source,
+        resourceType: failure.locked, resourceId: failure.locked === 'account' ? username : source,
       }).catch((err) => logger.error({ error: (err as Error).message }, 'audit event not recorded'));
     }
     return undefined;

@@ -31,11 +31,15 @@ const HOLDS_PLACE_SECONDS = 30;
 /** A row of a check in flight that still holds its place: counted by reservations, and the condition of its outcome's write. */
 const HOLDING_PLACE = sql<boolean>`in_flight and failed_at > clock_timestamp() - make_interval(secs => ${HOLDS_PLACE_SECONDS})`;
 
+/** A row that counts as a failure now. */
+const failureInWindow = (policy: LockoutPolicy) =>
+  sql<boolean>`not in_flight and failed_at > clock_timestamp() - make_interval(secs => ${policy.windowSeconds})`;
+
 export type LockReason = 'account' | 'address';
 
 export type AttemptReservation =
-  /** The attempt may check a password; `id` is its row, in flight until decided; the locks it was reserved under. */
-  | { outcome: 'reserved'; id: string; lockedIfFails: LockReason | null; locks: AttemptLocks }
+  /** The attempt may check a password; `id` is its row, in flight until decided; the locks and policy it was reserved under. */
+  | { outcome: 'reserved'; id: string; locks: AttemptLocks; policy: LockoutPolicy }
   /** Failures have used up the window. */
   | { outcome: 'locked'; reason: LockReason }
   /** Another attempt holds the count, or the room left is taken by checks still running: try again in a moment. */
@@ -77,15 +81,16 @@ function reserve(db: Db, username: string, sourceAddress: string, policy: Lockou
     const { rows: locked } = await sql<{ ok: boolean }>`
       select pg_try_advisory_xact_lock(${accountLockKey(username)}) and pg_try_advisory_xact_lock(${addressLockKey(sourceAddress)}) as ok`.execute(trx);
     if (!locked[0]?.ok) return { outcome: 'busy' } as const;
-    const since = sql`clock_timestamp() - make_interval(secs => ${policy.windowSeconds})`;
-    const failed = sql`count(*) filter (where not in_flight)`;
-    // Failures, and checks in flight that may still be told.
-    const placesTaken = sql`count(*) filter (where not in_flight or ${HOLDING_PLACE})`;
+    const failed = sql`count(*) filter (where ${failureInWindow(policy)})`;
+    // Failures, and checks in flight that may still be told — whatever the window: a window
+    // shorter than a row's hold would let an outcome be written for a row no longer counted.
+    const placesTaken = sql`count(*) filter (where ${failureInWindow(policy)} or ${HOLDING_PLACE})`;
+    const scanned = sql`failed_at > clock_timestamp() - make_interval(secs => ${Math.max(policy.windowSeconds, HOLDS_PLACE_SECONDS)})`;
     const { rows } = await sql<{ account_failed: string; account_all: string; address_failed: string; address_all: string; id: string | null }>`
       with account as (
-        select ${failed} as failed, ${placesTaken} as all_rows from login_failures where username_lower = ${usernameLower} and failed_at > ${since}
+        select ${failed} as failed, ${placesTaken} as all_rows from login_failures where username_lower = ${usernameLower} and ${scanned}
       ), address as (
-        select ${failed} as failed, ${placesTaken} as all_rows from login_failures where source_address = ${sourceAddress} and failed_at > ${since}
+        select ${failed} as failed, ${placesTaken} as all_rows from login_failures where source_address = ${sourceAddress} and ${scanned}
       ), reserved as (
         insert into login_failures (username_lower, source_address, failed_at, in_flight, attempt_key)
         select ${usernameLower}, ${sourceAddress}, clock_timestamp(), true, ${attemptKey}::uuid from account, address
@@ -97,11 +102,7 @@ function reserve(db: Db, username: string, sourceAddress: string, policy: Lockou
       from account, address`.execute(trx);
     const r = rows[0]!;
     const [accountFailed, addressFailed] = [Number(r.account_failed), Number(r.address_failed)];
-    if (r.id !== null) {
-      const lockedIfFails = accountFailed + 1 >= policy.maxFailures ? 'account'
-        : addressFailed + 1 >= policy.maxFailuresPerAddress ? 'address' : null;
-      return { outcome: 'reserved', id: String(r.id), lockedIfFails, locks: { username, sourceAddress } };
-    }
+    if (r.id !== null) return { outcome: 'reserved', id: String(r.id), locks: { username, sourceAddress }, policy };
     if (accountFailed >= policy.maxFailures) return { outcome: 'locked', reason: 'account' };
     if (addressFailed >= policy.maxFailuresPerAddress) return { outcome: 'locked', reason: 'address' };
     return { outcome: 'busy' };
@@ -132,18 +133,43 @@ type Reserved = Extract<AttemptReservation, { outcome: 'reserved' }>;
  * arriving late — a retry after a lost connection, a statement PostgreSQL received after the
  * client gave up — changes nothing.
  */
-function writeWhileHoldingPlace(db: Db, attempt: Reserved, outcome: (holdsPlace: RawBuilder<boolean>) => RawBuilder<{ id: string }>): Promise<boolean> {
+function writeWhileHoldingPlace<R extends { id: string }>(
+  db: Db, attempt: Reserved, outcome: (holdsPlace: RawBuilder<boolean>) => RawBuilder<R>, written?: (row: R) => void,
+): Promise<boolean> {
   return settleAttempt(() => db.transaction().execute(async (trx) => {
     await sql`select pg_advisory_xact_lock(${accountLockKey(attempt.locks.username)}), pg_advisory_xact_lock(${addressLockKey(attempt.locks.sourceAddress)})`.execute(trx);
     const { rows } = await outcome(sql<boolean>`id = ${attempt.id} and ${HOLDING_PLACE}`).execute(trx);
+    if (rows[0]) written?.(rows[0]);
     return rows.length > 0;
   }));
 }
 
-/** The password was wrong: the attempt's row becomes a failure. False: too late, nothing written. */
-export function recordLoginFailure(db: Db, attempt: Reserved): Promise<boolean> {
-  return writeWhileHoldingPlace(db, attempt, (holdsPlace) =>
-    sql<{ id: string }>`update login_failures set in_flight = false, failed_at = clock_timestamp() where ${holdsPlace} returning id`);
+/** What a failure's write did: nothing (too late), or counted it, locking the account or address when it was the failure that reached the limit. */
+export type RecordedFailure = { written: false } | { written: true; locked: LockReason | null };
+
+/**
+ * The password was wrong: the attempt's row becomes a failure. Whether it is the one that locks
+ * is decided here, not at the reservation: failures written one after another under the locks,
+ * each counting those written before it, so that exactly one of several guesses sent together
+ * is the one that locks (and is logged, audited and counted as such).
+ */
+export async function recordLoginFailure(db: Db, attempt: Reserved): Promise<RecordedFailure> {
+  const { policy } = attempt;
+  let before: { account: number; address: number } | undefined;
+  const written = await writeWhileHoldingPlace(db, attempt, (holdsPlace) => sql<{ id: string; account: string; address: string }>`
+    with failed as (update login_failures set in_flight = false, failed_at = clock_timestamp() where ${holdsPlace} returning id, username_lower, source_address)
+    select f.id,
+      (select count(*) from login_failures l where l.username_lower = f.username_lower and ${failureInWindow(policy)}) as account,
+      (select count(*) from login_failures l where l.source_address = f.source_address and ${failureInWindow(policy)}) as address
+    from failed f`, (row) => {
+    before = { account: Number(row.account), address: Number(row.address) };
+  });
+  if (!written || !before) return { written: false };
+  // The counts are of the failures before this one (the statement's snapshot), under the locks.
+  const reaches = (count: number, limit: number) => count < limit && count + 1 >= limit;
+  const locked = reaches(before.account, policy.maxFailures) ? 'account'
+    : reaches(before.address, policy.maxFailuresPerAddress) ? 'address' : null;
+  return { written: true, locked };
 }
 
 /**
@@ -223,7 +249,8 @@ export async function deleteAllLoginFailures(db: Db, username: string): Promise<
 }
 
 export async function purgeOldLoginFailures(db: Db, windowSeconds: number): Promise<number> {
+  // Never a row that still holds its place, however short the window.
   const r = await db.deleteFrom('login_failures')
-    .where('failed_at', '<', sql<Date>`now() - make_interval(secs => ${windowSeconds})`).executeTakeFirst();
+    .where('failed_at', '<', sql<Date>`now() - make_interval(secs => ${Math.max(windowSeconds, HOLDS_PLACE_SECONDS)})`).executeTakeFirst();
   return Number(r.numDeletedRows);
 }

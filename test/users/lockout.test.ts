@@ -17,6 +17,7 @@ import { Browser, formAction, formToken, type Step } from '../support/browserles
 import { counterMoves } from '../support/prometheus.ts';
 import { waitFor } from '../support/wait.ts';
 import { startTcpProxy, viaProxy } from '../support/tcp-proxy.ts';
+import { purgeOldLoginFailures } from '../../src/store/login-failures.ts';
 
 const WINDOW = 600;
 
@@ -105,6 +106,39 @@ describe('brute-force protection', () => {
     const res = await signIn('jon', jon.password, nextAddress());
     assert.equal(res.status, 400, res.text);
     assert.deepEqual(res.json, { error: 'invalid_grant', error_description: 'grant request is invalid' });
+  });
+
+  it('of several wrong passwords sent together, the one that reaches the limit locks: logged, audited and counted once', async () => {
+    // Found by an outside review: whether a failure locks was decided when its place was
+    // reserved, so guesses sent together each saw no failure, and none was the one that locked.
+    await makeUser(database.db, 'rhea');
+    const mark = server.logMark();
+    const moved = await counterMoves(server.managementUrl, [{ name: 'km_lockouts_total', labels: { reason: 'account' } }], () =>
+      Promise.all([1, 2, 3].map((i) => signIn('rhea', `wrong-${i}`, nextAddress()))));
+    assert.deepEqual(moved, [1]);
+    assert.equal(server.logsSince(mark).filter((e) => e.event === 'login.lockout').length, 1);
+    const { rows } = await sql<{ n: string }>`select count(*) as n from audit_events where action = 'login.lockout' and resource_id = 'rhea'`.execute(database.db);
+    assert.equal(Number(rows[0]!.n), 1);
+  });
+
+  it('a window shorter than a check may be in flight: rows in flight hold their place for 30 s all the same, and the purge keeps them', async () => {
+    // Found by an outside review (lockout_window 10 s): checks held up past the window were no
+    // longer counted, so more passwords were checked than the limit, and the outcome of one
+    // still counted when written (a late success unlocked an account others had locked).
+    const brief = await startTestServer(database.url, { trustProxy: true, trustedProxies: ['127.0.0.1'], lockoutMaxFailures: 3, lockoutWindow: 5 });
+    try {
+      const user = await makeUser(database.db, 'quinn');
+      // Three checks in flight, reserved 10 s ago: out of the window, within their hold.
+      await sql`insert into login_failures (username_lower, source_address, failed_at, in_flight)
+        select 'quinn', '203.0.113.9', now() - interval '10 seconds', true from generate_series(1, 3)`.execute(database.db);
+      const res = await postForm(`${brief.url}/token`, { grant_type: 'password', username: 'quinn', password: user.password }, { basic: client.basic, headers: { 'x-forwarded-for': nextAddress() } });
+      assert.equal(res.status, 400, res.text);
+      assert.deepEqual(res.json, { error: 'invalid_grant', error_description: 'grant request is invalid' });
+      await purgeOldLoginFailures(database.db, 5);
+      assert.equal(await attemptRows('quinn', { inFlight: true }), 3);
+    } finally {
+      await brief.stop();
+    }
   });
 
   it('lets the account in again once the failures have left the window', async () => {
