@@ -31,6 +31,16 @@ const HOLDS_PLACE_SECONDS = 30;
 /** A row of a check in flight that still holds its place: counted by reservations, and the condition of its outcome's write. */
 const HOLDING_PLACE = sql<boolean>`in_flight and failed_at > clock_timestamp() - make_interval(secs => ${HOLDS_PLACE_SECONDS})`;
 
+/**
+ * Set (for the transaction only) with the statement that takes the account's and address's
+ * locks: if this instance goes quiet between that statement and its COMMIT (a network that
+ * fails, a process that freezes), PostgreSQL ends the session and frees the locks after a few
+ * seconds, rather than after this instance's database_request_timeout (up to 10 minutes),
+ * during which every instance would refuse the account and the address as busy. The
+ * statements of these transactions follow each other at once; 5 s is never waited normally.
+ */
+const LOCKS_FREED_IF_QUIET = sql`set_config('idle_in_transaction_session_timeout', '5s', true)`;
+
 /** A row that counts as a failure now. */
 const failureInWindow = (policy: LockoutPolicy) =>
   sql<boolean>`not in_flight and failed_at > clock_timestamp() - make_interval(secs => ${policy.windowSeconds})`;
@@ -79,7 +89,7 @@ function reserve(db: Db, username: string, sourceAddress: string, policy: Lockou
     // Try, never wait, for the locks: a waiting attempt would hold a pooled connection while
     // it waits. Whoever does not get them is told to try again in a moment (busy).
     const { rows: locked } = await sql<{ ok: boolean }>`
-      select pg_try_advisory_xact_lock(${accountLockKey(username)}) and pg_try_advisory_xact_lock(${addressLockKey(sourceAddress)}) as ok`.execute(trx);
+      select ${LOCKS_FREED_IF_QUIET} as timeout, pg_try_advisory_xact_lock(${accountLockKey(username)}) and pg_try_advisory_xact_lock(${addressLockKey(sourceAddress)}) as ok`.execute(trx);
     if (!locked[0]?.ok) return { outcome: 'busy' } as const;
     const failed = sql`count(*) filter (where ${failureInWindow(policy)})`;
     // Failures, and checks in flight that may still be told — whatever the window: a window
@@ -137,7 +147,7 @@ function writeWhileHoldingPlace<R extends { id: string }>(
   db: Db, attempt: Reserved, outcome: (holdsPlace: RawBuilder<boolean>) => RawBuilder<R>, written?: (row: R) => void,
 ): Promise<boolean> {
   return settleAttempt(() => db.transaction().execute(async (trx) => {
-    await sql`select pg_advisory_xact_lock(${accountLockKey(attempt.locks.username)}), pg_advisory_xact_lock(${addressLockKey(attempt.locks.sourceAddress)})`.execute(trx);
+    await sql`select ${LOCKS_FREED_IF_QUIET}, pg_advisory_xact_lock(${accountLockKey(attempt.locks.username)}), pg_advisory_xact_lock(${addressLockKey(attempt.locks.sourceAddress)})`.execute(trx);
     const { rows } = await outcome(sql<boolean>`id = ${attempt.id} and ${HOLDING_PLACE}`).execute(trx);
     if (rows[0]) written?.(rows[0]);
     return rows.length > 0;

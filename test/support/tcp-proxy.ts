@@ -25,6 +25,12 @@ export interface TcpProxy {
    * its answer reaches the client, as when a network fails at that moment. Once.
    */
   loseReplyTo(matches: (sent: string) => boolean): void;
+  /**
+   * The next time a client sends bytes that `matches`, that connection stalls: those bytes and
+   * all that follow, either way, are held back, and both sides stay open — the network between
+   * them went quiet mid-transaction, and PostgreSQL sees a session idle in its transaction. Once.
+   */
+  stallOn(matches: (sent: string) => boolean): void;
 }
 
 /** Sees each relayed connection's bytes from client to server, as they pass. */
@@ -37,6 +43,9 @@ export async function startTcpProxy(targetHost: string, targetPort: number, tap?
   const silenced = new Map<Socket, { sent: boolean }>();
   let silent = false;
   let loseReplyTo: ((sent: string) => boolean) | undefined;
+  let stallOn: ((sent: string) => boolean) | undefined;
+  /** Client sides of stalled connections. */
+  const stalled = new Set<Socket>();
   /** Client sides whose next answer from the server is to be lost. */
   const losing = new Set<Socket>();
   let server: Server | undefined;
@@ -63,12 +72,18 @@ export async function startTcpProxy(targetHost: string, targetPort: number, tap?
       client.destroy();
       upstream.destroy();
       pairs.delete(client);
+      stalled.delete(client);
     };
     client.on('error', drop).on('close', drop);
     upstream.on('error', drop).on('close', drop);
     const observe = tap?.();
     client.on('data', (chunk: Buffer) => {
       observe?.(chunk);
+      if (!stalled.has(client) && stallOn?.(chunk.toString('latin1'))) {
+        stallOn = undefined;
+        stalled.add(client);
+      }
+      if (stalled.has(client)) return;
       if (loseReplyTo?.(chunk.toString('latin1'))) {
         loseReplyTo = undefined;
         losing.add(client);
@@ -76,6 +91,7 @@ export async function startTcpProxy(targetHost: string, targetPort: number, tap?
       upstream.write(chunk);
     });
     upstream.on('data', (chunk: Buffer) => {
+      if (stalled.has(client)) return;
       if (losing.delete(client)) drop();
       else client.write(chunk);
     });
@@ -126,6 +142,9 @@ export async function startTcpProxy(targetHost: string, targetPort: number, tap?
     close: stop,
     loseReplyTo(matches) {
       loseReplyTo = matches;
+    },
+    stallOn(matches) {
+      stallOn = matches;
     },
   };
 }

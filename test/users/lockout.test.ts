@@ -242,6 +242,35 @@ describe('brute-force protection', () => {
     });
   }
 
+  it('an instance that goes quiet holding the account\'s locks mid-outcome holds them seconds, not its database_request_timeout', async () => {
+    // Found by an outside review: the outcome's transaction held the account's and the
+    // address's locks until PostgreSQL gave up on the silent session (that instance's
+    // database_request_timeout, here 120 s): every sign-in of the account, and from the
+    // address, on every instance, was refused meanwhile.
+    const user = await makeUser(database.db, 'sven');
+    const proxy = await startTcpProxy('127.0.0.1', Number(new URL(database.url).port));
+    const quiet = await startTestServer(viaProxy(database.url, proxy), { trustProxy: true, trustedProxies: ['127.0.0.1'], databaseRequestTimeout: 120, lockoutMaxFailures: 3, lockoutWindow: WINDOW });
+    try {
+      proxy.stallOn((sent) => sent.includes('update login_failures set in_flight = false'));
+      const stalled = postForm(`${quiet.url}/token`, { grant_type: 'password', username: user.username, password: 'wrong' }, { basic: client.basic, headers: { 'x-forwarded-for': nextAddress() } });
+      stalled.catch(() => {});
+      await waitFor('a session idle in its transaction, holding the locks', async () => {
+        const { rows } = await sql<{ n: string }>`select count(*) as n from pg_locks l join pg_stat_activity a using (pid)
+          where l.locktype = 'advisory' and a.state = 'idle in transaction'`.execute(database.db);
+        return Number(rows[0]!.n) > 0;
+      });
+      // The right password on the other instance: refused (busy) while the locks are held.
+      const signedIn = await waitFor('the right password to be accepted on the other instance', async () => {
+        const res = await signIn(user.username, user.password, nextAddress());
+        return res.status === 200 ? res : undefined;
+      }, 30_000);
+      assert.equal(signedIn.json.token_type, 'Bearer');
+    } finally {
+      await proxy.close();
+      await quiet.stop();
+    }
+  });
+
   it('an attempt that ends before its password is checked (the user could not be read) leaves the window', async () => {
     const user = await makeUser(database.db, 'unreadable');
     const from = nextAddress();
