@@ -99,8 +99,8 @@ export async function authenticateGateway(deps: GatewayCallerDeps, ctx: Context,
     bearerSha256,
     async stillAuthorized() {
       try {
-        await bearerCaller(deps, value, thumbprint);
-        return true;
+        const now = await bearerCaller(deps, value, thumbprint);
+        return sameAudiences(now.caller.audiences, caller.audiences);
       } catch (err) {
         if (err instanceof BearerTokenError) return false;
         throw err;

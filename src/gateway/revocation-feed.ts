@@ -91,6 +91,8 @@ export function createRevocationFeed({ db, changes, logger, heartbeatSeconds }: 
   db: Db; changes: ChangeListener | undefined; logger: Logger; heartbeatSeconds: number;
 }): RevocationFeed {
   const subscribers = new Set<Subscriber>();
+  /** The client of each stream being opened (its place taken, not yet a subscriber). */
+  const joining: string[] = [];
   /** The newest event handed to subscribers; unknown until the first one subscribes. */
   let seen: bigint | undefined;
   let pumping: Promise<void> | undefined;
@@ -230,12 +232,21 @@ export function createRevocationFeed({ db, changes, logger, heartbeatSeconds }: 
         subscriber?.end();
       });
       if (gone) return;
-      if (subscribers.size >= MAX_SUBSCRIBERS) throw new FeedFullError('too many revocation feed subscribers on this instance; retry on another');
+      // Counted with the streams still being opened (they take their place before the await
+      // below): a burst would otherwise all pass the check before any was added.
       const clientId = caller.client.client_id;
-      if ([...subscribers].filter((s) => s.caller.client.client_id === clientId).length >= MAX_SUBSCRIBERS_PER_CLIENT) {
+      if (subscribers.size + joining.length >= MAX_SUBSCRIBERS) throw new FeedFullError('too many revocation feed subscribers on this instance; retry on another');
+      const ofClient = (id: string) => joining.filter((c) => c === id).length + [...subscribers].filter((s) => s.caller.client.client_id === id).length;
+      if (ofClient(clientId) >= MAX_SUBSCRIBERS_PER_CLIENT) {
         throw new FeedFullError(`too many revocation feed subscribers of this client on this instance (at most ${MAX_SUBSCRIBERS_PER_CLIENT})`);
       }
-      const latest = BigInt(await latestRevocationEventId(db));
+      joining.push(clientId);
+      let latest: bigint;
+      try {
+        latest = BigInt(await latestRevocationEventId(db));
+      } finally {
+        joining.splice(joining.indexOf(clientId), 1);
+      }
       if (gone || socket.destroyed) return;
       seen ??= latest;
       const resume = resumePoint(ctx.get('last-event-id'));
