@@ -121,7 +121,7 @@ async function bearerCaller({ db, scopes, tokens, clients }: GatewayCallerDeps, 
   }
   if (typeof payload.jkt === 'string') throw invalidToken('DPoP-bound access tokens are not accepted here');
 
-  if (!(row.scope ?? '').split(' ').includes(INTROSPECT_SCOPE)) {
+  if (!splitScope(row.scope).includes(INTROSPECT_SCOPE)) {
     throw new BearerTokenError(403, 'insufficient_scope', `the access token lacks the ${INTROSPECT_SCOPE} scope`, INTROSPECT_SCOPE);
   }
   const client = row.client_id ? await clients.find(row.client_id) : undefined;

@@ -12,7 +12,7 @@ import type { Config } from '../config/index.ts';
 import type { Db } from '../db/database.ts';
 import type { ManagementKey } from '../keys/management-key.ts';
 import { MANAGEMENT_TOKEN_ALG } from '../keys/management-key.ts';
-import { clearLoginFailures, managementAccountKey, recordLoginFailure, reserveLoginAttemptWhenFree } from '../store/login-failures.ts';
+import { clearLoginFailures, IMPOSSIBLE_NAME_ACCOUNT, managementAccountKey, recordLoginFailure, reserveLoginAttemptWhenFree } from '../store/login-failures.ts';
 import { dummyHash, passwordParams, verifyPassword } from '../store/passwords.ts';
 import { useManagementToken } from '../store/management-tokens.ts';
 import { MAX_USERNAME_LENGTH } from '../store/users.ts';
@@ -59,17 +59,15 @@ export function basicCredentials(header: string): { username: string; password: 
   return { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
 }
 
-const IMPOSSIBLE_OPERATOR = '\u0002impossible-username';
-
 /** The user when the credentials are right and the lockout allows a check; undefined otherwise. */
 async function checkCredentials(deps: ManagementAuthDeps, username: string, password: string, source: string): Promise<ManagementUser | undefined> {
   const { config, db, logger, users } = deps;
   // Per account only: operators share a few addresses (a bastion, 127.0.0.1), and a limit per
   // address would let anyone who reaches the port lock every operator out at once.
   const policy = { maxFailures: config.lockoutMaxFailures, maxFailuresPerAddress: 1_000_000_000, windowSeconds: config.lockoutWindow };
-  // A name no operator can have (config: at most 255 characters) is counted under one key: the
-  // store cannot index an account key of any length (a 500 before any check, found by a review).
-  const account = managementAccountKey(username.length <= MAX_USERNAME_LENGTH ? username : IMPOSSIBLE_OPERATOR);
+  // A name no operator can have (config: at most 255 characters): the store cannot index an
+  // account key of any length (a 500 before any check, found by a review).
+  const account = managementAccountKey(username.length <= MAX_USERNAME_LENGTH ? username : IMPOSSIBLE_NAME_ACCOUNT);
   const attempt = await reserveLoginAttemptWhenFree(db, account, source, policy);
   const known = users.has(username);
   const audit = (action: string) => deps.auditRefusal({

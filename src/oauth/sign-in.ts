@@ -7,7 +7,7 @@ import type { Db } from '../db/database.ts';
 import type { UserRow } from '../db/types.ts';
 import { findUserByUsername, isPossibleUsername, MAX_USERNAME_LENGTH, upgradePasswordHash } from '../store/users.ts';
 import { dummyHash, hashNeedsUpgrade, hashPassword, MAX_PASSWORD_BYTES, passwordParams, verifyPassword } from '../store/passwords.ts';
-import { clearLoginFailures, recordLoginFailure, releaseLoginAttempt, reserveLoginAttemptWhenFree } from '../store/login-failures.ts';
+import { clearLoginFailures, IMPOSSIBLE_NAME_ACCOUNT, recordLoginFailure, releaseLoginAttempt, reserveLoginAttemptWhenFree } from '../store/login-failures.ts';
 import { recordAuditEvent } from '../store/audit.ts';
 import type { Metrics } from '../http/metrics.ts';
 
@@ -38,14 +38,6 @@ export interface SignInAttempt {
 }
 
 /**
- * Where a name no user can have is counted. The lockout is keyed by what was typed; a name
- * with control characters could otherwise reach accounts this surface must never touch
- * (management operators are counted as "\u0001management:<name>"). Such names share one
- * count of their own, which locks nobody out; the per-address count applies as usual.
- */
-const IMPOSSIBLE_USERNAME_ACCOUNT = '\u0002impossible-username';
-
-/**
  * Every argon2 verification goes through here and is counted, so that "the same argon2 work
  * whether the user exists or not" can be watched from outside (km_password_verifications_total).
  */
@@ -57,7 +49,7 @@ async function verifyCounted(metrics: SignInDeps['metrics'], hash: string, passw
 /** The user when the password is right and the account usable; undefined for any refusal. */
 export async function signIn({ config, db, logger, metrics }: SignInDeps, { username: typed, password, source, clientId }: SignInAttempt): Promise<UserRow | undefined> {
   const params = passwordParams(config);
-  const username = isPossibleUsername(typed) ? typed : IMPOSSIBLE_USERNAME_ACCOUNT;
+  const username = isPossibleUsername(typed) ? typed : IMPOSSIBLE_NAME_ACCOUNT;
   const policy = { maxFailures: config.lockoutMaxFailures, maxFailuresPerAddress: config.lockoutMaxFailuresPerAddress, windowSeconds: config.lockoutWindow };
 
   // The attempt takes its place in the window before any password is checked (see

@@ -28,8 +28,11 @@ export interface LockoutPolicy {
 /** How long a row in flight holds its place: far longer than any check takes to be decided and written. */
 const HOLDS_PLACE_SECONDS = 30;
 
+/** The instant that many seconds before now, by the database's clock. */
+const secondsAgo = (seconds: number) => sql<Date>`clock_timestamp() - make_interval(secs => ${seconds})`;
+
 /** A row of a check in flight that still holds its place: counted by reservations, and the condition of its outcome's write. */
-const HOLDING_PLACE = sql<boolean>`in_flight and failed_at > clock_timestamp() - make_interval(secs => ${HOLDS_PLACE_SECONDS})`;
+const HOLDING_PLACE = sql<boolean>`in_flight and failed_at > ${secondsAgo(HOLDS_PLACE_SECONDS)}`;
 
 /**
  * Set (for the transaction only) with the statement that takes the account's and address's
@@ -43,7 +46,7 @@ const LOCKS_FREED_IF_QUIET = sql`set_config('idle_in_transaction_session_timeout
 
 /** A row that counts as a failure now. */
 const failureInWindow = (policy: LockoutPolicy) =>
-  sql<boolean>`not in_flight and failed_at > clock_timestamp() - make_interval(secs => ${policy.windowSeconds})`;
+  sql<boolean>`not in_flight and failed_at > ${secondsAgo(policy.windowSeconds)}`;
 
 export type LockReason = 'account' | 'address';
 
@@ -95,7 +98,7 @@ function reserve(db: Db, username: string, sourceAddress: string, policy: Lockou
     // Failures, and checks in flight that may still be told — whatever the window: a window
     // shorter than a row's hold would let an outcome be written for a row no longer counted.
     const placesTaken = sql`count(*) filter (where ${failureInWindow(policy)} or ${HOLDING_PLACE})`;
-    const scanned = sql`failed_at > clock_timestamp() - make_interval(secs => ${Math.max(policy.windowSeconds, HOLDS_PLACE_SECONDS)})`;
+    const scanned = sql`failed_at > ${secondsAgo(Math.max(policy.windowSeconds, HOLDS_PLACE_SECONDS))}`;
     const { rows } = await sql<{ account_failed: string; account_all: string; address_failed: string; address_all: string; id: string | null }>`
       with account as (
         select ${failed} as failed, ${placesTaken} as all_rows from login_failures where username_lower = ${usernameLower} and ${scanned}
@@ -143,14 +146,11 @@ type Reserved = Extract<AttemptReservation, { outcome: 'reserved' }>;
  * arriving late — a retry after a lost connection, a statement PostgreSQL received after the
  * client gave up — changes nothing.
  */
-function writeWhileHoldingPlace<R extends { id: string }>(
-  db: Db, attempt: Reserved, outcome: (holdsPlace: RawBuilder<boolean>) => RawBuilder<R>, written?: (row: R) => void,
-): Promise<boolean> {
+function writeWhileHoldingPlace<R>(db: Db, attempt: Reserved, outcome: (holdsPlace: RawBuilder<boolean>) => RawBuilder<R>): Promise<R | undefined> {
   return settleAttempt(() => db.transaction().execute(async (trx) => {
     await sql`select ${LOCKS_FREED_IF_QUIET}, pg_advisory_xact_lock(${accountLockKey(attempt.locks.username)}), pg_advisory_xact_lock(${addressLockKey(attempt.locks.sourceAddress)})`.execute(trx);
     const { rows } = await outcome(sql<boolean>`id = ${attempt.id} and ${HOLDING_PLACE}`).execute(trx);
-    if (rows[0]) written?.(rows[0]);
-    return rows.length > 0;
+    return rows[0];
   }));
 }
 
@@ -165,18 +165,15 @@ export type RecordedFailure = { written: false } | { written: true; locked: Lock
  */
 export async function recordLoginFailure(db: Db, attempt: Reserved): Promise<RecordedFailure> {
   const { policy } = attempt;
-  let before: { account: number; address: number } | undefined;
-  const written = await writeWhileHoldingPlace(db, attempt, (holdsPlace) => sql<{ id: string; account: string; address: string }>`
-    with failed as (update login_failures set in_flight = false, failed_at = clock_timestamp() where ${holdsPlace} returning id, username_lower, source_address)
-    select f.id,
+  // The counts are of the failures before this one (the statement's snapshot), under the locks.
+  const before = await writeWhileHoldingPlace(db, attempt, (holdsPlace) => sql<{ account: string; address: string }>`
+    with failed as (update login_failures set in_flight = false, failed_at = clock_timestamp() where ${holdsPlace} returning username_lower, source_address)
+    select
       (select count(*) from login_failures l where l.username_lower = f.username_lower and ${failureInWindow(policy)}) as account,
       (select count(*) from login_failures l where l.source_address = f.source_address and ${failureInWindow(policy)}) as address
-    from failed f`, (row) => {
-    before = { account: Number(row.account), address: Number(row.address) };
-  });
-  if (!written || !before) return { written: false };
-  // The counts are of the failures before this one (the statement's snapshot), under the locks.
-  const reaches = (count: number, limit: number) => count < limit && count + 1 >= limit;
+    from failed f`);
+  if (!before) return { written: false };
+  const reaches = (count: string, limit: number) => Number(count) < limit && Number(count) + 1 >= limit;
   const locked = reaches(before.account, policy.maxFailures) ? 'account'
     : reaches(before.address, policy.maxFailuresPerAddress) ? 'address' : null;
   return { written: true, locked };
@@ -187,11 +184,12 @@ export async function recordLoginFailure(db: Db, attempt: Reserved): Promise<Rec
  * rows still count). Other checks of the account still in flight keep their rows. False: too
  * late, nothing written.
  */
-export function clearLoginFailures(db: Db, username: string, attempt: Reserved): Promise<boolean> {
-  return writeWhileHoldingPlace(db, attempt, (holdsPlace) => sql<{ id: string }>`
+export async function clearLoginFailures(db: Db, username: string, attempt: Reserved): Promise<boolean> {
+  const own = await writeWhileHoldingPlace(db, attempt, (holdsPlace) => sql<{ id: string }>`
     with own as (delete from login_failures where ${holdsPlace} returning id),
       failures as (delete from login_failures where username_lower = lower(${username}) and not in_flight and exists (select from own))
     select id from own`);
+  return own !== undefined;
 }
 
 /**
@@ -237,6 +235,14 @@ function retrySettling(write: () => Promise<unknown>, attempt: number): void {
 }
 
 /**
+ * The lockout account of every name no user (or operator) can have: the lockout is keyed by
+ * what was typed, and such a name could otherwise reach accounts it must never touch (one
+ * with control characters) or not be storable at all (one too long for the index). Such names
+ * share one count of their own, which locks nobody out; the per-address count applies as usual.
+ */
+export const IMPOSSIBLE_NAME_ACCOUNT = '\u0002impossible-username';
+
+/**
  * The lockout account of a management user: counted apart from OAuth users, whose names
  * cannot hold a control character (checkUsername), so neither can lock out the other.
  */
@@ -248,7 +254,7 @@ export function managementAccountKey(username: string): string {
 export async function countLoginFailures(db: Db, username: string, windowSeconds: number): Promise<number> {
   const { n } = await db.selectFrom('login_failures').select((eb) => eb.fn.countAll<string>().as('n'))
     .where('username_lower', '=', sql<string>`lower(${username})`).where('in_flight', '=', false)
-    .where('failed_at', '>', sql<Date>`clock_timestamp() - make_interval(secs => ${windowSeconds})`).executeTakeFirstOrThrow();
+    .where('failed_at', '>', secondsAgo(windowSeconds)).executeTakeFirstOrThrow();
   return Number(n);
 }
 
