@@ -31,6 +31,7 @@ import { listenForChanges, type ChangeListener } from './db/notifications.ts';
 import { presumeConnectionsLost } from './db/database.ts';
 import type { Readiness } from './http/health.ts';
 import { drainable } from './http/listener-drain.ts';
+import { limitListener, listenerServerOptions } from './http/listener-limits.ts';
 import { createScopeRegistry } from './oauth/scope-registry.ts';
 import { createClientDirectory } from './oauth/client-directory.ts';
 import { createTokenCache } from './gateway/token-cache.ts';
@@ -128,6 +129,7 @@ export async function startServer(config: Config, logger: Logger = createLogger(
       );
       if (tls.generated) logger.info('generated a development TLS certificate for localhost');
       publicServer = createHttpsServer({
+        ...listenerServerOptions,
         cert: tls.cert,
         key: tls.key,
         // Ask for a client certificate without requiring one: secret-based clients use the
@@ -138,11 +140,14 @@ export async function startServer(config: Config, logger: Logger = createLogger(
       }, publicApp.callback());
       // The management API over HTTPS with the same certificate, as operators of WSO2 expect
       // (`curl -k https://localhost:9164/management/login`).
-      managementServer = createHttpsServer({ cert: tls.cert, key: tls.key }, managementApp.callback());
+      managementServer = createHttpsServer({ ...listenerServerOptions, cert: tls.cert, key: tls.key }, managementApp.callback());
     } else {
-      publicServer = createHttpServer(publicApp.callback());
-      managementServer = createHttpServer(managementApp.callback());
+      publicServer = createHttpServer(listenerServerOptions, publicApp.callback());
+      managementServer = createHttpServer(listenerServerOptions, managementApp.callback());
     }
+    const limits = { requestTimeout: config.requestTimeout, keepAliveTimeout: config.keepAliveTimeout, maxConnections: config.maxConnections };
+    limitListener(publicServer, 'public', limits, { logger, dropped: metrics.connectionsDropped });
+    limitListener(managementServer, 'management', limits, { logger, dropped: metrics.connectionsDropped });
     const drains = [drainable(publicServer), drainable(managementServer)];
     await listen(publicServer, config.port, config.host, SETTINGS.port.env);
     await listen(managementServer, config.managementPort, config.managementHost, SETTINGS.managementPort.env);

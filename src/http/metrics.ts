@@ -26,6 +26,8 @@ export interface Metrics {
   clientAuthFailures: Counter<'method'>;
   httpDuration: Histogram<'route' | 'status'>;
   dbQueryDuration: Histogram;
+  /** Connections closed on arrival because the listener had max_connections open. */
+  connectionsDropped: Counter<'listener'>;
 }
 
 const INTROSPECTION_RESULTS = ['active', 'inactive', 'refused', 'error'] as const;
@@ -57,6 +59,7 @@ export function createMetrics(): Metrics {
       name: 'km_http_request_duration_seconds', help: 'HTTP requests by matched route and status', labelNames: ['route', 'status'], buckets: SECONDS_BUCKETS, registers,
     }),
     dbQueryDuration: new Histogram({ name: 'km_db_query_duration_seconds', help: 'PostgreSQL statements, failed ones included', buckets: SECONDS_BUCKETS, registers }),
+    connectionsDropped: new Counter({ name: 'km_connections_dropped_total', help: 'Connections closed on arrival because the listener had max_connections open', labelNames: ['listener'], registers }),
   };
   // Labels of a fixed set are shown at 0 from the start: a series that appears only with its
   // first event hides that event from rate() and increase().
@@ -68,6 +71,7 @@ export function createMetrics(): Metrics {
   zero(metrics.logins, 'result', LOGIN_RESULTS);
   zero(metrics.lockouts, 'reason', ['account', 'address']);
   zero(metrics.clientAuthFailures, 'method', CLIENT_AUTH_METHODS_TRIED);
+  zero(metrics.connectionsDropped, 'listener', ['public', 'management']);
   return metrics;
 }
 
