@@ -22,6 +22,20 @@ export function refuseUnstorableQuery(query: string): void {
   parseFormStrict(query);
 }
 
+/**
+ * How many times a header came in the request. Node keeps only the first Authorization (and
+ * joins others with ", "): a proxy that adds its own header after the caller's would leave the
+ * caller's to be believed.
+ */
+export function timesSent(rawHeaders: readonly string[], lowerCaseName: string): number {
+  let n = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!;
+    if (name.length === lowerCaseName.length && name.toLowerCase() === lowerCaseName) n++;
+  }
+  return n;
+}
+
 export function inputGuard({ maxBodyBytes }: { maxBodyBytes: number }): Middleware {
   // Plain, not async (public-app.ts): a request without a form body goes on at once.
   return function guardInput(ctx, next) {
@@ -41,6 +55,8 @@ export function inputGuard({ maxBodyBytes }: { maxBodyBytes: number }): Middlewa
     if (path.includes('\0')) throw new errors.InvalidRequest('the request path must not contain NUL');
     refuseUnstorableQuery(ctx.querystring);
 
+    // RFC 6749 §5.2: more than one set of credentials is invalid_request.
+    if (timesSent(ctx.req.rawHeaders, 'authorization') > 1) throw new errors.InvalidRequest('the request has more than one Authorization header');
     // Client credentials: RFC 6749 §5.2 makes an unreadable one invalid_client (401, challenge).
     const authorization = ctx.get('authorization');
     if (/^\s*basic\b/i.test(authorization)) basicCredentials(authorization);

@@ -5,9 +5,10 @@ import Router from '@koa/router';
 import type { Logger } from 'pino';
 import type { Db } from '../db/database.ts';
 import { addHealthRoutes, type Readiness } from './health.ts';
-import { refuseUnstorableQuery } from './input-guard.ts';
+import { refuseUnstorableQuery, timesSent } from './input-guard.ts';
 import { errorMapper } from './errors.ts';
 import { managementRouters } from '../management/router.ts';
+import { badRequest } from '../management/errors.ts';
 import type { ManagementAuthDeps } from '../management/auth.ts';
 import type { Metrics } from './metrics.ts';
 import type { MetricsExposition } from './cluster-metrics.ts';
@@ -38,6 +39,11 @@ export function buildManagementApp({ db, logger, management, metrics, exposition
     // (?client_id=, ?action=) are refused here, not discovered by PostgreSQL or searched for as
     // U+FFFD. Paths are not: a write to any path is audited, whatever bytes it carries.
     refuseUnstorableQuery(ctx.querystring);
+    return next();
+  });
+  app.use(function refuseRepeatedCredentials(ctx, next) {
+    // Node believes the first; a proxy in front may believe the last.
+    if (timesSent(ctx.req.rawHeaders, 'authorization') > 1) throw badRequest('the request has more than one Authorization header');
     return next();
   });
   app.use(async function refuseBrowsersFromElsewhere(ctx, next) {

@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/index.ts';
 import { describeX509, pemCertificateBlocks } from '../store/certificates.ts';
 import { subjectMatches } from '../store/distinguished-name.ts';
+import { timesSent } from '../http/input-guard.ts';
 
 interface Presented {
   cert: X509Certificate;
@@ -55,15 +56,32 @@ function presented({ config, logger, anchors }: MtlsDeps, ctx: RequestContext): 
     if (header && !config.trustedProxies.includes(from)) {
       logger.warn({ event: 'mtls.untrusted_header', source: from, header: config.clientCertHeader }, 'client certificate header from an address that is not a trusted proxy: ignored');
     } else if (header) {
-      try {
-        found = { cert: new X509Certificate(decodeURIComponent(header)) };
-      } catch {
-        logger.warn({ event: 'mtls.bad_header', source: from }, 'client certificate header is not a URL-encoded PEM certificate: ignored');
+      // A proxy that adds its header after one the caller sent makes two, which Node joins;
+      // X509Certificate would read the first — the caller's, anyone's public certificate.
+      const pem = decodedOrUndefined(header);
+      if (timesSent(ctx.req.rawHeaders, config.clientCertHeader) > 1 || (pem && pemCertificateBlocks(pem).length > 1)) {
+        logger.warn({ event: 'mtls.repeated_header', source: from }, 'client certificate header came more than once or holds more than one certificate: ignored');
+      } else {
+        try {
+          if (pem === undefined) throw new URIError('not percent-encoded');
+          found = { cert: new X509Certificate(pem) };
+        } catch {
+          logger.warn({ event: 'mtls.bad_header', source: from }, 'client certificate header is not a URL-encoded PEM certificate: ignored');
+        }
       }
     }
   }
   state[PRESENTED] = found ?? null;
   return found;
+}
+
+/** The header's text URL-decoded; undefined when it is not valid percent-encoding. */
+function decodedOrUndefined(value: string): string | undefined {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return undefined;
+  }
 }
 
 const CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';

@@ -9,7 +9,7 @@ import pino from 'pino';
 import { sql } from 'kysely';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { freePort, startTestServer, type TestServer } from '../support/server.ts';
-import { basicHeader, postForm, type Reply } from '../support/http.ts';
+import { basicHeader, postForm, rawRequest, type Reply } from '../support/http.ts';
 import { issueToken, makeClient, type TestClient } from '../support/fixtures.ts';
 import { createDatabase, type Db } from '../../src/db/database.ts';
 import { errorMapper } from '../../src/http/errors.ts';
@@ -107,6 +107,22 @@ describe('bad input at the token endpoint', () => {
   it('Basic and client_secret in the body together → 400 invalid_request', async () => {
     const res = await token({ grant_type: 'client_credentials', client_secret: client.secret }, { headers: { authorization: basicHeader(client.id, client.secret) } });
     assertError(res, 400, 'invalid_request');
+  });
+
+  it('two Authorization headers → 400 invalid_request, whichever comes first (a proxy in front may believe the other)', async () => {
+    const other = await makeClient(database.db, { scope: ['read'] });
+    const valid = basicHeader(...client.basic);
+    for (const [path, body] of [['/token', 'grant_type=client_credentials&scope=read'], ['/introspect', 'token=x'], ['/revoke', 'token=x']] as const) {
+      for (const pair of [[valid, basicHeader(...other.basic)], [basicHeader(...other.basic), valid], [valid, valid], [valid, 'Bearer x']]) {
+        const res = await rawRequest(server.url, {
+          method: 'POST', target: path, body,
+          headers: [['Content-Type', 'application/x-www-form-urlencoded'], ['Authorization', pair[0]!], ['authorization', pair[1]!]],
+        });
+        assertError(res, 400, 'invalid_request');
+        assert.equal(res.json.error_description, 'the request has more than one Authorization header');
+      }
+    }
+    await database.db.deleteFrom('clients').where('client_id', '=', other.id).execute();
   });
 
   it('a body that is not application/x-www-form-urlencoded → 400 invalid_request', async () => {

@@ -72,6 +72,18 @@ describe('management API authentication (jwt handler)', () => {
     assert.deepEqual(res.json, { status: 'ok' });
   });
 
+  it('two Authorization headers → 400 invalid_request, whichever comes first, on login, the API and /metrics', async () => {
+    const token = await login();
+    const wrong = basicAuth('ops', 'not-the-password');
+    for (const [method, path] of [['GET', '/management/login'], ['GET', '/management/clients'], ['GET', '/metrics']]) {
+      for (const pair of [[admin, wrong], [wrong, admin], [`Bearer ${token}`, auditor], [auditor, `Bearer ${token}`], [admin, admin]]) {
+        const res = await call(method!, path!, { authorization: pair });
+        assert.equal(res.status, 400, `${path} ${res.text}`);
+        assert.deepEqual(res.json, { error: 'invalid_request', error_description: 'the request has more than one Authorization header' });
+      }
+    }
+  });
+
   it('login: {"AccessToken"} signed with the management key, stored by digest only', async () => {
     const token = await login();
     assert.equal(decodeProtectedHeader(token).typ, 'km-management+jwt');

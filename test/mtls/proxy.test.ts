@@ -9,6 +9,7 @@ import { startTestServer, type TestServer } from '../support/server.ts';
 import { makeClient } from '../support/fixtures.ts';
 import { addCertificate, describeX509, parseCertificatePem, removeCertificate } from '../../src/store/certificates.ts';
 import { waitFor } from '../support/wait.ts';
+import { rawRequest } from '../support/http.ts';
 import { assertInvalidClient, createPki, issue, post, type Issued, type Pki } from './support.ts';
 
 const HEADER = 'x-client-cert';
@@ -144,6 +145,28 @@ describe('client certificate from a proxy header', () => {
       }
     }
     assert.ok(trusting.logs.some((l) => l.includes('mtls.bad_header')), 'bad header logged');
+  });
+
+  it('a header sent twice (a proxy that adds its own after the caller\'s) is ignored, whichever comes first, and logged', async () => {
+    const c = await makeClient(database.db, { authMethod: 'tls_client_auth', tlsSubjectDn: 'O=Example,CN=gateway' });
+    const form = `grant_type=client_credentials&scope=read&client_id=${encodeURIComponent(c.id)}`;
+    const send = (headers: [string, string][]) => rawRequest(trusting.url, {
+      method: 'POST', target: '/token', headers: [['Content-Type', 'application/x-www-form-urlencoded'], ...headers], body: form,
+    });
+    // The caller's own header (the registered subject's certificate, which is public) first,
+    // the proxy's (another certificate) after it; and the other way round.
+    for (const [first, second] of [[gateway.cert, other.cert], [other.cert, gateway.cert], [gateway.cert, gateway.cert]]) {
+      const mark = trusting.logMark();
+      assertInvalidClient(await send([[HEADER, encoded(first!)], [HEADER, encoded(second!)]]), 'two headers');
+      assert.ok(trusting.logsSince(mark).some((l) => l.event === 'mtls.repeated_header'), 'logged');
+    }
+    // One header holding two certificates, as a proxy that joins them would send.
+    const mark = trusting.logMark();
+    assertInvalidClient(await token(trusting, c.id, `${encoded(gateway.cert)}, ${encoded(other.cert)}`), 'two certificates in one header');
+    assertInvalidClient(await token(trusting, c.id, encoded(gateway.cert + other.cert)), 'a bundle in one header');
+    assert.equal(trusting.logsSince(mark).filter((l) => l.event === 'mtls.repeated_header').length, 2);
+    // The certificate alone still authenticates.
+    assert.equal((await send([[HEADER, encoded(gateway.cert)]])).status, 200);
   });
 
   it('a header from an address that is not a trusted proxy is ignored, and logged', async () => {

@@ -134,7 +134,7 @@ export interface TlsReply {
 }
 
 /** README "Errors": a refused client authentication is `401 invalid_client`, with a description. */
-export function assertInvalidClient(res: TlsReply, what: string): void {
+export function assertInvalidClient(res: Pick<TlsReply, 'status' | 'json' | 'text'>, what: string): void {
   assert.equal(res.status, 401, `${what}: ${res.text}`);
   assert.equal(res.json?.error, 'invalid_client', `${what}: ${res.text}`);
   assert.equal(typeof res.json?.error_description, 'string', `${what}: ${res.text}`);

@@ -48,7 +48,8 @@ export interface RawRequest {
   method: string;
   /** The request target exactly as sent: a string is written as latin1 bytes, a Buffer as is. */
   target: string | Buffer;
-  headers?: Record<string, string>;
+  /** Pairs, to send one header more than once. */
+  headers?: Record<string, string> | [string, string][];
   body?: string | Buffer;
 }
 
@@ -60,7 +61,7 @@ export async function rawRequest(baseUrl: string, req: RawRequest): Promise<Repl
   const { connect } = await import('node:net');
   const url = new URL(baseUrl);
   const body = typeof req.body === 'string' ? Buffer.from(req.body, 'latin1') : req.body;
-  const head = [`Host: ${url.host}`, 'Connection: close', ...Object.entries(req.headers ?? {}).map(([k, v]) => `${k}: ${v}`)];
+  const head = [`Host: ${url.host}`, 'Connection: close', ...(Array.isArray(req.headers) ? req.headers : Object.entries(req.headers ?? {})).map(([k, v]) => `${k}: ${v}`)];
   if (body) head.push(`Content-Length: ${body.length}`);
   const bytes = Buffer.concat([
     Buffer.from(`${req.method} `, 'latin1'),

@@ -24,9 +24,10 @@ export function managementClient(server: TestServer) {
   const ca = readFileSync(join(server.keysDir, 'tls', 'server.crt'), 'utf8');
   const url = new URL(server.managementUrl);
   /** `localAddress`: the caller's address as the server sees it (any of 127/8 on loopback). */
-  return function call(method: string, path: string, { authorization, body, headers: extra, chunked, localAddress }: { authorization?: string; body?: unknown; headers?: Record<string, string>; chunked?: boolean; localAddress?: string } = {}): Promise<ManagementReply> {
+  /** An `authorization` array sends the header once per element. */
+  return function call(method: string, path: string, { authorization, body, headers: extra, chunked, localAddress }: { authorization?: string | string[]; body?: unknown; headers?: Record<string, string>; chunked?: boolean; localAddress?: string } = {}): Promise<ManagementReply> {
     const payload = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
-    const headers: Record<string, string> = { accept: 'application/json', ...extra };
+    const headers: Record<string, string | string[]> = { accept: 'application/json', ...extra };
     if (authorization) headers.authorization = authorization;
     if (payload !== undefined) {
       headers['content-type'] ??= 'application/json';
