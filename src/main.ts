@@ -28,7 +28,7 @@ import { createRefreshTokenReader, createTokenWriter, purgeExpiredTokens } from 
 import { purgeOldLoginFailures } from './store/login-failures.ts';
 import { purgeExpiredAssertionIds } from './store/idps.ts';
 import { listenForChanges, type ChangeListener } from './db/notifications.ts';
-import { presumeConnectionsLost } from './db/database.ts';
+import { abandonWorkInFlight, presumeConnectionsLost } from './db/database.ts';
 import type { Readiness } from './http/health.ts';
 import { drainable } from './http/listener-drain.ts';
 import { limitListener, listenerServerOptions } from './http/listener-limits.ts';
@@ -191,7 +191,15 @@ export async function startServer(config: Config, logger: Logger = createLogger(
         feed?.close();
         logger.info('listeners closed to new connections; waiting for the requests in flight');
         const cut = (await Promise.all(drains.map((drain) => drain.close(config.shutdownTimeout * 1000)))).flat();
-        if (cut.length) logger.warn({ seconds: config.shutdownTimeout, requests: cut }, 'requests still running after shutdown_timeout: their connections were closed');
+        // Their clients were told nothing: nothing they asked for may be left half done either.
+        const ended = await abandonWorkInFlight(database.db).catch((err: unknown) => {
+          logger.warn({ error: err instanceof Error ? err.message : String(err) }, 'could not end the database work still running');
+          return 0;
+        });
+        if (cut.length || ended) {
+          logger.warn({ seconds: config.shutdownTimeout, requests: cut, database_connections_ended: ended },
+            'requests still running after shutdown_timeout: their connections were closed, and what they had not committed was rolled back');
+        }
         engine?.close();
         exposition.close();
         await changes?.close();

@@ -63,6 +63,15 @@ export function presumeConnectionsLost(db: Db): void {
   pools.get(db)?.pool.presumeLost();
 }
 
+/**
+ * At a stop, once the requests still running are cut off: PostgreSQL ends the connections of
+ * the pool under `db` still at work, rolling back what they had not committed, and no statement
+ * starts on it again (src/db/pool.ts). Resolves with how many connections were ended.
+ */
+export function abandonWorkInFlight(db: Db): Promise<number> {
+  return pools.get(db)?.pool.abandonWorkInFlight() ?? Promise.resolve(0);
+}
+
 /** feature_not_supported, raised as "cached plan must not change result type". */
 const CACHED_PLAN_CHANGED = '0A000';
 

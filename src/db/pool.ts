@@ -33,12 +33,21 @@ export interface GuardedPool {
   connect(): Promise<PooledClient>;
   /** Takes every connection opened so far for lost: none of them is handed out again. */
   presumeLost(): void;
+  /**
+   * For a stop whose requests ran past their time: no statement starts on this pool again, and
+   * PostgreSQL ends the connections still at work (pg_terminate_backend), rolling back what
+   * they had not committed — a request whose answer was cut off must not leave its writes
+   * behind. Resolves with how many connections were ended.
+   */
+  abandonWorkInFlight(): Promise<number>;
   readonly stats: { total: number; idle: number; waiting: number };
   end(): Promise<void>;
 }
 
 /** How much longer than PostgreSQL's own statement timeout a silent connection is given. */
 const SILENCE_GRACE_MS = 1000;
+/** How long ending the connections still at work may take, at a stop. */
+const TERMINATE_TIMEOUT_MS = 3000;
 /** Without a request timeout: how long connecting may take. */
 const DEFAULT_CONNECT_TIMEOUT_MS = 3000;
 
@@ -61,6 +70,10 @@ export function createGuardedPool({ url, size, applicationName, requestTimeoutMs
   });
   /** Each loss bumps the epoch; a connection opened at an older epoch is not handed out again. */
   let epoch = 0;
+  /** Set by abandonWorkInFlight: what every statement and connect fails with from then on. */
+  let abandoned: Error | undefined;
+  /** The clients handed out and not yet released, each with how to fail its further statements. */
+  const checkedOut = new Map<pg.PoolClient, (err: Error) => void>();
   const epochOf = new WeakMap<pg.Client, number>();
   // An idle client losing its connection must not crash the process; the pool drops it.
   pool.on('error', (err) => onError?.(err));
@@ -74,6 +87,7 @@ export function createGuardedPool({ url, size, applicationName, requestTimeoutMs
   const guard = (client: pg.PoolClient): PooledClient => {
     /** Why the connection was found lost: what every later statement on it fails with at once. */
     let lost: unknown;
+    checkedOut.set(client, (err) => { lost = err; });
     const query = ((...args: Parameters<pg.PoolClient['query']>) => {
       // A transaction's ROLLBACK after a silent connection would otherwise wait as long again.
       if (lost !== undefined) return Promise.reject(lost);
@@ -90,6 +104,7 @@ export function createGuardedPool({ url, size, applicationName, requestTimeoutMs
     return {
       query,
       release() {
+        checkedOut.delete(client);
         client.release(lost !== undefined || epochOf.get(client) !== epoch);
       },
     };
@@ -99,13 +114,42 @@ export function createGuardedPool({ url, size, applicationName, requestTimeoutMs
     async connect() {
       // At most every idle connection is stale; after those, the pool opens new ones.
       for (let attempt = 0; ; attempt++) {
+        if (abandoned) throw abandoned;
         const client = await pool.connect();
+        if (abandoned) {
+          client.release();
+          throw abandoned;
+        }
         if (epochOf.get(client) === epoch || attempt > size) return guard(client);
         client.release(true);
       }
     },
     presumeLost() {
       epoch++;
+    },
+    async abandonWorkInFlight() {
+      // admin_shutdown: what PostgreSQL itself says of a connection it ends (a 503, were anyone listening).
+      abandoned = Object.assign(new Error('the server is stopping'), { code: '57P01' });
+      const pids: number[] = [];
+      for (const [client, fail] of checkedOut) {
+        fail(abandoned);
+        // The backend's process id, which pg keeps from the connection's start (BackendKeyData).
+        const pid = (client as unknown as { processID?: number | null }).processID;
+        if (typeof pid === 'number') pids.push(pid);
+      }
+      if (pids.length === 0) return 0;
+      const terminator = new pg.Client({
+        connectionString: url, application_name: applicationName, connectionTimeoutMillis: TERMINATE_TIMEOUT_MS, query_timeout: TERMINATE_TIMEOUT_MS,
+      });
+      terminator.on('error', () => {}); // its failure is the query's, below
+      try {
+        await terminator.connect();
+        const { rows } = await terminator.query<{ ended: number }>(
+          'select count(*) filter (where pg_terminate_backend(pid))::int as ended from unnest($1::int[]) as pid', [pids]);
+        return rows[0]?.ended ?? 0;
+      } finally {
+        await terminator.end().catch(() => {});
+      }
     },
     get stats() {
       return { total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount };
