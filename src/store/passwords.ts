@@ -1,5 +1,6 @@
 // User passwords: argon2id with configurable parameters (OWASP: m=19 MiB, t=2, p=1). A hash
-// made with other parameters still verifies, and is replaced on the next successful sign-in.
+// made with other parameters still verifies, and is replaced on the next successful sign-in
+// when the current ones are stronger.
 import argon2 from 'argon2';
 import type { Config } from '../config/index.ts';
 
@@ -45,8 +46,32 @@ export async function verifyPassword(hash: string, password: string): Promise<bo
   }
 }
 
+/**
+ * Whether a stored hash should be replaced by one with `params`: when it is not argon2id, or
+ * when `params` cost more and nothing less (memory, iterations). Never for weaker parameters:
+ * an instance started with lower settings by mistake (or during a change) must not weaken
+ * the hashes of everyone who signs in through it.
+ */
 export function hashNeedsUpgrade(hash: string, params: PasswordParams): boolean {
-  return !hash.startsWith('$argon2id$') || argon2.needsRehash(hash, params);
+  if (!hash.startsWith('$argon2id$')) return true;
+  const stored = storedParams(hash);
+  if (!stored) return argon2.needsRehash(hash, params);
+  if (stored.version < ARGON2_VERSION) return true;
+  const notWeaker = params.memoryCost >= stored.memoryCost && params.timeCost >= stored.timeCost;
+  return notWeaker && (params.memoryCost > stored.memoryCost || params.timeCost > stored.timeCost);
+}
+
+/** argon2 1.3, the version every hash made here has. */
+const ARGON2_VERSION = 0x13;
+
+/** The version, memory and iterations of a PHC argon2 string, in whatever order m, t and p are written. */
+function storedParams(hash: string): { version: number; memoryCost: number; timeCost: number } | undefined {
+  const [, , version, params] = hash.split('$');
+  const v = /^v=(\d+)$/.exec(version ?? '');
+  const m = /(?:^|,)m=(\d+)(?:,|$)/.exec(params ?? '');
+  const t = /(?:^|,)t=(\d+)(?:,|$)/.exec(params ?? '');
+  if (!v || !m || !t) return undefined;
+  return { version: Number(v[1]), memoryCost: Number(m[1]), timeCost: Number(t[1]) };
 }
 
 const dummyHashes = new Map<string, Promise<string>>();

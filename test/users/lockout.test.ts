@@ -469,6 +469,29 @@ describe('password hash parameters', () => {
     assert.equal(await storedHash(user.id), before);
   });
 
+  it('never re-hashes with weaker parameters: a hash stronger than the settings in memory or iterations is kept', async () => {
+    // The server runs m=19456 t=3 p=1. Each of these is stronger in one cost and not weaker in the other, or mixed.
+    const kept = [
+      { memoryCost: 19456, timeCost: 4, parallelism: 1 },
+      { memoryCost: 24576, timeCost: 3, parallelism: 1 },
+      { memoryCost: 65536, timeCost: 1, parallelism: 1 }, // more memory, fewer iterations: neither is plainly stronger
+      { memoryCost: 19456, timeCost: 3, parallelism: 2 }, // only the lanes differ
+    ];
+    for (const [i, params] of kept.entries()) {
+      const user = await makeUser(database.db, `strong-${i}`, { params });
+      const before = await storedHash(user.id);
+      const mark = server.logMark();
+      const res = await postForm(`${server.url}/token`, { grant_type: 'password', username: user.username, password: user.password }, { basic: client.basic });
+      assert.equal(res.status, 200, res.text);
+      assert.equal(await storedHash(user.id), before, `m=${params.memoryCost} t=${params.timeCost} p=${params.parallelism}`);
+      assert.equal(server.logsSince(mark).some((e) => e.event === 'password.rehashed'), false);
+    }
+    // Weaker in one cost and equal in the other: upgraded.
+    const weak = await makeUser(database.db, 'weak-t', { params: { memoryCost: 19456, timeCost: 2, parallelism: 1 } });
+    assert.equal((await postForm(`${server.url}/token`, { grant_type: 'password', username: weak.username, password: weak.password }, { basic: client.basic })).status, 200);
+    assert.equal(paramsOf(await storedHash(weak.id)), 'argon2id m=19456 t=3 p=1');
+  });
+
   it('does not touch the hash after a failed sign-in', async () => {
     const user = await makeUser(database.db, 'iris', { params: { memoryCost: 8192, timeCost: 1, parallelism: 1 } });
     const before = await storedHash(user.id);
