@@ -12,6 +12,7 @@ const SAML = 'urn:oasis:names:tc:SAML:2.0:assertion';
 const SAMLP = 'urn:oasis:names:tc:SAML:2.0:protocol';
 const DSIG = 'http://www.w3.org/2000/09/xmldsig#';
 const BEARER = 'urn:oasis:names:tc:SAML:2.0:cm:bearer';
+const SUCCESS = 'urn:oasis:names:tc:SAML:2.0:status:Success';
 /** xs:ID values IdPs write are short; a longer one is refused before it reaches the replay cache. */
 export const MAX_ASSERTION_ID_LENGTH = 256;
 
@@ -70,12 +71,16 @@ export interface SignedAssertion {
   nameId: string;
   /** The NameID's Format attribute, if any. */
   nameIdFormat?: string;
-  audiences: string[];
+  /** The Audiences of each AudienceRestriction: each restriction must hold (SAML core §2.5.1.4). */
+  audienceRestrictions: string[][];
   notBefore?: Date;
   notOnOrAfter?: Date;
   /** From the bearer SubjectConfirmationData (RFC 7522 §3 item 4). */
   recipient?: string;
+  confirmationNotBefore?: Date;
   confirmationNotOnOrAfter?: Date;
+  /** When the signed element is a samlp:Response: where it was sent, if it says. */
+  responseDestination?: string;
 }
 
 // XML 1.0 §2.2 Char. xmldom lets NUL, other controls and lone surrogates through, raw or as
@@ -138,12 +143,17 @@ function optional(el: Element, ns: string, name: string): Element | undefined {
   return found[0];
 }
 
-/** Text of an element that holds text only. */
-function text(el: Element): string {
+/** Text of an element that holds text only, exactly as written. */
+function exactText(el: Element): string {
   for (let n: Node | null = el.firstChild; n; n = n.nextSibling) {
     if (n.nodeType !== 3 && n.nodeType !== 4) throw new AssertionRejected(`${el.localName} holds more than text`);
   }
-  return (el.textContent ?? '').trim();
+  return el.textContent ?? '';
+}
+
+/** Text of an element that holds text only, without surrounding white space (URIs, times). */
+function text(el: Element): string {
+  return exactText(el).trim();
 }
 
 function time(value: string | null, what: string): Date | undefined {
@@ -197,38 +207,60 @@ function checkSignatureShape(doc: Document): Element {
   return signature;
 }
 
+/**
+ * A Response around the assertion speaks for it too: it must be a success, of SAML 2.0, and
+ * from the assertion's own issuer. Returns its Destination.
+ */
+function checkResponse(response: Element, assertionIssuer: string): string | undefined {
+  if (response.getAttribute('Version') !== '2.0') throw new AssertionRejected('the Response is not of SAML 2.0 (Version)');
+  const status = only(only(response, SAMLP, 'Status', 'Status in the Response'), SAMLP, 'StatusCode', 'StatusCode in the Response');
+  if (status.getAttribute('Value') !== SUCCESS) throw new AssertionRejected(`the Response reports ${status.getAttribute('Value') ?? 'no status'}, not success`);
+  const issuer = optional(response, SAML, 'Issuer');
+  if (issuer && text(issuer) !== assertionIssuer) throw new AssertionRejected('the Response\'s Issuer differs from the assertion\'s');
+  return response.getAttribute('Destination') ?? undefined;
+}
+
 function readAssertion(signedXml: string): SignedAssertion {
   const root = parse(signedXml).documentElement!;
   let assertion: Element;
+  let response: Element | undefined;
   if (root.namespaceURI === SAML && root.localName === 'Assertion') assertion = root;
-  else if (root.namespaceURI === SAMLP && root.localName === 'Response') assertion = only(root, SAML, 'Assertion', 'Assertion in the signed Response');
-  else throw new AssertionRejected('the signed element is neither an Assertion nor a Response');
+  else if (root.namespaceURI === SAMLP && root.localName === 'Response') {
+    response = root;
+    assertion = only(root, SAML, 'Assertion', 'Assertion in the signed Response');
+  } else throw new AssertionRejected('the signed element is neither an Assertion nor a Response');
+  if (assertion.getAttribute('Version') !== '2.0') throw new AssertionRejected('the assertion is not of SAML 2.0 (Version)');
+  const issuer = text(only(assertion, SAML, 'Issuer', 'Issuer'));
+  const responseDestination = response ? checkResponse(response, issuer) : undefined;
 
   const id = assertion.getAttribute('ID');
   if (!id) throw new AssertionRejected('Assertion without ID');
   if (id.length > MAX_ASSERTION_ID_LENGTH) throw new AssertionRejected(`Assertion ID longer than ${MAX_ASSERTION_ID_LENGTH} characters`);
   const subject = only(assertion, SAML, 'Subject', 'Subject');
   const nameIdElement = only(subject, SAML, 'NameID', 'NameID');
-  const nameId = text(nameIdElement);
+  // As written: " carol" is not "carol" (the NameID rules refuse surrounding spaces).
+  const nameId = exactText(nameIdElement);
   if (!nameId) throw new AssertionRejected('empty NameID');
   const bearer = children(subject, SAML, 'SubjectConfirmation').filter((c) => c.getAttribute('Method') === BEARER);
   if (bearer.length !== 1) throw new AssertionRejected('expected one bearer SubjectConfirmation');
   const data = optional(bearer[0]!, SAML, 'SubjectConfirmationData');
   const conditions = optional(assertion, SAML, 'Conditions');
-  const audiences = conditions
-    ? children(conditions, SAML, 'AudienceRestriction').flatMap((r) => children(r, SAML, 'Audience').map(text))
+  const audienceRestrictions = conditions
+    ? children(conditions, SAML, 'AudienceRestriction').map((r) => children(r, SAML, 'Audience').map(text))
     : [];
   return {
     id,
-    issuer: text(only(assertion, SAML, 'Issuer', 'Issuer')),
+    issuer,
     issueInstant: time(assertion.getAttribute('IssueInstant'), 'IssueInstant') ?? (() => { throw new AssertionRejected('no IssueInstant'); })(),
     nameId,
     nameIdFormat: nameIdElement.getAttribute('Format')?.trim() || undefined,
-    audiences,
+    audienceRestrictions,
     notBefore: conditions ? time(conditions.getAttribute('NotBefore'), 'NotBefore') : undefined,
     notOnOrAfter: conditions ? time(conditions.getAttribute('NotOnOrAfter'), 'NotOnOrAfter') : undefined,
     recipient: data?.getAttribute('Recipient') ?? undefined,
+    confirmationNotBefore: data ? time(data.getAttribute('NotBefore'), 'SubjectConfirmationData NotBefore') : undefined,
     confirmationNotOnOrAfter: data ? time(data.getAttribute('NotOnOrAfter'), 'SubjectConfirmationData NotOnOrAfter') : undefined,
+    responseDestination,
   };
 }
 

@@ -72,8 +72,15 @@ export async function recordAssertionId(db: Db, idpEntityId: string, assertionId
   return inserted !== undefined;
 }
 
+/**
+ * Kept this long past their expiry: an instance whose clock runs behind the database's still
+ * takes an assertion for unexpired a while after the database's clock says it has expired,
+ * and must still find it used.
+ */
+const ASSERTION_IDS_KEPT_PAST_EXPIRY = sql`interval '1 hour'`;
+
 export async function purgeExpiredAssertionIds(db: Db): Promise<number> {
-  const r = await db.deleteFrom('saml_assertion_ids').where('expires_at', '<', sql<Date>`now()`).executeTakeFirst();
+  const r = await db.deleteFrom('saml_assertion_ids').where('expires_at', '<', sql<Date>`now() - ${ASSERTION_IDS_KEPT_PAST_EXPIRY}`).executeTakeFirst();
   return Number(r.numDeletedRows);
 }
 

@@ -9,7 +9,7 @@ import { startTestServer, type TestServer } from '../support/server.ts';
 import { postForm, type Reply } from '../support/http.ts';
 import { makeClient, makeUser, type TestClient } from '../support/fixtures.ts';
 import { runKeymgr } from '../support/cli.ts';
-import { addIdp } from '../../src/store/idps.ts';
+import { addIdp, purgeExpiredAssertionIds } from '../../src/store/idps.ts';
 import { linkUser } from '../../src/store/users.ts';
 import {
   HMAC_SHA256, SAML2_BEARER, assertionXml, encode, makeKeyPair, newId, removeTempDirs, responseXml, signWithSamlify,
@@ -329,6 +329,69 @@ describe('SAML2 bearer grant: attacks and bad input', () => {
       await refused(() => exchange(signed({ issuer: OTHER_IDP, nameId: 'alice' }, idpKey)), NOT_VERIFIED);
       // And the Response's Issuer differing from the Assertion's.
       await refused(() => exchange(signWithSamlify(responseXml(endpoint, OTHER_IDP, assertionXml(endpoint, { issuer: IDP, nameId: 'alice' })), otherKey)), NOT_VERIFIED);
+    });
+  });
+
+  describe('profile rules the signer must also keep (from an outside review)', () => {
+    const iso = (secondsFromNow: number) => new Date(Date.now() + secondsFromNow * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z');
+    const signedWith = (edit: (xml: string) => string, f: Partial<AssertionFields> = {}) =>
+      signWithSamlify(edit(assertionXml(endpoint, { issuer: IDP, nameId: 'bob', ...f })), idpKey);
+    const inResponse = (edit: (xml: string) => string) =>
+      signWithSamlify(edit(responseXml(endpoint, IDP, assertionXml(endpoint, { issuer: IDP, nameId: 'bob' }))), idpKey);
+
+    it('a NameID with white space around it is not the NameID without: " bob" does not act for bob', async () => {
+      // bob is linked to the IdP under "bob", and the IdP provisions users (JIT).
+      for (const nameId of [' bob', 'bob ', 'bob\u00a0', '\u3000bob', 'bob\u2028', 'bob\ufeff', 'bob\n', '\tbob']) {
+        await refused(() => exchange(signed({ nameId })), 'NameID must not contain control characters or surrounding spaces');
+      }
+    });
+
+    it('every AudienceRestriction must name this server, not just one of them', async () => {
+      const another = '<saml:AudienceRestriction><saml:Audience>https://another-sp.example.com</saml:Audience></saml:AudienceRestriction>';
+      await refused(() => exchange(signedWith((x) => x.replace('</saml:Conditions>', `${another}</saml:Conditions>`))), 'an AudienceRestriction does not name this server (each must)');
+      await refused(() => exchange(signedWith((x) => x.replace('<saml:Conditions', `<saml:Conditions`).replace(/(<saml:Conditions[^>]*>)/, `$1${another}`))), 'an AudienceRestriction does not name this server (each must)');
+      // Several Audiences in one restriction: any one of them will do (SAML core §2.5.1.4).
+      const res = await exchange(signedWith((x) => x.replace('</saml:Audience>', '</saml:Audience><saml:Audience>https://another-sp.example.com</saml:Audience>')));
+      assert.equal(res.status, 200, res.text);
+    });
+
+    it('an assertion of another SAML version', async () => {
+      await refused(() => exchange(signedWith((x) => x.replace('Version="2.0"', 'Version="1.1"'))), 'the assertion is not of SAML 2.0 (Version)');
+    });
+
+    it('Conditions whose NotBefore is not before NotOnOrAfter (each within the clock skew of now)', async () => {
+      await refused(() => exchange(signed({ notBefore: 20, notOnOrAfter: 10 })), 'Conditions NotBefore is not before NotOnOrAfter');
+      await refused(() => exchange(signed({ notBefore: 10, notOnOrAfter: 10 })), 'Conditions NotBefore is not before NotOnOrAfter');
+    });
+
+    it('a SubjectConfirmationData NotBefore in the future', async () => {
+      await refused(() => exchange(signedWith((x) => x.replace('<saml:SubjectConfirmationData ', `<saml:SubjectConfirmationData NotBefore="${iso(300)}" `))),
+        'the assertion is not yet valid (SubjectConfirmationData NotBefore)');
+      const res = await exchange(signedWith((x) => x.replace('<saml:SubjectConfirmationData ', `<saml:SubjectConfirmationData NotBefore="${iso(-10)}" `)));
+      assert.equal(res.status, 200, res.text);
+    });
+
+    it('a Response that is not a success, was sent elsewhere, or comes from another issuer than its assertion', async () => {
+      await refused(() => exchange(inResponse((x) => x.replace('status:Success', 'status:Responder'))), 'the Response reports urn:oasis:names:tc:SAML:2.0:status:Responder, not success');
+      await refused(() => exchange(inResponse((x) => x.replace(/<samlp:Status>.*?<\/samlp:Status>/, ''))), 'expected exactly one Status in the Response, found 0');
+      await refused(() => exchange(inResponse((x) => x.replace(/Destination="[^"]*"/, 'Destination="https://another-sp.example.com/acs"'))),
+        'the Response\'s Destination https://another-sp.example.com/acs is not the token endpoint');
+      await refused(() => exchange(inResponse((x) => x.replace(`<saml:Issuer>${IDP}</saml:Issuer><samlp:Status>`, `<saml:Issuer>${OTHER_IDP}</saml:Issuer><samlp:Status>`))),
+        'the Response\'s Issuer differs from the assertion\'s');
+      await refused(() => exchange(inResponse((x) => x.replace('<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="', '<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" Version="1.1" ID="').replace(/(<samlp:Response[^>]*?) Version="2.0"/, '$1'))),
+        'the Response is not of SAML 2.0 (Version)');
+      // Without a Destination, or with ours: accepted.
+      assert.equal((await exchange(inResponse((x) => x.replace(/ Destination="[^"]*"/, '')))).status, 200);
+      assert.equal((await exchange(inResponse((x) => x))).status, 200);
+    });
+
+    it('a used assertion ID is kept an hour past its expiry: an instance whose clock runs behind still finds it used', async () => {
+      const ids = { recent: newId(), old: newId() };
+      await sql`insert into saml_assertion_ids (idp_entity_id, assertion_id, expires_at) values
+        (${IDP}, ${ids.recent}, now() - interval '50 minutes'), (${IDP}, ${ids.old}, now() - interval '70 minutes')`.execute(database.db);
+      await purgeExpiredAssertionIds(database.db);
+      const left = await database.db.selectFrom('saml_assertion_ids').select('assertion_id').where('assertion_id', 'in', [ids.recent, ids.old]).execute();
+      assert.deepEqual(left.map((r) => r.assertion_id), [ids.recent]);
     });
   });
 

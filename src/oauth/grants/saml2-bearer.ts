@@ -7,13 +7,12 @@
 // Nothing read from the request reaches a query before the signature has been checked: the
 // registered IdPs are loaded with an input-independent query and the unsigned Issuer only
 // picks one of them in memory; the signed Issuer must then be that IdP's entity id.
-import { randomBytes } from 'node:crypto';
 import { errors } from 'oidc-provider';
 import type { SignedAssertion } from '../../saml/assertion.ts';
 import { AssertionMalformed, AssertionRejected, TRANSIENT_NAME_ID, decodeAssertionParameter } from '../../saml/parameter.ts';
 import { listIdps, recordAssertionId } from '../../store/idps.ts';
 import { checkNameId, findFederatedUser, provisionFederatedUser, UserInputError, UsernameTakenError, type Federation } from '../../store/users.ts';
-import { hashPassword, passwordParams } from '../../store/passwords.ts';
+import { dummyHash, passwordParams } from '../../store/passwords.ts';
 import type { Config } from '../../config/index.ts';
 import type { IdpRow, UserRow } from '../../db/types.ts';
 import type { Db } from '../../db/database.ts';
@@ -38,11 +37,18 @@ function checkProfile(config: Config, a: SignedAssertion, now = Date.now()): Dat
   const skew = config.clockSkew * 1000;
   const issuer = config.issuer.replace(/\/$/, '');
   const tokenEndpoint = `${issuer}/token`;
-  if (!a.audiences.some((aud) => aud === issuer || aud === `${issuer}/` || aud === tokenEndpoint)) refuse('no AudienceRestriction names this server');
+  const namesUs = (aud: string) => aud === issuer || aud === `${issuer}/` || aud === tokenEndpoint;
+  const restrictions = a.audienceRestrictions;
+  if (!restrictions.some((audiences) => audiences.some(namesUs))) refuse('no AudienceRestriction names this server');
+  // Several restrictions must all hold: one naming another party limits the assertion to it.
+  if (!restrictions.every((audiences) => audiences.some(namesUs))) refuse('an AudienceRestriction does not name this server (each must)');
   if (a.recipient !== tokenEndpoint) refuse(`Recipient ${a.recipient ?? '(none)'} is not the token endpoint`);
+  if (a.responseDestination !== undefined && a.responseDestination !== tokenEndpoint) refuse(`the Response's Destination ${a.responseDestination} is not the token endpoint`);
   if (!a.confirmationNotOnOrAfter) refuse('SubjectConfirmationData has no NotOnOrAfter');
   if (a.issueInstant.getTime() > now + skew) refuse('IssueInstant is in the future');
+  if (a.notBefore && a.notOnOrAfter && a.notBefore.getTime() >= a.notOnOrAfter.getTime()) refuse('Conditions NotBefore is not before NotOnOrAfter');
   if (a.notBefore && a.notBefore.getTime() > now + skew) refuse('the assertion is not yet valid (NotBefore)');
+  if (a.confirmationNotBefore && a.confirmationNotBefore.getTime() > now + skew) refuse('the assertion is not yet valid (SubjectConfirmationData NotBefore)');
   const expiry = Math.min(a.confirmationNotOnOrAfter.getTime(), a.notOnOrAfter?.getTime() ?? Infinity);
   if (expiry <= now - skew) refuse('the assertion has expired');
   const start = a.notBefore?.getTime() ?? a.issueInstant.getTime();
@@ -84,8 +90,9 @@ async function consumeFor(db: Db, config: Config, idp: IdpRow, subject: Federati
   if (!idp.jit_provisioning) {
     refuse(`NameID ${quoted(subject.nameId)} is not linked to a user of this identity provider, which does not provision users; to link a user: ${linkHint(subject)}`);
   }
-  // A user who signs in through the IdP only: the password is random and never handed out.
-  const unusable = await hashPassword(randomBytes(32).toString('base64url'), passwordParams(config));
+  // A user who signs in through the IdP only: the hash of a random password nobody has, made
+  // once per instance (an argon2 hash per assertion would make every refused one cost it).
+  const unusable = await dummyHash(passwordParams(config));
   const user = await db.transaction().execute(async (trx) => {
     if (!(await recordAssertionId(trx, idp.entity_id, assertionId, expiresAt))) refuse('the assertion was used before (replay)');
     try {
