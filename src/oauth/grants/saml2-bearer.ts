@@ -10,7 +10,8 @@
 import { errors } from 'oidc-provider';
 import type { SignedAssertion } from '../../saml/assertion.ts';
 import { AssertionMalformed, AssertionRejected, TRANSIENT_NAME_ID, decodeAssertionParameter } from '../../saml/parameter.ts';
-import { listIdps, recordAssertionId } from '../../store/idps.ts';
+import { findIdp, listIdps, recordAssertionId } from '../../store/idps.ts';
+import { revokeTokensOfGrant } from '../../store/tokens.ts';
 import { checkNameId, findFederatedUser, provisionFederatedUser, UserInputError, UsernameTakenError, type Federation } from '../../store/users.ts';
 import { dummyHash, passwordParams } from '../../store/passwords.ts';
 import type { Config } from '../../config/index.ts';
@@ -132,7 +133,15 @@ export const saml2BearerGrant: ExtensionGrant = {
       const user = await consumeFor(db, config, idp, subjectOf(idp, assertion), assertion.id, expiresAt);
       const account = accountOf(user);
       ctx.oidc.entity('Account', account);
-      ctx.body = await issueUserTokens(deps, ctx, account, { gty: SAML2_BEARER, requestedScope: ctx.oidc.params?.scope });
+      const body = await issueUserTokens(deps, ctx, account, { gty: SAML2_BEARER, requestedScope: ctx.oidc.params?.scope });
+      // Disabling or removing the IdP revokes what its assertions got (migration 0020), but not
+      // tokens written after that ran: asked again once they are written, it catches those.
+      if (!(await findIdp(db, idp.entity_id))?.enabled) {
+        const grantId = ctx.oidc.entities.AccessToken?.grantId;
+        if (grantId) await revokeTokensOfGrant(db, grantId);
+        refuse('the identity provider was disabled or removed while the tokens were issued');
+      }
+      ctx.body = body;
       logger.info({ event: 'saml.accepted', client_id: client.clientId, idp: idp.entity_id, user_id: user.id }, 'SAML bearer assertion accepted');
     } catch (err) {
       if (err instanceof AssertionMalformed) throw new errors.InvalidRequest(err.message);
