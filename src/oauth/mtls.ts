@@ -58,12 +58,13 @@ function presented({ config, logger, anchors }: MtlsDeps, ctx: RequestContext): 
     } else if (header) {
       // A proxy that adds its header after one the caller sent makes two, which Node joins;
       // X509Certificate would read the first — the caller's, anyone's public certificate.
-      const pem = decodedOrUndefined(header);
-      if (timesSent(ctx.req.rawHeaders, config.clientCertHeader) > 1 || (pem && pemCertificateBlocks(pem).length > 1)) {
-        logger.warn({ event: 'mtls.repeated_header', source: from }, 'client certificate header came more than once or holds more than one certificate: ignored');
+      // Any PEM block counts: OpenSSL reads "X509 CERTIFICATE" and "TRUSTED CERTIFICATE" too.
+      const pem = decodedOrUndefined(header)?.trim();
+      if (timesSent(ctx.req.rawHeaders, config.clientCertHeader) > 1 || (pem?.split('-----BEGIN ').length ?? 0) > 2) {
+        logger.warn({ event: 'mtls.repeated_header', source: from }, 'client certificate header came more than once or holds more than one PEM block: ignored');
       } else {
         try {
-          if (pem === undefined) throw new URIError('not percent-encoded');
+          if (pem === undefined || !ONE_PEM_CERTIFICATE.test(pem)) throw new Error('not one URL-encoded PEM certificate');
           found = { cert: new X509Certificate(pem) };
         } catch {
           logger.warn({ event: 'mtls.bad_header', source: from }, 'client certificate header is not a URL-encoded PEM certificate: ignored');
@@ -74,6 +75,9 @@ function presented({ config, logger, anchors }: MtlsDeps, ctx: RequestContext): 
   state[PRESENTED] = found ?? null;
   return found;
 }
+
+/** Exactly one block labelled CERTIFICATE and nothing around it. */
+const ONE_PEM_CERTIFICATE = /^-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----$/;
 
 /** The header's text URL-decoded; undefined when it is not valid percent-encoding. */
 function decodedOrUndefined(value: string): string | undefined {
