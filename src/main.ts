@@ -119,6 +119,8 @@ export async function startServer(config: Config, logger: Logger = createLogger(
       },
     });
 
+    const limits = { requestTimeout: config.requestTimeout, keepAliveTimeout: config.keepAliveTimeout, maxConnections: config.maxConnections };
+    const serverOptions = listenerServerOptions(limits);
     let publicServer: Server;
     let managementServer: Server;
     if (config.tls) {
@@ -129,7 +131,7 @@ export async function startServer(config: Config, logger: Logger = createLogger(
       );
       if (tls.generated) logger.info('generated a development TLS certificate for localhost');
       publicServer = createHttpsServer({
-        ...listenerServerOptions,
+        ...serverOptions,
         cert: tls.cert,
         key: tls.key,
         // Ask for a client certificate without requiring one: secret-based clients use the
@@ -140,12 +142,11 @@ export async function startServer(config: Config, logger: Logger = createLogger(
       }, publicApp.callback());
       // The management API over HTTPS with the same certificate, as operators of WSO2 expect
       // (`curl -k https://localhost:9164/management/login`).
-      managementServer = createHttpsServer({ ...listenerServerOptions, cert: tls.cert, key: tls.key }, managementApp.callback());
+      managementServer = createHttpsServer({ ...serverOptions, cert: tls.cert, key: tls.key }, managementApp.callback());
     } else {
-      publicServer = createHttpServer(listenerServerOptions, publicApp.callback());
-      managementServer = createHttpServer(listenerServerOptions, managementApp.callback());
+      publicServer = createHttpServer(serverOptions, publicApp.callback());
+      managementServer = createHttpServer(serverOptions, managementApp.callback());
     }
-    const limits = { requestTimeout: config.requestTimeout, keepAliveTimeout: config.keepAliveTimeout, maxConnections: config.maxConnections };
     limitListener(publicServer, 'public', limits, { logger, dropped: metrics.connectionsDropped });
     limitListener(managementServer, 'management', limits, { logger, dropped: metrics.connectionsDropped });
     const drains = [drainable(publicServer), drainable(managementServer)];

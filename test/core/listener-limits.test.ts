@@ -3,7 +3,8 @@
 // request_timeout gets 408 and its connection closed, on both listeners; a long response (a
 // revocation stream) is not a slow request. Idle keep-alive connections stay for
 // keep_alive_timeout. At max_connections a new connection is closed unanswered and counted,
-// and one is served again once a place is free.
+// and one is served again once a place is free. With TLS the handshake is part of the request.
+// A connection with more than 32 pipelined requests waiting is closed.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, type Socket } from 'node:net';
@@ -12,6 +13,7 @@ import { startTestServer, type TestServer } from '../support/server.ts';
 import { basicHeader } from '../support/http.ts';
 import { makeClient } from '../support/fixtures.ts';
 import { scrapeMetrics, valueOf } from '../support/prometheus.ts';
+import { MAX_PIPELINED_REQUESTS } from '../../src/http/listener-limits.ts';
 
 const REQUEST_TIMEOUT_SECONDS = 2;
 const KEEP_ALIVE_TIMEOUT_SECONDS = 20;
@@ -80,6 +82,14 @@ async function answered(raw: Raw): Promise<boolean> {
   }
 }
 
+async function waitUntil(condition: () => boolean): Promise<void> {
+  const deadline = Date.now() + PATIENCE_MS;
+  while (!condition()) {
+    assert.ok(Date.now() < deadline, `waited ${PATIENCE_MS} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 /** The status line and headers of the one response a connection received. */
 function statusLine(raw: Raw): string {
   return raw.received().split('\r\n')[0]!;
@@ -132,6 +142,32 @@ describe('listener limits', () => {
     raw.socket.write('GET /management/login HTTP/1.1\r\nHost: x\r\n');
     assert.ok(await closesWithin(raw, PATIENCE_MS), 'the connection was still open');
     assert.equal(statusLine(raw), 'HTTP/1.1 408 Request Timeout');
+  });
+
+  it('with TLS, a connection that never completes its handshake is closed at request_timeout too', async () => {
+    const tls = await startTestServer(database.url, { tls: true, requestTimeout: REQUEST_TIMEOUT_SECONDS });
+    try {
+      for (const url of [tls.url, tls.managementUrl]) {
+        const raw = await open(url.replace('https:', 'http:'));
+        assert.ok(await closesWithin(raw, PATIENCE_MS), `${url}: the connection was still open`);
+        assert.equal(raw.received(), '');
+      }
+    } finally {
+      await tls.stop();
+    }
+  });
+
+  it(`requests pipelined on one connection: ${MAX_PIPELINED_REQUESTS} waiting are answered, one more closes the connection`, async () => {
+    const request = 'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n';
+    const answers = (raw: Raw) => raw.received().split('HTTP/1.1 200 OK').length - 1;
+    const within = await open(server.url);
+    within.socket.write(request.repeat(MAX_PIPELINED_REQUESTS));
+    await waitUntil(() => answers(within) === MAX_PIPELINED_REQUESTS);
+    assert.equal(within.isClosed(), false);
+    const beyond = await open(server.url);
+    beyond.socket.write(request.repeat(100));
+    assert.ok(await closesWithin(beyond, PATIENCE_MS), 'the connection was still open');
+    assert.ok(answers(beyond) <= MAX_PIPELINED_REQUESTS, `${answers(beyond)} answers`);
   });
 
   it('a request sent in time is answered however long its response lasts: a revocation stream outlives request_timeout', async () => {
