@@ -42,6 +42,14 @@ export function errorMapper(logger: Logger, { realm }: { realm: string }): Middl
         ctx.body = { error: err.error, error_description: err.error_description };
         return;
       }
+      if (ctx.req.destroyed && !ctx.req.complete) {
+        // The client closed the connection, or request_timeout did, before its body arrived: its
+        // ECONNRESET says nothing about the database.
+        logger.info({ path: ctx.path }, 'request cut off before its body arrived');
+        ctx.status = 400;
+        ctx.body = { error: 'invalid_request', error_description: 'the request body did not arrive whole' };
+        return;
+      }
       if (isDatabaseUnreachable(thrown) || err.error === 'temporarily_unavailable') {
         logger.error({ err: thrown, path: ctx.path }, 'database unreachable');
         ctx.status = 503;

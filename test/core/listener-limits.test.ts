@@ -117,12 +117,18 @@ describe('listener limits', () => {
     await database?.drop();
   });
 
-  it('a body that arrives slower than request_timeout gets 408 and the connection is closed', async () => {
+  it('a body that arrives slower than request_timeout gets 408 and the connection is closed; it is not taken for a database outage', async () => {
+    const unavailable = async () => valueOf(await scrapeMetrics(server.managementUrl), 'km_http_request_duration_seconds_count', { route: 'unmatched', status: '503' });
+    const before = await unavailable();
+    const mark = server.logMark();
     const raw = await open(server.url);
     raw.socket.write('POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_type=client_credentials');
     assert.ok(await closesWithin(raw, PATIENCE_MS), 'the connection was still open');
     assert.equal(statusLine(raw), 'HTTP/1.1 408 Request Timeout');
     assert.match(raw.received(), /\r\nConnection: close\r\n/i);
+    await waitUntil(() => server.logsSince(mark).some((l) => l.msg === 'request cut off before its body arrived'));
+    assert.deepEqual(server.logsSince(mark).filter((l) => l.msg === 'database unreachable'), []);
+    assert.equal(await unavailable(), before);
   });
 
   it('headers that arrive slower than request_timeout get 408 too (a slowloris holds nothing)', async () => {
