@@ -30,7 +30,7 @@ import { purgeExpiredAssertionIds } from './store/idps.ts';
 import { listenForChanges, type ChangeListener } from './db/notifications.ts';
 import { abandonWorkInFlight, presumeConnectionsLost } from './db/database.ts';
 import type { Readiness } from './http/health.ts';
-import { drainable } from './http/listener-drain.ts';
+import { drainable, ownedRequests } from './http/listener-drain.ts';
 import { limitListener, listenerServerOptions } from './http/listener-limits.ts';
 import { createScopeRegistry } from './oauth/scope-registry.ts';
 import { createClientDirectory } from './oauth/client-directory.ts';
@@ -139,13 +139,13 @@ export async function startServer(config: Config, logger: Logger = createLogger(
         requestCert: true,
         rejectUnauthorized: false,
         ...(clientCaPem ? { ca: clientCaPem } : {}),
-      }, publicApp.callback());
+      }, ownedRequests(publicApp.callback()));
       // The management API over HTTPS with the same certificate, as operators of WSO2 expect
       // (`curl -k https://localhost:9164/management/login`).
-      managementServer = createHttpsServer({ ...serverOptions, cert: tls.cert, key: tls.key }, managementApp.callback());
+      managementServer = createHttpsServer({ ...serverOptions, cert: tls.cert, key: tls.key }, ownedRequests(managementApp.callback()));
     } else {
-      publicServer = createHttpServer(serverOptions, publicApp.callback());
-      managementServer = createHttpServer(serverOptions, managementApp.callback());
+      publicServer = createHttpServer(serverOptions, ownedRequests(publicApp.callback()));
+      managementServer = createHttpServer(serverOptions, ownedRequests(managementApp.callback()));
     }
     limitListener(publicServer, 'public', limits, { logger, dropped: metrics.connectionsDropped });
     limitListener(managementServer, 'management', limits, { logger, dropped: metrics.connectionsDropped });
@@ -192,14 +192,16 @@ export async function startServer(config: Config, logger: Logger = createLogger(
         feed?.close();
         logger.info('listeners closed to new connections; waiting for the requests in flight');
         const cut = (await Promise.all(drains.map((drain) => drain.close(config.shutdownTimeout * 1000)))).flat();
-        // Their clients were told nothing: nothing they asked for may be left half done either.
-        const ended = await abandonWorkInFlight(database.db).catch((err: unknown) => {
-          logger.warn({ error: err instanceof Error ? err.message : String(err) }, 'could not end the database work still running');
-          return 0;
-        });
-        if (cut.length || ended) {
-          logger.warn({ seconds: config.shutdownTimeout, requests: cut, database_connections_ended: ended },
-            'requests still running after shutdown_timeout: their connections were closed, and what they had not committed was rolled back');
+        if (cut.length) {
+          // Their clients were told nothing: nothing they asked for may be left half done either.
+          const ended = await abandonWorkInFlight(database.db).catch((err: unknown) => {
+            logger.error({ error: err instanceof Error ? err.message : String(err) },
+              'could not end the database work of the requests cut off: what they had not committed yet may still commit');
+            return undefined;
+          });
+          logger.warn({ seconds: config.shutdownTimeout, requests: cut, database_connections_ended: ended ?? 0 }, ended === undefined
+            ? 'requests still running after shutdown_timeout: their connections were closed'
+            : 'requests still running after shutdown_timeout: their connections were closed, and what they had not committed was rolled back');
         }
         engine?.close();
         exposition.close();

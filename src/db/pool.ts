@@ -12,6 +12,7 @@
 //   something else (the change listener's ping) notices first.
 import pg from 'pg';
 import { isConnectionLost } from './errors.ts';
+import { workOwners, type WorkOwner } from './work-owner.ts';
 
 export interface PoolOptions {
   url: string;
@@ -34,10 +35,12 @@ export interface GuardedPool {
   /** Takes every connection opened so far for lost: none of them is handed out again. */
   presumeLost(): void;
   /**
-   * For a stop whose requests ran past their time: no statement starts on this pool again, and
-   * PostgreSQL ends the connections still at work (pg_terminate_backend), rolling back what
-   * they had not committed — a request whose answer was cut off must not leave its writes
-   * behind. Resolves with how many connections were ended.
+   * For a stop whose requests ran past their time: PostgreSQL ends the connections at work for
+   * an abandoned owner (src/db/work-owner.ts; pg_terminate_backend), rolling back what they had
+   * not committed — a request whose answer was cut off must not leave its writes behind — and
+   * no statement starts for such an owner again. Other work (background jobs, an audit write a
+   * finished request left) goes on. Resolves with how many connections were ended; rejects
+   * when they could not be (the database refused another connection).
    */
   abandonWorkInFlight(): Promise<number>;
   readonly stats: { total: number; idle: number; waiting: number };
@@ -46,6 +49,9 @@ export interface GuardedPool {
 
 /** How much longer than PostgreSQL's own statement timeout a silent connection is given. */
 const SILENCE_GRACE_MS = 1000;
+/** admin_shutdown: what PostgreSQL itself says of a connection it ends (a 503, were anyone listening). */
+const stopping = () => Object.assign(new Error('the server is stopping'), { code: '57P01' });
+
 /** How long ending the connections still at work may take, at a stop. */
 const TERMINATE_TIMEOUT_MS = 3000;
 /** Without a request timeout: how long connecting may take. */
@@ -70,10 +76,8 @@ export function createGuardedPool({ url, size, applicationName, requestTimeoutMs
   });
   /** Each loss bumps the epoch; a connection opened at an older epoch is not handed out again. */
   let epoch = 0;
-  /** Set by abandonWorkInFlight: what every statement and connect fails with from then on. */
-  let abandoned: Error | undefined;
-  /** The clients handed out and not yet released, each with how to fail its further statements. */
-  const checkedOut = new Map<pg.PoolClient, (err: Error) => void>();
+  /** The clients handed out and not yet released: whose work each does, and how to fail its further statements. */
+  const checkedOut = new Map<pg.PoolClient, { owner: WorkOwner | undefined; fail: (err: Error) => void }>();
   const epochOf = new WeakMap<pg.Client, number>();
   // An idle client losing its connection must not crash the process; the pool drops it.
   pool.on('error', (err) => onError?.(err));
@@ -87,7 +91,7 @@ export function createGuardedPool({ url, size, applicationName, requestTimeoutMs
   const guard = (client: pg.PoolClient): PooledClient => {
     /** Why the connection was found lost: what every later statement on it fails with at once. */
     let lost: unknown;
-    checkedOut.set(client, (err) => { lost = err; });
+    checkedOut.set(client, { owner: workOwners.getStore(), fail: (err) => { lost = err; } });
     const query = ((...args: Parameters<pg.PoolClient['query']>) => {
       // A transaction's ROLLBACK after a silent connection would otherwise wait as long again.
       if (lost !== undefined) return Promise.reject(lost);
@@ -114,11 +118,11 @@ export function createGuardedPool({ url, size, applicationName, requestTimeoutMs
     async connect() {
       // At most every idle connection is stale; after those, the pool opens new ones.
       for (let attempt = 0; ; attempt++) {
-        if (abandoned) throw abandoned;
+        if (workOwners.getStore()?.abandoned) throw stopping();
         const client = await pool.connect();
-        if (abandoned) {
+        if (workOwners.getStore()?.abandoned) {
           client.release();
-          throw abandoned;
+          throw stopping();
         }
         if (epochOf.get(client) === epoch || attempt > size) return guard(client);
         client.release(true);
@@ -128,11 +132,10 @@ export function createGuardedPool({ url, size, applicationName, requestTimeoutMs
       epoch++;
     },
     async abandonWorkInFlight() {
-      // admin_shutdown: what PostgreSQL itself says of a connection it ends (a 503, were anyone listening).
-      abandoned = Object.assign(new Error('the server is stopping'), { code: '57P01' });
       const pids: number[] = [];
-      for (const [client, fail] of checkedOut) {
-        fail(abandoned);
+      for (const [client, { owner, fail }] of checkedOut) {
+        if (!owner?.abandoned) continue;
+        fail(stopping());
         // The backend's process id, which pg keeps from the connection's start (BackendKeyData).
         const pid = (client as unknown as { processID?: number | null }).processID;
         if (typeof pid === 'number') pids.push(pid);

@@ -2,7 +2,8 @@
 // but leaves keep-alive ones open, serving further requests until they idle out; here every
 // response from the start of the drain closes its connection, and each connection goes as
 // soon as it has nothing in flight.
-import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { IncomingMessage, RequestListener, Server, ServerResponse } from 'node:http';
+import { workOwners, type WorkOwner } from '../db/work-owner.ts';
 
 export interface ListenerDrain {
   /** From now on every response, those under way included, closes its connection after it. */
@@ -19,6 +20,19 @@ export interface CutRequest {
   method: string;
   path: string;
   seconds: number;
+}
+
+/** The work owner of each request (src/db/work-owner.ts), marked abandoned if the stop cuts it off. */
+const OWNER = Symbol('database work owner');
+type Owned = ServerResponse & { [OWNER]?: { abandoned: boolean } };
+
+/** Runs each request as its own database work owner: wrap the listener's handler with it. */
+export function ownedRequests(handler: RequestListener): RequestListener {
+  return (req, res) => {
+    const owner = { abandoned: false };
+    (res as Owned)[OWNER] = owner;
+    workOwners.run(owner satisfies WorkOwner, () => handler(req, res));
+  };
 }
 
 export function drainable(server: Server): ListenerDrain {
@@ -49,6 +63,11 @@ export function drainable(server: Server): ListenerDrain {
       closing = true;
       return new Promise((resolve) => {
         const timer = setTimeout(() => {
+          // What their database work has not committed is rolled back (src/db/pool.ts).
+          for (const res of inFlight.keys()) {
+            const owner = (res as Owned)[OWNER];
+            if (owner) owner.abandoned = true;
+          }
           const cut = [...inFlight.values()].map(({ method, url, since }) => ({
             method: method ?? '', path: (url ?? '').split('?')[0]!, seconds: Math.round(performance.now() - since) / 1000,
           }));

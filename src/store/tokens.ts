@@ -5,6 +5,7 @@ import { hash } from 'node:crypto';
 import { sql, type ExpressionBuilder } from 'kysely';
 import { runPrepared, type Db, type PreparedStatement } from '../db/database.ts';
 import { isDatabaseUnreachable } from '../db/errors.ts';
+import { ownerOfAll, workOwners, type WorkOwner } from '../db/work-owner.ts';
 import type { Database, TokenRow } from '../db/types.ts';
 
 export function tokenDigest(value: string): string {
@@ -134,7 +135,7 @@ function createBatcher<I, R>({ keyOf, runBatch, runOne }: {
   runBatch: (items: I[]) => Promise<R[]>;
   runOne: (item: I) => Promise<R>;
 }): (item: I) => Promise<R> {
-  let queue: { item: I; resolve: (r: R) => void; reject: (err: unknown) => void }[] = [];
+  let queue: { item: I; owner: WorkOwner | undefined; resolve: (r: R) => void; reject: (err: unknown) => void }[] = [];
   let writing = false;
 
   const flush = async () => {
@@ -152,19 +153,21 @@ function createBatcher<I, R>({ keyOf, runBatch, runOne }: {
       }
       queue = rest;
       try {
-        const outcomes = await runBatch(batch.map((b) => b.item));
+        // The statement is the work of every request in it (a stop ends it if one was cut off).
+        const owner = ownerOfAll(batch.map((b) => b.owner));
+        const outcomes = await workOwners.run(owner, () => runBatch(batch.map((b) => b.item)));
         batch.forEach((b, i) => b.resolve(outcomes[i]!));
       } catch (err) {
         // Without the database, retrying one by one would only make each caller wait longer.
         if (batch.length === 1 || isDatabaseUnreachable(err)) for (const b of batch) b.reject(err);
-        else await Promise.all(batch.map((b) => runOne(b.item).then(b.resolve, b.reject)));
+        else await Promise.all(batch.map((b) => (b.owner ? workOwners.run(b.owner, () => runOne(b.item)) : runOne(b.item)).then(b.resolve, b.reject)));
       }
     }
     writing = false;
   };
 
   return (item) => new Promise<R>((resolve, reject) => {
-    queue.push({ item, resolve, reject });
+    queue.push({ item, owner: workOwners.getStore(), resolve, reject });
     if (!writing) void flush();
   });
 }

@@ -98,6 +98,7 @@ describe('refresh tokens', () => {
       const pending = [server, second].map((s) => postForm(`${s.url}/token`, { grant_type: 'refresh_token', refresh_token }, { basic: client.basic }));
       // Both wait on the lock: the race is set, deterministically.
       for (let waiting = 0; waiting < 2;) {
+        await holder.query('select pg_stat_clear_snapshot()'); // else fixed at its first read in this transaction
         const { rows } = await holder.query<{ n: number }>(`select count(*)::int as n from pg_stat_activity
           where datname = current_database() and wait_event_type = 'Lock' and pid <> pg_backend_pid()`);
         waiting = rows[0]!.n;
@@ -148,6 +149,7 @@ describe('refresh tokens', () => {
       await holder.query('select 1 from tokens where id_sha256 = $1 for update', [tokenDigest(refresh_token)]);
       const waiting = async (n: number) => {
         for (;;) {
+          await holder.query('select pg_stat_clear_snapshot()');
           const { rows } = await holder.query<{ n: number }>(`select count(*)::int as n from pg_stat_activity
             where datname = current_database() and wait_event_type = 'Lock' and pid <> pg_backend_pid()`);
           if (rows[0]!.n >= n) return;

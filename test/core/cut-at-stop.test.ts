@@ -1,7 +1,9 @@
 // A request still running when shutdown_timeout ends is cut off (README "Database outages and
 // stopping"), and what it had not committed is rolled back: a refresh held in the database
 // (its refresh token's row locked by the test) leaves its refresh token unused, so the client,
-// told nothing, can refresh with it at another instance; it is not taken for reuse.
+// told nothing, can refresh with it at another instance; it is not taken for reuse. Only the
+// work of requests cut off is ended: background work, and what a finished request left
+// running, goes on.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import pg from 'pg';
@@ -11,6 +13,9 @@ import { postForm } from '../support/http.ts';
 import { makeClient, makeUser } from '../support/fixtures.ts';
 import { waitFor } from '../support/wait.ts';
 import { tokenDigest } from '../../src/store/tokens.ts';
+import { sql } from 'kysely';
+import { abandonWorkInFlight, createDatabase } from '../../src/db/database.ts';
+import { workOwners } from '../../src/db/work-owner.ts';
 
 const FAST = { memoryCost: 8192, timeCost: 1, parallelism: 1 };
 
@@ -44,8 +49,9 @@ describe('a request cut off at shutdown_timeout', () => {
       await lock.query('select 1 from tokens where id_sha256 = $1 for update', [tokenDigest(refreshToken)]);
       const held = postForm(`${server.url}/token`, { grant_type: 'refresh_token', refresh_token: refreshToken }, { basic: app.basic })
         .then((res) => `answered ${res.status}`, () => 'cut off');
-      await waitFor('the refresh to wait for the row lock', async () => (await lock.query(
-        "select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()")).rows[0].n === 1);
+      // Not asked on `lock`: inside a transaction pg_stat_activity stays as it was first read.
+      await waitFor('the refresh to wait for the row lock', async () => (await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity
+        where wait_event_type = 'Lock' and datname = current_database()`.execute(database.db)).rows[0]!.n === 1);
 
       const mark = server.logMark();
       stopping = server.stop();
@@ -55,8 +61,8 @@ describe('a request cut off at shutdown_timeout', () => {
         server.logsSince(mark).find((l) => String(l.msg).startsWith('requests still running after shutdown_timeout')));
       assert.equal(cut.database_connections_ended, 1);
       assert.deepEqual(cut.requests, [{ method: 'POST', path: '/token', seconds: (cut.requests as { seconds: number }[])[0]!.seconds }]);
-      await waitFor('the refresh to stop waiting for the lock', async () => (await lock.query(
-        "select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()")).rows[0].n === 0);
+      await waitFor('the refresh to stop waiting for the lock', async () => (await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity
+        where wait_event_type = 'Lock' and datname = current_database()`.execute(database.db)).rows[0]!.n === 0);
     } finally {
       await lock.query('commit').catch(() => {});
       await lock.end();
@@ -71,5 +77,34 @@ describe('a request cut off at shutdown_timeout', () => {
     const retried = await postForm(`${next.url}/token`, { grant_type: 'refresh_token', refresh_token: refreshToken }, { basic: app.basic });
     assert.equal(retried.status, 200, retried.text);
     assert.equal(typeof retried.json.refresh_token, 'string');
+  });
+
+  it('ends only the connections at work for an abandoned owner; other work on the pool goes on', async () => {
+    const db = createDatabase({ url: database.url, poolSize: 4, applicationName: 'keymanager-test' });
+    const lock = new pg.Client({ connectionString: database.url });
+    await lock.connect();
+    try {
+      await sql`create table held (n int)`.execute(db);
+      await lock.query('begin');
+      await lock.query('lock table held in access exclusive mode');
+      const abandoned = { abandoned: false };
+      const cutOff = workOwners.run(abandoned, () => sql`insert into held values (1)`.execute(db)).then(() => 'committed', (err: Error) => err.message);
+      const finished = workOwners.run({ abandoned: false }, () => sql`insert into held values (2)`.execute(db)).then(() => 'committed', (err: Error) => err.message);
+      const background = sql`insert into held values (3)`.execute(db).then(() => 'committed', (err: Error) => err.message);
+      await waitFor('the three to wait for the lock', async () => (await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity
+        where wait_event_type = 'Lock' and query like 'insert into held %'`.execute(database.db)).rows[0]!.n === 3);
+      abandoned.abandoned = true;
+      assert.equal(await abandonWorkInFlight(db), 1);
+      assert.match(await cutOff, /terminating connection due to administrator command/);
+      // Nothing starts for it again.
+      await assert.rejects(workOwners.run(abandoned, () => sql`select 1`.execute(db)), /the server is stopping/);
+      await lock.query('commit');
+      assert.deepEqual([await finished, await background], ['committed', 'committed']);
+      assert.deepEqual((await sql<{ n: number }>`select n from held order by n`.execute(db)).rows.map((r) => r.n), [2, 3]);
+    } finally {
+      await lock.query('rollback').catch(() => {});
+      await lock.end();
+      await db.destroy();
+    }
   });
 });

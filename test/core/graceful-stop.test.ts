@@ -100,7 +100,8 @@ async function sigtermUnderLoad(t: TestContext, server: Server, databaseUrl: str
   await lock.query('select 1 from tokens where id_sha256 = $1 for update', [tokenDigest(fixtures.refreshToken)]);
   const heldSentAt = performance.now();
   const held = postForm(`${server.url}/token`, { grant_type: 'refresh_token', refresh_token: fixtures.refreshToken }, { basic: fixtures.app.basic });
-  await until('the refresh to wait for the row lock', async () => (await lock.query(
+  // pg_stat_clear_snapshot: inside a transaction pg_stat_activity otherwise stays as first read.
+  await until('the refresh to wait for the row lock', async () => (await lock.query('select pg_stat_clear_snapshot()'), await lock.query(
     "select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()")).rows[0].n >= 1);
 
   const load = startTokenLoad([{ name: 'server', url: server.url }], fixtures.clients, 8);

@@ -106,7 +106,8 @@ describe('tokens follow their identity provider', () => {
       await holder.query('begin');
       await holder.query("insert into saml_assertion_ids (idp_entity_id, assertion_id, expires_at) values ($1, $2, now() + interval '1 hour')", [IDP, id]);
       pending = exchange('jit-user', id);
-      await waitFor('the request to wait for the replay cache', async () => (await holder.query(
+      // pg_stat_clear_snapshot: inside a transaction pg_stat_activity otherwise stays as first read.
+      await waitFor('the request to wait for the replay cache', async () => (await holder.query('select pg_stat_clear_snapshot()'), await holder.query(
         "select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()")).rows[0].n === 1);
       assert.equal(await setIdpEnabled(database.db, IDP, false), true);
     } finally {
