@@ -22,61 +22,105 @@ export interface CutRequest {
   seconds: number;
 }
 
-/** The work owner of each request (src/db/work-owner.ts), marked abandoned if the stop cuts it off. */
-const OWNER = Symbol('database work owner');
-type Owned = ServerResponse & { [OWNER]?: { abandoned: boolean } };
+/**
+ * One request's work: its database work owner (src/db/work-owner.ts), marked abandoned if the
+ * stop cuts it off, and whether its handler is still running — which it may be after its
+ * client went away, when the response has closed but the database work goes on.
+ */
+interface RequestWork extends WorkOwner {
+  abandoned: boolean;
+  running: boolean;
+  method?: string;
+  url?: string;
+  since: number;
+  response?: ServerResponse;
+  responseClosed: boolean;
+  /** Told when the handler has finished. */
+  drain?: { settle(work: RequestWork): void };
+}
 
-/** Runs each request as its own database work owner: wrap the listener's handler with it. */
+const WORK = Symbol('request work');
+type Tracked = ServerResponse & { [WORK]?: RequestWork };
+
+/** Runs each request as its own database work owner, and knows when its handler has finished: wrap the listener's handler with it. */
 export function ownedRequests(handler: RequestListener): RequestListener {
   return (req, res) => {
-    const owner = { abandoned: false };
-    (res as Owned)[OWNER] = owner;
-    workOwners.run(owner satisfies WorkOwner, () => handler(req, res));
+    const work: RequestWork = { abandoned: false, running: true, method: req.method, url: req.url, since: performance.now(), responseClosed: false };
+    (res as Tracked)[WORK] = work;
+    // koa's handler returns the promise of the whole request.
+    const handled = workOwners.run(work, () => handler(req, res)) as unknown;
+    const finished = () => {
+      work.running = false;
+      work.drain?.settle(work);
+    };
+    if (handled instanceof Promise) handled.then(finished, finished);
+    else finished();
   };
 }
 
 export function drainable(server: Server): ListenerDrain {
-  // Runs on every request: the URL as it came is kept (koa may rewrite req.url later) and
-  // reduced to its path only for a request that is cut off.
-  const inFlight = new Map<ServerResponse, { method: string | undefined; url: string | undefined; since: number }>();
+  // A request counts until its response has closed and its handler has finished. The URL as it
+  // came is kept (koa may rewrite req.url later), reduced to its path only for a request cut off.
+  const inFlight = new Set<RequestWork>();
   let draining = false;
   let closing = false;
-  function onResponseClosed(this: ServerResponse) {
-    inFlight.delete(this);
+  let whenEmpty: (() => void) | undefined;
+  const drain = {
+    settle(work: RequestWork) {
+      if (work.running || !work.responseClosed || !inFlight.delete(work)) return;
+      if (inFlight.size === 0) whenEmpty?.();
+    },
+  };
+  function onResponseClosed(this: Tracked) {
+    const work = this[WORK];
+    if (work) {
+      work.responseClosed = true;
+      drain.settle(work);
+    }
     // A response whose headers went before the drain (a revocation stream) leaves its
     // connection open and idle. Not before the listener closes: until then a client may
     // send on an idle connection at any moment, and is answered (Connection: close).
     if (closing) setImmediate(() => server.closeIdleConnections());
   }
-  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+  server.on('request', (_req: IncomingMessage, res: Tracked) => {
     if (draining) res.shouldKeepAlive = false;
-    inFlight.set(res, { method: req.method, url: req.url, since: performance.now() });
+    const work = res[WORK];
+    if (!work) return;
+    work.drain = drain;
+    work.response = res;
+    if (work.running) inFlight.add(work);
     res.on('close', onResponseClosed); // emitted once; `once` would wrap the listener per request
   });
   return {
     begin() {
       draining = true;
-      for (const res of inFlight.keys()) if (!res.headersSent) res.shouldKeepAlive = false;
+      for (const { response } of inFlight) if (response && !response.headersSent) response.shouldKeepAlive = false;
     },
     close(timeoutMs) {
       this.begin();
       closing = true;
       return new Promise((resolve) => {
+        let listenerClosed = false;
+        let settled = false;
+        const finish = (cut: CutRequest[]) => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          resolve(cut);
+        };
+        whenEmpty = () => { if (listenerClosed) finish([]); };
         const timer = setTimeout(() => {
           // What their database work has not committed is rolled back (src/db/pool.ts).
-          for (const res of inFlight.keys()) {
-            const owner = (res as Owned)[OWNER];
-            if (owner) owner.abandoned = true;
-          }
-          const cut = [...inFlight.values()].map(({ method, url, since }) => ({
+          for (const work of inFlight) work.abandoned = true;
+          const cut = [...inFlight].map(({ method, url, since }) => ({
             method: method ?? '', path: (url ?? '').split('?')[0]!, seconds: Math.round(performance.now() - since) / 1000,
           }));
           server.closeAllConnections();
-          resolve(cut);
+          finish(cut);
         }, timeoutMs);
         server.close(() => {
-          clearTimeout(timer);
-          resolve([]);
+          listenerClosed = true;
+          if (inFlight.size === 0) finish([]);
         });
         server.closeIdleConnections();
       });

@@ -43,6 +43,17 @@ export async function findIdp(db: Db, entityId: string): Promise<IdpRow | undefi
   return db.selectFrom('saml_identity_providers').selectAll().where('entity_id', '=', entityId).executeTakeFirst();
 }
 
+/**
+ * Whether this registration of the IdP (told by when it was added: removing and adding it again
+ * is a new one) is still there and enabled. Share-locks the row, so that a disable or removal
+ * not yet committed is waited for and then seen.
+ */
+export async function isIdpStillTrusted(db: Db, entityId: string, addedAt: Date): Promise<boolean> {
+  const row = await db.selectFrom('saml_identity_providers').select(['enabled', 'created_at'])
+    .where('entity_id', '=', entityId).forShare().executeTakeFirst();
+  return row !== undefined && row.enabled && row.created_at.getTime() === addedAt.getTime();
+}
+
 /** Every registered IdP, enabled or not: an input-independent query, so the SAML grant can pick one before trusting anything it was sent. */
 export async function listIdps(db: Db): Promise<IdpRow[]> {
   return db.selectFrom('saml_identity_providers').selectAll().orderBy('entity_id').execute();

@@ -160,7 +160,7 @@ function createBatcher<I, R>({ keyOf, runBatch, runOne }: {
       } catch (err) {
         // Without the database, retrying one by one would only make each caller wait longer.
         if (batch.length === 1 || isDatabaseUnreachable(err)) for (const b of batch) b.reject(err);
-        else await Promise.all(batch.map((b) => (b.owner ? workOwners.run(b.owner, () => runOne(b.item)) : runOne(b.item)).then(b.resolve, b.reject)));
+        else await Promise.all(batch.map((b) => (b.owner ? workOwners.run(b.owner, () => runOne(b.item)) : workOwners.exit(() => runOne(b.item))).then(b.resolve, b.reject)));
       }
     }
     writing = false;

@@ -22,20 +22,24 @@ const FAST = { memoryCost: 8192, timeCost: 1, parallelism: 1 };
 describe('a request cut off at shutdown_timeout', () => {
   let database: TestDatabase;
   let next: TestServer | undefined;
+  /** Should a test fail before it stops its server: the database cannot be dropped while it runs. */
+  let stopServer: (() => Promise<void>) | undefined;
 
   before(async () => {
     database = await createTestDatabase();
   });
   after(async () => {
+    await stopServer?.().catch(() => {});
     await next?.stop();
     await database?.drop();
   });
 
-  it('leaves nothing half done: the refresh held in the database is rolled back, and its refresh token still works elsewhere', async () => {
+  for (const clientGoesAway of [false, true]) it(`leaves nothing half done: the refresh held in the database is rolled back, and its refresh token still works elsewhere${
+    clientGoesAway ? ' — also when its client had gone away before the stop (a proxy\'s timeout)' : ''}`, async () => {
     // Statements are not cancelled by the database request timeout while the test holds them.
     const server = await startTestServer(database.url, { shutdownTimeout: 1, databaseRequestTimeout: 600 });
     const app = await makeClient(database.db, { grantTypes: ['password', 'refresh_token'], scope: ['read'] });
-    const user = await makeUser(database.db, 'cut-at-stop', { params: FAST });
+    const user = await makeUser(database.db, `cut-at-stop-${clientGoesAway}`, { params: FAST });
     const signIn = await postForm(`${server.url}/token`, { grant_type: 'password', username: user.username, password: user.password, scope: 'read' }, { basic: app.basic });
     assert.equal(signIn.status, 200, signIn.text);
     const refreshToken = signIn.json.refresh_token as string;
@@ -44,15 +48,21 @@ describe('a request cut off at shutdown_timeout', () => {
     const lock = new pg.Client({ connectionString: database.url });
     await lock.connect();
     let stopping: Promise<void> | undefined;
+    stopServer = () => stopping ?? server.stop();
     try {
       await lock.query('begin');
       await lock.query('select 1 from tokens where id_sha256 = $1 for update', [tokenDigest(refreshToken)]);
-      const held = postForm(`${server.url}/token`, { grant_type: 'refresh_token', refresh_token: refreshToken }, { basic: app.basic })
+      const away = new AbortController();
+      const held = postForm(`${server.url}/token`, { grant_type: 'refresh_token', refresh_token: refreshToken }, { basic: app.basic, signal: away.signal })
         .then((res) => `answered ${res.status}`, () => 'cut off');
       // Not asked on `lock`: inside a transaction pg_stat_activity stays as it was first read.
       await waitFor('the refresh to wait for the row lock', async () => (await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity
         where wait_event_type = 'Lock' and datname = current_database()`.execute(database.db)).rows[0]!.n === 1);
 
+      if (clientGoesAway) {
+        away.abort();
+        assert.equal(await held, 'cut off');
+      }
       const mark = server.logMark();
       stopping = server.stop();
       assert.equal(await held, 'cut off');
@@ -77,6 +87,8 @@ describe('a request cut off at shutdown_timeout', () => {
     const retried = await postForm(`${next.url}/token`, { grant_type: 'refresh_token', refresh_token: refreshToken }, { basic: app.basic });
     assert.equal(retried.status, 200, retried.text);
     assert.equal(typeof retried.json.refresh_token, 'string');
+    await next.stop();
+    next = undefined;
   });
 
   it('ends only the connections at work for an abandoned owner; other work on the pool goes on', async () => {

@@ -116,10 +116,58 @@ describe('tokens follow their identity provider', () => {
     }
     assertRefused(await pending!);
     assert.deepEqual(server.logsSince(mark).filter((l) => l.event === 'saml.rejected').map((l) => l.reason),
-      ['the identity provider was disabled or removed while the tokens were issued']);
+      ['the identity provider was disabled, removed or replaced while the tokens were issued']);
     const live = await sql<{ kind: string }>`select t.kind from tokens t join users u on t.account_id = u.id::text
       where u.federated_idp = ${IDP} and u.username = 'jit-user' and t.revoked_at is null`.execute(database.db);
     assert.deepEqual(live.rows, []);
     await setIdpEnabled(database.db, IDP, true);
+  });
+
+  it('a disable in a transaction not yet committed while the tokens are written: the request waits for it, then revokes them', async () => {
+    const admin = new pg.Client({ connectionString: database.url });
+    await admin.connect();
+    let pending: Promise<Reply> | undefined;
+    try {
+      await admin.query('begin');
+      await admin.query('update saml_identity_providers set enabled = false where entity_id = $1', [IDP]);
+      pending = exchange('jit-user');
+      await waitFor('the request to wait for the IdP row', async () => (await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity
+        where wait_event_type = 'Lock' and query like '%saml_identity_providers%'`.execute(database.db)).rows[0]!.n === 1);
+      await admin.query('commit');
+    } finally {
+      await admin.query('rollback').catch(() => {});
+      await admin.end();
+    }
+    assertRefused(await pending!);
+    const live = await sql<{ kind: string }>`select t.kind from tokens t join users u on t.account_id = u.id::text
+      where u.federated_idp = ${IDP} and u.username = 'jit-user' and t.revoked_at is null`.execute(database.db);
+    assert.deepEqual(live.rows, []);
+    await setIdpEnabled(database.db, IDP, true);
+  });
+
+  it('removed and added again with another certificate while an assertion of the old key is in flight: its tokens are revoked', async () => {
+    const id = newId();
+    const holder = new pg.Client({ connectionString: database.url });
+    await holder.connect();
+    let pending: Promise<Reply> | undefined;
+    const oldKey = key;
+    try {
+      await holder.query('begin');
+      await holder.query("insert into saml_assertion_ids (idp_entity_id, assertion_id, expires_at) values ($1, $2, now() + interval '1 hour')", [IDP, id]);
+      pending = exchange('jit-user', id, oldKey);
+      await waitFor('the request to wait for the replay cache', async () => (await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity
+        where wait_event_type = 'Lock' and query like '%saml_assertion_ids%'`.execute(database.db)).rows[0]!.n === 1);
+      assert.equal(await removeIdp(database.db, IDP), true);
+      key = makeKeyPair('lifecycle-idp-3');
+      await addIdp(database.db, { entityId: IDP, certificates: [key.cert], jit: true });
+    } finally {
+      await holder.query('rollback').catch(() => {});
+      await holder.end();
+    }
+    assertRefused(await pending!);
+    const live = await sql<{ kind: string }>`select t.kind from tokens t join users u on t.account_id = u.id::text
+      where u.federated_idp = ${IDP} and u.username = 'jit-user' and t.revoked_at is null`.execute(database.db);
+    assert.deepEqual(live.rows, []);
+    issued(await exchange('jit-user'));
   });
 });

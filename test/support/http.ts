@@ -14,6 +14,8 @@ export interface Reply {
 export interface PostOptions {
   basic?: [string, string];
   headers?: Record<string, string>;
+  /** To go away before the answer (the request is aborted). */
+  signal?: AbortSignal;
 }
 
 export function basicHeader(id: string, secret: string): string {
@@ -37,7 +39,7 @@ export async function postForm(url: string, params: Record<string, string> | str
   const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded', ...opts.headers };
   if (opts.basic) headers.authorization = basicHeader(...opts.basic);
   const body = typeof params === 'string' ? params : new URLSearchParams(params).toString();
-  return toReply(await fetch(url, { method: 'POST', headers, body }));
+  return toReply(await fetch(url, { method: 'POST', headers, body, signal: opts.signal }));
 }
 
 export async function getJson(url: string): Promise<Reply> {

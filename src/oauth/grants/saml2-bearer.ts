@@ -10,7 +10,7 @@
 import { errors } from 'oidc-provider';
 import type { SignedAssertion } from '../../saml/assertion.ts';
 import { AssertionMalformed, AssertionRejected, TRANSIENT_NAME_ID, decodeAssertionParameter } from '../../saml/parameter.ts';
-import { findIdp, listIdps, recordAssertionId } from '../../store/idps.ts';
+import { isIdpStillTrusted, listIdps, recordAssertionId } from '../../store/idps.ts';
 import { revokeTokensOfGrant } from '../../store/tokens.ts';
 import { checkNameId, findFederatedUser, provisionFederatedUser, UserInputError, UsernameTakenError, type Federation } from '../../store/users.ts';
 import { dummyHash, passwordParams } from '../../store/passwords.ts';
@@ -135,11 +135,13 @@ export const saml2BearerGrant: ExtensionGrant = {
       ctx.oidc.entity('Account', account);
       const body = await issueUserTokens(deps, ctx, account, { gty: SAML2_BEARER, requestedScope: ctx.oidc.params?.scope });
       // Disabling or removing the IdP revokes what its assertions got (migration 0020), but not
-      // tokens written after that ran: asked again once they are written, it catches those.
-      if (!(await findIdp(db, idp.entity_id))?.enabled) {
+      // tokens written after that ran: asked again once they are written, it catches those —
+      // also a disable not yet committed (waited for), and a removal followed by adding it
+      // again with other certificates (a new registration).
+      if (!(await isIdpStillTrusted(db, idp.entity_id, idp.created_at))) {
         const grantId = ctx.oidc.entities.AccessToken?.grantId;
         if (grantId) await revokeTokensOfGrant(db, grantId);
-        refuse('the identity provider was disabled or removed while the tokens were issued');
+        refuse('the identity provider was disabled, removed or replaced while the tokens were issued');
       }
       ctx.body = body;
       logger.info({ event: 'saml.accepted', client_id: client.clientId, idp: idp.entity_id, user_id: user.id }, 'SAML bearer assertion accepted');
