@@ -64,11 +64,11 @@ export function drainable(server: Server): ListenerDrain {
   const inFlight = new Set<RequestWork>();
   let draining = false;
   let closing = false;
-  let whenEmpty: (() => void) | undefined;
+  /** Set while closing: resolves the close once the listener has closed and nothing is in flight. */
+  let finishIfDone: (() => void) | undefined;
   const drain = {
     settle(work: RequestWork) {
-      if (work.running || !work.responseClosed || !inFlight.delete(work)) return;
-      if (inFlight.size === 0) whenEmpty?.();
+      if (!work.running && work.responseClosed && inFlight.delete(work)) finishIfDone?.();
     },
   };
   function onResponseClosed(this: Tracked) {
@@ -101,14 +101,6 @@ export function drainable(server: Server): ListenerDrain {
       closing = true;
       return new Promise((resolve) => {
         let listenerClosed = false;
-        let settled = false;
-        const finish = (cut: CutRequest[]) => {
-          if (settled) return;
-          settled = true;
-          clearTimeout(timer);
-          resolve(cut);
-        };
-        whenEmpty = () => { if (listenerClosed) finish([]); };
         const timer = setTimeout(() => {
           // What their database work has not committed is rolled back (src/db/pool.ts).
           for (const work of inFlight) work.abandoned = true;
@@ -116,11 +108,18 @@ export function drainable(server: Server): ListenerDrain {
             method: method ?? '', path: (url ?? '').split('?')[0]!, seconds: Math.round(performance.now() - since) / 1000,
           }));
           server.closeAllConnections();
-          finish(cut);
+          resolve(cut);
         }, timeoutMs);
+        // Resolving again after the timer has is a no-op.
+        const done = () => {
+          if (!listenerClosed || inFlight.size > 0) return;
+          clearTimeout(timer);
+          resolve([]);
+        };
+        finishIfDone = done;
         server.close(() => {
           listenerClosed = true;
-          if (inFlight.size === 0) finish([]);
+          done();
         });
         server.closeIdleConnections();
       });

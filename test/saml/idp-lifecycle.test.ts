@@ -42,6 +42,10 @@ describe('tokens follow their identity provider', () => {
     assert.deepEqual(res.json, { error: 'invalid_grant', error_description: 'grant request is invalid' });
   };
 
+  /** The kinds of the jit-user's rows not revoked. */
+  const liveRowsOfJitUser = async () => (await sql<{ kind: string }>`select t.kind from tokens t join users u on t.account_id = u.id::text
+    where u.federated_idp = ${IDP} and u.username = 'jit-user' and t.revoked_at is null`.execute(database.db)).rows;
+
   before(async () => {
     database = await createTestDatabase();
     server = await startTestServer(database.url);
@@ -117,9 +121,7 @@ describe('tokens follow their identity provider', () => {
     assertRefused(await pending!);
     assert.deepEqual(server.logsSince(mark).filter((l) => l.event === 'saml.rejected').map((l) => l.reason),
       ['the identity provider was disabled, removed or replaced while the tokens were issued']);
-    const live = await sql<{ kind: string }>`select t.kind from tokens t join users u on t.account_id = u.id::text
-      where u.federated_idp = ${IDP} and u.username = 'jit-user' and t.revoked_at is null`.execute(database.db);
-    assert.deepEqual(live.rows, []);
+    assert.deepEqual(await liveRowsOfJitUser(), []);
     await setIdpEnabled(database.db, IDP, true);
   });
 
@@ -139,9 +141,7 @@ describe('tokens follow their identity provider', () => {
       await admin.end();
     }
     assertRefused(await pending!);
-    const live = await sql<{ kind: string }>`select t.kind from tokens t join users u on t.account_id = u.id::text
-      where u.federated_idp = ${IDP} and u.username = 'jit-user' and t.revoked_at is null`.execute(database.db);
-    assert.deepEqual(live.rows, []);
+    assert.deepEqual(await liveRowsOfJitUser(), []);
     await setIdpEnabled(database.db, IDP, true);
   });
 
@@ -165,9 +165,7 @@ describe('tokens follow their identity provider', () => {
       await holder.end();
     }
     assertRefused(await pending!);
-    const live = await sql<{ kind: string }>`select t.kind from tokens t join users u on t.account_id = u.id::text
-      where u.federated_idp = ${IDP} and u.username = 'jit-user' and t.revoked_at is null`.execute(database.db);
-    assert.deepEqual(live.rows, []);
+    assert.deepEqual(await liveRowsOfJitUser(), []);
     issued(await exchange('jit-user'));
   });
 });
