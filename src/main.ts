@@ -23,6 +23,7 @@ import { purgeExpiredRevocationEvents } from './store/revocation-events.ts';
 import { purgeOldAuditEvents } from './store/audit.ts';
 import { buildPublicApp } from './http/public-app.ts';
 import { buildManagementApp } from './http/management-app.ts';
+import { managementHostPolicy } from './http/management-hosts.ts';
 import { createLogger } from './http/logger.ts';
 import { createRefreshTokenReader, createTokenWriter, purgeExpiredTokens } from './store/tokens.ts';
 import { purgeOldLoginFailures } from './store/login-failures.ts';
@@ -113,7 +114,7 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     }
     const managementUsers = await loadManagementUsers(config, logger);
     const managementApp = buildManagementApp({
-      db: database.db, logger, metrics, exposition, readiness, management: {
+      db: database.db, logger, metrics, exposition, readiness, hosts: managementHostPolicy(config.managementHost, config.managementHostnames), management: {
         config, db: database.db, logger, users: managementUsers, key: managementKey,
         auditRefusal: refusalAudit(database.db, logger), reloadSigningKeys: engine.reload, syncInstances,
       },

@@ -14,6 +14,8 @@ export { issuerFollowsListener } from './derived.ts';
 
 const seconds = z.coerce.number().int().min(1).max(10 * 365 * 86400);
 const port = z.coerce.number().int().min(0).max(65535);
+// A list: a TOML array, or a comma-separated string (environment variables).
+const commaList = z.union([z.array(z.string()), z.string()]).transform((v) => (Array.isArray(v) ? v : v.split(',')).map((s) => s.trim()).filter(Boolean));
 const onOff = z.union([z.boolean(), z.enum(['on', 'off', 'true', 'false', '1', '0', 'yes', 'no'])])
   .transform((v) => v === true || v === 'on' || v === 'true' || v === '1' || v === 'yes');
 const absoluteHttpUrl = z.string().refine((v) => {
@@ -65,13 +67,14 @@ export const SETTINGS = {
   host: { toml: 'host', env: 'KM_HOST', schema: z.string().min(1), default: '0.0.0.0', describe: 'address the public listener binds' },
   port: { toml: 'port', env: 'KM_PORT', schema: port, default: 9443, describe: 'public listener port (0 picks a free port)' },
   managementHost: { toml: 'management_host', env: 'KM_MANAGEMENT_HOST', schema: z.string().min(1), default: '127.0.0.1', describe: 'address the management listener binds' },
+  managementHostnames: { toml: 'management_hostnames', env: 'KM_MANAGEMENT_HOSTNAMES', schema: commaList.pipe(z.array(z.string().regex(/^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$/, 'a DNS name, without port'))), default: [], describe: 'DNS names the management listener answers for, besides IP addresses and localhost (comma-separated); unset: only those when it binds to loopback, any name otherwise' },
   managementPort: { toml: 'management_port', env: 'KM_MANAGEMENT_PORT', schema: port, default: 9164, describe: 'management listener port' },
   tls: { toml: 'tls', env: 'KM_TLS', schema: onOff, default: true, describe: 'serve HTTPS (off: plain HTTP behind a TLS-terminating proxy)' },
   tlsCertFile: { toml: 'tls_cert', env: 'KM_TLS_CERT', schema: z.string().min(1), describe: 'PEM certificate of the public listener; unset: <keys_dir>/tls/server.crt, generated for development when absent' },
   tlsKeyFile: { toml: 'tls_key', env: 'KM_TLS_KEY', schema: z.string().min(1), describe: 'PEM private key of the public listener; unset: <keys_dir>/tls/server.key' },
   clientCaFile: { toml: 'client_ca', env: 'KM_CLIENT_CA', schema: z.string().min(1), describe: 'PEM bundle of CAs trusted for tls_client_auth client certificates; unset: <keys_dir>/client-ca.pem when it exists' },
   clientCertHeader: { toml: 'client_cert_header', env: 'KM_CLIENT_CERT_HEADER', schema: z.string().regex(/^[A-Za-z0-9-]+$/).transform((v) => v.toLowerCase()), describe: 'header in which a TLS-terminating proxy passes the client certificate (URL-encoded PEM); unset: none' },
-  trustedProxies: { toml: 'trusted_proxies', env: 'KM_TRUSTED_PROXIES', schema: z.union([z.array(z.string()), z.string()]).transform((v) => (Array.isArray(v) ? v : v.split(',')).map((s) => s.trim()).filter(Boolean)).pipe(z.array(z.ipv4().or(z.ipv6()))), default: [], describe: 'addresses of your own proxies: their client-certificate header and X-Forwarded-For are believed (comma-separated)' },
+  trustedProxies: { toml: 'trusted_proxies', env: 'KM_TRUSTED_PROXIES', schema: commaList.pipe(z.array(z.ipv4().or(z.ipv6()))), default: [], describe: 'addresses of your own proxies: their client-certificate header and X-Forwarded-For are believed (comma-separated)' },
   trustProxy: { toml: 'trust_proxy', env: 'KM_TRUST_PROXY', schema: onOff, default: false, describe: 'take the client address from X-Forwarded-For: the right-most entry that is not one of trusted_proxies, when the peer is one of them' },
   keysDir: { toml: 'keys_dir', env: 'KM_KEYS_DIR', schema: z.string().min(1), default: 'keys', describe: 'directory of signing keys and TLS material' },
   signingAlgorithm: { toml: 'signing_algorithm', env: 'KM_SIGNING_ALGORITHM', schema: signingAlgorithmSchema, default: 'RS256', describe: 'algorithm of new signing keys (JWT access tokens, ID tokens, JWT introspection answers): RS256, PS256, ES256 or EdDSA; at start, a signing key of another algorithm is replaced by one of this' },

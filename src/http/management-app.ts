@@ -13,6 +13,7 @@ import type { ManagementAuthDeps } from '../management/auth.ts';
 import type { Metrics } from './metrics.ts';
 import type { MetricsExposition } from './cluster-metrics.ts';
 import { addMetricsRoute } from './metrics-endpoint.ts';
+import { isAllowedHost, misdirected, type ManagementHostPolicy } from './management-hosts.ts';
 import { measureRequests } from './request-metrics.ts';
 
 export interface ManagementAppDeps {
@@ -24,9 +25,11 @@ export interface ManagementAppDeps {
   exposition: MetricsExposition;
   /** Whether the server is stopping (/readyz). */
   readiness: Readiness;
+  /** The Host names answered (src/http/management-hosts.ts). */
+  hosts: ManagementHostPolicy;
 }
 
-export function buildManagementApp({ db, logger, management, metrics, exposition, readiness }: ManagementAppDeps): Koa {
+export function buildManagementApp({ db, logger, management, metrics, exposition, readiness, hosts }: ManagementAppDeps): Koa {
   const app = new Koa();
   app.silent = true;
   const router = new Router({ strict: true, sensitive: true });
@@ -34,6 +37,13 @@ export function buildManagementApp({ db, logger, management, metrics, exposition
   addMetricsRoute(router, { exposition, management, logger });
   app.use(measureRequests(metrics));
   app.use(errorMapper(logger, { realm: 'keymanager management' }));
+  app.use(function refuseOtherHostNames(ctx, next) {
+    // Before anything answers, /healthz and /metrics included (DNS rebinding). Node keeps the
+    // first of two Host headers; a proxy in front may keep the last.
+    if (timesSent(ctx.req.rawHeaders, 'host') > 1) throw badRequest('the request has more than one Host header');
+    if (!isAllowedHost(hosts, ctx.req.headers.host)) throw misdirected();
+    return next();
+  });
   app.use(function refuseUnstorableQueries(ctx, next) {
     // As on the public listener: a NUL or bytes that are not UTF-8 in a query parameter
     // (?client_id=, ?action=) are refused here, not discovered by PostgreSQL or searched for as

@@ -63,7 +63,10 @@ export async function rawRequest(baseUrl: string, req: RawRequest): Promise<Repl
   const { connect } = await import('node:net');
   const url = new URL(baseUrl);
   const body = typeof req.body === 'string' ? Buffer.from(req.body, 'latin1') : req.body;
-  const head = [`Host: ${url.host}`, 'Connection: close', ...(Array.isArray(req.headers) ? req.headers : Object.entries(req.headers ?? {})).map(([k, v]) => `${k}: ${v}`)];
+  const given = Array.isArray(req.headers) ? req.headers : Object.entries(req.headers ?? {});
+  // The URL's host, unless the caller sends its own.
+  const ownHost = given.some(([k]) => k.toLowerCase() === 'host');
+  const head = [...(ownHost ? [] : [`Host: ${url.host}`]), 'Connection: close', ...given.map(([k, v]) => `${k}: ${v}`)];
   if (body) head.push(`Content-Length: ${body.length}`);
   const bytes = Buffer.concat([
     Buffer.from(`${req.method} `, 'latin1'),

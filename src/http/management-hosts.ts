@@ -1,0 +1,48 @@
+// Which Host names the management listener answers for. A web page can make an operator's
+// browser send requests to the management listener under the page's own name, by resolving that
+// name to 127.0.0.1 after the page has loaded (DNS rebinding). The browser then treats the
+// answers as the page's own: over plain HTTP (tls = off), whatever the listener gives without
+// credentials — /metrics above all — could be read by that page. An attacker's name is the one
+// thing such a request cannot hide, so the listener answers only names it was told about: IP
+// literals and `localhost` (which no attacker's DNS decides), and `management_hostnames`.
+import { isIP } from 'node:net';
+import { ManagementError } from '../management/errors.ts';
+
+export interface ManagementHostPolicy {
+  /** The names allowed besides IP literals and localhost, lower case; undefined: any name. */
+  names: ReadonlySet<string> | undefined;
+}
+
+/** Whether `address` (what the listener binds) only takes connections from this machine. */
+function isLoopbackBind(address: string): boolean {
+  return address === 'localhost' || address === '::1' || /^127\.\d+\.\d+\.\d+$/.test(address);
+}
+
+/**
+ * The policy for a listener bound to `bindAddress` with `management_hostnames` = `configured`.
+ * Bound to loopback (the default) the check is always on: that is where an operator's own
+ * browser can be turned against it. Bound elsewhere with no names configured, any name passes,
+ * so that scrapers and probes that reach it by a DNS name keep working; configuring names turns
+ * the check on there too.
+ */
+export function managementHostPolicy(bindAddress: string, configured: readonly string[]): ManagementHostPolicy {
+  if (configured.length === 0 && !isLoopbackBind(bindAddress)) return { names: undefined };
+  return { names: new Set(configured.map((name) => name.toLowerCase())) };
+}
+
+/** The host part of a Host header: without its port, brackets, or a final dot, in lower case. */
+export function hostName(header: string): string {
+  const bracketed = /^\[([^\]]*)\](?::\d*)?$/.exec(header);
+  const name = bracketed ? bracketed[1]! : header.replace(/:\d*$/, '');
+  return name.replace(/\.$/, '').toLowerCase();
+}
+
+export function isAllowedHost(policy: ManagementHostPolicy, header: string | undefined): boolean {
+  // HTTP/1.0 may send none; a browser always sends one.
+  if (header === undefined || policy.names === undefined) return true;
+  const name = hostName(header);
+  return isIP(name) !== 0 || name === 'localhost' || policy.names.has(name);
+}
+
+export const misdirected = () =>
+  new ManagementError(421, 'misdirected_request', 'this listener does not answer for that host name (see management_hostnames)');
