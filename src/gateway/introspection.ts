@@ -1,7 +1,7 @@
 // Token introspection (RFC 7662). One indexed lookup by digest answers for opaque and JWT
 // access tokens and for refresh tokens alike. A client sees its own tokens; a gateway (a
 // client flagged introspect_any, or a bearer token with the introspect scope) sees every
-// token, or only those of its audiences when it is limited to some. Anything else, and any
+// access token, or only those of its audiences when it is limited to some. Anything else, and any
 // token that is unknown, expired, revoked or already used, is exactly {"active": false}.
 import { errors } from 'oidc-provider';
 import type { Db } from '../db/database.ts';
@@ -39,7 +39,12 @@ export async function introspect(
   if (!token) throw new errors.InvalidRequest("missing required parameter 'token'");
   const row = await tokens.find(token);
   if (!isTokenActive(row)) return { active: false };
-  if (row.client_id !== caller.client.client_id && !caller.anyToken) return { active: false };
+  const own = row.client_id === caller.client.client_id;
+  if (!own && !caller.anyToken) return { active: false };
+  // RFC 6749 §1.5: a refresh token is never sent to a resource server. One that reaches a
+  // gateway was stolen or misused, and a gateway that checks only `active` would let it act as
+  // a day-long access token; only the client it was issued to learns that it is live.
+  if (row.kind === 'RefreshToken' && !own) return { active: false };
   const limit = caller.audiences;
   if (limit && !audiencesOf(row.payload as Record<string, unknown>).some((a) => limit.includes(a))) return { active: false };
 

@@ -5,7 +5,7 @@ import { sql } from 'kysely';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { postForm } from '../support/http.ts';
-import { issueToken, makeClient, type TestClient } from '../support/fixtures.ts';
+import { issueToken, makeClient, makeUser, type TestClient } from '../support/fixtures.ts';
 import { tokenDigest } from '../../src/store/tokens.ts';
 
 describe('introspection', () => {
@@ -115,6 +115,24 @@ describe('introspection', () => {
     assert.equal(res.json.client_id, owner.id);
     const jwt = await issueToken(server.url, jwtOwner, 'read');
     assert.equal((await introspect(jwt, gateway)).json.active, true);
+  });
+
+  it('a refresh token is active only to its own client: a gateway (introspect_any) gets {"active": false} (RFC 6749 §1.5)', async () => {
+    const app = await makeClient(database.db, { scope: ['read'], grantTypes: ['password', 'refresh_token'] });
+    const user = await makeUser(database.db, 'refresh-intro', { params: { memoryCost: 8192, timeCost: 1, parallelism: 1 } });
+    const signedIn = await postForm(`${server.url}/token`, { grant_type: 'password', username: user.username, password: user.password, scope: 'read' }, { basic: app.basic });
+    assert.equal(signedIn.status, 200, signedIn.text);
+    const own = await introspect(signedIn.json.refresh_token, app);
+    assert.equal(own.json.active, true);
+    assert.equal(own.json.token_type, 'refresh_token');
+    for (const hint of [{}, { token_type_hint: 'refresh_token' }, { token_type_hint: 'access_token' }]) {
+      const res = await introspect(signedIn.json.refresh_token, gateway, hint);
+      assert.equal(res.status, 200);
+      assert.deepEqual(res.json, { active: false });
+      assert.equal(res.headers.get('cache-control'), 'no-store');
+    }
+    // The access token of the same sign-in is the gateway's to see.
+    assert.equal((await introspect(signedIn.json.access_token, gateway)).json.active, true);
   });
 
   it('accepts token_type_hint, right or wrong (§2.1)', async () => {
