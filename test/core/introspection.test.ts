@@ -125,7 +125,7 @@ describe('introspection', () => {
     const own = await introspect(signedIn.json.refresh_token, app);
     assert.equal(own.json.active, true);
     assert.equal(own.json.token_type, 'refresh_token');
-    for (const hint of [{}, { token_type_hint: 'refresh_token' }, { token_type_hint: 'access_token' }]) {
+    for (const hint of [{}, { token_type_hint: 'refresh_token' }, { token_type_hint: 'access_token' }] as Record<string, string>[]) {
       const res = await introspect(signedIn.json.refresh_token, gateway, hint);
       assert.equal(res.status, 200);
       assert.deepEqual(res.json, { active: false });
