@@ -38,6 +38,7 @@ import { createClientDirectory } from './oauth/client-directory.ts';
 import { createTokenCache } from './gateway/token-cache.ts';
 import { loadOrCreateManagementKey } from './keys/management-key.ts';
 import { loadManagementUsers } from './management/user-store.ts';
+import { revokeTokensOfChangedUsers } from './management/auth.ts';
 import { refusalAudit } from './management/refusal-audit.ts';
 import { purgeManagementTokens } from './store/management-tokens.ts';
 import { addStateGauges, createMetrics } from './http/metrics.ts';
@@ -113,6 +114,10 @@ export async function startServer(config: Config, logger: Logger = createLogger(
       logger.warn({ bits: managementKey.bits, configured: config.managementTokenKeySize }, 'the management token key was made with another size; delete keys/management-token-key.json to make a new one');
     }
     const managementUsers = await loadManagementUsers(config, logger);
+    // Only a configured user store speaks for the operators: an instance with none (one that
+    // serves only the public endpoints, or a development instance with its own admin) must not
+    // revoke the tokens of users configured elsewhere.
+    if (config.managementUsers.length > 0) await revokeTokensOfChangedUsers(database.db, managementUsers, logger);
     const managementApp = buildManagementApp({
       db: database.db, logger, metrics, exposition, readiness, hosts: managementHostPolicy(config.managementHost, config.managementHostnames), management: {
         config, db: database.db, logger, users: managementUsers, key: managementKey,

@@ -12,9 +12,10 @@ import type { Config } from '../config/index.ts';
 import type { Db } from '../db/database.ts';
 import type { ManagementKey } from '../keys/management-key.ts';
 import { MANAGEMENT_TOKEN_ALG } from '../keys/management-key.ts';
-import { clearLoginFailures, IMPOSSIBLE_NAME_ACCOUNT, managementAccountKey, recordLoginFailure, reserveLoginAttemptWhenFree } from '../store/login-failures.ts';
+import { clearLoginFailures, IMPOSSIBLE_NAME_ACCOUNT, managementAccountKey, managementAddressKey, recordLoginFailure, reserveLoginAttemptWhenFree } from '../store/login-failures.ts';
 import { dummyHash, passwordParams, verifyPassword } from '../store/passwords.ts';
-import { useManagementToken } from '../store/management-tokens.ts';
+import { revokeManagementTokensIssuedOnOtherCredentials, useManagementToken } from '../store/management-tokens.ts';
+import { recordAuditEvent } from '../store/audit.ts';
 import { MAX_USERNAME_LENGTH } from '../store/users.ts';
 import type { RefusalAudit } from './refusal-audit.ts';
 import { unauthorized } from './errors.ts';
@@ -68,7 +69,7 @@ async function checkCredentials(deps: ManagementAuthDeps, username: string, pass
   // A name no operator can have (config: at most 255 characters): the store cannot index an
   // account key of any length (a 500 before any check, found by a review).
   const account = managementAccountKey(username.length <= MAX_USERNAME_LENGTH ? username : IMPOSSIBLE_NAME_ACCOUNT);
-  const attempt = await reserveLoginAttemptWhenFree(db, account, source, policy);
+  const attempt = await reserveLoginAttemptWhenFree(db, account, managementAddressKey(source), policy);
   const known = users.has(username);
   const audit = (action: string) => deps.auditRefusal({
     actorType: 'management_user', actor: known ? username : '(unknown user)', action, source, outcome: 'failure',
@@ -101,6 +102,21 @@ async function checkCredentials(deps: ManagementAuthDeps, username: string, pass
 /** Digest of what a token was issued on: the user's name, password hash and roles. */
 export function credentialDigest(user: ManagementUser): string {
   return createHash('sha256').update([user.username, user.passwordHash, [...user.roles].sort().join(',')].join('\0')).digest('hex');
+}
+
+/**
+ * At start: the tokens of users removed from the configuration, or whose password or roles
+ * changed, are revoked for good, so that putting the old configuration back (or adding a
+ * removed user again with the same password) does not make them count again.
+ */
+export async function revokeTokensOfChangedUsers(db: Db, users: Map<string, ManagementUser>, logger: Logger): Promise<void> {
+  const current = [...users.values()].map((user) => ({ username: user.username, credentialSha256: credentialDigest(user) }));
+  for (const [username, revoked] of await revokeManagementTokensIssuedOnOtherCredentials(db, current)) {
+    logger.info({ username, revoked }, 'revoked the management tokens of a user removed or changed in the configuration');
+    await recordAuditEvent(db, {
+      actorType: 'system', actor: 'keymanager', action: 'management_user.tokens_revoked', resourceType: 'management_user', resourceId: username, outcome: 'success',
+    });
+  }
 }
 
 /** Basic credentials of a management user, or a 401 with a Basic challenge. */

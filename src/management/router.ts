@@ -51,15 +51,23 @@ export function managementRouters(deps: ManagementAuthDeps): Router[] {
         removeOldestOnOverflow: deps.config.managementTokenStoreRemoveOldest,
       });
       ctx.set('Cache-Control', 'no-store');
-      if (stored === 'full') {
+      if (stored.outcome === 'full') {
         // Not a 503: the database is fine; the store is full by configuration.
         ctx.status = 507;
         ctx.body = { error: 'token_store_full', error_description: 'the management token store is full (management.token_store.max_size): log out elsewhere or wait for tokens to expire' };
         return;
       }
       deps.logger.info({ event: 'management.login', username: principal.username }, 'management user signed in');
-      await recordAuditEvent(deps.db, { actorType: 'management_user', actor: principal.username, action: 'management.login', source: ctx.ip, outcome: 'success' })
-        .catch((err) => deps.logger.error({ error: (err as Error).message }, 'audit event not recorded'));
+      const audit = (action: string, resourceId?: string) => recordAuditEvent(deps.db, {
+        actorType: 'management_user', actor: principal.username, action, source: ctx.ip, outcome: 'success',
+        ...(resourceId === undefined ? {} : { resourceType: 'management_user', resourceId }),
+      }).catch((err) => deps.logger.error({ error: (err as Error).message }, 'audit event not recorded'));
+      await audit('management.login');
+      // Another operator's token revoked to make room: they will find themselves signed out.
+      for (const username of stored.evicted) {
+        deps.logger.warn({ event: 'management.token.evicted', username, by: principal.username }, 'management token store full: another user\'s token evicted');
+        await audit('management.token.evicted', username);
+      }
       ctx.body = { AccessToken: token };
     });
     session.get('/logout', async (ctx) => {

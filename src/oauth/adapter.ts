@@ -1,11 +1,11 @@
 // The oidc-provider Adapter over PostgreSQL. "Client" reads the clients table; every other
 // model is a row of `tokens`, keyed by the digest of its id (see src/store/tokens.ts). The
 // id is stripped from the payload before it is stored and put back when it is read.
-import type { Adapter, AdapterPayload } from 'oidc-provider';
+import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 import type { Db } from '../db/database.ts';
 import type { ClientDirectory } from './client-directory.ts';
 import {
-  findLiveModel, findLiveModelByUid, revokeByGrantId, revokeModel, type StoredModel,
+  findLiveModel, findLiveModelByUid, grantIdOfModel, revokeByGrantId, revokeModel, type StoredModel,
 } from '../store/tokens.ts';
 import type { TokenRow } from '../db/types.ts';
 import { clientMetadataFromRow } from './client-metadata.ts';
@@ -94,7 +94,18 @@ export function createAdapterClass(db: Db, clients: ClientDirectory, rows: Token
     }
 
     async consume(id: string): Promise<void> {
-      await rows.consume(this.model, id);
+      try {
+        await rows.consume(this.model, id);
+      } catch (err) {
+        if (this.model !== 'AuthorizationCode' || !(err instanceof errors.InvalidGrant)) throw err;
+        // Two redemptions of one code at the same moment: both found it unused, and this one
+        // lost the consume. It is a second use all the same (RFC 6749 §4.1.2): revoke what the
+        // code gave, as the engine does when it finds the code used, and say so in its words
+        // (logged as reuse). The winner's rows are written only under a live grant (token-rows).
+        const grantId = await guard(() => grantIdOfModel(db, this.model, id));
+        if (grantId) await this.revokeByGrantId(grantId);
+        throw new errors.InvalidGrant('authorization code already consumed');
+      }
     }
 
     async destroy(id: string): Promise<void> {

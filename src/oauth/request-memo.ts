@@ -29,3 +29,8 @@ export function takeFromRequest<T>(key: string): T | undefined {
   memo.delete(key);
   return value;
 }
+
+/** Whether a value is kept under `key` for this request, without taking it. */
+export function isRememberedForRequest(key: string): boolean {
+  return memoOfRequest(false)?.has(key) ?? false;
+}

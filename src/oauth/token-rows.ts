@@ -11,14 +11,16 @@
 // still usable.
 import { errors } from 'oidc-provider';
 import type { Db } from '../db/database.ts';
-import { consumeModel, type RefreshTokenContext, type RefreshTokenReader, type StoredModel, type TokenWriter } from '../store/tokens.ts';
+import { consumeModel, insertUnderLiveGrant, type RefreshTokenContext, type RefreshTokenReader, type StoredModel, type TokenWriter } from '../store/tokens.ts';
 import { guardStorage } from './errors.ts';
-import { rememberForRequest, takeFromRequest } from './request-memo.ts';
+import { isRememberedForRequest, rememberForRequest, takeFromRequest } from './request-memo.ts';
 
 /** A refresh token the engine consumed, to be consumed by the statement that writes its successor. */
 const PENDING_CONSUME = 'rotation:consume';
 /** That successor, to be written with the access token that follows it. */
 const PENDING_SUCCESSOR = 'rotation:successor';
+/** This request redeemed a code: what it issues is written only under a live grant. */
+const CODE_REDEEMED = 'code:redeemed';
 
 interface PendingSuccessor {
   presentedId: string;
@@ -45,6 +47,17 @@ export function createTokenRows(db: Db, writer: TokenWriter, readRefreshToken: R
     if (!won) throw new errors.InvalidGrant('already consumed');
   }
 
+  /**
+   * A redeemed code's tokens. A second redemption of the code at the same moment loses its
+   * consume and revokes the grant (adapter.consume) while this request may still be writing:
+   * each row is written only while the grant is live, so that either the revocation catches
+   * it or it is not written and nothing is handed out.
+   */
+  async function writeUnderLiveGrant(grantId: string, id: string, model: StoredModel): Promise<void> {
+    const written = await guardStorage(() => insertUnderLiveGrant(db, grantId, id, model));
+    if (!written) throw new errors.InvalidGrant('grant revoked');
+  }
+
   function writeOwnOrWithSuccessor(id: string, model: StoredModel): Promise<void> {
     const successor = takeFromRequest<PendingSuccessor>(PENDING_SUCCESSOR);
     // Group-committed with the other rows being written (src/store/tokens.ts, createTokenWriter).
@@ -68,12 +81,16 @@ export function createTokenRows(db: Db, writer: TokenWriter, readRefreshToken: R
       // Outside a request (nothing to fold it into), at once.
       if (kind === 'RefreshToken' && rememberForRequest(PENDING_CONSUME, id)) return;
       await consumeNow(kind, id);
+      if (kind === 'AuthorizationCode') rememberForRequest(CODE_REDEEMED, true);
     },
 
     // Not async: the usual row, a token of its own, goes to the writer without a frame of its own.
     write(id, model) {
       const presentedId = takeFromRequest<string>(PENDING_CONSUME);
-      if (presentedId === undefined) return writeOwnOrWithSuccessor(id, model);
+      if (presentedId === undefined) {
+        if (model.grantId && isRememberedForRequest(CODE_REDEEMED)) return writeUnderLiveGrant(model.grantId, id, model);
+        return writeOwnOrWithSuccessor(id, model);
+      }
       if (model.kind === 'RefreshToken') {
         rememberForRequest(PENDING_SUCCESSOR, { presentedId, id, model } satisfies PendingSuccessor);
         return Promise.resolve();

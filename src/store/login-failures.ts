@@ -250,6 +250,15 @@ export function managementAccountKey(username: string): string {
   return `\u0001management:${username}`;
 }
 
+/**
+ * The source address of a management sign-in, as counted: apart from the public listener's,
+ * so that failed management sign-ins (an operator's typos, a scraper's stale password) never
+ * count towards, or lock, the OAuth sign-ins of users behind the same address.
+ */
+export function managementAddressKey(address: string): string {
+  return `\u0001management:${address}`;
+}
+
 /** Failed sign-ins counted against an account within the window. */
 export async function countLoginFailures(db: Db, username: string, windowSeconds: number): Promise<number> {
   const { n } = await db.selectFrom('login_failures').select((eb) => eb.fn.countAll<string>().as('n'))

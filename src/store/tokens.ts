@@ -405,6 +405,32 @@ const ROTATE_REFRESH_TOKENS: PreparedStatement = {
     select n::int as n from consumed`,
 };
 
+/**
+ * Writes a row issued under a grant only while the grant's row is live, share-locked for the
+ * statement as a rotation does (rotationOf): of this write and a revocation of the grant
+ * (revokeGrantRow), whichever comes second sees the first. Returns false, writing nothing, when
+ * the grant was revoked. For the tokens of a redeemed code, whose second redemption revokes the
+ * grant while the first may still be writing.
+ */
+export async function insertUnderLiveGrant(db: Db, grantId: string, id: string, model: StoredModel): Promise<boolean> {
+  const result = await runPrepared(db, INSERT_UNDER_LIVE_GRANT, [tokenDigest(grantId), ...valuesOf([rowOf(id, model)])]);
+  return result.rowCount === 1;
+}
+
+const INSERT_UNDER_LIVE_GRANT: PreparedStatement = {
+  name: 'km_insert_under_live_grant',
+  text: `with live_grant as (
+      select 1 from tokens where id_sha256 = $1 and kind = 'Grant' and revoked_at is null for share)
+    insert into tokens (${COLUMNS.join(', ')})
+    select ${COLUMNS.map((c, i) => placeholder(c, `$${2 + i}`)).join(', ')} where exists (select 1 from live_grant)`,
+};
+
+/** The grant a code or token row was issued under (null: none, or no such row). */
+export async function grantIdOfModel(db: Db, kind: string, id: string): Promise<string | null> {
+  const row = await db.selectFrom('tokens').select('grant_id').where('id_sha256', '=', tokenDigest(id)).where('kind', '=', kind).executeTakeFirst();
+  return row?.grant_id ?? null;
+}
+
 export async function findLiveModelByUid(db: Db, kind: string, uid: string): Promise<TokenRow | undefined> {
   return db.selectFrom('tokens')
     .selectAll()

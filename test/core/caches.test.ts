@@ -153,15 +153,16 @@ describe('caches across instances', () => {
     const { app, signInAtA } = await passwordApp('revoke-refresh');
     for (let i = 0; i < 10; i++) {
       const { access_token, refresh_token } = await signInAtA();
-      for (const token of [access_token, refresh_token]) {
-        assert.equal(await active(b, token), true);
-        assert.equal(await active(b, token), true); // from B's cache
+      // A refresh token is active only to its own client (README "Who may ask").
+      for (const [token, by] of [[access_token, gateway], [refresh_token, app]] as const) {
+        assert.equal(await active(b, token, by), true);
+        assert.equal(await active(b, token, by), true); // from B's cache
       }
       const revoked = await postForm(`${a.url}/revoke`, { token: refresh_token, token_type_hint: 'refresh_token' }, { basic: app.basic });
       assert.equal(revoked.status, 200, revoked.text);
       assert.equal(revoked.text, '');
       assert.equal(await active(b, access_token), false, `round ${i}: B still reported the grant's access token active`);
-      assert.equal(await active(b, refresh_token), false, `round ${i}: B still reported the revoked refresh token active`);
+      assert.equal(await active(b, refresh_token, app), false, `round ${i}: B still reported the revoked refresh token active`);
       const refreshed = await postForm(`${b.url}/token`, { grant_type: 'refresh_token', refresh_token }, { basic: app.basic });
       assert.equal(refreshed.status, 400, refreshed.text);
       assert.deepEqual(refreshed.json, { error: 'invalid_grant', error_description: 'grant request is invalid' });

@@ -55,8 +55,11 @@ describe('introspection of what is not an active token', () => {
     const issued = await postForm(`${server.url}/token`, { grant_type: 'authorization_code', code: flow.searchParams.get('code')!, redirect_uri: REDIRECT }, { basic: app.basic });
     assert.equal(issued.status, 200, issued.text);
     const jwt = await issueToken(server.url, jwtApp);
-    const tokens = [issued.json.access_token as string, issued.json.refresh_token as string, jwt];
+    const tokens = [issued.json.access_token as string, jwt];
+    const refreshToken = issued.json.refresh_token as string;
     for (const token of tokens) assert.equal((await introspect({ token })).json.active, true, 'active before');
+    // A refresh token is active only to its own client (README "Who may ask").
+    assert.equal((await introspect({ token: refreshToken }, { basic: app.basic })).json.active, true, 'active before');
 
     // As an operator does it; keymgr returns once every instance has seen the change.
     const env = { DATABASE_URL: database.url, KM_KEYS_DIR: server.keysDir };
@@ -68,6 +71,10 @@ describe('introspection of what is not an active token', () => {
     const own = await introspect({ token: jwt }, { basic: jwtApp.basic });
     assertRefusal(own, 401, 'invalid_client', 'client authentication failed');
     assert.match(own.headers.get('www-authenticate') ?? '', /^Basic realm="[^"]+", error="invalid_client"/);
+    // Enabled again, the client finds its refresh token dead: enabling brings no token back.
+    assert.equal((await runKeymgr(['client', 'enable', app.id], env)).code, 0);
+    assert.deepEqual((await introspect({ token: refreshToken }, { basic: app.basic })).json, { active: false });
+    assert.deepEqual((await introspect({ token: tokens[0]! })).json, { active: false });
   });
 
   it(`a body over max_body_bytes (${MAX_BODY_BYTES}) → 413 invalid_request; one at the limit is answered`, async () => {

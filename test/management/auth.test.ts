@@ -15,7 +15,7 @@ import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { freePort, startTestServer, tempDir, type TestServer } from '../support/server.ts';
 import { basicHeader } from '../support/http.ts';
 import { post } from '../mtls/support.ts';
-import { makeClient } from '../support/fixtures.ts';
+import { makeClient, makeUser } from '../support/fixtures.ts';
 import { basicAuth, managementClient } from '../support/management.ts';
 import { hashPassword } from '../../src/store/passwords.ts';
 import { loadManagementUsers, ManagementUserStoreError } from '../../src/management/user-store.ts';
@@ -32,21 +32,25 @@ describe('management API authentication (jwt handler)', () => {
   let callTwo: ReturnType<typeof managementClient>;
   const admin = basicAuth('ops', 'ops-password-1');
   const auditor = basicAuth('watcher', 'watcher-password-1');
+  const reader = basicAuth('reader', 'reader-password-1');
+  let users: { username: string; password_hash: string; roles: string[] }[];
+  let keysDir: string;
+  const start = async (managementUsers = users) => {
+    const port = await freePort();
+    return startTestServer(database.url, {
+      tls: true, port, issuer: 'https://localhost:9443', keysDir, managementUsers,
+      managementTokenStoreMaxSize: 3, lockoutMaxFailures: 3, lockoutMaxFailuresPerAddress: 3,
+    });
+  };
 
   before(async () => {
     database = await createTestDatabase();
-    const keysDir = tempDir('km-keys-');
-    const users = [
+    keysDir = tempDir('km-keys-');
+    users = [
       { username: 'ops', password_hash: await hashPassword('ops-password-1', FAST), roles: ['admin'] },
       { username: 'watcher', password_hash: await hashPassword('watcher-password-1', FAST), roles: ['auditor'] },
+      { username: 'reader', password_hash: await hashPassword('reader-password-1', FAST), roles: ['auditor'] },
     ];
-    const start = async () => {
-      const port = await freePort();
-      return startTestServer(database.url, {
-        tls: true, port, issuer: 'https://localhost:9443', keysDir, managementUsers: users,
-        managementTokenStoreMaxSize: 3, lockoutMaxFailures: 3,
-      });
-    };
     one = await start();
     two = await start();
     call = managementClient(one);
@@ -151,6 +155,66 @@ describe('management API authentication (jwt handler)', () => {
     const ops = await login();
     for (let i = 0; i < 6; i++) await login(auditor);
     assert.equal((await call('GET', '/management/clients', { authorization: `Bearer ${ops}` })).status, 200);
+  });
+
+  it('several users\' logins into a full store evict from whoever holds the most, not an operator holding one; the eviction is audited', async () => {
+    await sql`delete from management_tokens`.execute(database.db);
+    const ops = await login();
+    const watched = [await login(auditor), await login(auditor)];
+    // Both of watcher's are used after ops's: ops's is the least recently used of all.
+    for (const t of watched) assert.equal((await call('GET', '/management/clients', { authorization: `Bearer ${t}` })).status, 200);
+    const before = await database.db.selectFrom('audit_events').select((eb) => eb.fn.max('id').as('id')).executeTakeFirstOrThrow();
+    await login(reader);
+    assert.equal((await call('GET', '/management/clients', { authorization: `Bearer ${ops}` })).status, 200, 'ops keeps its one token');
+    const statuses = [];
+    for (const t of watched) statuses.push((await call('GET', '/management/clients', { authorization: `Bearer ${t}` })).status);
+    assert.deepEqual(statuses, [401, 200], "watcher's least recently used token made room");
+    const audited = await database.db.selectFrom('audit_events').select(['actor', 'action', 'resource_type', 'resource_id', 'outcome'])
+      .where('id', '>', before.id ?? '0').where('action', '=', 'management.token.evicted').execute();
+    assert.deepEqual(audited, [{ actor: 'reader', action: 'management.token.evicted', resource_type: 'management_user', resource_id: 'watcher', outcome: 'success' }]);
+  });
+
+  it('failed management sign-ins never count towards the address limit of OAuth sign-ins', async () => {
+    const app = await makeClient(database.db, { grantTypes: ['password'], scope: [] });
+    const carol = await makeUser(database.db, 'carol', { params: FAST });
+    const ca = readFileSync(join(one.keysDir, 'tls', 'server.crt'), 'utf8');
+    const localAddress = '127.0.0.77';
+    // More failures from one address than lockout_max_failures_per_address (3), each with another name.
+    for (let i = 0; i < 5; i++) {
+      const res = await call('GET', '/management/login', { authorization: basicAuth(`nobody-${i}`, 'wrong'), localAddress });
+      assert.equal(res.status, 401, res.text);
+    }
+    const res = await post(`${one.url}/token`, { grant_type: 'password', username: carol.username, password: carol.password }, { ca, localAddress, headers: { authorization: basicHeader(...app.basic) } });
+    assert.equal(res.status, 200, res.text);
+    const rows = await database.db.selectFrom('login_failures').select('source_address').where('source_address', 'like', '%127.0.0.77').execute();
+    assert.deepEqual(rows.map((r) => r.source_address), Array(5).fill('\u0001management:127.0.0.77'));
+  });
+
+  it('a user removed from the configuration, or changed in it, loses its tokens for good: putting the configuration back brings none back', async () => {
+    const kept = await login();
+    const removed = await login(auditor);
+    const demoted = await login(reader);
+    const before = await database.db.selectFrom('audit_events').select((eb) => eb.fn.max('id').as('id')).executeTakeFirstOrThrow();
+    // An instance starts without watcher, and with reader as an admin.
+    const changed = await start([users[0]!, { ...users[2]!, roles: ['admin'] }]);
+    await changed.stop();
+    const audited = await database.db.selectFrom('audit_events').select(['actor_type', 'actor', 'action', 'resource_id'])
+      .where('id', '>', before.id ?? '0').orderBy('resource_id').execute();
+    assert.deepEqual(audited, ['reader', 'watcher'].map((resource_id) => ({ actor_type: 'system', actor: 'keymanager', action: 'management_user.tokens_revoked', resource_id })));
+    // The configuration as it was, on a new instance and on one that never stopped.
+    const restored = await start();
+    try {
+      for (const client of [managementClient(restored), call]) {
+        assert.equal((await client('GET', '/management/clients', { authorization: `Bearer ${kept}` })).status, 200);
+        for (const token of [removed, demoted]) {
+          const res = await client('GET', '/management/clients', { authorization: `Bearer ${token}` });
+          assert.equal(res.status, 401, res.text);
+          assert.deepEqual(res.json, { error: 'unauthorized', error_description: 'the management token is not valid' });
+        }
+      }
+    } finally {
+      await restored.stop();
+    }
   });
 
   it('a token is void once its user\'s roles or password differ (a user removed and added again)', async () => {

@@ -146,6 +146,8 @@ export interface CallOptions {
   /** The client certificate to present. */
   client?: { cert: string; key: string };
   headers?: Record<string, string>;
+  /** The caller's address as the server sees it (any of 127/8 on loopback). */
+  localAddress?: string;
 }
 
 function reply(status: number, headers: TlsReply['headers'], text: string): TlsReply {
@@ -182,8 +184,9 @@ export function post(url: string, form: Record<string, string>, opts: CallOption
         key: opts.client?.key,
         // A fresh connection per request: no session reuse across client certificates.
         agent: false,
+        localAddress: opts.localAddress,
       }, done)
-      : httpRequest({ host: u.hostname, port: u.port, path: u.pathname, method: 'POST', headers, agent: false }, done);
+      : httpRequest({ host: u.hostname, port: u.port, path: u.pathname, method: 'POST', headers, agent: false, localAddress: opts.localAddress }, done);
     req.on('error', reject);
     req.end(body);
   });
