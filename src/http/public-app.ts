@@ -28,7 +28,23 @@ import type { Metrics } from './metrics.ts';
 import { countClientAuthFailures, measureRequests } from './request-metrics.ts';
 
 const DISCOVERY_PATH = '/.well-known/openid-configuration';
-const POST_ONLY = new Set<string>([ROUTES.token, ROUTES.introspection, ROUTES.revocation]);
+const POST = ['POST'];
+const GET = ['GET', 'HEAD'];
+/**
+ * The methods each endpoint answers (discovery under its RFC 8414 name is rewritten to
+ * DISCOVERY_PATH first). Another method of HTTP's own is 405 with Allow, as JSON; OPTIONS goes
+ * on (CORS preflight), and a method the server does not implement at all is 501 further on.
+ */
+const ENDPOINT_METHODS = new Map<string, string[]>([
+  [ROUTES.token, POST], [ROUTES.introspection, POST], [ROUTES.revocation, POST], [`${ROUTES.endSession}/confirm`, POST],
+  [ROUTES.authorization, GET], [ROUTES.jwks, GET], [DISCOVERY_PATH, GET],
+]);
+const REFUSED_WITH_405 = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH']);
+
+/** Whether an issuer's host name is this machine: `localhost` or a loopback address. */
+function isLoopbackName(hostname: string): boolean {
+  return hostname === 'localhost' || hostname === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(hostname);
+}
 
 /** A path's first segment: `/interaction/abc/login` → `/interaction`. */
 function firstSegment(path: string): string {
@@ -90,6 +106,9 @@ export function buildPublicApp({ config, db, engine, scopes, cookieKeys, certifi
   app.keys = cookieKeys;
   const issuer = new URL(config.issuer);
   const trustedProxies = new Set(config.trustedProxies);
+  // A browser that once reached the issuer over HTTPS keeps to HTTPS for it (RFC 6797). Not for
+  // a development issuer on this machine: the browser would keep it for every local port.
+  const strictTransport = issuer.protocol === 'https:' && !isLoopbackName(issuer.hostname);
 
   // Our routes match exactly, as the engine's are made to below: one spelling per endpoint.
   const router = new Router({ strict: true, sensitive: true });
@@ -140,10 +159,21 @@ export function buildPublicApp({ config, db, engine, scopes, cookieKeys, certifi
     // peer, or what our own proxies in front say (src/http/client-address.ts).
     const forwardedFor = config.trustProxy ? ctx.get('x-forwarded-for') : undefined;
     headers['x-forwarded-for'] = clientAddress(ctx.req.socket.remoteAddress, forwardedFor, trustedProxies);
-    // On every answer, errors included (errorMapper keeps the headers set before it).
+    // On every answer, errors included (errorMapper keeps the headers set before it). No page
+    // of ours or of the engine (its error pages, the form_post page that carries a code) may
+    // be framed by another site; our own pages set a stricter policy of their own.
     ctx.set('X-Content-Type-Options', 'nosniff');
     ctx.set('Referrer-Policy', 'no-referrer');
+    ctx.set('X-Frame-Options', 'DENY');
+    ctx.set('Content-Security-Policy', "frame-ancestors 'none'");
+    if (strictTransport) ctx.set('Strict-Transport-Security', 'max-age=31536000');
     return next();
+  });
+  app.use(async function pragmaWithNoStore(ctx, next) {
+    // RFC 6749 §5.1: with no-store, Pragma: no-cache too (for HTTP/1.0 caches). Above the error
+    // mapper, so that refusals get it as well.
+    await next();
+    if (ctx.response.get('Cache-Control') === 'no-store') ctx.set('Pragma', 'no-cache');
   });
   app.use(errorMapper(logger, { realm: config.issuer }));
   app.use(countClientAuthFailures(metrics));
@@ -159,11 +189,12 @@ export function buildPublicApp({ config, db, engine, scopes, cookieKeys, certifi
       ctx.body = { ...body, scopes_supported: [...new Set([...(body.scopes_supported ?? []), ...(await scopes.all())])] };
     }
   });
-  app.use(function postOnlyEndpoints(ctx, next) {
-    if (POST_ONLY.has(ctx.path) && ctx.method !== 'POST' && ctx.method !== 'OPTIONS') {
-      ctx.set('Allow', 'POST');
+  app.use(function endpointMethods(ctx, next) {
+    const allowed = ENDPOINT_METHODS.get(ctx.path);
+    if (allowed && !allowed.includes(ctx.method) && REFUSED_WITH_405.has(ctx.method)) {
+      ctx.set('Allow', allowed.join(', '));
       ctx.status = 405;
-      ctx.body = { error: 'invalid_request', error_description: `${ctx.path} accepts only POST` };
+      ctx.body = { error: 'invalid_request', error_description: `this endpoint accepts only ${allowed[0]}` };
       return undefined;
     }
     return next();
@@ -171,7 +202,7 @@ export function buildPublicApp({ config, db, engine, scopes, cookieKeys, certifi
   app.use(onlyWhereRouted(router));
   app.use(correctProviderErrors());
   app.use(onlyDocumentedEngineRoutes({
-    exact: [ROUTES.authorization, ROUTES.token, ROUTES.jwks, DISCOVERY_PATH],
+    exact: [ROUTES.authorization, ROUTES.token, ROUTES.jwks, DISCOVERY_PATH, `${ROUTES.endSession}/confirm`],
     authorization: ROUTES.authorization,
   }));
   app.use(engine.middleware);

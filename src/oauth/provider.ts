@@ -34,6 +34,12 @@ export const ROUTES = {
   revocation: '/revoke',
   /** The gateways' revocation feed (src/gateway/revocation-feed.ts). */
   revocations: '/revocations',
+  /**
+   * Only `<end_session>/confirm` is served: the engine's own step that ends a signed-in user's
+   * session when another user signs in on the same browser (posted by the page it shows then).
+   * RP-initiated logout itself is not enabled.
+   */
+  endSession: '/session/end',
 } as const;
 
 const REUSE_DETAILS = new Set(['refresh token already used', 'authorization code already consumed']);
@@ -86,6 +92,7 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, cer
       authorization: ROUTES.authorization,
       token: ROUTES.token,
       jwks: ROUTES.jwks,
+      end_session: ROUTES.endSession,
     },
     // RFC 6749 §4.1.3: a code redeems only with the redirect_uri its request named, even for a
     // client with a single registered URI (the engine would fill it in at /token otherwise). So

@@ -1,5 +1,6 @@
 // The audit trail (audit_events): appended by the management API, keymgr and the security
 // events of the server; read newest first. Never holds a secret value.
+import { createHash } from 'node:crypto';
 import { sql } from 'kysely';
 import type { Db } from '../db/database.ts';
 
@@ -19,13 +20,20 @@ export interface AuditEvent {
  * characters (a newline starts a forged line, an escape sequence rewrites the terminal), line
  * and paragraph separators, format characters (bidirectional overrides, isolates and marks
  * show text reordered; zero-width and tag characters hide in a name that looks like another)
- * and the Hangul fillers, which show as blanks.
+ * and the characters that show as blanks without being spaces: the Hangul fillers (U+115F,
+ * U+1160, U+3164, U+FFA0) and the braille blank (U+2800).
  */
-const MISLEADING = /[\p{Cc}\p{Cf}\u2028\u2029\u115f\u3164]/gu;
+const MISLEADING = /[\p{Cc}\p{Cf}\u2028\u2029\u115f\u1160\u2800\u3164\uffa0]/gu;
+
+/** How a value cut to fit ends: a mark, and a digest of the whole, so that two long values that differ late stay apart. */
+const CUT_MARK_LENGTH = 14;
 
 /** What the caller sent, made storable and safe to print: an audit event must be written whatever the input held. */
 function storable(text: string, max = 255): string {
-  return text.slice(0, max).replace(MISLEADING, '\uFFFD').toWellFormed();
+  const kept = text.length <= max
+    ? text
+    : `${text.slice(0, max - CUT_MARK_LENGTH)}…#${createHash('sha256').update(text).digest('hex').slice(0, CUT_MARK_LENGTH - 2)}`;
+  return kept.replace(MISLEADING, '\uFFFD').toWellFormed();
 }
 
 export async function recordAuditEvent(db: Db, event: AuditEvent): Promise<void> {

@@ -131,6 +131,24 @@ describe('discovery, JWKS and health', () => {
     });
   }
 
+  for (const path of ['/authorize', '/jwks', '/.well-known/openid-configuration', '/.well-known/oauth-authorization-server']) {
+    it(`POST ${path} is 405 with Allow: GET, HEAD and a JSON error`, async () => {
+      const res = await postForm(`${server.url}${path}`, { response_type: 'code' });
+      assert.equal(res.status, 405, res.text);
+      assert.equal(res.headers.get('allow'), 'GET, HEAD');
+      assert.deepEqual(res.json, { error: 'invalid_request', error_description: 'this endpoint accepts only GET' });
+    });
+  }
+
+  it('GET /session/end/confirm is 405 with Allow: POST; a POST without the session\'s secret is 400', async () => {
+    const get = await fetch(`${server.url}/session/end/confirm`);
+    assert.equal(get.status, 405);
+    assert.equal(get.headers.get('allow'), 'POST');
+    const post = await postForm(`${server.url}/session/end/confirm`, { xsrf: 'guessed', logout: 'yes' });
+    assert.equal(post.status, 400, post.text);
+    assert.deepEqual(post.json, { error: 'invalid_request', error_description: 'could not find logout details' });
+  });
+
   // RFC 9110 §9.1: a method the server does not implement is 501 (Not Implemented), on every
   // path: the engine's endpoints, ours, and paths that name nothing.
   for (const method of ['PROPFIND', 'TRACE']) {

@@ -2,6 +2,7 @@
 // events of the server, read back through GET /management/audit-events; never a secret value.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { userInfo } from 'node:os';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { freePort, startTestServer, type TestServer } from '../support/server.ts';
@@ -139,11 +140,18 @@ describe('audit events', () => {
     assert.deepEqual([denied!.actor, denied!.outcome, denied!.resource_id], ['watcher', 'failure', '\uFFFD']);
     // Nothing that would make the trail, printed as text, say something else (an outside
     // review: a newline and an escape sequence were stored as sent, then marks and zero-width
-    // characters): a newline, ESC, NEL, U+2028, RLO, RLM, ZWSP, BOM, a tag character, U+3164.
-    const misleading = ['\n', '\x1b', '\x85', '\u2028', '\u202e', '\u200f', '\u200b', '\ufeff', '\u{e0041}', '\u3164'];
+    // characters, then blanks that are not spaces): a newline, ESC, NEL, U+2028, RLO, RLM,
+    // ZWSP, BOM, a tag character, the Hangul fillers and the braille blank.
+    const misleading = ['\n', '\x1b', '\x85', '\u2028', '\u202e', '\u200f', '\u200b', '\ufeff', '\u{e0041}', '\u115f', '\u1160', '\u3164', '\uffa0', '\u2800'];
     await call('POST', `/management/clients/${encodeURIComponent(`a${misleading.join('b')}c`)}/disable`, { authorization: auditor });
     const [forging] = await events('POST /clients/:clientId/disable');
     assert.equal(forging!.resource_id, `a${misleading.map(() => '\uFFFD').join('b')}c`);
+    // Two resources whose names differ only past the column's 255 characters stay apart.
+    const long = 'r'.repeat(300);
+    for (const last of ['1', '2']) await call('POST', `/management/clients/${long}${last}/disable`, { authorization: auditor });
+    const cut = (await events('POST /clients/:clientId/disable')).slice(0, 2).map((e) => e.resource_id);
+    const digestOf = (v: string) => createHash('sha256').update(v).digest('hex').slice(0, 12);
+    assert.deepEqual(cut, [`${'r'.repeat(241)}…#${digestOf(`${long}2`)}`, `${'r'.repeat(241)}…#${digestOf(`${long}1`)}`]);
     const keyed = await call('POST', '/management/clients', { authorization: admin, body: '{"\\u0000": 1, "name": "x"}' });
     assert.equal(keyed.status, 400);
     assert.deepEqual(keyed.json, { error: 'invalid_request', error_description: '(a key): must not contain NUL or invalid Unicode' });

@@ -77,6 +77,11 @@ export function loadExistingGrant(deps: ConsentDeps) {
   return async (ctx: KoaContextWithOIDC) => {
     const { provider, client, session } = ctx.oidc;
     const accountId = session?.accountId;
+    // The engine checks the redirect URI at /authorize, not when the flow resumes after the
+    // sign-in pages; an operator may have removed it meanwhile. This hook runs on both. Refused
+    // as invalid_redirect_uri, which the engine shows as a page and never sends to that URI.
+    const redirectUri = ctx.oidc.params?.redirect_uri;
+    if (client && typeof redirectUri === 'string' && !client.redirectUriAllowed(redirectUri)) throw new errors.InvalidRedirectUri();
     // Before the sign-in there is no user to judge role-bound scopes by: the engine asks for it.
     if (!client || !accountId) return undefined;
     const decision = await decideScopes(deps, String(client.km_allowed_scope ?? ''), accountId, ctx.oidc.params?.scope);
