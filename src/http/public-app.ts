@@ -17,7 +17,7 @@ import type { ClientDirectory } from '../oauth/client-directory.ts';
 import type { TokenLookup } from '../gateway/token-cache.ts';
 import { showStep, submitConsent, submitLogin, type InteractionDeps } from '../oauth/interactions/handlers.ts';
 import type { ScopeLookup } from '../oauth/scope-registry.ts';
-import { correctProviderErrors, errorMapper } from './errors.ts';
+import { authChallenge, correctProviderErrors, errorMapper } from './errors.ts';
 import { onlyDocumentedEngineRoutes } from './engine-routes.ts';
 import { clientAddress } from './client-address.ts';
 import { stampRequestReceived } from '../oauth/request-time.ts';
@@ -169,11 +169,21 @@ export function buildPublicApp({ config, db, engine, scopes, cookieKeys, certifi
     if (strictTransport) ctx.set('Strict-Transport-Security', 'max-age=31536000');
     return next();
   });
-  app.use(async function pragmaWithNoStore(ctx, next) {
-    // RFC 6749 §5.1: with no-store, Pragma: no-cache too (for HTTP/1.0 caches). Above the error
-    // mapper, so that refusals get it as well.
+  app.use(async function answerRules(ctx, next) {
+    // Rules of HTTP every answer follows, whoever made it (the engine, our routes, the error
+    // mapper below): so above them all.
     await next();
+    // RFC 6749 §5.1: with no-store, Pragma: no-cache too (for HTTP/1.0 caches).
     if (ctx.response.get('Cache-Control') === 'no-store') ctx.set('Pragma', 'no-cache');
+    // RFC 9110 §15.5.2: a 401 carries a challenge, also when the client authenticated in the
+    // body or by certificate (RFC 6749 §2.3.1: the scheme is Basic).
+    if (ctx.status === 401 && !ctx.response.get('WWW-Authenticate')) {
+      const body = ctx.body as { error?: unknown; error_description?: unknown } | undefined;
+      if (body?.error === 'invalid_client') {
+        const description = typeof body.error_description === 'string' ? body.error_description : undefined;
+        ctx.set('WWW-Authenticate', authChallenge('Basic', config.issuer, 'invalid_client', description));
+      }
+    }
   });
   app.use(errorMapper(logger, { realm: config.issuer }));
   app.use(countClientAuthFailures(metrics));

@@ -59,6 +59,22 @@ describe('public listener: response headers', () => {
     assert.equal(introspected.headers.get('pragma'), null);
   });
 
+  it('every 401 invalid_client carries a Basic challenge, also when the client authenticated in the body (RFC 9110 §15.5.2)', async () => {
+    const spa = await makeClient(database.db, { grantTypes: ['authorization_code'], scope: [], redirectUris: ['https://spa.example/cb'], authMethod: 'none' });
+    const token = await issueToken(plain.url, app, '');
+    const refusals = [
+      await postForm(`${plain.url}/token`, { grant_type: 'client_credentials', client_id: app.id, client_secret: 'wrong-secret' }),
+      await postForm(`${plain.url}/introspect`, { token, client_id: app.id, client_secret: 'wrong-secret' }),
+      await postForm(`${plain.url}/introspect`, { token, client_id: spa.id }),
+      await postForm(`${plain.url}/revoke`, { token, client_id: app.id, client_secret: 'wrong-secret' }),
+    ];
+    for (const res of refusals) {
+      assert.equal(res.status, 401, res.text);
+      assert.equal(res.json.error, 'invalid_client');
+      assert.equal(res.headers.get('www-authenticate'), `Basic realm="${plain.config.issuer}", error="invalid_client", error_description="${res.json.error_description}"`);
+    }
+  });
+
   it('Strict-Transport-Security for an HTTPS issuer with a real name; none for http:// or localhost', async () => {
     for (const path of ['/healthz', '/jwks', '/no-such-path']) {
       assert.equal((await fetch(`${named.url}${path}`)).headers.get('strict-transport-security'), 'max-age=31536000', path);
