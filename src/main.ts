@@ -39,6 +39,7 @@ import { createTokenCache } from './gateway/token-cache.ts';
 import { loadOrCreateManagementKey } from './keys/management-key.ts';
 import { loadManagementUsers } from './management/user-store.ts';
 import { revokeTokensOfChangedUsers } from './management/auth.ts';
+import { createSignInLimiter, DEFAULT_SIGN_IN_LIMITS } from './management/sign-in-limit.ts';
 import { refusalAudit } from './management/refusal-audit.ts';
 import { purgeManagementTokens } from './store/management-tokens.ts';
 import { addStateGauges, createMetrics } from './http/metrics.ts';
@@ -122,6 +123,7 @@ export async function startServer(config: Config, logger: Logger = createLogger(
       db: database.db, logger, metrics, exposition, readiness, hosts: managementHostPolicy(config.managementHost, config.managementHostnames), management: {
         config, db: database.db, logger, users: managementUsers, key: managementKey,
         auditRefusal: refusalAudit(database.db, logger), reloadSigningKeys: engine.reload, syncInstances,
+        signIns: createSignInLimiter(DEFAULT_SIGN_IN_LIMITS, metrics),
       },
     });
 

@@ -18,6 +18,7 @@ import { revokeManagementTokensIssuedOnOtherCredentials, useManagementToken } fr
 import { recordAuditEvent } from '../store/audit.ts';
 import { MAX_USERNAME_LENGTH } from '../store/users.ts';
 import type { RefusalAudit } from './refusal-audit.ts';
+import type { SignInLimiter } from './sign-in-limit.ts';
 import { unauthorized } from './errors.ts';
 import type { ManagementRole, ManagementUser } from './user-store.ts';
 
@@ -43,6 +44,8 @@ export interface ManagementAuthDeps {
   syncInstances: () => Promise<boolean>;
   /** Makes this instance sign with the key set on disk now (the others follow the notice). */
   reloadSigningKeys: () => Promise<void>;
+  /** How many sign-ins check a password at once (src/management/sign-in-limit.ts). */
+  signIns: SignInLimiter;
 }
 
 /** RFC 7617 credentials (UTF-8), or undefined when the header is not a readable Basic one. */
@@ -61,7 +64,11 @@ export function basicCredentials(header: string): { username: string; password: 
 }
 
 /** The user when the credentials are right and the lockout allows a check; undefined otherwise. */
-async function checkCredentials(deps: ManagementAuthDeps, username: string, password: string, source: string): Promise<ManagementUser | undefined> {
+function checkCredentials(deps: ManagementAuthDeps, username: string, password: string, source: string): Promise<ManagementUser | undefined> {
+  return deps.signIns.run(() => checkCredentialsNow(deps, username, password, source));
+}
+
+async function checkCredentialsNow(deps: ManagementAuthDeps, username: string, password: string, source: string): Promise<ManagementUser | undefined> {
   const { config, db, logger, users } = deps;
   // Per account only: operators share a few addresses (a bastion, 127.0.0.1), and a limit per
   // address would let anyone who reaches the port lock every operator out at once.

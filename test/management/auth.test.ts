@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { runKeymgr } from '../support/cli.ts';
-import { ConfigError, loadConfig } from '../../src/config/index.ts';
+import { ConfigError, loadConfig, type Config } from '../../src/config/index.ts';
+import { waitFor } from '../support/wait.ts';
 import { join } from 'node:path';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { sql } from 'kysely';
@@ -20,6 +21,7 @@ import { basicAuth, managementClient } from '../support/management.ts';
 import { hashPassword } from '../../src/store/passwords.ts';
 import { loadManagementUsers, ManagementUserStoreError } from '../../src/management/user-store.ts';
 import pino from 'pino';
+import pg from 'pg';
 import { tokenDigest } from '../../src/store/tokens.ts';
 
 const FAST = { memoryCost: 8192, timeCost: 1, parallelism: 1 };
@@ -35,11 +37,11 @@ describe('management API authentication (jwt handler)', () => {
   const reader = basicAuth('reader', 'reader-password-1');
   let users: { username: string; password_hash: string; roles: string[] }[];
   let keysDir: string;
-  const start = async (managementUsers = users) => {
+  const start = async (managementUsers = users, overrides: Partial<Record<keyof Config, unknown>> = {}) => {
     const port = await freePort();
     return startTestServer(database.url, {
       tls: true, port, issuer: 'https://localhost:9443', keysDir, managementUsers,
-      managementTokenStoreMaxSize: 3, lockoutMaxFailures: 3, lockoutMaxFailuresPerAddress: 3,
+      managementTokenStoreMaxSize: 3, lockoutMaxFailures: 3, lockoutMaxFailuresPerAddress: 3, ...overrides,
     });
   };
 
@@ -172,6 +174,38 @@ describe('management API authentication (jwt handler)', () => {
     const audited = await database.db.selectFrom('audit_events').select(['actor', 'action', 'resource_type', 'resource_id', 'outcome'])
       .where('id', '>', before.id ?? '0').where('action', '=', 'management.token.evicted').execute();
     assert.deepEqual(audited, [{ actor: 'reader', action: 'management.token.evicted', resource_type: 'management_user', resource_id: 'watcher', outcome: 'success' }]);
+  });
+
+  it('at most 2 sign-ins check a password at once and 32 wait: the next is refused at once, 503 with Retry-After', async () => {
+    await sql`delete from management_tokens`.execute(database.db);
+    // Sign-ins wait (as behind a slow check) while holding their places: the failure counts
+    // they read are locked away, and this instance waits for a statement as long as it takes.
+    const patient = await start(users, { databaseRequestTimeout: 600 });
+    const callPatient = managementClient(patient);
+    const holder = new pg.Client({ connectionString: database.url });
+    await holder.connect();
+    const gauge = async (state: string) => {
+      const text = (await callPatient('GET', '/metrics')).text;
+      return Number(new RegExp(`^km_management_sign_ins\\{state="${state}"\\} (\\d+)$`, 'm').exec(text)?.[1]);
+    };
+    try {
+      await holder.query('begin');
+      await holder.query('lock table login_failures in access exclusive mode');
+      const pending = Array.from({ length: 34 }, () => callPatient('GET', '/management/login', { authorization: admin }));
+      await waitFor('2 sign-ins running and 32 waiting', async () => (await gauge('running')) === 2 && (await gauge('waiting')) === 32);
+      const refused = await callPatient('GET', '/management/login', { authorization: auditor });
+      assert.equal(refused.status, 503, refused.text);
+      assert.equal(refused.headers['retry-after'], '5');
+      assert.deepEqual(refused.json, { error: 'temporarily_unavailable', error_description: 'too many management sign-ins are under way: try again shortly' });
+      assert.match((await callPatient('GET', '/metrics')).text, /^km_management_sign_ins_refused_total 1$/m);
+      await holder.query('rollback');
+      const answered = await Promise.all(pending);
+      assert.deepEqual(answered.map((r) => r.status), Array(34).fill(200));
+      assert.deepEqual([await gauge('running'), await gauge('waiting')], [0, 0]);
+    } finally {
+      await holder.end();
+      await patient.stop();
+    }
   });
 
   it('failed management sign-ins never count towards the address limit of OAuth sign-ins', async () => {
