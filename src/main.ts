@@ -115,10 +115,10 @@ export async function startServer(config: Config, logger: Logger = createLogger(
       logger.warn({ bits: managementKey.bits, configured: config.managementTokenKeySize }, 'the management token key was made with another size; delete keys/management-token-key.json to make a new one');
     }
     const managementUsers = await loadManagementUsers(config, logger);
-    // Only a configured user store speaks for the operators: an instance with none (one that
-    // serves only the public endpoints, or a development instance with its own admin) must not
-    // revoke the tokens of users configured elsewhere.
-    if (config.managementUsers.length > 0) await revokeTokensOfChangedUsers(database.db, managementUsers, logger);
+    // The user store speaks for the operators when it is configured, and in production also
+    // when it is empty (then nobody may manage: every token goes). A development instance with
+    // none makes its own admin, and must not revoke the tokens of users configured elsewhere.
+    if (config.managementUsers.length > 0 || config.env === 'production') await revokeTokensOfChangedUsers(database.db, managementUsers, logger);
     const managementApp = buildManagementApp({
       db: database.db, logger, metrics, exposition, readiness, hosts: managementHostPolicy(config.managementHost, config.managementHostnames), management: {
         config, db: database.db, logger, users: managementUsers, key: managementKey,

@@ -5,7 +5,7 @@
 // credentials — /metrics above all — could be read by that page. An attacker's name is the one
 // thing such a request cannot hide, so the listener answers only names it was told about: IP
 // literals and `localhost` (which no attacker's DNS decides), and `management_hostnames`.
-import { isIP } from 'node:net';
+import { BlockList, isIP } from 'node:net';
 import { ManagementError } from '../management/errors.ts';
 
 export interface ManagementHostPolicy {
@@ -13,9 +13,17 @@ export interface ManagementHostPolicy {
   names: ReadonlySet<string> | undefined;
 }
 
+/** Loopback in every spelling an address can have (`::1`, `0:0:0:0:0:0:0:1`, `::ffff:127.0.0.1`, 127/8). */
+const LOOPBACK = new BlockList();
+LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
+LOOPBACK.addAddress('::1', 'ipv6');
+LOOPBACK.addSubnet('::ffff:127.0.0.0', 104, 'ipv6');
+
 /** Whether `address` (what the listener binds) only takes connections from this machine. */
 function isLoopbackBind(address: string): boolean {
-  return address === 'localhost' || address === '::1' || /^127\.\d+\.\d+\.\d+$/.test(address);
+  if (address.toLowerCase() === 'localhost') return true;
+  const family = isIP(address);
+  return family !== 0 && LOOPBACK.check(address, family === 4 ? 'ipv4' : 'ipv6');
 }
 
 /**
@@ -30,17 +38,23 @@ export function managementHostPolicy(bindAddress: string, configured: readonly s
   return { names: new Set(configured.map((name) => name.toLowerCase())) };
 }
 
-/** The host part of a Host header: without its port, brackets, or a final dot, in lower case. */
-export function hostName(header: string): string {
+/**
+ * The host part of a Host header, in lower case, without its port or a final dot: an IPv6
+ * literal only in brackets, and never with a zone (`%…`, which no browser sends); anything else
+ * in brackets is no host (undefined).
+ */
+export function hostName(header: string): string | undefined {
   const bracketed = /^\[([^\]]*)\](?::\d*)?$/.exec(header);
-  const name = bracketed ? bracketed[1]! : header.replace(/:\d*$/, '');
-  return name.replace(/\.$/, '').toLowerCase();
+  if (bracketed) return isIP(bracketed[1]!) === 6 && !bracketed[1]!.includes('%') ? bracketed[1]!.toLowerCase() : undefined;
+  const name = header.replace(/:\d*$/, '').replace(/\.$/, '').toLowerCase();
+  return isIP(name) === 6 ? undefined : name;
 }
 
 export function isAllowedHost(policy: ManagementHostPolicy, header: string | undefined): boolean {
   // HTTP/1.0 may send none; a browser always sends one.
   if (header === undefined || policy.names === undefined) return true;
   const name = hostName(header);
+  if (name === undefined) return false;
   return isIP(name) !== 0 || name === 'localhost' || policy.names.has(name);
 }
 

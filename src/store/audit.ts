@@ -20,19 +20,27 @@ export interface AuditEvent {
  * characters (a newline starts a forged line, an escape sequence rewrites the terminal), line
  * and paragraph separators, format characters (bidirectional overrides, isolates and marks
  * show text reordered; zero-width and tag characters hide in a name that looks like another)
- * and the characters that show as blanks without being spaces: the Hangul fillers (U+115F,
- * U+1160, U+3164, U+FFA0) and the braille blank (U+2800).
+ * every character Unicode says to show as nothing (default-ignorable: variation selectors,
+ * the Hangul fillers, …), spaces other than the ASCII one (no-break, ideographic, …), and
+ * blanks that are symbols (the braille blank U+2800, the null notehead U+1D159).
  */
-const MISLEADING = /[\p{Cc}\p{Cf}\u2028\u2029\u115f\u1160\u2800\u3164\uffa0]/gu;
+const MISLEADING = /[[\p{Cc}\p{Cf}\p{Default_Ignorable_Code_Point}\p{Zs}\u2028\u2029\u2800\u{1D159}]--[\x20]]/gv;
 
-/** How a value cut to fit ends: a mark, and a digest of the whole, so that two long values that differ late stay apart. */
+/** How a value cut to fit ends: `…#` and the start of a digest of the whole value. */
+const CUT_MARK = /…#[0-9a-f]{12}$/u;
 const CUT_MARK_LENGTH = 14;
 
-/** What the caller sent, made storable and safe to print: an audit event must be written whatever the input held. */
+/**
+ * What the caller sent, made storable and safe to print: an audit event must be written
+ * whatever the input held. A value longer than the column (in characters, as PostgreSQL counts
+ * them) is cut and marked with a digest of the whole, so that two long values that differ late
+ * stay apart; so is one that ends as a cut one does, so that no value sent can pass for a cut.
+ */
 function storable(text: string, max = 255): string {
-  const kept = text.length <= max
+  const chars = Array.from(text);
+  const kept = chars.length <= max && !CUT_MARK.test(text)
     ? text
-    : `${text.slice(0, max - CUT_MARK_LENGTH)}…#${createHash('sha256').update(text).digest('hex').slice(0, CUT_MARK_LENGTH - 2)}`;
+    : `${chars.slice(0, max - CUT_MARK_LENGTH).join('')}…#${createHash('sha256').update(text).digest('hex').slice(0, CUT_MARK_LENGTH - 2)}`;
   return kept.replace(MISLEADING, '\uFFFD').toWellFormed();
 }
 

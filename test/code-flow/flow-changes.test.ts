@@ -28,6 +28,7 @@ describe('the code flow while things change', () => {
   let web: TestClient;
   let alice: TestUser;
   let bob: TestUser;
+  let carol: TestUser;
 
   before(async () => {
     database = await createTestDatabase();
@@ -36,6 +37,7 @@ describe('the code flow while things change', () => {
     web = await makeClient(database.db, { grantTypes: ['authorization_code'], scope: ['orders:read'], redirectUris: [REDIRECT, OLD_REDIRECT] });
     alice = await makeUser(database.db, 'alice', { params: FAST });
     bob = await makeUser(database.db, 'bob', { params: FAST });
+    carol = await makeUser(database.db, 'carol', { params: FAST });
   });
   after(async () => {
     await server?.stop();
@@ -80,6 +82,33 @@ describe('the code flow while things change', () => {
     const silent = await browser.follow(await authorize(browser, { prompt: 'none' }));
     const silentTokens = await redeem(codeFrom(silent));
     assert.equal(await usernameOf(silentTokens.json.access_token), 'bob');
+  });
+
+  /** Removes OLD_REDIRECT from the client while `during` runs, and puts it back after. */
+  const withoutOldRedirect = async (during: () => Promise<void>) => {
+    await updateClient(database.db, web.id, { redirectUris: [REDIRECT] });
+    await syncEveryInstance(database.url);
+    try {
+      await during();
+    } finally {
+      await updateClient(database.db, web.id, { redirectUris: [REDIRECT, OLD_REDIRECT] });
+      await syncEveryInstance(database.url);
+    }
+  };
+
+  it('a redirect URI removed while the consent page is open gets nothing, not even the refusal: approve or deny, an error page', async () => {
+    for (const decision of ['deny', 'approve']) {
+      const browser = new Browser(server.url);
+      let step = await browser.follow(await authorize(browser, {}, OLD_REDIRECT));
+      step = await browser.follow(await browser.post(formAction(step.html!), { csrf: formToken(step.html!), username: carol.username, password: carol.password }));
+      assert.match(step.html ?? '', /name="decision"/, 'the consent page');
+      await withoutOldRedirect(async () => {
+        const answered = await browser.post(formAction(step.html!), { csrf: formToken(step.html!), decision });
+        assert.equal(answered.status, 400, `${decision}: ${answered.location ?? ''}`);
+        assert.equal(answered.location, undefined);
+        assert.match(answered.html ?? '', /invalid_redirect_uri/);
+      });
+    }
   });
 
   it('a redirect URI removed while the sign-in page is open gets no code: an error page, never a redirect to it', async () => {

@@ -140,9 +140,12 @@ describe('audit events', () => {
     assert.deepEqual([denied!.actor, denied!.outcome, denied!.resource_id], ['watcher', 'failure', '\uFFFD']);
     // Nothing that would make the trail, printed as text, say something else (an outside
     // review: a newline and an escape sequence were stored as sent, then marks and zero-width
-    // characters, then blanks that are not spaces): a newline, ESC, NEL, U+2028, RLO, RLM,
-    // ZWSP, BOM, a tag character, the Hangul fillers and the braille blank.
-    const misleading = ['\n', '\x1b', '\x85', '\u2028', '\u202e', '\u200f', '\u200b', '\ufeff', '\u{e0041}', '\u115f', '\u1160', '\u3164', '\uffa0', '\u2800'];
+    // characters, then what shows as nothing or as a blank): a newline, ESC, NEL, U+2028, RLO,
+    // RLM, ZWSP, BOM, a tag character, the Hangul fillers, the braille blank, the combining
+    // grapheme joiner, variation selectors, Khmer and Mongolian invisibles, an unassigned
+    // default-ignorable, the null notehead, and spaces other than ASCII's.
+    const misleading = ['\n', '\x1b', '\x85', '\u2028', '\u202e', '\u200f', '\u200b', '\ufeff', '\u{e0041}', '\u115f', '\u1160', '\u3164', '\uffa0', '\u2800',
+      '\u034f', '\ufe0f', '\u{e0100}', '\u17b4', '\u180b', '\u2065', '\u{1d159}', '\u00a0', '\u1680', '\u2007', '\u202f', '\u205f', '\u3000'];
     await call('POST', `/management/clients/${encodeURIComponent(`a${misleading.join('b')}c`)}/disable`, { authorization: auditor });
     const [forging] = await events('POST /clients/:clientId/disable');
     assert.equal(forging!.resource_id, `a${misleading.map(() => '\uFFFD').join('b')}c`);
@@ -152,6 +155,15 @@ describe('audit events', () => {
     const cut = (await events('POST /clients/:clientId/disable')).slice(0, 2).map((e) => e.resource_id);
     const digestOf = (v: string) => createHash('sha256').update(v).digest('hex').slice(0, 12);
     assert.deepEqual(cut, [`${'r'.repeat(241)}…#${digestOf(`${long}2`)}`, `${'r'.repeat(241)}…#${digestOf(`${long}1`)}`]);
+    // A name sent in the form of a cut is marked as one itself: it cannot pass for the cut of another.
+    const posing = `${'r'.repeat(241)}…#${digestOf(`${long}1`)}`;
+    await call('POST', `/management/clients/${encodeURIComponent(posing)}/disable`, { authorization: auditor });
+    const [posed] = await events('POST /clients/:clientId/disable');
+    assert.equal(posed!.resource_id, `${'r'.repeat(241)}…#${digestOf(posing)}`);
+    // Counted in characters, as the column counts them: 300 emoji keep 241 of them.
+    await call('POST', `/management/clients/${encodeURIComponent('😀'.repeat(300))}/disable`, { authorization: auditor });
+    const [emoji] = await events('POST /clients/:clientId/disable');
+    assert.equal(emoji!.resource_id, `${'😀'.repeat(241)}…#${digestOf('😀'.repeat(300))}`);
     const keyed = await call('POST', '/management/clients', { authorization: admin, body: '{"\\u0000": 1, "name": "x"}' });
     assert.equal(keyed.status, 400);
     assert.deepEqual(keyed.json, { error: 'invalid_request', error_description: '(a key): must not contain NUL or invalid Unicode' });

@@ -251,6 +251,21 @@ describe('management API authentication (jwt handler)', () => {
     }
   });
 
+  it('in production, an instance started with no management users revokes every management token: putting the users back brings none back', async () => {
+    const token = await login();
+    const empty = await start([], { env: 'production' });
+    await empty.stop();
+    const restored = await start();
+    try {
+      for (const client of [managementClient(restored), call]) {
+        const res = await client('GET', '/management/clients', { authorization: `Bearer ${token}` });
+        assert.equal(res.status, 401, res.text);
+      }
+    } finally {
+      await restored.stop();
+    }
+  });
+
   it('a token is void once its user\'s roles or password differ (a user removed and added again)', async () => {
     const token = await login(auditor);
     const port = await freePort();

@@ -9,6 +9,7 @@ import { ConfigError, loadConfig } from '../../src/config/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { rawRequest } from '../support/http.ts';
+import { managementHostPolicy } from '../../src/http/management-hosts.ts';
 
 const MISDIRECTED = { error: 'misdirected_request', error_description: 'this listener does not answer for that host name (see management_hostnames)' };
 const PATHS = ['/healthz', '/readyz', '/metrics', '/management/login', '/management/clients'];
@@ -52,7 +53,9 @@ describe('management listener: Host names', () => {
 
   it('bound to loopback: any other name gets 421 misdirected_request on every path, before authentication', async () => {
     const port = new URL(loopback.managementUrl).port;
-    for (const host of [`attacker.example:${port}`, 'attacker.example', 'localhost.attacker.example', '127.0.0.1.nip.io', 'sub.localhost', '2130706433', '0x7f.0.0.1', 'km-admin.example.internal']) {
+    for (const host of [`attacker.example:${port}`, 'attacker.example', 'localhost.attacker.example', '127.0.0.1.nip.io', 'sub.localhost', '2130706433', '0x7f.0.0.1', 'km-admin.example.internal',
+      // An IPv6 address outside brackets, one with a zone (which can carry a name), a name in brackets.
+      'fe80::1%attacker.example', '::1', '[fe80::1%25eth0]', '[attacker.example]', '[localhost]']) {
       for (const path of PATHS) {
         const res = await get(loopback, path, host);
         assert.equal(res.status, 421, `${host} ${path}: ${res.text}`);
@@ -90,6 +93,15 @@ describe('management listener: Host names', () => {
     for (const [host, status] of [['km-admin.example.internal', 200], ['10.0.0.5:9164', 200], ['keymanager-mgmt.svc:9164', 421]] as const) {
       const res = await get(anyAddressNamed, '/healthz', host);
       assert.equal(res.status, status, `${host}: ${res.text}`);
+    }
+  });
+
+  it('a bind address is loopback in any spelling: the check is on for 0:0:0:0:0:0:0:1 and ::ffff:127.0.0.1 too', () => {
+    for (const address of ['127.0.0.1', '127.8.9.10', '::1', '0:0:0:0:0:0:0:1', '::ffff:127.0.0.1', 'localhost', 'LOCALHOST']) {
+      assert.notEqual(managementHostPolicy(address, []).names, undefined, address);
+    }
+    for (const address of ['0.0.0.0', '::', '10.0.0.5', '::ffff:10.0.0.5', 'km.example.internal']) {
+      assert.equal(managementHostPolicy(address, []).names, undefined, address);
     }
   });
 

@@ -78,7 +78,27 @@ async function clientOf(deps: InteractionDeps, clientId: unknown): Promise<{ nam
   };
 }
 
-async function finish(deps: InteractionDeps, ctx: Context, result: Record<string, unknown>, merge: boolean): Promise<void> {
+type Step = Awaited<ReturnType<InteractionDeps['provider']['interactionDetails']>>;
+
+/**
+ * Ends the step; the engine then sends the browser on, in the end to the redirect URI with a
+ * code or an error. The engine checked that URI at /authorize only: one an operator removed
+ * while the page was open gets nothing, not even an error (the engine rechecks on resume too,
+ * src/oauth/interactions/consent.ts, but an error result skips that check).
+ */
+async function finish(deps: InteractionDeps, ctx: Context, step: Step, result: Record<string, unknown>, merge: boolean): Promise<void> {
+  const client = typeof step.params.client_id === 'string' ? await deps.provider.Client.find(step.params.client_id) : undefined;
+  const redirectUri = step.params.redirect_uri;
+  if (!client || typeof redirectUri !== 'string' || !client.redirectUriAllowed(redirectUri)) {
+    deps.logger.info({ event: 'interaction.redirect_uri_gone', client_id: step.params.client_id }, 'sign-in ended: its redirect URI is no longer registered');
+    html(ctx, errorPage({
+      title: 'Sign-in cannot continue',
+      message: 'The application no longer accepts answers at the address this sign-in would return to.',
+      next: START_AGAIN,
+      details: 'invalid_redirect_uri',
+    }), 400);
+    return;
+  }
   const location = await deps.provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: merge });
   ctx.status = 303;
   ctx.set('Cache-Control', 'no-store');
@@ -98,7 +118,7 @@ export async function showStep(deps: InteractionDeps, ctx: Context): Promise<voi
   if (step.prompt.name === 'consent' && step.session?.accountId) {
     const user = await findUserById(deps.db, step.session.accountId);
     if (!user) {
-      await finish(deps, ctx, { error: 'access_denied', error_description: 'the user no longer exists' }, false);
+      await finish(deps, ctx, step, { error: 'access_denied', error_description: 'the user no longer exists' }, false);
       return;
     }
     const decision = await decideScopes(deps, client.allowedScope, user.id, step.params.scope);
@@ -132,7 +152,7 @@ export async function submitLogin(deps: InteractionDeps, ctx: Context, form: URL
   if (credentialProblem(username, 'username') || credentialProblem(password, 'password')) return again(WRONG_CREDENTIALS);
   const user = await signIn(deps, { username, password, source: ctx.ip, clientId: String(step.params.client_id) });
   if (!user) return again(WRONG_CREDENTIALS);
-  await finish(deps, ctx, { login: { accountId: user.id } }, false);
+  await finish(deps, ctx, step, { login: { accountId: user.id } }, false);
 }
 
 export async function submitConsent(deps: InteractionDeps, ctx: Context, form: URLSearchParams): Promise<void> {
@@ -146,7 +166,7 @@ export async function submitConsent(deps: InteractionDeps, ctx: Context, form: U
   const decisionWord = form.get('decision');
   if (decisionWord !== 'approve') {
     deps.logger.info({ event: 'consent.denied', client_id: step.params.client_id, user_id: accountId }, 'user denied consent');
-    await finish(deps, ctx, { error: 'access_denied', error_description: 'the user denied the request' }, true);
+    await finish(deps, ctx, step, { error: 'access_denied', error_description: 'the user denied the request' }, true);
     return;
   }
   const clientId = String(step.params.client_id);
@@ -154,5 +174,5 @@ export async function submitConsent(deps: InteractionDeps, ctx: Context, form: U
   const decision = await decideScopes(deps, (await clientOf(deps, clientId)).allowedScope, accountId, step.params.scope);
   const grantId = await saveGrant(deps, deps.provider, { accountId, clientId, existingGrantId: step.grantId, decision });
   await rememberConsent(deps.db, accountId, clientId, [...decision.granted, ...decision.oidc]);
-  await finish(deps, ctx, { consent: { grantId } }, true);
+  await finish(deps, ctx, step, { consent: { grantId } }, true);
 }
