@@ -3,7 +3,7 @@
 // left of what our own proxies wrote is the caller's to choose. So the client is the right-most
 // entry that is not one of our proxies, and the header counts only when the TCP peer itself is
 // one of them.
-import { isIP } from 'node:net';
+import { BlockList, isIP } from 'node:net';
 import { LRUCache } from 'lru-cache';
 
 /**
@@ -44,4 +44,18 @@ export function clientAddress(peer: string | undefined, forwardedFor: string | u
     if (!trustedProxies.has(hop)) return hop;
   }
   return address;
+}
+
+/** Loopback in every spelling an address can have (`::1`, `0:0:0:0:0:0:0:1`, `::ffff:127.0.0.1`, 127/8). */
+const LOOPBACK = new BlockList();
+LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
+LOOPBACK.addAddress('::1', 'ipv6');
+LOOPBACK.addSubnet('::ffff:127.0.0.0', 104, 'ipv6');
+
+/** Whether a host (an address, bracketed or not, or a name) is this machine: `localhost` or a loopback address. */
+export function isLoopbackHost(host: string): boolean {
+  const bare = host.replace(/^\[(.*)\]$/, '$1');
+  if (bare.toLowerCase() === 'localhost') return true;
+  const family = isIP(bare);
+  return family !== 0 && LOOPBACK.check(bare, family === 4 ? 'ipv4' : 'ipv6');
 }

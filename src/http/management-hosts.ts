@@ -5,25 +5,13 @@
 // credentials — /metrics above all — could be read by that page. An attacker's name is the one
 // thing such a request cannot hide, so the listener answers only names it was told about: IP
 // literals and `localhost` (which no attacker's DNS decides), and `management_hostnames`.
-import { BlockList, isIP } from 'node:net';
+import { isIP } from 'node:net';
 import { ManagementError } from '../management/errors.ts';
+import { isLoopbackHost } from './client-address.ts';
 
 export interface ManagementHostPolicy {
   /** The names allowed besides IP literals and localhost, lower case; undefined: any name. */
   names: ReadonlySet<string> | undefined;
-}
-
-/** Loopback in every spelling an address can have (`::1`, `0:0:0:0:0:0:0:1`, `::ffff:127.0.0.1`, 127/8). */
-const LOOPBACK = new BlockList();
-LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
-LOOPBACK.addAddress('::1', 'ipv6');
-LOOPBACK.addSubnet('::ffff:127.0.0.0', 104, 'ipv6');
-
-/** Whether `address` (what the listener binds) only takes connections from this machine. */
-function isLoopbackBind(address: string): boolean {
-  if (address.toLowerCase() === 'localhost') return true;
-  const family = isIP(address);
-  return family !== 0 && LOOPBACK.check(address, family === 4 ? 'ipv4' : 'ipv6');
 }
 
 /**
@@ -34,7 +22,7 @@ function isLoopbackBind(address: string): boolean {
  * the check on there too.
  */
 export function managementHostPolicy(bindAddress: string, configured: readonly string[]): ManagementHostPolicy {
-  if (configured.length === 0 && !isLoopbackBind(bindAddress)) return { names: undefined };
+  if (configured.length === 0 && !isLoopbackHost(bindAddress)) return { names: undefined };
   return { names: new Set(configured.map((name) => name.toLowerCase())) };
 }
 

@@ -19,7 +19,7 @@ import { showStep, submitConsent, submitLogin, type InteractionDeps } from '../o
 import type { ScopeLookup } from '../oauth/scope-registry.ts';
 import { authChallenge, correctProviderErrors, errorMapper } from './errors.ts';
 import { onlyDocumentedEngineRoutes } from './engine-routes.ts';
-import { clientAddress } from './client-address.ts';
+import { clientAddress, isLoopbackHost } from './client-address.ts';
 import { stampRequestReceived } from '../oauth/request-time.ts';
 import { recordAuditEvent } from '../store/audit.ts';
 import { readForm } from './form-body.ts';
@@ -40,11 +40,6 @@ const ENDPOINT_METHODS = new Map<string, string[]>([
   [ROUTES.authorization, GET], [ROUTES.jwks, GET], [DISCOVERY_PATH, GET],
 ]);
 const REFUSED_WITH_405 = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH']);
-
-/** Whether an issuer's host name is this machine: `localhost` or a loopback address. */
-function isLoopbackName(hostname: string): boolean {
-  return hostname === 'localhost' || hostname === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(hostname);
-}
 
 /** A path's first segment: `/interaction/abc/login` → `/interaction`. */
 function firstSegment(path: string): string {
@@ -108,7 +103,7 @@ export function buildPublicApp({ config, db, engine, scopes, cookieKeys, certifi
   const trustedProxies = new Set(config.trustedProxies);
   // A browser that once reached the issuer over HTTPS keeps to HTTPS for it (RFC 6797). Not for
   // a development issuer on this machine: the browser would keep it for every local port.
-  const strictTransport = issuer.protocol === 'https:' && !isLoopbackName(issuer.hostname);
+  const strictTransport = issuer.protocol === 'https:' && !isLoopbackHost(issuer.hostname);
 
   // Our routes match exactly, as the engine's are made to below: one spelling per endpoint.
   const router = new Router({ strict: true, sensitive: true });
