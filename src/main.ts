@@ -23,7 +23,7 @@ import { purgeExpiredRevocationEvents } from './store/revocation-events.ts';
 import { purgeOldAuditEvents } from './store/audit.ts';
 import { buildPublicApp } from './http/public-app.ts';
 import { buildManagementApp } from './http/management-app.ts';
-import { managementHostPolicy } from './http/management-hosts.ts';
+import { forBoundAddress, managementHostPolicy } from './http/management-hosts.ts';
 import { createLogger } from './http/logger.ts';
 import { createRefreshTokenReader, createTokenWriter, purgeExpiredTokens } from './store/tokens.ts';
 import { purgeOldLoginFailures } from './store/login-failures.ts';
@@ -39,7 +39,7 @@ import { createTokenCache } from './gateway/token-cache.ts';
 import { loadOrCreateManagementKey } from './keys/management-key.ts';
 import { loadManagementUsers } from './management/user-store.ts';
 import { revokeTokensOfChangedUsers } from './management/auth.ts';
-import { createSignInLimiter, DEFAULT_SIGN_IN_LIMITS } from './management/sign-in-limit.ts';
+import { createSignInLimiters, DEFAULT_SIGN_IN_LIMITS } from './management/sign-in-limit.ts';
 import { refusalAudit } from './management/refusal-audit.ts';
 import { purgeManagementTokens } from './store/management-tokens.ts';
 import { addStateGauges, createMetrics } from './http/metrics.ts';
@@ -119,11 +119,12 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     // when it is empty (then nobody may manage: every token goes). A development instance with
     // none makes its own admin, and must not revoke the tokens of users configured elsewhere.
     if (config.managementUsers.length > 0 || config.env === 'production') await revokeTokensOfChangedUsers(database.db, managementUsers, logger);
+    const managementHosts = managementHostPolicy(config.managementHostnames);
     const managementApp = buildManagementApp({
-      db: database.db, logger, metrics, exposition, readiness, hosts: managementHostPolicy(config.managementHost, config.managementHostnames), management: {
+      db: database.db, logger, metrics, exposition, readiness, hosts: managementHosts, management: {
         config, db: database.db, logger, users: managementUsers, key: managementKey,
         auditRefusal: refusalAudit(database.db, logger), reloadSigningKeys: engine.reload, syncInstances,
-        signIns: createSignInLimiter(DEFAULT_SIGN_IN_LIMITS, metrics),
+        signIns: createSignInLimiters(DEFAULT_SIGN_IN_LIMITS, metrics),
       },
     });
 
@@ -160,6 +161,7 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     const drains = [drainable(publicServer), drainable(managementServer)];
     await listen(publicServer, config.port, config.host, SETTINGS.port.env);
     await listen(managementServer, config.managementPort, config.managementHost, SETTINGS.managementPort.env);
+    forBoundAddress(managementHosts, (managementServer.address() as AddressInfo).address, config.managementHostnames);
 
     const purge = setInterval(() => {
       Promise.all([

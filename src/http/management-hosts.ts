@@ -10,20 +10,27 @@ import { ManagementError } from '../management/errors.ts';
 import { isLoopbackHost } from './client-address.ts';
 
 export interface ManagementHostPolicy {
-  /** The names allowed besides IP literals and localhost, lower case; undefined: any name. */
+  /** The names allowed besides IP literals and localhost, lower case; undefined: any name. Set once bound (forBoundAddress). */
   names: ReadonlySet<string> | undefined;
 }
 
 /**
- * The policy for a listener bound to `bindAddress` with `management_hostnames` = `configured`.
- * Bound to loopback (the default) the check is always on: that is where an operator's own
- * browser can be turned against it. Bound elsewhere with no names configured, any name passes,
- * so that scrapers and probes that reach it by a DNS name keep working; configuring names turns
- * the check on there too.
+ * The policy for `management_hostnames` = `configured`: strict until the listener is bound
+ * (see forBoundAddress), so that nothing is answered for any name before that is known.
  */
-export function managementHostPolicy(bindAddress: string, configured: readonly string[]): ManagementHostPolicy {
-  if (configured.length === 0 && !isLoopbackHost(bindAddress)) return { names: undefined };
+export function managementHostPolicy(configured: readonly string[]): ManagementHostPolicy {
   return { names: new Set(configured.map((name) => name.toLowerCase())) };
+}
+
+/**
+ * Once the listener is bound, by the address it got (`127.1`, `2130706433` or a name from
+ * /etc/hosts all bind to 127.0.0.1): on loopback (the default) the check stays on, since that
+ * is where an operator's own browser can be turned against it. Bound elsewhere with no names
+ * configured, any name passes, so that scrapers and probes that reach it by a DNS name keep
+ * working; configuring names keeps the check on there too.
+ */
+export function forBoundAddress(policy: ManagementHostPolicy, boundAddress: string, configured: readonly string[]): void {
+  if (configured.length === 0 && !isLoopbackHost(boundAddress)) policy.names = undefined;
 }
 
 /**

@@ -29,9 +29,9 @@ export interface Metrics {
   /** Connections closed on arrival because the listener had max_connections open. */
   connectionsDropped: Counter<'listener'>;
   /** Management sign-ins checking a password now, and waiting for their turn (src/management/sign-in-limit.ts). */
-  managementSignIns: Gauge<'state'>;
+  managementSignIns: Gauge<'state' | 'names'>;
   /** Management sign-ins refused before any check because too many were under way. */
-  managementSignInsRefused: Counter;
+  managementSignInsRefused: Counter<'names'>;
 }
 
 const INTROSPECTION_RESULTS = ['active', 'inactive', 'refused', 'error'] as const;
@@ -64,10 +64,13 @@ export function createMetrics(): Metrics {
     }),
     dbQueryDuration: new Histogram({ name: 'km_db_query_duration_seconds', help: 'PostgreSQL statements, failed ones included', buckets: SECONDS_BUCKETS, registers }),
     connectionsDropped: new Counter({ name: 'km_connections_dropped_total', help: 'Connections closed on arrival because the listener had max_connections open', labelNames: ['listener'], registers }),
-    managementSignIns: new Gauge({ name: 'km_management_sign_ins', help: 'Management API sign-ins checking a password now (running) or waiting for their turn (waiting)', labelNames: ['state'], registers }),
-    managementSignInsRefused: new Counter({ name: 'km_management_sign_ins_refused_total', help: 'Management API sign-ins refused (503) because as many as allowed were running and waiting', registers }),
+    managementSignIns: new Gauge({ name: 'km_management_sign_ins', help: 'Management API sign-ins checking a password now (running) or waiting for their turn (waiting), for names of configured operators or others', labelNames: ['state', 'names'], registers }),
+    managementSignInsRefused: new Counter({ name: 'km_management_sign_ins_refused_total', help: 'Management API sign-ins refused (503) because as many as allowed were running and waiting', labelNames: ['names'], registers }),
   };
-  for (const state of ['running', 'waiting']) metrics.managementSignIns.set({ state }, 0);
+  for (const names of ['operators', 'unknown']) {
+    for (const state of ['running', 'waiting']) metrics.managementSignIns.set({ state, names }, 0);
+    metrics.managementSignInsRefused.inc({ names }, 0);
+  }
   // Labels of a fixed set are shown at 0 from the start: a series that appears only with its
   // first event hides that event from rate() and increase().
   const zero = <L extends string>(counter: Counter<L>, label: L, values: readonly string[]) => {

@@ -18,7 +18,7 @@ import { revokeManagementTokensIssuedOnOtherCredentials, useManagementToken } fr
 import { recordAuditEvent } from '../store/audit.ts';
 import { MAX_USERNAME_LENGTH } from '../store/users.ts';
 import type { RefusalAudit } from './refusal-audit.ts';
-import type { SignInLimiter } from './sign-in-limit.ts';
+import type { SignInLimiters } from './sign-in-limit.ts';
 import { unauthorized } from './errors.ts';
 import type { ManagementRole, ManagementUser } from './user-store.ts';
 
@@ -45,7 +45,7 @@ export interface ManagementAuthDeps {
   /** Makes this instance sign with the key set on disk now (the others follow the notice). */
   reloadSigningKeys: () => Promise<void>;
   /** How many sign-ins check a password at once (src/management/sign-in-limit.ts). */
-  signIns: SignInLimiter;
+  signIns: SignInLimiters;
 }
 
 /** RFC 7617 credentials (UTF-8), or undefined when the header is not a readable Basic one. */
@@ -64,8 +64,9 @@ export function basicCredentials(header: string): { username: string; password: 
 }
 
 /** The user when the credentials are right and the lockout allows a check; undefined otherwise. */
-function checkCredentials(deps: ManagementAuthDeps, username: string, password: string, source: string): Promise<ManagementUser | undefined> {
-  return deps.signIns.run(() => checkCredentialsNow(deps, username, password, source));
+function checkCredentials(deps: ManagementAuthDeps, ctx: Context, username: string, password: string): Promise<ManagementUser | undefined> {
+  const limiter = deps.users.has(username) ? deps.signIns.operators : deps.signIns.unknownNames;
+  return limiter.run(() => checkCredentialsNow(deps, username, password, ctx.ip), () => ctx.req.socket.destroyed);
 }
 
 async function checkCredentialsNow(deps: ManagementAuthDeps, username: string, password: string, source: string): Promise<ManagementUser | undefined> {
@@ -131,7 +132,7 @@ export async function principalFromBasic(deps: ManagementAuthDeps, ctx: Context)
   if (deps.users.size === 0) throw unauthorized('no management users are configured', 'Basic');
   const credentials = basicCredentials(ctx.get('authorization'));
   if (!credentials) throw unauthorized('management user credentials are required (HTTP Basic)', 'Basic');
-  const user = await checkCredentials(deps, credentials.username, credentials.password, ctx.ip);
+  const user = await checkCredentials(deps, ctx, credentials.username, credentials.password);
   if (!user) throw unauthorized('invalid username or password', 'Basic');
   return { username: user.username, roles: user.roles, credentialSha256: credentialDigest(user) };
 }

@@ -44,6 +44,9 @@ export const ROUTES = {
 
 const REUSE_DETAILS = new Set(['refresh token already used', 'authorization code already consumed']);
 
+/** The engine's routes a browser is sent through, whose errors are pages (renderError). */
+const BROWSER_ROUTES = new Set(['authorization', 'resume', 'end_session', 'end_session_confirm', 'end_session_success']);
+
 /** Absolute lifetime from the first refresh token of the grant, and an optional idle limit. */
 function refreshTokenTtl(config: Config, token: { iiat?: number; iat?: number }): number {
   const now = Math.floor(Date.now() / 1000);
@@ -207,7 +210,15 @@ export function buildProvider({ config, db, signingKeys, cookieKeys, scopes, cer
         revocation_endpoint: endpoint(ROUTES.revocation),
       },
     },
+    // The engine renders a page whenever the caller prefers HTML, at every endpoint. Pages are
+    // for the browser's steps only; a client at /token and the other endpoints gets RFC 6749
+    // §5.2's JSON whatever it accepts (Java's default Accept prefers text/html).
     renderError: async (ctx, out) => {
+      if (!BROWSER_ROUTES.has(ctx.oidc?.route ?? '')) {
+        ctx.type = 'json';
+        ctx.body = out;
+        return;
+      }
       ctx.type = 'html';
       ctx.body = protocolErrorPage(out.error, out.error_description);
     },

@@ -22,9 +22,11 @@ export interface AuditEvent {
  * show text reordered; zero-width and tag characters hide in a name that looks like another)
  * every character Unicode says to show as nothing (default-ignorable: variation selectors,
  * the Hangul fillers, …), spaces other than the ASCII one (no-break, ideographic, …), and
- * blanks that are symbols (the braille blank U+2800, the null notehead U+1D159).
+ * blanks that are symbols (the braille blank U+2800, the null notehead U+1D159); and what has
+ * no meaning of its own to show: unassigned code points and noncharacters, private use, the
+ * object replacement character, enclosing marks (a circle or a keycap around a letter).
  */
-const MISLEADING = /[[\p{Cc}\p{Cf}\p{Default_Ignorable_Code_Point}\p{Zs}\u2028\u2029\u2800\u{1D159}]--[\x20]]/gv;
+const MISLEADING = /[[\p{Cc}\p{Cf}\p{Cn}\p{Co}\p{Me}\p{Default_Ignorable_Code_Point}\p{Zs}\u2028\u2029\u2800\u{1D159}\uFFFC]--[\x20]]/gv;
 
 /** How a value cut to fit ends: `…#` and the start of a digest of the whole value. */
 const CUT_MARK = /…#[0-9a-f]{12}$/u;

@@ -8,7 +8,7 @@ import { startTestServer, type TestServer } from '../support/server.ts';
 import { postForm } from '../support/http.ts';
 import { makeClient, makeScope, makeUser, type TestClient, type TestUser } from '../support/fixtures.ts';
 import { Browser, formAction, formToken, runCodeFlow, type Step } from '../support/browserless.ts';
-import { updateClient } from '../../src/store/clients.ts';
+import { deleteClient, updateClient } from '../../src/store/clients.ts';
 import { syncEveryInstance } from '../support/wait.ts';
 
 const REDIRECT = 'https://app.example/cb';
@@ -109,6 +109,21 @@ describe('the code flow while things change', () => {
         assert.match(answered.html ?? '', /invalid_redirect_uri/);
       });
     }
+  });
+
+  it('a client deleted while its consent page is open: an error page, not a 401 (a browser would ask for a password)', async () => {
+    const doomed = await makeClient(database.db, { grantTypes: ['authorization_code'], scope: ['orders:read'], redirectUris: [REDIRECT] });
+    const browser = new Browser(server.url);
+    let step = await browser.follow(await browser.get(`/authorize?${new URLSearchParams({ response_type: 'code', client_id: doomed.id, redirect_uri: REDIRECT, scope: 'orders:read', state: 'st-1' })}`));
+    step = await browser.follow(await browser.post(formAction(step.html!), { csrf: formToken(step.html!), username: alice.username, password: alice.password }));
+    assert.match(step.html ?? '', /name="decision"/, 'the consent page');
+    await deleteClient(database.db, doomed.id);
+    await syncEveryInstance(database.url);
+    const answered = await browser.post(formAction(step.html!), { csrf: formToken(step.html!), decision: 'approve' });
+    assert.equal(answered.status, 400, answered.html?.slice(0, 300));
+    assert.equal(answered.location, undefined);
+    assert.match(answered.html ?? '', /^<!doctype html>/i);
+    assert.match(answered.html ?? '', /invalid_redirect_uri/);
   });
 
   it('a redirect URI removed while the sign-in page is open gets no code: an error page, never a redirect to it', async () => {

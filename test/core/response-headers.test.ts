@@ -75,6 +75,21 @@ describe('public listener: response headers', () => {
     }
   });
 
+  it('a client that prefers HTML still gets RFC 6749 §5.2\'s JSON errors at /token, with the 401 and its challenge', async () => {
+    const html = { accept: 'text/html, image/gif, image/jpeg, *; q=.2, */*; q=.2' }; // Java HttpURLConnection's default
+    const cases = [
+      [await postForm(`${plain.url}/token`, { grant_type: 'client_credentials' }, { headers: html }), 401, 'invalid_client'],
+      [await postForm(`${plain.url}/token`, { grant_type: 'client_credentials' }, { basic: [app.id, 'wrong-secret'], headers: html }), 401, 'invalid_client'],
+      [await postForm(`${plain.url}/token`, { grant_type: 'urn:example:unknown' }, { basic: app.basic, headers: html }), 400, 'unsupported_grant_type'],
+    ] as const;
+    for (const [res, status, error] of cases) {
+      assert.equal(res.status, status, res.text);
+      assert.match(res.headers.get('content-type') ?? '', /^application\/json/, res.text);
+      assert.equal(res.json.error, error);
+      if (status === 401) assert.match(res.headers.get('www-authenticate') ?? '', /^Basic realm="[^"]+", error="invalid_client"/);
+    }
+  });
+
   it('Strict-Transport-Security for an HTTPS issuer with a real name; none for http:// or localhost', async () => {
     for (const path of ['/healthz', '/jwks', '/no-such-path']) {
       assert.equal((await fetch(`${named.url}${path}`)).headers.get('strict-transport-security'), 'max-age=31536000', path);

@@ -145,7 +145,10 @@ describe('audit events', () => {
     // grapheme joiner, variation selectors, Khmer and Mongolian invisibles, an unassigned
     // default-ignorable, the null notehead, and spaces other than ASCII's.
     const misleading = ['\n', '\x1b', '\x85', '\u2028', '\u202e', '\u200f', '\u200b', '\ufeff', '\u{e0041}', '\u115f', '\u1160', '\u3164', '\uffa0', '\u2800',
-      '\u034f', '\ufe0f', '\u{e0100}', '\u17b4', '\u180b', '\u2065', '\u{1d159}', '\u00a0', '\u1680', '\u2007', '\u202f', '\u205f', '\u3000'];
+      '\u034f', '\ufe0f', '\u{e0100}', '\u17b4', '\u180b', '\u2065', '\u{1d159}', '\u00a0', '\u1680', '\u2007', '\u202f', '\u205f', '\u3000',
+      // What has nothing of its own to show: unassigned, noncharacters, private use, the
+      // object replacement character, enclosing marks.
+      '\u0378', '\u{1d127}', '\uffff', '\ufdd0', '\ue000', '\u{f0000}', '\ufffc', '\u20dd', '\u0489'];
     await call('POST', `/management/clients/${encodeURIComponent(`a${misleading.join('b')}c`)}/disable`, { authorization: auditor });
     const [forging] = await events('POST /clients/:clientId/disable');
     assert.equal(forging!.resource_id, `a${misleading.map(() => '\uFFFD').join('b')}c`);

@@ -22,6 +22,7 @@ import { hashPassword } from '../../src/store/passwords.ts';
 import { loadManagementUsers, ManagementUserStoreError } from '../../src/management/user-store.ts';
 import pino from 'pino';
 import pg from 'pg';
+import { request as httpsRequest } from 'node:https';
 import { tokenDigest } from '../../src/store/tokens.ts';
 
 const FAST = { memoryCost: 8192, timeCost: 1, parallelism: 1 };
@@ -176,32 +177,59 @@ describe('management API authentication (jwt handler)', () => {
     assert.deepEqual(audited, [{ actor: 'reader', action: 'management.token.evicted', resource_type: 'management_user', resource_id: 'watcher', outcome: 'success' }]);
   });
 
-  it('at most 2 sign-ins check a password at once and 32 wait: the next is refused at once, 503 with Retry-After', async () => {
+  it('made-up names: at most 2 checked at once and 32 waiting, the next refused at once (503); an operator still gets in; one that hung up is not checked', async () => {
     await sql`delete from management_tokens`.execute(database.db);
     // Sign-ins wait (as behind a slow check) while holding their places: the failure counts
     // they read are locked away, and this instance waits for a statement as long as it takes.
     const patient = await start(users, { databaseRequestTimeout: 600 });
     const callPatient = managementClient(patient);
+    const ca = readFileSync(join(patient.keysDir, 'tls', 'server.crt'), 'utf8');
     const holder = new pg.Client({ connectionString: database.url });
     await holder.connect();
-    const gauge = async (state: string) => {
+    const gauge = async (state: string, names: string) => {
       const text = (await callPatient('GET', '/metrics')).text;
-      return Number(new RegExp(`^km_management_sign_ins\\{state="${state}"\\} (\\d+)$`, 'm').exec(text)?.[1]);
+      return Number(new RegExp(`^km_management_sign_ins\\{state="${state}",names="${names}"\\} (\\d+)$`, 'm').exec(text)?.[1]);
+    };
+    /** A sign-in with a made-up name that can be hung up on. */
+    const flood = (i: number) => {
+      const req = httpsRequest({
+        host: '127.0.0.1', port: new URL(patient.managementUrl).port, path: '/management/login', ca, servername: 'localhost', agent: false,
+        headers: { authorization: basicAuth(`flood-${i}`, 'wrong-password') },
+      });
+      const answered = new Promise<number>((resolve) => {
+        req.on('response', (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        }).on('error', () => resolve(0));
+      });
+      req.end();
+      return { answered, hangUp: () => req.destroy() };
     };
     try {
       await holder.query('begin');
       await holder.query('lock table login_failures in access exclusive mode');
-      const pending = Array.from({ length: 34 }, () => callPatient('GET', '/management/login', { authorization: admin }));
-      await waitFor('2 sign-ins running and 32 waiting', async () => (await gauge('running')) === 2 && (await gauge('waiting')) === 32);
-      const refused = await callPatient('GET', '/management/login', { authorization: auditor });
+      const running = [flood(0), flood(1)];
+      await waitFor('2 made-up names running', async () => (await gauge('running', 'unknown')) === 2);
+      const waiting = Array.from({ length: 32 }, (_, i) => flood(i + 2));
+      await waitFor('32 made-up names waiting', async () => (await gauge('waiting', 'unknown')) === 32);
+      const refused = await callPatient('GET', '/management/login', { authorization: basicAuth('flood-extra', 'wrong-password') });
       assert.equal(refused.status, 503, refused.text);
       assert.equal(refused.headers['retry-after'], '5');
       assert.deepEqual(refused.json, { error: 'temporarily_unavailable', error_description: 'too many management sign-ins are under way: try again shortly' });
-      assert.match((await callPatient('GET', '/metrics')).text, /^km_management_sign_ins_refused_total 1$/m);
+      assert.match((await callPatient('GET', '/metrics')).text, /^km_management_sign_ins_refused_total\{names="unknown"\} 1$/m);
+      // An operator is not behind them: it gets a place of its own at once.
+      const operator = callPatient('GET', '/management/login', { authorization: admin });
+      await waitFor('the operator\'s sign-in running', async () => (await gauge('running', 'operators')) === 1);
+      for (const sign of waiting.slice(0, 10)) sign.hangUp();
       await holder.query('rollback');
-      const answered = await Promise.all(pending);
-      assert.deepEqual(answered.map((r) => r.status), Array(34).fill(200));
-      assert.deepEqual([await gauge('running'), await gauge('waiting')], [0, 0]);
+      assert.equal((await operator).status, 200);
+      assert.deepEqual(await Promise.all(running.map((r) => r.answered)), [401, 401]);
+      assert.deepEqual(await Promise.all(waiting.slice(10).map((r) => r.answered)), Array(22).fill(401));
+      await waitFor('both limiters empty', async () => (await gauge('running', 'unknown')) === 0 && (await gauge('waiting', 'unknown')) === 0);
+      // Checked: the 2 running and the 22 still waiting; the 10 that hung up never were.
+      const { n } = await database.db.selectFrom('login_failures').select((eb) => eb.fn.countAll<string>().as('n'))
+        .where('username_lower', 'like', '\u0001management:flood-%').executeTakeFirstOrThrow();
+      assert.equal(Number(n), 24);
     } finally {
       await holder.end();
       await patient.stop();

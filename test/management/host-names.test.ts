@@ -9,7 +9,7 @@ import { ConfigError, loadConfig } from '../../src/config/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { rawRequest } from '../support/http.ts';
-import { managementHostPolicy } from '../../src/http/management-hosts.ts';
+import { isLoopbackHost } from '../../src/http/client-address.ts';
 
 const MISDIRECTED = { error: 'misdirected_request', error_description: 'this listener does not answer for that host name (see management_hostnames)' };
 const PATHS = ['/healthz', '/readyz', '/metrics', '/management/login', '/management/clients'];
@@ -96,12 +96,21 @@ describe('management listener: Host names', () => {
     }
   });
 
-  it('a bind address is loopback in any spelling: the check is on for 0:0:0:0:0:0:0:1 and ::ffff:127.0.0.1 too', () => {
-    for (const address of ['127.0.0.1', '127.8.9.10', '::1', '0:0:0:0:0:0:0:1', '::ffff:127.0.0.1', 'localhost', 'LOCALHOST']) {
-      assert.notEqual(managementHostPolicy(address, []).names, undefined, address);
+  it('a bind address is loopback in any spelling: the check is on when bound by 127.1 or 2130706433 too', async () => {
+    for (const managementHost of ['127.1', '2130706433']) {
+      const server = await startTestServer(database.url, { managementHost });
+      try {
+        assert.equal((await get(server, '/metrics', 'attacker.example')).status, 421, managementHost);
+        assert.equal((await get(server, '/healthz', 'localhost')).status, 200, managementHost);
+      } finally {
+        await server.stop();
+      }
     }
-    for (const address of ['0.0.0.0', '::', '10.0.0.5', '::ffff:10.0.0.5', 'km.example.internal']) {
-      assert.equal(managementHostPolicy(address, []).names, undefined, address);
+    for (const address of ['127.0.0.1', '127.8.9.10', '::1', '0:0:0:0:0:0:0:1', '::ffff:127.0.0.1', '[::1]', 'localhost', 'LOCALHOST']) {
+      assert.equal(isLoopbackHost(address), true, address);
+    }
+    for (const address of ['0.0.0.0', '::', '10.0.0.5', '::ffff:10.0.0.5', 'km.example.internal', '127.0.0.1.nip.io']) {
+      assert.equal(isLoopbackHost(address), false, address);
     }
   });
 

@@ -81,24 +81,29 @@ async function clientOf(deps: InteractionDeps, clientId: unknown): Promise<{ nam
 type Step = Awaited<ReturnType<InteractionDeps['provider']['interactionDetails']>>;
 
 /**
- * Ends the step; the engine then sends the browser on, in the end to the redirect URI with a
- * code or an error. The engine checked that URI at /authorize only: one an operator removed
- * while the page was open gets nothing, not even an error (the engine rechecks on resume too,
- * src/oauth/interactions/consent.ts, but an error result skips that check).
+ * Whether the flow's client and redirect URI are still registered; if not, answers with an
+ * error page. The engine checked them at /authorize only: a client deleted, or a URI an
+ * operator removed, while the page was open gets nothing, not even an error (the engine
+ * rechecks the URI on resume too, src/oauth/interactions/consent.ts, but an error result skips
+ * that check).
  */
-async function finish(deps: InteractionDeps, ctx: Context, step: Step, result: Record<string, unknown>, merge: boolean): Promise<void> {
+async function clientStillThere(deps: InteractionDeps, ctx: Context, step: Step): Promise<boolean> {
   const client = typeof step.params.client_id === 'string' ? await deps.provider.Client.find(step.params.client_id) : undefined;
   const redirectUri = step.params.redirect_uri;
-  if (!client || typeof redirectUri !== 'string' || !client.redirectUriAllowed(redirectUri)) {
-    deps.logger.info({ event: 'interaction.redirect_uri_gone', client_id: step.params.client_id }, 'sign-in ended: its redirect URI is no longer registered');
-    html(ctx, errorPage({
-      title: 'Sign-in cannot continue',
-      message: 'The application no longer accepts answers at the address this sign-in would return to.',
-      next: START_AGAIN,
-      details: 'invalid_redirect_uri',
-    }), 400);
-    return;
-  }
+  if (client && typeof redirectUri === 'string' && client.redirectUriAllowed(redirectUri)) return true;
+  deps.logger.info({ event: 'interaction.redirect_uri_gone', client_id: step.params.client_id }, 'sign-in ended: its client or redirect URI is no longer registered');
+  html(ctx, errorPage({
+    title: 'Sign-in cannot continue',
+    message: 'The application no longer accepts answers at the address this sign-in would return to.',
+    next: START_AGAIN,
+    details: 'invalid_redirect_uri',
+  }), 400);
+  return false;
+}
+
+/** Ends the step; the engine then sends the browser on, in the end to the redirect URI with a code or an error. */
+async function finish(deps: InteractionDeps, ctx: Context, step: Step, result: Record<string, unknown>, merge: boolean): Promise<void> {
+  if (!(await clientStillThere(deps, ctx, step))) return;
   const location = await deps.provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: merge });
   ctx.status = 303;
   ctx.set('Cache-Control', 'no-store');
@@ -170,6 +175,8 @@ export async function submitConsent(deps: InteractionDeps, ctx: Context, form: U
     return;
   }
   const clientId = String(step.params.client_id);
+  // Before the grant is written: a grant of a client deleted meanwhile cannot be stored.
+  if (!(await clientStillThere(deps, ctx, step))) return;
   // The scopes come from the request the server holds, never from the form.
   const decision = await decideScopes(deps, (await clientOf(deps, clientId)).allowedScope, accountId, step.params.scope);
   const grantId = await saveGrant(deps, deps.provider, { accountId, clientId, existingGrantId: step.grantId, decision });
