@@ -3,7 +3,7 @@
 // connections are not capped, so a few thousand slow senders would hold the process's file
 // descriptors — which its database connections need too — and the management listener would
 // be unreachable with the public one.
-import type { Server } from 'node:http';
+import type { Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { Counter } from 'prom-client';
@@ -71,16 +71,21 @@ export function limitListener(server: Server, name: 'public' | 'management', lim
   });
 
   server.on('request', (req, res) => {
-    const socket = req.socket as Socket & { [WAITING]?: number };
+    const socket = req.socket as Counted;
     const n = (socket[WAITING] ?? 0) + 1;
     socket[WAITING] = n;
     if (n > MAX_PIPELINED_REQUESTS) {
       socket.destroy();
       return;
     }
-    res.once('close', () => { socket[WAITING]!--; });
+    res.on('close', answered); // emitted once; `once` would wrap the listener per request
   });
 }
 
 /** On each connection: its requests not yet answered. */
 const WAITING = Symbol('requests waiting for their answers');
+type Counted = Socket & { [WAITING]?: number };
+
+function answered(this: ServerResponse) {
+  (this.req.socket as Counted)[WAITING]!--;
+}

@@ -38,7 +38,7 @@ export function forBoundAddress(policy: ManagementHostPolicy, boundAddress: stri
  * literal only in brackets, and never with a zone (`%…`, which no browser sends); anything else
  * in brackets is no host (undefined).
  */
-export function hostName(header: string): string | undefined {
+function hostName(header: string): string | undefined {
   const bracketed = /^\[([^\]]*)\](?::\d*)?$/.exec(header);
   if (bracketed) return isIP(bracketed[1]!) === 6 && !bracketed[1]!.includes('%') ? bracketed[1]!.toLowerCase() : undefined;
   const name = header.replace(/:\d*$/, '').replace(/\.$/, '').toLowerCase();

@@ -19,7 +19,7 @@ export interface AuditEvent {
  * Characters that would make a line of the trail printed as text say something else: control
  * characters (a newline starts a forged line, an escape sequence rewrites the terminal), line
  * and paragraph separators, format characters (bidirectional overrides, isolates and marks
- * show text reordered; zero-width and tag characters hide in a name that looks like another)
+ * show text reordered; zero-width and tag characters hide in a name that looks like another),
  * every character Unicode says to show as nothing (default-ignorable: variation selectors,
  * the Hangul fillers, …), spaces other than the ASCII one (no-break, ideographic, …), and
  * blanks that are symbols (the braille blank U+2800, the null notehead U+1D159); and what has

@@ -341,6 +341,14 @@ async function rotateOne(db: Db, rotation: Rotation): Promise<boolean> {
   return result.rowCount === rotation.rows.length;
 }
 
+/**
+ * The Grant row whose digest is parameter `param`, if live, share-locked for the statement: a
+ * write under it and a revocation of it (revokeGrantRow) cannot pass each other.
+ */
+function liveGrantShareLocked(param: string): string {
+  return `select 1 from tokens where id_sha256 = ${param} and kind = 'Grant' and revoked_at is null for share`;
+}
+
 const rotations = new Map<number, PreparedStatement>();
 function rotationOf(n: number): PreparedStatement {
   let statement = rotations.get(n);
@@ -350,8 +358,7 @@ function rotationOf(n: number): PreparedStatement {
       name: `km_rotate_refresh_token_${n}`,
       // The Grant row share-locked and live, then the token neither used nor revoked: a
       // revocation that got there first makes this write nothing (see revokeGrantRow).
-      text: `with live_grant as (
-          select 1 from tokens where id_sha256 = $2 and kind = 'Grant' and revoked_at is null for share),
+      text: `with live_grant as (${liveGrantShareLocked('$2')}),
         consumed as (
           update tokens set consumed_at = now()
           where id_sha256 = $1 and kind = 'RefreshToken' and consumed_at is null and revoked_at is null
@@ -419,8 +426,7 @@ export async function insertUnderLiveGrant(db: Db, grantId: string, id: string, 
 
 const INSERT_UNDER_LIVE_GRANT: PreparedStatement = {
   name: 'km_insert_under_live_grant',
-  text: `with live_grant as (
-      select 1 from tokens where id_sha256 = $1 and kind = 'Grant' and revoked_at is null for share)
+  text: `with live_grant as (${liveGrantShareLocked('$1')})
     insert into tokens (${COLUMNS.join(', ')})
     select ${COLUMNS.map((c, i) => placeholder(c, `$${2 + i}`)).join(', ')} where exists (select 1 from live_grant)`,
 };

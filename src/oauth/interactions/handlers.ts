@@ -5,7 +5,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { Context } from 'koa';
 import type Provider from 'oidc-provider';
-import { errors } from 'oidc-provider';
+import { errors, type Client } from 'oidc-provider';
 import type { Logger } from 'pino';
 import { rememberConsent } from '../../store/consents.ts';
 import { findUserById, MAX_USERNAME_LENGTH } from '../../store/users.ts';
@@ -87,10 +87,10 @@ type Step = Awaited<ReturnType<InteractionDeps['provider']['interactionDetails']
  * rechecks the URI on resume too, src/oauth/interactions/consent.ts, but an error result skips
  * that check).
  */
-async function clientStillThere(deps: InteractionDeps, ctx: Context, step: Step): Promise<boolean> {
+async function clientStillThere(deps: InteractionDeps, ctx: Context, step: Step): Promise<Client | undefined> {
   const client = typeof step.params.client_id === 'string' ? await deps.provider.Client.find(step.params.client_id) : undefined;
   const redirectUri = step.params.redirect_uri;
-  if (client && typeof redirectUri === 'string' && client.redirectUriAllowed(redirectUri)) return true;
+  if (client && typeof redirectUri === 'string' && client.redirectUriAllowed(redirectUri)) return client;
   deps.logger.info({ event: 'interaction.redirect_uri_gone', client_id: step.params.client_id }, 'sign-in ended: its client or redirect URI is no longer registered');
   html(ctx, errorPage({
     title: 'Sign-in cannot continue',
@@ -98,12 +98,16 @@ async function clientStillThere(deps: InteractionDeps, ctx: Context, step: Step)
     next: START_AGAIN,
     details: 'invalid_redirect_uri',
   }), 400);
-  return false;
+  return undefined;
+}
+
+/** Ends the step once client and redirect URI are found still registered (clientStillThere). */
+async function finish(deps: InteractionDeps, ctx: Context, step: Step, result: Record<string, unknown>, merge: boolean): Promise<void> {
+  if (await clientStillThere(deps, ctx, step)) await sendResult(deps, ctx, result, merge);
 }
 
 /** Ends the step; the engine then sends the browser on, in the end to the redirect URI with a code or an error. */
-async function finish(deps: InteractionDeps, ctx: Context, step: Step, result: Record<string, unknown>, merge: boolean): Promise<void> {
-  if (!(await clientStillThere(deps, ctx, step))) return;
+async function sendResult(deps: InteractionDeps, ctx: Context, result: Record<string, unknown>, merge: boolean): Promise<void> {
   const location = await deps.provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: merge });
   ctx.status = 303;
   ctx.set('Cache-Control', 'no-store');
@@ -174,12 +178,14 @@ export async function submitConsent(deps: InteractionDeps, ctx: Context, form: U
     await finish(deps, ctx, step, { error: 'access_denied', error_description: 'the user denied the request' }, true);
     return;
   }
-  const clientId = String(step.params.client_id);
-  // Before the grant is written: a grant of a client deleted meanwhile cannot be stored.
-  if (!(await clientStillThere(deps, ctx, step))) return;
+  // Before the grant is written: a grant of a client deleted meanwhile cannot be stored. (The
+  // engine checks the redirect URI again when the flow resumes with this consent.)
+  const client = await clientStillThere(deps, ctx, step);
+  if (!client) return;
+  const clientId = client.clientId;
   // The scopes come from the request the server holds, never from the form.
-  const decision = await decideScopes(deps, (await clientOf(deps, clientId)).allowedScope, accountId, step.params.scope);
+  const decision = await decideScopes(deps, String(client.km_allowed_scope ?? ''), accountId, step.params.scope);
   const grantId = await saveGrant(deps, deps.provider, { accountId, clientId, existingGrantId: step.grantId, decision });
   await rememberConsent(deps.db, accountId, clientId, [...decision.granted, ...decision.oidc]);
-  await finish(deps, ctx, step, { consent: { grantId } }, true);
+  await sendResult(deps, ctx, { consent: { grantId } }, true);
 }
